@@ -1,0 +1,68 @@
+"""Causal, bidirectional and N-D convolution by FFT, zero-padded (no circular wrap).
+
+Kernels are given per axis either at the input length ``S`` (causal: lags ``0..S-1``)
+or at ``2S`` (two-sided, see :func:`two_sided`).  The FFT is taken at ``2S`` on each
+axis, which is enough for the linear (not circular) convolution of length-``S`` inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _compute_dtype(u: Tensor, k: Tensor) -> torch.dtype:
+    """float32 at least (half-precision FFTs lose too much), float64 when either input is."""
+    return torch.promote_types(torch.promote_types(u.dtype, k.dtype), torch.float32)
+
+
+def two_sided(k_forward: Tensor, k_backward: Tensor, dim: int = -1) -> Tensor:
+    """Combine a causal and an anti-causal kernel of length L into one of length 2L.
+
+    The result convolves as ``y[t] = sum_{m>=0} k_forward[m] u[t-m] + sum_{m>=0} k_backward[m] u[t+1+m]``:
+    ``k_backward`` is the causal kernel run over the reversed sequence, shifted by one
+    step so that the current input is counted once (by ``k_forward``).
+    """
+    k_forward = k_forward.movedim(dim, -1)
+    k_backward = k_backward.movedim(dim, -1)
+    L = k_forward.shape[-1]
+    k = F.pad(k_forward, (0, L)) + F.pad(k_backward.flip(-1), (L, 0))
+    return k.movedim(-1, dim)
+
+
+def fftconv(u: Tensor, k: Tensor) -> Tensor:
+    """1-D convolution of ``u`` (B, H, L) with kernels ``k`` (C, H, L or 2L) -> (B, C, H, L).
+
+    Computed in float32 at least, whatever the input dtype (safe under autocast).
+    """
+    L = u.shape[-1]
+    if k.shape[-1] not in (L, 2 * L):
+        raise ValueError(f"kernel length {k.shape[-1]} must be L={L} (causal) or 2L (two-sided)")
+    n = 2 * L
+    dtype = _compute_dtype(u, k)
+    u_f = torch.fft.rfft(u.to(dtype), n=n)  # (B, H, n/2+1)
+    k_f = torch.fft.rfft(k.to(dtype), n=n)  # (C, H, n/2+1)
+    y = torch.fft.irfft(u_f.unsqueeze(1) * k_f, n=n)  # (B, C, H, n)
+    return y[..., :L]
+
+
+def fftconv_nd(u: Tensor, k: Tensor) -> Tensor:
+    """N-D convolution: ``u`` (B, H, *S) with ``k`` (C, H, *K) -> (B, C, H, *S).
+
+    Each kernel axis has length ``S_i`` (causal along that axis) or ``2 S_i`` (two-sided).
+    """
+    spatial = u.shape[2:]
+    ndim = len(spatial)
+    if k.dim() != ndim + 2:
+        raise ValueError(f"kernel has {k.dim() - 2} spatial axes, input has {ndim}")
+    for s, ks in zip(spatial, k.shape[2:]):
+        if ks not in (s, 2 * s):
+            raise ValueError(f"kernel axis length {ks} must be {s} (causal) or {2 * s} (two-sided)")
+    sizes = [2 * s for s in spatial]
+    dims = tuple(range(-ndim, 0))
+    dtype = _compute_dtype(u, k)
+    u_f = torch.fft.rfftn(u.to(dtype), s=sizes, dim=dims)
+    k_f = torch.fft.rfftn(k.to(dtype), s=sizes, dim=dims)
+    y = torch.fft.irfftn(u_f.unsqueeze(1) * k_f, s=sizes, dim=dims)
+    return y[(..., *[slice(0, s) for s in spatial])]
