@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from ssmcore import make_layer
+from ssmcore.layers.dss import DSS
+from tests.ssmcore.helpers import (
+    check_causal,
+    check_chunked_matches_whole,
+    check_sees_future,
+    check_step_matches_forward,
+    diagonal_recurrence,
+    rel_err,
+)
+
+
+def softmax_kernel_reference(layer: DSS, L: int) -> torch.Tensor:
+    """The DSS-softmax kernel straight from the definition, in float64 (no stabilisation)."""
+    dtlam, zoh, w = layer._modes(1.0)
+    k = torch.arange(L, dtype=torch.float64)
+    powers = torch.exp(k[None, None, :] * dtlam[..., None])  # (H, M, L)
+    norm = powers.sum(-1)  # (H, M)
+    return 2 * torch.einsum("chm,hml->chl", w * zoh / norm, powers).real
+
+
+def test_exp_kernel_matches_float64_recurrence():
+    torch.manual_seed(0)
+    layer = DSS(d_model=3, d_state=16, version="exp").double()
+    L = 200
+    log_dA, dB, C = layer.discrete()
+    impulse = torch.zeros(3, L, dtype=torch.float64)
+    impulse[:, 0] = 1
+    ref = diagonal_recurrence(torch.exp(log_dA), dB, C[0], impulse)
+    assert rel_err(layer.kernel(L)[0], ref) < 1e-10
+
+
+@pytest.mark.parametrize("l_max", [None, 300])
+def test_softmax_kernel_matches_definition_with_growing_modes(l_max):
+    torch.manual_seed(0)
+    layer = DSS(d_model=3, d_state=16, version="softmax", l_max=l_max).double()
+    with torch.no_grad():  # half the modes grow (Re lambda > 0), as DSS-softmax allows
+        layer.Lambda_real[:, ::2] = 0.3
+    L = 200
+    full = softmax_kernel_reference(layer, l_max or L)[..., :L]
+    assert rel_err(layer.kernel(L), full) < 1e-10
+
+
+def test_softmax_no_overflow_at_long_length():
+    torch.manual_seed(0)
+    layer = DSS(d_model=4, d_state=16, version="softmax")
+    with torch.no_grad():
+        layer.Lambda_real[:, ::2] = 2.0
+    k = layer.kernel(65536)
+    assert torch.isfinite(k).all()
+    y, _ = layer(torch.randn(1, 65536, 4))
+    y.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+@pytest.mark.parametrize("version", ["exp", "softmax"])
+def test_step_and_chunks_match_forward(version):
+    torch.manual_seed(0)
+    layer = DSS(d_model=6, d_state=16, version=version, l_max=4096)
+    if version == "softmax":
+        with torch.no_grad():  # mildly growing modes stay representable in float32
+            layer.Lambda_real[:, ::3] = 0.05
+            layer.log_dt.fill_(-6.0)
+    check_step_matches_forward(layer, L=4096, batch=1)
+    check_chunked_matches_whole(layer, L=4096, chunks=4)
+
+
+def test_softmax_step_needs_l_max_and_reports_overflow():
+    layer = DSS(d_model=2, d_state=4, version="softmax")
+    with pytest.raises(ValueError, match="l_max"):
+        layer.step(torch.zeros(1, 2), layer.default_state(1))
+    layer = DSS(d_model=2, d_state=4, version="softmax", l_max=100000)
+    with torch.no_grad():
+        layer.Lambda_real.fill_(5.0)
+        layer.log_dt.fill_(0.0)
+        with pytest.raises(ValueError, match="double"):
+            layer.step(torch.zeros(1, 2), layer.default_state(1))
+
+
+def test_causal_bidirectional_and_registry():
+    check_causal(make_layer("dss", d_model=4, d_state=8))
+    check_sees_future(make_layer("dss", d_model=4, d_state=8, version="softmax", bidirectional=True))
+    with pytest.raises(ValueError, match="unknown DSS version"):
+        DSS(d_model=2, version="relu")
