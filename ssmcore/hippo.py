@@ -63,6 +63,31 @@ def low_rank_correction(measure: str, N: int) -> np.ndarray:
     raise ValueError(f"unknown HiPPO measure {measure!r}; choose one of {', '.join(MEASURES)}")
 
 
+def _pair_real_modes(w: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Give the zero-frequency eigenvectors of a real skew matrix the conjugate-pair structure.
+
+    ``w, V`` are the eigenpairs of ``i * skew`` (from ``eigh``).  Eigenvectors of a nonzero
+    ``w`` come in conjugate pairs automatically; the kernel of ``skew`` (FouT has a
+    two-dimensional one) gets an arbitrary basis.  It is replaced by ``(r_1 +- i r_2) / sqrt 2``
+    from a real orthonormal basis ``r``, ordered so that keeping the first of each ``+``/``-``
+    pair (``keep_half``) keeps exactly one vector of each conjugate pair.
+    """
+    tol = 1e-9 * max(1.0, float(np.abs(w).max(initial=0.0)))
+    zero = np.flatnonzero(np.abs(w) < tol)
+    if zero.size == 0:
+        return w, V
+    if zero.size % 2:
+        raise ValueError("the normal part has an odd number of real modes; no conjugate-pair form exists")
+    Z = V[:, zero]
+    U, _, _ = np.linalg.svd(np.concatenate([Z.real, Z.imag], axis=1), full_matrices=False)
+    real_basis = U[:, : zero.size]  # real orthonormal basis of the kernel
+    plus = (real_basis[:, 0::2] + 1j * real_basis[:, 1::2]) / np.sqrt(2.0)
+    w, V = w.copy(), V.copy()
+    w[zero] = 0.0
+    V[:, zero] = np.concatenate([plus, plus.conj()], axis=1)
+    return w, V
+
+
 def nplr(measure: str, N: int, keep_half: bool = True) -> dict[str, torch.Tensor]:
     """Normal-plus-low-rank form of a HiPPO matrix, in complex128.
 
@@ -81,13 +106,15 @@ def nplr(measure: str, N: int, keep_half: bool = True) -> dict[str, torch.Tensor
     skew = S - diag_mean * np.eye(N)
     # i * skew is Hermitian: eigh gives a unitary V and real eigenvalues w, skew = V (-i w) V^*
     w, V = np.linalg.eigh(skew * 1j)
+    w, V = _pair_real_modes(w, V)
     lam = diag_mean - 1j * w
     order = np.argsort(-lam.imag, kind="stable")
     lam, V = lam[order], V[:, order]
     if keep_half:
         lam, V = lam[: N // 2], V[:, : N // 2]
     Vh = V.conj().T
-    P_t = (Vh @ P.T.astype(np.complex128)).T
+    # rows of P~ are conj(V^* p)^T, so that V^* (p p^T) V = P~^* P~ (p real)
+    P_t = (Vh @ P.T.astype(np.complex128)).T.conj()
     B_t = Vh @ B.astype(np.complex128)
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.complex128)  # noqa: E731
     return {"Lambda": as_t(lam), "P": as_t(P_t), "B": as_t(B_t), "V": as_t(V)}
