@@ -1,0 +1,40 @@
+# ssm-suite: `make demo` and `make test` work on a fresh clone (Python 3.11 needed).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SSM    := $(VENV)/bin/ssm
+STAMP  := $(VENV)/.installed
+export SSM_DATA ?= data
+
+.PHONY: setup test test-slow demo bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(PY) -c "import torch, torchvision, torchaudio, lightning, ssmcore, apps; print('ssm-suite ready: torch', torch.__version__)"
+	@touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+demo: setup
+	@echo "== smoke: delayed recall with a 2-layer S4D model =="
+	$(SSM) smoke prepare --out $(SSM_DATA)/smoke
+	$(SSM) smoke fit -c recipes/smoke/copy.yaml --data.data_dir $(SSM_DATA)/smoke
+	$(SSM) smoke test -c recipes/smoke/copy.yaml --data.data_dir $(SSM_DATA)/smoke --ckpt_path runs/smoke/copy/checkpoints/best.ckpt
+	@echo "== demo done: outputs are under runs/ =="
+	@find runs -maxdepth 4 -name '*.ckpt' -o -maxdepth 4 -name 'metrics.csv' | sort
+
+bench: setup
+	$(PY) benchmarks/layers.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""A tiny procedural task (delayed recall) that proves the training plumbing end to end."""
