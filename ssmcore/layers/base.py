@@ -52,6 +52,8 @@ class SSMLayer(nn.Module):
 
     #: names of this module's parameters that belong to the SSM itself (own lr, no weight decay)
     ssm_parameter_names: tuple[str, ...] = ()
+    #: True when ``ssm_forward`` already includes the D skip (convolutional layers fold it into the kernel)
+    skip_in_ssm_forward: bool = False
 
     def __init__(
         self,
@@ -108,7 +110,8 @@ class SSMLayer(nn.Module):
             raise ValueError("state passing needs a causal layer: this one was built with bidirectional=True")
         u = rearrange(x, "b l h -> b h l")
         y, next_state = self.ssm_forward(u, state=state, rate=rate)  # (B, C, H, L)
-        y = y + self.D[:, :, None].to(y.dtype) * u.unsqueeze(1).to(y.dtype)
+        if not self.skip_in_ssm_forward:
+            y = y + self.D[:, :, None].to(y.dtype) * u.unsqueeze(1).to(y.dtype)
         y = rearrange(y, "b c h l -> b l (c h)")
         return self._post(y), next_state
 
@@ -150,7 +153,11 @@ class ConvSSMLayer(SSMLayer):
 
     Subclasses supply ``ssm_kernel(L, rate) -> (n_kernels, H, L)`` (forward kernels
     first, then the anti-causal ones) and, if causal, ``state_forward`` and ``ssm_step``.
+    The D skip is folded into the kernel's lag-0 tap (``conv(u, k) + D u = conv(u, k + D delta)``),
+    which saves a pass over the (B, C, H, L) output and its backward.
     """
+
+    skip_in_ssm_forward = True
 
     def ssm_kernel(self, L: int, rate: float = 1.0) -> Tensor:
         raise NotImplementedError
@@ -174,6 +181,10 @@ class ConvSSMLayer(SSMLayer):
         k = self.kernel(L, rate)  # (n_kernels, H, L)
         if self.bidirectional:
             k = two_sided(k[: self.channels], k[self.channels :])  # (C, H, 2L)
+        else:
+            k = k[: self.channels]
+        lag0 = torch.zeros_like(k[..., :1]) + self.D[:, :, None].to(k.dtype)  # (C, H, 1)
+        k = torch.cat([k[..., :1] + lag0, k[..., 1:]], dim=-1)  # D skip at lag 0
         y = fftconv(u, k)  # (B, C, H, L)
         next_state = None
         if state is not None:
