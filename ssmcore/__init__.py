@@ -6,12 +6,33 @@ Every layer follows one contract (channels last, batch first)::
     state = layer.default_state(batch_size)
     y_t, state = layer.step(x_t, state)               # x_t, y_t: (B, H)
     k = layer.kernel(L, rate=1.0)                      # (C, H, L), convolutional layers
+
+Layers by name: ``make_layer("s4d", d_model=H, ...)``; see :data:`ssmcore.registry.LAYERS`.
 """
 
+from ssmcore.blocks import AvgPool, DownPool, FeedForward, ResidualBlock, SequenceModel, UpPool
 from ssmcore.layers.base import ConvSSMLayer, SSMLayer
+from ssmcore.layers.dss import DSS
 from ssmcore.layers.s4d import S4D
+from ssmcore.layers.s4nd import S4ND
 from ssmcore.optim import param_groups
-from ssmcore.registry import layer_names, make_layer
+from ssmcore.registry import layer_class, layer_names, make_layer
 
-__all__ = ["ConvSSMLayer", "SSMLayer", "S4D", "make_layer", "layer_names", "param_groups"]
+__all__ = [
+    "AvgPool",
+    "ConvSSMLayer",
+    "DSS",
+    "DownPool",
+    "FeedForward",
+    "ResidualBlock",
+    "S4D",
+    "S4ND",
+    "SSMLayer",
+    "SequenceModel",
+    "UpPool",
+    "layer_class",
+    "layer_names",
+    "make_layer",
+    "param_groups",
+]
 __version__ = "0.1.0"
