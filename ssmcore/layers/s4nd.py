@@ -13,7 +13,13 @@ trained at 14x14 runs on 28x28 with ``rate=(0.5, 0.5)``).  Bandlimiting (Sec. 3.
 the modes that would alias: mode ``n`` of axis ``i`` oscillates at
 ``|Im(dt_i A_in)| / (2 pi)`` cycles per sample; it is kept only if that is at most
 ``bandlimit / 2`` (``bandlimit=1`` keeps everything up to the Nyquist frequency 0.5).  The
-mask uses the step after ``rate``, so a larger rate (a coarser grid) masks more modes.
+mask uses the step after ``rate`` when ``rate > 1``, so a coarser grid masks more modes; on a
+finer grid (``rate < 1``) it stays the mask of rate 1: the modes masked in training never
+received a gradient (their ``C`` is still the random init), and a finer grid must sample the
+same continuous kernel the model learned, not let those modes back in.
+
+Init: ``C`` is complex normal as in S4D, then scaled so that every axis kernel has unit l2 norm
+over ``C_NORM_LENGTH`` taps (see ``S4ND._normalise_C``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from ssmcore.layers.base import SSMLayer
 from ssmcore.layers.s4d import DISCRETIZATIONS, discretize_diagonal
 
 _AXIS_LETTERS = "ijk"
+#: grid size over which the init scales each axis kernel to unit norm (see ``S4ND._normalise_C``)
+C_NORM_LENGTH = 32
 
 
 class S4ND(SSMLayer):
@@ -115,6 +123,26 @@ class S4ND(SSMLayer):
             )
             for b in bidirectional
         )
+        self._normalise_C(C_NORM_LENGTH)
+
+    @torch.no_grad()
+    def _normalise_C(self, length: int) -> None:
+        """Scale the random ``C`` of every axis so that each (channel, feature) axis kernel has unit
+        l2 norm over ``length`` taps at rate 1 (both directions together if bidirectional; after the
+        bandlimit mask, so that a bandlimited layer starts from kernels as large as an unlimited one).
+
+        With unscaled complex-normal ``C`` (the S4D init) the 1-D kernels are large -- the LegS
+        ``B`` has entries in the hundreds -- and the N-D kernel is their product, so a 16x16
+        image gave SSM outputs with std ~1e4 at ``d_state=64``.  Normalised, white unit-variance
+        input on a ``length``-sized grid gives SSM outputs of std of order 1 (about 0.5) whatever ``dim``.
+        """
+        for axis in range(self.dim):
+            log_dA, dB, C = self.discrete(axis)
+            k = 2 * vandermonde_kernel(C * dB, log_dA, length)  # (n, H, L)
+            k = rearrange(k, "(d c) h l -> c h (d l)", c=self.channels)  # both directions of a channel
+            norm = k.norm(dim=-1).clamp_min(1e-12)  # (C, H)
+            scale = norm.repeat(2 if self.bidirectional[axis] else 1, 1)  # (n, H)
+            self.C[axis].div_(scale[..., None, None])
 
     # ----------------------------------------------------------------- the SSM
     def _rates(self, rate: float | Sequence[float]) -> tuple[float, ...]:
@@ -136,8 +164,12 @@ class S4ND(SSMLayer):
         return log_dA, dB * torch.view_as_complex(self.B[axis]), C
 
     def mode_mask(self, axis: int, rate: float = 1.0) -> Tensor:
-        """(H, M) bool: modes of ``axis`` at or below ``bandlimit / 2`` cycles per sample (all if no bandlimit)."""
-        freq = (torch.exp(self.log_dt[axis]) * rate).unsqueeze(-1) * self.A_imag[axis].abs() / (2 * math.pi)
+        """(H, M) bool: modes of ``axis`` at or below ``bandlimit / 2`` cycles per sample (all if no bandlimit).
+
+        The frequency is taken at ``max(rate, 1)``: a finer grid keeps the modes of rate 1 (see the
+        module docstring).
+        """
+        freq = (torch.exp(self.log_dt[axis]) * max(rate, 1.0)).unsqueeze(-1) * self.A_imag[axis].abs() / (2 * math.pi)
         if self.bandlimit is None:
             return torch.ones_like(freq, dtype=torch.bool)
         return freq <= self.bandlimit / 2

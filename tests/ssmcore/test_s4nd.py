@@ -150,8 +150,8 @@ def test_bandlimit_masks_modes_above_half_the_bandlimit():
         assert nyquist.mode_mask(axis).sum() > mask.sum()
         assert torch.equal(limited.mode_mask(axis, rate=2.0), 2 * freq <= 0.25)
         assert mask.sum() > limited.mode_mask(axis, rate=2.0).sum()  # a coarser grid masks more modes
-        with torch.no_grad():  # masking = zeroing C of those modes
-            full.C[axis].mul_(mask[None, :, :, None].double())
+        with torch.no_grad():  # masking = zeroing C of those modes (the init scales C of the kept modes)
+            full.C[axis].copy_(limited.C[axis] * mask[None, :, :, None].double())
     assert rel_err(limited.kernel((16, 16)), full.kernel((16, 16))) < 1e-14
     assert rel_err(limited.kernel((16, 16)), nyquist.kernel((16, 16))) > 1e-3
     with pytest.raises(ValueError, match="bandlimit"):
@@ -220,3 +220,27 @@ def test_trained_at_14_runs_at_28_with_half_rate():
             layer.B[axis].copy_(torch.view_as_real(torch.view_as_complex(layer.B[axis]) * gain))
     assert rel_err(k28[:, :, ::2, ::2], layer.kernel((14, 14))) < 1e-12
     assert rel_err(k28[:, :, ::2, ::2], k14) > 1e-3
+
+
+def test_finer_grid_keeps_the_modes_of_rate_1():
+    """Modes masked in training (rate 1) must not come back on a finer grid (rate < 1)."""
+    torch.manual_seed(0)
+    layer = S4ND(d_model=3, d_state=32, dim=2, dt_min=0.05, dt_max=0.2, bandlimit=0.5)
+    for axis in range(2):
+        assert torch.equal(layer.mode_mask(axis, rate=0.5), layer.mode_mask(axis))
+        assert torch.equal(layer.mode_mask(axis, rate=0.25), layer.mode_mask(axis))
+
+
+@pytest.mark.parametrize(("d_state", "dim", "bidirectional"), [(64, 2, True), (16, 2, False), (64, 3, True)])
+def test_init_gives_unit_axis_kernels_and_order_one_outputs(d_state, dim, bidirectional):
+    """The C init is scaled: each axis kernel has unit norm over 32 taps, the outputs have std of order 1
+    (the unscaled complex-normal C gave std ~1e4 on a 16x16 image at d_state=64)."""
+    torch.manual_seed(0)
+    layer = S4ND(d_model=8, d_state=d_state, dim=dim, channels=2, bidirectional=bidirectional)
+    for k in layer.axis_kernels((32,) * dim):
+        assert torch.allclose(k.norm(dim=-1), torch.ones(2, 8), rtol=1e-4)
+    side = 16 if dim == 2 else 8
+    u = torch.randn(2, 8, *(side,) * dim)
+    with torch.no_grad():
+        std = layer.ssm_forward(u)[0].std().item()
+    assert 0.02 < std < 3.0
