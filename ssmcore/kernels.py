@@ -98,3 +98,135 @@ def cauchy_kernel(v: Tensor, w: Tensor, lam: Tensor, chunk: int = 1024) -> Tenso
         r = 1.0 / (w[:, start : start + chunk, None] - lam[:, None, :])  # (H, k, N)
         outs.append(torch.einsum("...hn,hkn->...hk", v, r))
     return torch.cat(outs, dim=-1)
+
+
+def _chunk_size(H: int, M: int, K: int, budget: int = 1 << 18) -> int:
+    """Evaluation points per chunk so that an (H, chunk, M) tensor has about ``budget`` elements."""
+    return max(1, min(K, budget // max(1, H * M)))
+
+
+class _BilinearCauchy(torch.autograd.Function):
+    """Real-arithmetic core of :func:`cauchy_conj_bilinear` for the frequencies below Nyquist.
+
+    With ``mu = dt lam`` and ``s_k = i sigma_k``, ``sigma_k = 2 tan(pi k / L)``, each conjugate pair
+    shares one denominator ``d = (s - mu)(s - conj(mu)) = X + i Y``, ``X = |mu|^2 - sigma^2``,
+    ``Y = -2 sigma Re mu``, and its numerator is ``s a - b`` with real ``a = 2 Re v``,
+    ``b = 2 Re(v conj(mu))``.  Inputs: ``G1 = -2 Re mu`` and ``G2 = |mu|^2`` (H, M),
+    ``coef = [a ; b]`` (H, 2T, M), the constants ``sigma`` (K,) and ``winv`` (K, 2) (real and
+    imaginary part of ``1 / gamma_k``, ``gamma_k = (1 + omega_k) / 2``).  Output (H, T, K, 2):
+    real and imaginary part of ``(s A - B) / gamma`` with ``A = sum_m a / d``, ``B = sum_m b / d``.
+
+    The reciprocals ``1 / d`` of one chunk of frequencies are computed once (``Xs - i Ys``) and
+    contracted with every numerator in one matrix product.  Backward recomputes them chunk by
+    chunk instead of saving them, so memory stays O(H M chunk) in both passes.
+    """
+
+    @staticmethod
+    def _reciprocals(G1: Tensor, G2: Tensor, sigma: Tensor) -> Tensor:
+        """``[Xs | Ys]`` (H, M, 2k) with ``1 / d = Xs - i Ys`` for the chunk ``sigma`` (k,)."""
+        H, M = G1.shape
+        k = sigma.shape[0]
+        XY = torch.empty(H, M, 2 * k, dtype=G1.dtype, device=G1.device)
+        X, Y = XY[..., :k], XY[..., k:]
+        torch.sub(G2[..., None], sigma * sigma, out=X)
+        torch.mul(G1[..., None], sigma, out=Y)
+        scale = torch.mul(X, X).addcmul_(Y, Y).reciprocal_()  # 1 / |d|^2, (H, M, k)
+        XY.view(H, M, 2, k).mul_(scale.unsqueeze(2))
+        return XY
+
+    @staticmethod
+    def forward(ctx, G1: Tensor, G2: Tensor, coef: Tensor, sigma: Tensor, winv: Tensor, chunk: int) -> Tensor:
+        H, T2, M = coef.shape
+        T, K = T2 // 2, sigma.shape[0]
+        out = torch.empty(H, T, K, 2, dtype=coef.dtype, device=coef.device)
+        for start in range(0, K, chunk):
+            stop = min(K, start + chunk)
+            k, sig = stop - start, sigma[start:stop]
+            S = torch.bmm(coef, _BilinearCauchy._reciprocals(G1, G2, sig))  # (H, 2T, 2k)
+            A0, B0, A1, B1 = S[:, :T, :k], S[:, T:, :k], S[:, :T, k:], S[:, T:, k:]  # A = A0 - i A1
+            P = sig * A1 - B0  # Re(s A - B), (H, T, k)
+            Q = sig * A0 + B1  # Im(s A - B)
+            wr, wi = winv[start:stop, 0], winv[start:stop, 1]
+            out[:, :, start:stop, 0] = P * wr - Q * wi
+            out[:, :, start:stop, 1] = P * wi + Q * wr
+        ctx.save_for_backward(G1, G2, coef, sigma, winv)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        G1, G2, coef, sigma, winv = ctx.saved_tensors
+        K = sigma.shape[0]
+        need_G = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad_G1, grad_G2 = torch.zeros_like(G1), torch.zeros_like(G2)
+        grad_coef = torch.zeros_like(coef)
+        coef_t = coef.transpose(1, 2)  # (H, M, 2T)
+        for start in range(0, K, ctx.chunk):
+            stop = min(K, start + ctx.chunk)
+            k, sig = stop - start, sigma[start:stop]
+            g0, g1 = grad_out[:, :, start:stop, 0], grad_out[:, :, start:stop, 1]  # (H, T, k)
+            wr, wi = winv[start:stop, 0], winv[start:stop, 1]
+            gP = g0 * wr + g1 * wi
+            gQ = g1 * wr - g0 * wi
+            # P = sigma A1 - B0, Q = sigma A0 + B1  ->  gradient of S = [A0 | A1 ; B0 | B1]
+            g_S = torch.cat([torch.cat([sig * gQ, -gP], 1), torch.cat([sig * gP, gQ], 1)], 2)  # (H, 2T, 2k)
+            XY = _BilinearCauchy._reciprocals(G1, G2, sig)  # (H, M, 2k)
+            grad_coef += torch.bmm(g_S, XY.transpose(1, 2))
+            if not need_G:
+                continue
+            dXY = torch.bmm(coef_t, g_S)  # (H, M, 2k): dL/dXs | dL/dYs
+            Xs, Ys, dXs, dYs = XY[..., :k], XY[..., k:], dXY[..., :k], dXY[..., k:]
+            # dXs/dX = -U, dXs/dY = dYs/dX = -V, dYs/dY = U with U = Xs^2 - Ys^2, V = 2 Xs Ys
+            U = torch.mul(Xs, Xs).addcmul_(Ys, Ys, value=-1)
+            V = torch.mul(Xs, Ys)  # V / 2
+            grad_X = torch.mul(dXs, U).addcmul_(dYs, V, value=2)  # -dL/dX
+            grad_Y = torch.mul(dYs, U).addcmul_(dXs, V, value=-2)  # dL/dY
+            grad_G2 -= grad_X.sum(-1)  # X = G2 - sigma^2
+            grad_G1 += torch.matmul(grad_Y, sig)  # Y = sigma G1
+        return grad_G1, grad_G2, grad_coef, None, None, None
+
+
+def cauchy_conj_bilinear(v: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int | None = None) -> Tensor:
+    """Cauchy sums of a conjugate-symmetric system at the bilinear images of the roots of unity.
+
+    ``out[t, h, k] = sum_m v_m / (a_k - b_hk lam_m) + conj(v_m) / (a_k - b_hk conj(lam_m))``
+    with ``a_k = 1 - omega_k``, ``b_hk = dt_h (1 + omega_k) / 2``, ``omega_k = exp(-2 pi i k / L)``,
+    for ``k = 0 .. L // 2``: the resolvent sums of S4's kernel (Gu, Goel, Re 2021, Alg. 1 / Lemma C.3),
+    with the two modes of each conjugate pair summed together.  Only the ``L // 2 + 1``
+    frequencies of a real kernel are evaluated; the Nyquist one (``omega = -1``) in closed form.
+
+    One real reciprocal per (h, k, m) serves every numerator (see :class:`_BilinearCauchy`);
+    chunked over ``k`` and recomputed in backward, so no (H, K, M) tensor is built or saved.
+
+    Args:
+        v: (T, H, M) complex numerators.
+        lam: (H, M) complex poles (``Re lam < 0``).
+        dt: (H,) real step sizes.
+        L: the length whose roots of unity are used.
+        chunk: frequencies per chunk (default: about 2^18 / (H M)).
+    Returns:
+        (T, H, L // 2 + 1) complex.
+    """
+    T, H, M = v.shape
+    real = lam.real.dtype
+    K = L // 2 + 1
+    below = L // 2 if L % 2 == 0 else K  # frequencies with omega != -1
+    theta = math.pi * torch.arange(below, dtype=torch.float64, device=lam.device) / L  # half-angles
+    sigma = 2 * torch.tan(theta)
+    gamma = torch.polar(torch.cos(theta), -theta)  # (1 + omega) / 2
+    winv = torch.view_as_real(1 / gamma)  # (K', 2)
+    mu = dt.to(real)[:, None] * lam  # (H, M)
+    coef = torch.cat([2 * v.real, 2 * (v * mu.conj()).real], dim=0)  # (2T, H, M)
+    coef = coef.transpose(0, 1).contiguous()  # (H, 2T, M)
+    out = _BilinearCauchy.apply(
+        -2 * mu.real,
+        mu.real.square() + mu.imag.square(),
+        coef,
+        sigma.to(real),
+        winv.to(real),
+        chunk or _chunk_size(H, M, below),
+    )  # (H, T, K', 2)
+    out = torch.view_as_complex(out).transpose(0, 1)  # (T, H, K')
+    if below < K:  # omega = -1: each pair gives (v + conj v) / 2
+        out = torch.cat([out, v.real.sum(-1, keepdim=True).to(out.dtype)], dim=-1)
+    return out
