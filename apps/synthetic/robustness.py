@@ -149,8 +149,8 @@ def robustness(argv: list[str]) -> None:
     """``ssm synthetic robustness [--layers ...] [--omegas ...] [--downsample 1] [--epochs 5] [--out DIR]``."""
     args = build_parser().parse_args(argv)
     layers = parse_names(args.layers, sorted(LAYERS), "layer", "--layers")
-    check_layers(layers)
     omegas = parse_omegas(args.omegas)
+    check_layers(layers)
     data = SequentialMNIST(downsample=args.downsample, train_size=args.train_size, val_size=args.val_size,
                            batch_size=args.batch_size, seed=args.seed)
     data.setup()

@@ -152,8 +152,8 @@ def suite(argv: list[str]) -> None:
     """``ssm synthetic suite [--layers s4d,s5,dlr] [--tasks ...] [--length 512] [--steps 500] [--out DIR]``."""
     args = build_parser().parse_args(argv)
     layers = parse_names(args.layers, sorted(LAYERS), "layer", "--layers")
-    check_layers(layers)
     tasks = parse_names(args.tasks, list(TASKS), "task", "--tasks")
+    check_layers(layers)
     if args.steps < 1 or args.length < 8:
         raise UserError(f"--steps must be >= 1 and --length >= 8, got {args.steps} and {args.length}")
     out = Path(args.out)

@@ -1,0 +1,108 @@
+"""``ssm synthetic``: fit through LightningCLI, the suite and robustness verbs, and their errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from apps.common.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = str(ROOT / "recipes" / "synthetic" / "tiny.yaml")
+SMALL_MODEL = ["--d-model", "8", "--n-layers", "1", "--d-state", "8"]
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "runs"
+
+
+def test_help_lists_the_verbs(capsys):
+    assert main(["synthetic", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "suite" in out and "robustness" in out and "fit" in out
+
+
+def test_fit_tiny_recipe_logs_r2_and_checkpoints(capsys, runs_dir):
+    assert main(["synthetic", "fit", "-c", TINY]) == 0
+    out = capsys.readouterr().out
+    ckpts = runs_dir / "synthetic" / "tiny" / "checkpoints"
+    assert (ckpts / "last.ckpt").is_file() and (ckpts / "best.ckpt").is_file()
+    assert "best val/r2" in out
+    metrics = next((runs_dir / "synthetic" / "tiny" / "csv").rglob("metrics.csv")).read_text()
+    assert "val/r2" in metrics and "train/loss" in metrics
+    assert main(["synthetic", "test", "-c", TINY, "--ckpt_path", str(ckpts / "best.ckpt")]) == 0
+
+
+def test_fit_links_the_task_to_the_model(runs_dir):
+    assert main(["synthetic", "fit", "-c", TINY, "--data.task", "mips", "--data.length", "16",
+                 "--data.mips_dim", "2", "--trainer.max_epochs", "1"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--data.task", "juggle"], "unknown 'juggle'"),
+        (["--model.layer", "nope"], "unknown layer 'nope'"),
+    ],
+    ids=["unknown-task", "unknown-layer"],
+)
+def test_fit_errors_are_one_line(args, expected, capsys):
+    assert main(["synthetic", "fit", "-c", TINY, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_suite_writes_markdown_csv_and_heatmap(tmp_path, capsys):
+    out = tmp_path / "suite"
+    assert main(["synthetic", "suite", "--layers", "s4d", "--tasks", "shift,cumsum", "--length", "16", "--steps", "2",
+                 "--evals", "1", "--val-size", "4", "--batch-size", "2", *SMALL_MODEL, "--accelerator", "cpu",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("results.md", "results.csv", "heatmap.png"):
+        assert (out / name).is_file() and str(out / name) in printed
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["task"], r["layer"]) for r in rows] == [("shift", "s4d"), ("cumsum", "s4d")]
+    assert all(float(r["r2"]) <= 1 for r in rows)
+    md = (out / "results.md").read_text()
+    assert "| Shift |" in md and "| CumSum |" in md
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--layers", "s4d,lstm"], "unknown layer lstm in --layers; choose from"),
+        (["--tasks", "shift,juggle"], "unknown task juggle in --tasks; choose from shift, cumsum"),
+    ],
+    ids=["layer", "task"],
+)
+def test_suite_unknown_names(args, expected, capsys):
+    assert main(["synthetic", "suite", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_robustness_writes_table_and_plot(tmp_path, capsys):
+    out = tmp_path / "robust"
+    assert main(["synthetic", "robustness", "--layers", "s4d", "--downsample", "7", "--epochs", "1", "--max-steps",
+                 "2", "--train-size", "100", "--val-size", "50", *SMALL_MODEL, "--omegas", "0.1,1",
+                 "--accelerator", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("robustness.md", "robustness.csv", "robustness.png"):
+        assert (out / name).is_file() and str(out / name) in printed
+    rows = list(csv.DictReader(open(out / "robustness.csv")))
+    assert rows[0]["layer"] == "s4d" and {"clean", "omega=0.1", "omega=1.0", "worst_drop"} <= set(rows[0])
+    assert 0 <= float(rows[0]["clean"]) <= 1
+
+
+def test_robustness_bad_input(capsys):
+    assert main(["synthetic", "robustness", "--omegas", "low,high"]) == 2
+    assert "--omegas must be comma-separated numbers" in capsys.readouterr().err
+    assert main(["synthetic", "robustness", "--layers", "s4d", "--downsample", "3"]) == 2
+    assert "--downsample must divide 28" in capsys.readouterr().err
