@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 SSM    := $(VENV)/bin/ssm
 STAMP  := $(VENV)/.installed
 export SSM_DATA ?= data
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: setup test test-slow demo bench lint clean
 
@@ -12,7 +14,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -c "import torch, torchvision, torchaudio, lightning, ssmcore, apps; print('ssm-suite ready: torch', torch.__version__)"
 	@touch $(STAMP)
 
