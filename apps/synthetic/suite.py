@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
 import json
 import time
@@ -22,7 +23,19 @@ from apps.common.io import atomic_write, atomic_write_text
 from apps.synthetic.data import SyntheticData
 from apps.synthetic.module import SyntheticModule
 from apps.synthetic.tasks import TASKS
-from ssmcore.registry import LAYERS, layer_names
+from ssmcore.registry import LAYERS, layer_class, layer_names
+
+#: the suite's default layer options, each passed only to layers that take it: a linear SSM
+#: (no activation, linear output) whose step covers a kernel of a few hundred steps; the model's
+#: feed-forward blocks supply the nonlinearity
+SUITE_LAYER_DEFAULTS = {"activation": None, "postact": "linear", "dt_min": 0.002, "dt_max": 0.02}
+
+
+def suite_layer_kwargs(layer: str, d_state: int, extra: dict) -> dict:
+    """``d_state``, the :data:`SUITE_LAYER_DEFAULTS` that ``layer`` accepts, then the user's ``extra``."""
+    accepted = inspect.signature(layer_class(layer).__init__).parameters
+    defaults = {k: v for k, v in SUITE_LAYER_DEFAULTS.items() if k in accepted}
+    return {"d_state": d_state, **defaults, **extra}
 
 
 def parse_names(text: str, valid: list[str], what: str, flag: str) -> list[str]:
@@ -53,10 +66,10 @@ def train_one(task: str, layer: str, args: argparse.Namespace, run_dir: Path) ->
     data = SyntheticData(task=task, length=args.length, num_shifts=args.num_shifts, n_select=args.n_select,
                          mips_dim=args.mips_dim, batch_size=args.batch_size,
                          steps_per_epoch=max(1, args.steps // evals), val_size=args.val_size, seed=args.seed)
-    layer_kwargs = {"d_state": args.d_state, **args.layer_kwargs}
+    layer_kwargs = suite_layer_kwargs(layer, args.d_state, args.layer_kwargs)
     model = SyntheticModule(task=task, num_shifts=args.num_shifts, mips_dim=args.mips_dim, d_model=args.d_model,
                             n_layers=args.n_layers, layer=layer, layer_kwargs=layer_kwargs, ff_expand=args.ff_expand,
-                            lr=args.lr, ssm_lr=args.ssm_lr, warmup_steps=min(args.steps // 10, 100))
+                            norm=args.norm, lr=args.lr, ssm_lr=args.ssm_lr, warmup_steps=min(args.steps // 10, 100))
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
@@ -134,11 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, default=128)
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--d-state", type=int, default=64)
+    p.add_argument("--d-state", type=int, default=256)
     p.add_argument("--ff-expand", type=int, default=2)
-    p.add_argument("--layer-kwargs", type=json.loads, default={}, help='extra layer options as JSON, e.g. \'{"init": "lin"}\'')
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--ssm-lr", type=float, default=1e-3)
+    p.add_argument("--norm", default="batch", choices=("layer", "batch", "none"),
+                   help="block norm (default batch: affine at evaluation, so linear layers stay linear)")
+    p.add_argument("--layer-kwargs", type=json.loads, default={},
+                   help=f'layer options as JSON over the defaults {json.dumps(SUITE_LAYER_DEFAULTS)}, '
+                        'e.g. \'{"init": "lin"}\'')
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--ssm-lr", type=float, default=1e-2)
     p.add_argument("--num-shifts", type=int, default=8)
     p.add_argument("--n-select", type=int, default=32)
     p.add_argument("--mips-dim", type=int, default=4)
