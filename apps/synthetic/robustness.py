@@ -25,6 +25,7 @@ import torch
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_write, atomic_write_text
+from apps.common.lightning import runs_root
 from apps.synthetic.classifier import SequenceClassifier
 from apps.synthetic.mnist import SequentialMNIST, fourier_noise
 from apps.synthetic.suite import check_layers, parse_names
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssm-lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
-    p.add_argument("--out", default="runs/synthetic/robustness", help="output folder (default runs/synthetic/robustness)")
+    p.add_argument("--out", default=None, help="output folder (default $SSM_RUNS/synthetic/robustness, SSM_RUNS=runs)")
     return p
 
 
@@ -154,7 +155,7 @@ def robustness(argv: list[str]) -> None:
     data = SequentialMNIST(downsample=args.downsample, train_size=args.train_size, val_size=args.val_size,
                            batch_size=args.batch_size, seed=args.seed)
     data.setup()
-    out = Path(args.out)
+    out = Path(args.out) if args.out else runs_root() / "synthetic" / "robustness"
     steps = 784 // args.downsample**2
     title = (f"sequential MNIST-5k ({steps} steps), {args.epochs} epochs, d_model={args.d_model}, "
              f"d_state={args.d_state}, noise {args.amplitude}*U[0,1]*cos(omega t)")

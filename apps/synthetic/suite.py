@@ -20,6 +20,7 @@ import torch
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_write, atomic_write_text
+from apps.common.lightning import runs_root
 from apps.synthetic.data import SyntheticData
 from apps.synthetic.module import SyntheticModule
 from apps.synthetic.tasks import TASKS
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mips-dim", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
-    p.add_argument("--out", default="runs/synthetic/suite", help="output folder (default runs/synthetic/suite)")
+    p.add_argument("--out", default=None, help="output folder (default $SSM_RUNS/synthetic/suite, SSM_RUNS=runs)")
     return p
 
 
@@ -173,7 +174,7 @@ def suite(argv: list[str]) -> None:
     check_layers(layers)
     if args.steps < 1 or args.length < 8:
         raise UserError(f"--steps must be >= 1 and --length >= 8, got {args.steps} and {args.length}")
-    out = Path(args.out)
+    out = Path(args.out) if args.out else runs_root() / "synthetic" / "suite"
     title = f"DLR synthetic suite, L={args.length}, {args.steps} steps, d_model={args.d_model}, d_state={args.d_state}"
     rows: list[dict] = []
     for task in tasks:
