@@ -100,9 +100,22 @@ def cauchy_kernel(v: Tensor, w: Tensor, lam: Tensor, chunk: int = 1024) -> Tenso
     return torch.cat(outs, dim=-1)
 
 
-def _chunk_size(H: int, M: int, K: int, budget: int = 1 << 18) -> int:
-    """Evaluation points per chunk so that an (H, chunk, M) tensor has about ``budget`` elements."""
-    return max(1, min(K, budget // max(1, H * M)))
+def _blocks(H: int, M: int, K: int, chunk: int | None, budget: int = 1 << 19) -> list[tuple[slice, slice]]:
+    """(features, frequencies) blocks with about ``budget`` elements of (h, m, k) each.
+
+    Blocks of up to 64 features with >= 256 frequencies keep the batched GEMMs wide; a given
+    ``chunk`` fixes the frequencies per block (all features at once).
+    """
+    if chunk is None:
+        h_block = max(1, min(H, budget // (M * 256)))
+        chunk = max(1, budget // (h_block * M))
+    else:
+        h_block = H
+    return [
+        (slice(h, min(H, h + h_block)), slice(k, min(K, k + chunk)))
+        for h in range(0, H, h_block)
+        for k in range(0, K, chunk)
+    ]
 
 
 class _BilinearCauchy(torch.autograd.Function):
@@ -114,11 +127,12 @@ class _BilinearCauchy(torch.autograd.Function):
     ``b = 2 Re(v conj(mu))``.  Inputs: ``G1 = -2 Re mu`` and ``G2 = |mu|^2`` (H, M),
     ``coef = [a ; b]`` (H, 2T, M), the constants ``sigma`` (K,) and ``winv`` (K, 2) (real and
     imaginary part of ``1 / gamma_k``, ``gamma_k = (1 + omega_k) / 2``).  Output (H, T, K, 2):
-    real and imaginary part of ``(s A - B) / gamma`` with ``A = sum_m a / d``, ``B = sum_m b / d``.
+    real and imaginary part of ``(s A - B) / gamma`` with ``A = sum_m a / d``, ``B = sum_m b / d``;
+    with ``nyquist`` one more frequency, ``omega = -1``, where the pair sum is ``a / 2``.
 
-    The reciprocals ``1 / d`` of one chunk of frequencies are computed once (``Xs - i Ys``) and
-    contracted with every numerator in one matrix product.  Backward recomputes them chunk by
-    chunk instead of saving them, so memory stays O(H M chunk) in both passes.
+    The reciprocals ``1 / d`` of one block of features and frequencies are computed once
+    (``Xs - i Ys``) and contracted with every numerator in one matrix product.  Backward
+    recomputes them block by block instead of saving them, so memory stays O(block) in both passes.
     """
 
     @staticmethod
@@ -135,55 +149,67 @@ class _BilinearCauchy(torch.autograd.Function):
         return XY
 
     @staticmethod
-    def forward(ctx, G1: Tensor, G2: Tensor, coef: Tensor, sigma: Tensor, winv: Tensor, chunk: int) -> Tensor:
+    def forward(
+        ctx, G1: Tensor, G2: Tensor, coef: Tensor, sigma: Tensor, winv: Tensor, chunk: int | None, nyquist: bool
+    ) -> Tensor:
         H, T2, M = coef.shape
         T, K = T2 // 2, sigma.shape[0]
-        out = torch.empty(H, T, K, 2, dtype=coef.dtype, device=coef.device)
-        for start in range(0, K, chunk):
-            stop = min(K, start + chunk)
-            k, sig = stop - start, sigma[start:stop]
-            S = torch.bmm(coef, _BilinearCauchy._reciprocals(G1, G2, sig))  # (H, 2T, 2k)
+        out = torch.empty(H, T, K + nyquist, 2, dtype=coef.dtype, device=coef.device)
+        if nyquist:  # omega = -1: each pair gives (v + conj v) / 2 = a / 2
+            out[:, :, K, 0] = coef[:, :T].sum(-1) / 2
+            out[:, :, K, 1] = 0
+        blocks = _blocks(H, M, K, chunk)
+        for hs, ks in blocks:
+            sig = sigma[ks]
+            k = sig.shape[0]
+            S = torch.bmm(coef[hs], _BilinearCauchy._reciprocals(G1[hs], G2[hs], sig))  # (h, 2T, 2k)
             A0, B0, A1, B1 = S[:, :T, :k], S[:, T:, :k], S[:, :T, k:], S[:, T:, k:]  # A = A0 - i A1
-            P = sig * A1 - B0  # Re(s A - B), (H, T, k)
+            P = sig * A1 - B0  # Re(s A - B), (h, T, k)
             Q = sig * A0 + B1  # Im(s A - B)
-            wr, wi = winv[start:stop, 0], winv[start:stop, 1]
-            out[:, :, start:stop, 0] = P * wr - Q * wi
-            out[:, :, start:stop, 1] = P * wi + Q * wr
+            wr, wi = winv[ks, 0], winv[ks, 1]
+            out[hs, :, ks, 0] = P * wr - Q * wi
+            out[hs, :, ks, 1] = P * wi + Q * wr
         ctx.save_for_backward(G1, G2, coef, sigma, winv)
-        ctx.chunk = chunk
+        ctx.blocks, ctx.nyquist = blocks, nyquist
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         G1, G2, coef, sigma, winv = ctx.saved_tensors
+        H, T2, M = coef.shape
         K = sigma.shape[0]
         need_G = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        grad_G1, grad_G2 = torch.zeros_like(G1), torch.zeros_like(G2)
         grad_coef = torch.zeros_like(coef)
-        coef_t = coef.transpose(1, 2)  # (H, M, 2T)
-        for start in range(0, K, ctx.chunk):
-            stop = min(K, start + ctx.chunk)
-            k, sig = stop - start, sigma[start:stop]
-            g0, g1 = grad_out[:, :, start:stop, 0], grad_out[:, :, start:stop, 1]  # (H, T, k)
-            wr, wi = winv[start:stop, 0], winv[start:stop, 1]
+        if ctx.nyquist:
+            grad_coef[:, : T2 // 2] = grad_out[:, :, K, 0, None] / 2
+        # sum_k of -dL/dX and of sigma dL/dY, still weighted per numerator column: (H, 2T, M) each
+        acc = torch.zeros(H, 2 * T2, M, dtype=coef.dtype, device=coef.device)
+        for hs, ks in ctx.blocks:
+            sig = sigma[ks]
+            k = sig.shape[0]
+            g0, g1 = grad_out[hs, :, ks, 0], grad_out[hs, :, ks, 1]  # (h, T, k)
+            wr, wi = winv[ks, 0], winv[ks, 1]
             gP = g0 * wr + g1 * wi
             gQ = g1 * wr - g0 * wi
             # P = sigma A1 - B0, Q = sigma A0 + B1  ->  gradient of S = [A0 | A1 ; B0 | B1]
-            g_S = torch.cat([torch.cat([sig * gQ, -gP], 1), torch.cat([sig * gP, gQ], 1)], 2)  # (H, 2T, 2k)
-            XY = _BilinearCauchy._reciprocals(G1, G2, sig)  # (H, M, 2k)
-            grad_coef += torch.bmm(g_S, XY.transpose(1, 2))
+            gS0 = torch.cat([sig * gQ, -gP], 1)  # (h, 2T, k), multiplies Xs
+            gS1 = torch.cat([sig * gP, gQ], 1)  # multiplies Ys
+            XY = _BilinearCauchy._reciprocals(G1[hs], G2[hs], sig)  # (h, M, 2k)
+            grad_coef[hs] += torch.bmm(torch.cat([gS0, gS1], 2), XY.transpose(1, 2))
             if not need_G:
                 continue
-            dXY = torch.bmm(coef_t, g_S)  # (H, M, 2k): dL/dXs | dL/dYs
-            Xs, Ys, dXs, dYs = XY[..., :k], XY[..., k:], dXY[..., :k], dXY[..., k:]
-            # dXs/dX = -U, dXs/dY = dYs/dX = -V, dYs/dY = U with U = Xs^2 - Ys^2, V = 2 Xs Ys
-            U = torch.mul(Xs, Xs).addcmul_(Ys, Ys, value=-1)
-            V = torch.mul(Xs, Ys)  # V / 2
-            grad_X = torch.mul(dXs, U).addcmul_(dYs, V, value=2)  # -dL/dX
-            grad_Y = torch.mul(dYs, U).addcmul_(dXs, V, value=-2)  # dL/dY
-            grad_G2 -= grad_X.sum(-1)  # X = G2 - sigma^2
-            grad_G1 += torch.matmul(grad_Y, sig)  # Y = sigma G1
-        return grad_G1, grad_G2, grad_coef, None, None, None
+            # With dXs = coef^T gS0, dYs = coef^T gS1 and U = Xs^2 - Ys^2, V = Xs Ys:
+            #   -dL/dX = dXs U + 2 dYs V,   dL/dY = dYs U - 2 dXs V
+            # so their sums over k are coef-weighted sums of [gS0 | 2 gS1] U^T and [sigma gS1 | -2 sigma gS0] V^T.
+            Xs, Ys = XY[..., :k], XY[..., k:]
+            UV = torch.empty_like(XY)  # (h, M, 2k)
+            torch.mul(Xs, Xs, out=UV[..., :k]).addcmul_(Ys, Ys, value=-1)
+            torch.mul(Xs, Ys, out=UV[..., k:])
+            left = torch.cat([torch.cat([gS0, 2 * gS1], 2), torch.cat([sig * gS1, -2 * sig * gS0], 2)], 1)
+            acc[hs] += torch.bmm(left, UV.transpose(1, 2))  # (h, 4T, M)
+        grad_G2 = -(coef * acc[:, :T2]).sum(1)  # X = G2 - sigma^2
+        grad_G1 = (coef * acc[:, T2:]).sum(1)  # Y = sigma G1
+        return grad_G1, grad_G2, grad_coef, None, None, None, None
 
 
 def cauchy_conj_bilinear(v: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int | None = None) -> Tensor:
@@ -203,7 +229,8 @@ def cauchy_conj_bilinear(v: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int 
         lam: (H, M) complex poles (``Re lam < 0``).
         dt: (H,) real step sizes.
         L: the length whose roots of unity are used.
-        chunk: frequencies per chunk (default: about 2^18 / (H M)).
+        chunk: frequencies per chunk, all features at once (default: blocks of up to 64 features and
+            about 2^19 / (64 M) frequencies).
     Returns:
         (T, H, L // 2 + 1) complex.
     """
@@ -224,9 +251,7 @@ def cauchy_conj_bilinear(v: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int 
         coef,
         sigma.to(real),
         winv.to(real),
-        chunk or _chunk_size(H, M, below),
-    )  # (H, T, K', 2)
-    out = torch.view_as_complex(out).transpose(0, 1)  # (T, H, K')
-    if below < K:  # omega = -1: each pair gives (v + conj v) / 2
-        out = torch.cat([out, v.real.sum(-1, keepdim=True).to(out.dtype)], dim=-1)
-    return out
+        chunk,
+        below < K,
+    )  # (H, T, K, 2)
+    return torch.view_as_complex(out).transpose(0, 1)  # (T, H, K)

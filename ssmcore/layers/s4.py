@@ -222,7 +222,9 @@ class S4(ConvSSMLayer):
         right = torch.cat([b, P.conj()])  # (n + r, H, M)
         v = (left[:, None] * right[None]).flatten(0, 1)  # ((c + r) (n + r), H, M)
         S = cauchy_conj_bilinear(v, lam, dt, L).view(nc + r, nb + r, H, K)
-        k_Cb, k_CP, k_Pb, k_PP = S[:nc, :nb], S[:nc, nb:], S[nc:, :nb], S[nc:, nb:]
+        # split (not slicing): its backward concatenates instead of scattering into zeros
+        S_C, S_P = S.split([nc, r], dim=0)
+        (k_Cb, k_CP), (k_Pb, k_PP) = S_C.split([nb, r], dim=1), S_P.split([nb, r], dim=1)
         beta = dt[:, None] * bilinear_gamma(L, lam.dtype, lam.device)  # (H, K)
         if r == 1:
             correction = k_CP[:, 0, None] * k_Pb[0, None] / (1 + beta * k_PP[0, 0])  # (c, n, H, K)
@@ -240,8 +242,9 @@ class S4(ConvSSMLayer):
             length = L0  # C~ refers to L0: compute there and truncate (exact)
         else:
             C, dt, length = self.converted_C(L, rate), dt * rate, L
-        k_hat = dt[:, None] * self.resolvent(C, B[None], dt, length)[:, 0]  # (n_kernels, H, length // 2 + 1)
-        return torch.fft.irfft(k_hat, n=length)[..., :L]
+        k_hat = dt[:, None] * self.resolvent(C, B[None], dt, length).squeeze(1)  # (n_kernels, H, length // 2 + 1)
+        k = torch.fft.irfft(k_hat, n=length)
+        return k if length == L else k[..., :L]
 
     # ----------------------------------------------------------------- state
     def state_forward(self, u: Tensor, state: Tensor, rate: float = 1.0) -> tuple[Tensor, Tensor]:
