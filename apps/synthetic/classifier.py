@@ -38,11 +38,19 @@ class SequenceClassifier(TaskModule):
         scheduler: str = "cosine",
         warmup_steps: int = 0,
     ) -> None:
-        super().__init__(lr, weight_decay, ssm_lr, 0.0, scheduler, warmup_steps, monitor="val/acc",
-                         monitor_mode="max")
+        super().__init__(
+            lr, weight_decay, ssm_lr, 0.0, scheduler, warmup_steps, monitor="val/acc", monitor_mode="max"
+        )
         self.save_hyperparameters()
-        self.backbone = SequenceModel(d_model, n_layers, layer=layer, d_input=d_input, ff_expand=ff_expand,
-                                      dropout=dropout, **dict(layer_kwargs or {}))
+        self.backbone = SequenceModel(
+            d_model,
+            n_layers,
+            layer=layer,
+            d_input=d_input,
+            ff_expand=ff_expand,
+            dropout=dropout,
+            **dict(layer_kwargs or {}),
+        )
         self.head = nn.Linear(d_model, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -55,8 +63,9 @@ class SequenceClassifier(TaskModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train")
-        self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True,
-                 sync_dist=stage != "train")
+        self.log(
+            f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, sync_dist=stage != "train"
+        )
         return loss
 
     def training_step(self, batch, batch_idx):

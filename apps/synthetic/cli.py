@@ -13,10 +13,20 @@ from apps.synthetic.suite import suite
 DESCRIPTION = "DLR's synthetic sequence tasks (Shift, CumSum, Sort, MIPS, ...) and PTD noise robustness"
 MODULE = SyntheticModule
 DATAMODULE = SyntheticData
-LINKS = [("data.task", "model.task"), ("data.num_shifts", "model.num_shifts"), ("data.mips_dim", "model.mips_dim")]
+LINKS = [
+    ("data.task", "model.task"),
+    ("data.num_shifts", "model.num_shifts"),
+    ("data.mips_dim", "model.mips_dim"),
+]
 VERBS = {
-    "suite": (suite, "train every task x layer pair, write results.md/.csv and heatmap.png: "
-                     "ssm synthetic suite --layers s4d,s5,dlr --length 512"),
-    "robustness": (robustness, "sequential MNIST-5k under Fourier-mode noise, S4D vs S4-PTD (and S5 vs S5-PTD): "
-                               "ssm synthetic robustness --downsample 2"),
+    "suite": (
+        suite,
+        "train every task x layer pair, write results.md/.csv and heatmap.png: "
+        "ssm synthetic suite --layers s4d,s5,dlr --length 512",
+    ),
+    "robustness": (
+        robustness,
+        "sequential MNIST-5k under Fourier-mode noise, S4D vs S4-PTD (and S5 vs S5-PTD): "
+        "ssm synthetic robustness --downsample 2",
+    ),
 }

@@ -26,8 +26,14 @@ class TaskBatches(IterableDataset):
     says which epoch is running (the trainer's), so the samples change every epoch.
     """
 
-    def __init__(self, make: Callable[[int, torch.Generator], tuple[Tensor, Tensor]], batch_size: int,
-                 steps: int, seed: int, epoch: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        make: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
+        batch_size: int,
+        steps: int,
+        seed: int,
+        epoch: Callable[[], int],
+    ) -> None:
         super().__init__()
         self.make, self.batch_size, self.steps, self.seed, self.epoch = make, batch_size, steps, seed, epoch
 
@@ -74,8 +80,10 @@ class SyntheticData(pl.LightningDataModule):
         if task not in TASKS:
             raise ValueError(f"data.task: unknown {task!r}; choose one of {', '.join(TASKS)}")
         if length < 2 or batch_size < 1 or steps_per_epoch < 1:
-            raise ValueError(f"data.length >= 2, data.batch_size >= 1 and data.steps_per_epoch >= 1 needed, got "
-                             f"{length}, {batch_size}, {steps_per_epoch}")
+            raise ValueError(
+                f"data.length >= 2, data.batch_size >= 1 and data.steps_per_epoch >= 1 needed, got "
+                f"{length}, {batch_size}, {steps_per_epoch}"
+            )
         self.save_hyperparameters()
         self.make(1, torch.Generator().manual_seed(0))  # validates the task options now
         self.d_input, self.d_output = task_dims(task, num_shifts, mips_dim)

@@ -35,7 +35,9 @@ def to_sequences(pixels: Tensor, downsample: int = 1) -> Tensor:
     return pixels.flatten(1).unsqueeze(-1)
 
 
-def fourier_noise(x: Tensor, omega: float, amplitude: float = 0.1, g: torch.Generator | None = None) -> Tensor:
+def fourier_noise(
+    x: Tensor, omega: float, amplitude: float = 0.1, g: torch.Generator | None = None
+) -> Tensor:
     """``x`` (B, L, C) plus ``amplitude * a * cos(omega t)``, ``a ~ U[0, 1]`` per sequence, t = 0 .. L - 1."""
     B, L, _ = x.shape
     a = torch.rand(B, 1, 1, generator=g)
@@ -53,8 +55,14 @@ class SequentialMNIST(pl.LightningDataModule):
         seed: split seed.
     """
 
-    def __init__(self, downsample: int = 1, train_size: int = 4000, val_size: int = 500, batch_size: int = 50,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        downsample: int = 1,
+        train_size: int = 4000,
+        val_size: int = 500,
+        batch_size: int = 50,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if train_size < 1 or val_size < 1 or train_size + val_size >= MNIST5K_SIZE:
             raise UserError(f"need train_size + val_size < 5000 (MNIST-5k), got {train_size} + {val_size}")
@@ -68,9 +76,14 @@ class SequentialMNIST(pl.LightningDataModule):
         images, labels = load_mnist5k()
         seqs = to_sequences(images.float() / 255.0, h.downsample)
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(h.seed))
-        cuts = [order[: h.train_size], order[h.train_size : h.train_size + h.val_size],
-                order[h.train_size + h.val_size :]]
-        self.splits = {name: TensorDataset(seqs[i], labels[i]) for name, i in zip(("train", "val", "test"), cuts)}
+        cuts = [
+            order[: h.train_size],
+            order[h.train_size : h.train_size + h.val_size],
+            order[h.train_size + h.val_size :],
+        ]
+        self.splits = {
+            name: TensorDataset(seqs[i], labels[i]) for name, i in zip(("train", "val", "test"), cuts)
+        }
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.splits["train"], batch_size=self.hparams.batch_size, shuffle=True)

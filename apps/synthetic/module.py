@@ -22,15 +22,34 @@ class TaskModel(nn.Module):
     ``x`` (B, L_in, d_in) -> (B, L_out, d_out): the read-out of the last ``L_out`` steps.
     """
 
-    def __init__(self, d_input: int, d_output: int, d_model: int, n_layers: int, layer: str, ff_expand: int,
-                 norm: str, dropout: float, layer_kwargs: dict) -> None:
+    def __init__(
+        self,
+        d_input: int,
+        d_output: int,
+        d_model: int,
+        n_layers: int,
+        layer: str,
+        ff_expand: int,
+        norm: str,
+        dropout: float,
+        layer_kwargs: dict,
+    ) -> None:
         super().__init__()
-        self.backbone = SequenceModel(d_model, n_layers, layer=layer, d_input=d_input, d_output=d_output,
-                                      ff_expand=ff_expand, norm=norm, dropout=dropout, **layer_kwargs)
+        self.backbone = SequenceModel(
+            d_model,
+            n_layers,
+            layer=layer,
+            d_input=d_input,
+            d_output=d_output,
+            ff_expand=ff_expand,
+            norm=norm,
+            dropout=dropout,
+            **layer_kwargs,
+        )
 
     def forward(self, x: Tensor, out_len: int) -> Tensor:
         y, _ = self.backbone(x)  # (B, L_in, d_out)
-        return y[:, y.shape[1] - out_len:]
+        return y[:, y.shape[1] - out_len :]
 
 
 class SyntheticModule(TaskModule):
@@ -67,12 +86,21 @@ class SyntheticModule(TaskModule):
         scheduler: str = "cosine",
         warmup_steps: int = 0,
     ) -> None:
-        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps,
-                         monitor="val/r2", monitor_mode="max")
+        super().__init__(
+            lr,
+            weight_decay,
+            ssm_lr,
+            ssm_weight_decay,
+            scheduler,
+            warmup_steps,
+            monitor="val/r2",
+            monitor_mode="max",
+        )
         self.save_hyperparameters()
         d_input, d_output = task_dims(task, num_shifts, mips_dim)
-        self.net = TaskModel(d_input, d_output, d_model, n_layers, layer, ff_expand, norm, dropout,
-                             dict(layer_kwargs or {}))
+        self.net = TaskModel(
+            d_input, d_output, d_model, n_layers, layer, ff_expand, norm, dropout, dict(layer_kwargs or {})
+        )
         self._sums: dict[str, Tensor] = {}
 
     def forward(self, x: Tensor, out_len: int) -> Tensor:
@@ -97,7 +125,11 @@ class SyntheticModule(TaskModule):
         sums = self._sums.pop(stage, None)
         if sums is None:
             return
-        sums = self.all_gather(sums.to(self.device)).reshape(-1, 4).sum(0) if self.trainer.world_size > 1 else sums
+        sums = (
+            self.all_gather(sums.to(self.device)).reshape(-1, 4).sum(0)
+            if self.trainer.world_size > 1
+            else sums
+        )
         sse, s1, s2, n = sums.tolist()
         sst = max(s2 - s1 * s1 / n, 1e-12)
         self.log(f"{stage}/r2", 1.0 - sse / sst, prog_bar=True)

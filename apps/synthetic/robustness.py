@@ -45,24 +45,44 @@ def parse_omegas(text: str) -> list[float]:
     return omegas
 
 
-def train_classifier(layer: str, data: SequentialMNIST, args: argparse.Namespace, run_dir: Path) -> SequenceClassifier:
+def train_classifier(
+    layer: str, data: SequentialMNIST, args: argparse.Namespace, run_dir: Path
+) -> SequenceClassifier:
     """Train a mean-pooled classifier with ``layer`` on clean sequences for ``args.epochs`` epochs."""
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     pl.seed_everything(args.seed, verbose=False)
-    model = SequenceClassifier(d_input=1, n_classes=10, d_model=args.d_model, n_layers=args.n_layers, layer=layer,
-                               layer_kwargs={"d_state": args.d_state}, lr=args.lr, ssm_lr=args.ssm_lr)
-    trainer = pl.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, accelerator=args.accelerator, devices=1,
-                         logger=CSVLogger(run_dir, name=layer), enable_checkpointing=False,
-                         callbacks=[RichProgressBar(leave=False)], enable_model_summary=False,
-                         gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10)
+    model = SequenceClassifier(
+        d_input=1,
+        n_classes=10,
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        layer=layer,
+        layer_kwargs={"d_state": args.d_state},
+        lr=args.lr,
+        ssm_lr=args.ssm_lr,
+    )
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        max_steps=args.max_steps,
+        accelerator=args.accelerator,
+        devices=1,
+        logger=CSVLogger(run_dir, name=layer),
+        enable_checkpointing=False,
+        callbacks=[RichProgressBar(leave=False)],
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
     trainer.fit(model, datamodule=data)
     return model
 
 
-def evaluate(model: SequenceClassifier, data: SequentialMNIST, omegas: list[float], amplitude: float,
-             seed: int) -> dict[str, float]:
+def evaluate(
+    model: SequenceClassifier, data: SequentialMNIST, omegas: list[float], amplitude: float, seed: int
+) -> dict[str, float]:
     """Test accuracy clean (``"clean"``) and under Fourier-mode noise at each omega (keyed ``str(omega)``)."""
     x, y = data.splits["test"].tensors
     result = {"clean": model.accuracy(x, y)}
@@ -80,16 +100,31 @@ def write_outputs(rows: list[dict], omegas: list[float], out: Path, title: str) 
     writer = csv.writer(buf)
     writer.writerow(fields)
     for r in rows:
-        writer.writerow([r["layer"], f"{r['clean']:.4f}", *[f"{r[k]:.4f}" for k in keys], f"{r['worst_drop']:.4f}",
-                         r["seconds"]])
+        writer.writerow(
+            [
+                r["layer"],
+                f"{r['clean']:.4f}",
+                *[f"{r[k]:.4f}" for k in keys],
+                f"{r['worst_drop']:.4f}",
+                r["seconds"],
+            ]
+        )
     paths = [atomic_write_text(out / "robustness.csv", buf.getvalue())]
-    lines = [f"# {title}", "", "Test accuracy, clean and with 0.1 * U[0,1] * cos(omega t) added; worst drop = "
-             "clean minus the lowest noisy accuracy.", "",
-             "| layer | clean | " + " | ".join(f"ω={k}" for k in keys) + " | worst drop |",
-             "|---|---:|" + "---:|" * len(keys) + "---:|"]
+    lines = [
+        f"# {title}",
+        "",
+        "Test accuracy, clean and with 0.1 * U[0,1] * cos(omega t) added; worst drop = "
+        "clean minus the lowest noisy accuracy.",
+        "",
+        "| layer | clean | " + " | ".join(f"ω={k}" for k in keys) + " | worst drop |",
+        "|---|---:|" + "---:|" * len(keys) + "---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['layer']} | {r['clean']:.4f} | " + " | ".join(f"{r[k]:.4f}" for k in keys)
-                     + f" | {r['worst_drop']:.4f} |")
+        lines.append(
+            f"| {r['layer']} | {r['clean']:.4f} | "
+            + " | ".join(f"{r[k]:.4f}" for k in keys)
+            + f" | {r['worst_drop']:.4f} |"
+        )
     paths.append(atomic_write_text(out / "robustness.md", "\n".join(lines) + "\n"))
     paths.append(plot_accuracy(rows, omegas, out / "robustness.png", title))
     return paths
@@ -122,14 +157,24 @@ def plot_accuracy(rows: list[dict], omegas: list[float], path: Path, title: str)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssm synthetic robustness",
-                                description="Train S4D / S4-PTD / S5 / S5-PTD on sequential MNIST-5k; evaluate "
-                                            "clean and under Fourier-mode input noise.")
-    p.add_argument("--layers", default="s4d,s4_ptd,s5,s5_ptd", help="comma-separated layers (default s4d,s4_ptd,s5,s5_ptd)")
+    p = argparse.ArgumentParser(
+        prog="ssm synthetic robustness",
+        description="Train S4D / S4-PTD / S5 / S5-PTD on sequential MNIST-5k; evaluate "
+        "clean and under Fourier-mode input noise.",
+    )
+    p.add_argument(
+        "--layers",
+        default="s4d,s4_ptd,s5,s5_ptd",
+        help="comma-separated layers (default s4d,s4_ptd,s5,s5_ptd)",
+    )
     p.add_argument("--omegas", default=DEFAULT_OMEGAS, help=f"noise frequencies (default {DEFAULT_OMEGAS})")
     p.add_argument("--amplitude", type=float, default=0.1, help="noise amplitude (default 0.1, the paper's)")
-    p.add_argument("--downsample", type=int, default=1,
-                   help="average-pool the 28x28 digits by this factor first (1: 784 steps; 2: 196; 4: 49)")
+    p.add_argument(
+        "--downsample",
+        type=int,
+        default=1,
+        help="average-pool the 28x28 digits by this factor first (1: 784 steps; 2: 196; 4: 49)",
+    )
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (default: no limit)")
     p.add_argument("--train-size", type=int, default=4000)
@@ -137,28 +182,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--d-state", type=int, default=32, help="state size (PTD ships N = 8, 16, 32, ...)")
+    p.add_argument(
+        "--d-state",
+        type=int,
+        default=16,
+        help="state size N (PTD needs a shipped ssmcore/data/ptd_N{N}.npz; default 16)",
+    )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--ssm-lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
-    p.add_argument("--out", default=None, help="output folder (default $SSM_RUNS/synthetic/robustness, SSM_RUNS=runs)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default $SSM_RUNS/synthetic/robustness, SSM_RUNS=runs)"
+    )
     return p
 
 
 def robustness(argv: list[str]) -> None:
-    """``ssm synthetic robustness [--layers ...] [--omegas ...] [--downsample 1] [--epochs 5] [--out DIR]``."""
+    """``ssm synthetic robustness [--layers ...] [--omegas ...] [--downsample 1] [--epochs 5] [--out DIR]``.
+
+    Trains each layer's classifier, evaluates it clean and noisy, and writes the table and plot.
+    """
     args = build_parser().parse_args(argv)
     layers = parse_names(args.layers, sorted(LAYERS), "layer", "--layers")
     omegas = parse_omegas(args.omegas)
     check_layers(layers)
-    data = SequentialMNIST(downsample=args.downsample, train_size=args.train_size, val_size=args.val_size,
-                           batch_size=args.batch_size, seed=args.seed)
+    data = SequentialMNIST(
+        downsample=args.downsample,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     data.setup()
     out = Path(args.out) if args.out else runs_root() / "synthetic" / "robustness"
     steps = 784 // args.downsample**2
-    title = (f"sequential MNIST-5k ({steps} steps), {args.epochs} epochs, d_model={args.d_model}, "
-             f"d_state={args.d_state}, noise {args.amplitude}*U[0,1]*cos(omega t)")
+    title = (
+        f"sequential MNIST-5k ({steps} steps), {args.epochs} epochs, d_model={args.d_model}, "
+        f"d_state={args.d_state}, noise {args.amplitude}*U[0,1]*cos(omega t)"
+    )
     rows: list[dict] = []
     for i, layer in enumerate(layers):
         print(f"[{i + 1}/{len(layers)}] training {layer} on {steps}-step sequences", flush=True)

@@ -56,35 +56,72 @@ def check_layers(names: list[str], flag: str = "--layers") -> None:
     present = layer_names()
     missing = [n for n in names if n not in present]
     if missing:
-        raise UserError(f"layer {', '.join(missing)} is registered but not importable in this install "
-                        f"({', '.join(LAYERS[n].split(':')[0] for n in missing)}); available: {', '.join(present)}")
+        raise UserError(
+            f"layer {', '.join(missing)} is registered but not importable in this install "
+            f"({', '.join(LAYERS[n].split(':')[0] for n in missing)}); available: {', '.join(present)}"
+        )
 
 
 def train_one(task: str, layer: str, args: argparse.Namespace, run_dir: Path) -> dict:
     """Train ``layer`` on ``task`` for ``args.steps`` steps; return a result row (final validation R^2)."""
     pl.seed_everything(args.seed, verbose=False)
     evals = max(1, min(args.evals, args.steps))
-    data = SyntheticData(task=task, length=args.length, num_shifts=args.num_shifts, n_select=args.n_select,
-                         mips_dim=args.mips_dim, batch_size=args.batch_size,
-                         steps_per_epoch=max(1, args.steps // evals), val_size=args.val_size, seed=args.seed)
+    data = SyntheticData(
+        task=task,
+        length=args.length,
+        num_shifts=args.num_shifts,
+        n_select=args.n_select,
+        mips_dim=args.mips_dim,
+        batch_size=args.batch_size,
+        steps_per_epoch=max(1, args.steps // evals),
+        val_size=args.val_size,
+        seed=args.seed,
+    )
     layer_kwargs = suite_layer_kwargs(layer, args.d_state, args.layer_kwargs)
-    model = SyntheticModule(task=task, num_shifts=args.num_shifts, mips_dim=args.mips_dim, d_model=args.d_model,
-                            n_layers=args.n_layers, layer=layer, layer_kwargs=layer_kwargs, ff_expand=args.ff_expand,
-                            norm=args.norm, lr=args.lr, ssm_lr=args.ssm_lr, warmup_steps=min(args.steps // 10, 100))
+    model = SyntheticModule(
+        task=task,
+        num_shifts=args.num_shifts,
+        mips_dim=args.mips_dim,
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        layer=layer,
+        layer_kwargs=layer_kwargs,
+        ff_expand=args.ff_expand,
+        norm=args.norm,
+        lr=args.lr,
+        ssm_lr=args.ssm_lr,
+        warmup_steps=min(args.steps // 10, 100),
+    )
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    trainer = pl.Trainer(max_steps=args.steps, max_epochs=-1, accelerator=args.accelerator, devices=1,
-                         logger=CSVLogger(run_dir, name=f"{task}-{layer}"), enable_checkpointing=False,
-                         callbacks=[RichProgressBar(leave=False)], enable_model_summary=False,
-                         gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10)
+    trainer = pl.Trainer(
+        max_steps=args.steps,
+        max_epochs=-1,
+        accelerator=args.accelerator,
+        devices=1,
+        logger=CSVLogger(run_dir, name=f"{task}-{layer}"),
+        enable_checkpointing=False,
+        callbacks=[RichProgressBar(leave=False)],
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
     start = time.time()
     trainer.fit(model, datamodule=data)
     train_s = time.time() - start
     metrics = trainer.validate(model, datamodule=data, verbose=False)[0]
-    return {"task": task, "label": TASKS[task].label, "layer": layer, "r2": float(metrics["val/r2"]),
-            "mse": float(metrics["val/loss"]), "steps": int(trainer.global_step), "length": args.length,
-            "seconds": round(train_s, 1)}
+    return {
+        "task": task,
+        "label": TASKS[task].label,
+        "layer": layer,
+        "r2": float(metrics["val/r2"]),
+        "mse": float(metrics["val/loss"]),
+        "steps": int(trainer.global_step),
+        "length": args.length,
+        "seconds": round(train_s, 1),
+    }
 
 
 def write_results(rows: list[dict], tasks: list[str], layers: list[str], out: Path, title: str) -> list[Path]:
@@ -96,8 +133,14 @@ def write_results(rows: list[dict], tasks: list[str], layers: list[str], out: Pa
     writer.writerows(rows)
     paths = [atomic_write_text(out / "results.csv", buf.getvalue())]
     grid = {(r["task"], r["layer"]): r["r2"] for r in rows}
-    lines = [f"# {title}", "", "Validation R^2 (1 is perfect, 0 is predicting the mean).", "",
-             "| task | " + " | ".join(layers) + " |", "|---|" + "---:|" * len(layers)]
+    lines = [
+        f"# {title}",
+        "",
+        "Validation R^2 (1 is perfect, 0 is predicting the mean).",
+        "",
+        "| task | " + " | ".join(layers) + " |",
+        "|---|" + "---:|" * len(layers),
+    ]
     for t in tasks:
         cells = [f"{grid[(t, la)]:.4f}" if (t, la) in grid else "" for la in layers]
         lines.append(f"| {TASKS[t].label} | " + " | ".join(cells) + " |")
@@ -137,8 +180,10 @@ def plot_heatmap(grid: dict, tasks: list[str], layers: list[str], path: Path, ti
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssm synthetic suite",
-                                description="Train every task x layer pair of DLR's synthetic suite; tabulate R^2.")
+    p = argparse.ArgumentParser(
+        prog="ssm synthetic suite",
+        description="Train every task x layer pair of DLR's synthetic suite; tabulate R^2.",
+    )
     p.add_argument("--layers", default="s4d,s5,dlr", help="comma-separated layer names (default s4d,s5,dlr)")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: all eleven)")
     p.add_argument("--length", type=int, default=512, help="task length L (default 512)")
@@ -150,11 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-layers", type=int, default=2)
     p.add_argument("--d-state", type=int, default=256)
     p.add_argument("--ff-expand", type=int, default=2)
-    p.add_argument("--norm", default="batch", choices=("layer", "batch", "none"),
-                   help="block norm (default batch: affine at evaluation, so linear layers stay linear)")
-    p.add_argument("--layer-kwargs", type=json.loads, default={},
-                   help=f'layer options as JSON over the defaults {json.dumps(SUITE_LAYER_DEFAULTS)}, '
-                        'e.g. \'{"init": "lin"}\'')
+    p.add_argument(
+        "--norm",
+        default="batch",
+        choices=("layer", "batch", "none"),
+        help="block norm (default batch: affine at evaluation, so linear layers stay linear)",
+    )
+    p.add_argument(
+        "--layer-kwargs",
+        type=json.loads,
+        default={},
+        help=f"layer options as JSON over the defaults {json.dumps(SUITE_LAYER_DEFAULTS)}, "
+        'e.g. \'{"init": "lin"}\'',
+    )
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--ssm-lr", type=float, default=1e-2)
     p.add_argument("--num-shifts", type=int, default=8)
@@ -162,12 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mips-dim", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
-    p.add_argument("--out", default=None, help="output folder (default $SSM_RUNS/synthetic/suite, SSM_RUNS=runs)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default $SSM_RUNS/synthetic/suite, SSM_RUNS=runs)"
+    )
     return p
 
 
 def suite(argv: list[str]) -> None:
-    """``ssm synthetic suite [--layers s4d,s5,dlr] [--tasks ...] [--length 512] [--steps 500] [--out DIR]``."""
+    """``ssm synthetic suite [--layers s4d,s5,dlr] [--tasks ...] [--length 512] [--steps 500] [--out DIR]``.
+
+    Trains every task x layer pair and writes ``results.md``, ``results.csv`` and ``heatmap.png``.
+    """
     args = build_parser().parse_args(argv)
     layers = parse_names(args.layers, sorted(LAYERS), "layer", "--layers")
     tasks = parse_names(args.tasks, list(TASKS), "task", "--tasks")
@@ -175,11 +233,16 @@ def suite(argv: list[str]) -> None:
     if args.steps < 1 or args.length < 8:
         raise UserError(f"--steps must be >= 1 and --length >= 8, got {args.steps} and {args.length}")
     out = Path(args.out) if args.out else runs_root() / "synthetic" / "suite"
-    title = f"DLR synthetic suite, L={args.length}, {args.steps} steps, d_model={args.d_model}, d_state={args.d_state}"
+    title = (
+        f"DLR synthetic suite, L={args.length}, {args.steps} steps, "
+        f"d_model={args.d_model}, d_state={args.d_state}"
+    )
     rows: list[dict] = []
     for task in tasks:
         for layer in layers:
-            print(f"[{len(rows) + 1}/{len(tasks) * len(layers)}] {TASKS[task].label} with {layer}", flush=True)
+            print(
+                f"[{len(rows) + 1}/{len(tasks) * len(layers)}] {TASKS[task].label} with {layer}", flush=True
+            )
             rows.append(train_one(task, layer, args, out / "logs"))
             print(f"  R^2 = {rows[-1]['r2']:.4f} ({rows[-1]['seconds']} s)", flush=True)
             paths = write_results(rows, tasks, layers, out, title)

@@ -126,7 +126,9 @@ def masked_select(batch: int, length: int, g: torch.Generator, n_select: int = 3
     return _select(batch, length, n_select, g, fixed=False)
 
 
-def masked_select_fixed(batch: int, length: int, g: torch.Generator, n_select: int = 32) -> tuple[Tensor, Tensor]:
+def masked_select_fixed(
+    batch: int, length: int, g: torch.Generator, n_select: int = 32
+) -> tuple[Tensor, Tensor]:
     """MaskedSelect-Fixed: :func:`masked_select` with the same M positions in every sample.
 
     The answer is then M fixed shifts (kernels).  x (B, L + M, 4), y (B, M, 1).
@@ -247,7 +249,12 @@ TASKS: dict[str, Task] = {
 
 
 def generate(
-    task: str, batch: int, length: int, g: torch.Generator, num_shifts: int = 8, n_select: int = 32,
+    task: str,
+    batch: int,
+    length: int,
+    g: torch.Generator,
+    num_shifts: int = 8,
+    n_select: int = 32,
     mips_dim: int = 4,
 ) -> tuple[Tensor, Tensor]:
     """``(x (B, L_in, d_in), y (B, L_out, d_out))`` of the named task (see :data:`TASKS`)."""

@@ -39,8 +39,25 @@ def test_fit_tiny_recipe_logs_r2_and_checkpoints(capsys, runs_dir):
 
 
 def test_fit_links_the_task_to_the_model(runs_dir):
-    assert main(["synthetic", "fit", "-c", TINY, "--data.task", "mips", "--data.length", "16",
-                 "--data.mips_dim", "2", "--trainer.max_epochs", "1"]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "fit",
+                "-c",
+                TINY,
+                "--data.task",
+                "mips",
+                "--data.length",
+                "16",
+                "--data.mips_dim",
+                "2",
+                "--trainer.max_epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,9 +76,34 @@ def test_fit_errors_are_one_line(args, expected, capsys):
 
 def test_suite_writes_markdown_csv_and_heatmap(tmp_path, capsys):
     out = tmp_path / "suite"
-    assert main(["synthetic", "suite", "--layers", "s4d", "--tasks", "shift,cumsum", "--length", "16", "--steps", "2",
-                 "--evals", "1", "--val-size", "4", "--batch-size", "2", *SMALL_MODEL, "--accelerator", "cpu",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "suite",
+                "--layers",
+                "s4d",
+                "--tasks",
+                "shift,cumsum",
+                "--length",
+                "16",
+                "--steps",
+                "2",
+                "--evals",
+                "1",
+                "--val-size",
+                "4",
+                "--batch-size",
+                "2",
+                *SMALL_MODEL,
+                "--accelerator",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for name in ("results.md", "results.csv", "heatmap.png"):
         assert (out / name).is_file() and str(out / name) in printed
@@ -90,9 +132,34 @@ def test_suite_unknown_names(args, expected, capsys):
 
 def test_robustness_writes_table_and_plot(tmp_path, capsys):
     out = tmp_path / "robust"
-    assert main(["synthetic", "robustness", "--layers", "s4d", "--downsample", "7", "--epochs", "1", "--max-steps",
-                 "2", "--train-size", "100", "--val-size", "50", *SMALL_MODEL, "--omegas", "0.1,1",
-                 "--accelerator", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "robustness",
+                "--layers",
+                "s4d",
+                "--downsample",
+                "7",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--train-size",
+                "100",
+                "--val-size",
+                "50",
+                *SMALL_MODEL,
+                "--omegas",
+                "0.1,1",
+                "--accelerator",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for name in ("robustness.md", "robustness.csv", "robustness.png"):
         assert (out / name).is_file() and str(out / name) in printed

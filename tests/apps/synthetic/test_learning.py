@@ -19,11 +19,31 @@ SHIFT_LAYER = {"d_state": 512, "activation": None, "postact": "linear", "dt_min"
 @pytest.mark.slow
 def test_dlr_shift_at_512_reaches_r2_above_0_99():
     pl.seed_everything(0, verbose=False)
-    data = SyntheticData(task="shift", length=512, num_shifts=2, batch_size=16, steps_per_epoch=75, val_size=64)
-    model = SyntheticModule(task="shift", num_shifts=2, d_model=16, n_layers=1, layer="dlr", layer_kwargs=SHIFT_LAYER,
-                            ff_expand=0, norm="batch", lr=1e-2, ssm_lr=1e-3)
-    trainer = pl.Trainer(max_steps=300, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    data = SyntheticData(
+        task="shift", length=512, num_shifts=2, batch_size=16, steps_per_epoch=75, val_size=64
+    )
+    model = SyntheticModule(
+        task="shift",
+        num_shifts=2,
+        d_model=16,
+        n_layers=1,
+        layer="dlr",
+        layer_kwargs=SHIFT_LAYER,
+        ff_expand=0,
+        norm="batch",
+        lr=1e-2,
+        ssm_lr=1e-3,
+    )
+    trainer = pl.Trainer(
+        max_steps=300,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=data)
     r2 = trainer.validate(model, datamodule=data, verbose=False)[0]["val/r2"]
     assert r2 > 0.99, f"Shift L=512 with DLR reached only R^2 = {r2:.4f}"

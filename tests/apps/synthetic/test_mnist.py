@@ -25,7 +25,9 @@ def test_fourier_noise_is_one_scaled_cosine_per_sequence():
         a = noisy[b, 0, 0] / 0.1  # cos(0) = 1
         assert 0 <= a <= 1
         torch.testing.assert_close(noisy[b, :, 0], 0.1 * a * torch.cos(0.5 * t))
-    assert math.isclose(float(fourier_noise(x, 1.0, g=torch.Generator().manual_seed(0)).abs().max()), 0.1, abs_tol=0.1)
+    assert math.isclose(
+        float(fourier_noise(x, 1.0, g=torch.Generator().manual_seed(0)).abs().max()), 0.1, abs_tol=0.1
+    )
 
 
 def test_splits_partition_mnist5k():

@@ -46,8 +46,19 @@ def test_shapes_ranges_and_positions(task, x_shape, y_shape):
 
 def test_all_eleven_tasks_are_listed():
     assert len(TASKS) == 11
-    assert [t.label for t in TASKS.values()] == ["Shift", "CumSum", "CumMax", "Reverse", "Sort", "MaskedSelect",
-                                                 "MaskedSelect-Fixed", "ContextShift", "Solve", "Solve-Fixed", "MIPS"]
+    assert [t.label for t in TASKS.values()] == [
+        "Shift",
+        "CumSum",
+        "CumMax",
+        "Reverse",
+        "Sort",
+        "MaskedSelect",
+        "MaskedSelect-Fixed",
+        "ContextShift",
+        "Solve",
+        "Solve-Fixed",
+        "MIPS",
+    ]
 
 
 def test_shift_outputs_are_the_delayed_input():
