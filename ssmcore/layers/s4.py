@@ -270,7 +270,7 @@ class S4(ConvSSMLayer):
         _, Abar, Bbar = self.dense_system(rate)
         x_next = torch.einsum("hnm,bhm->bhn", torch.linalg.matrix_power(Abar, L), conj_full(x0).to(Abar.dtype))
         x_next = x_next + input_state(u, Abar, Bbar)
-        return y.transpose(0, 1).to(u.dtype), x_next[..., : self.d_state // 2].to(state.dtype)
+        return y.transpose(0, 1), x_next[..., : self.d_state // 2].to(state.dtype)
 
     def default_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
         ref = self.log_dt
