@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import textwrap
 import time
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def plot_accuracy(rows: list[dict], omegas: list[float], path: Path, title: str)
         ax.set_xscale("log")
     ax.set_xlabel("omega (noise frequency, radians per step)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -12,6 +12,7 @@ import csv
 import inspect
 import io
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def plot_heatmap(grid: dict, tasks: list[str], layers: list[str], path: Path, ti
         for j, la in enumerate(layers):
             if (t, la) in grid:
                 values[i, j] = grid[(t, la)]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(layers), 1.0 + 0.45 * len(tasks)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 1.3 * len(layers)), 1.4 + 0.45 * len(tasks)))
     image = ax.imshow(values.clamp(0, 1).numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(layers)), layers)
     ax.set_yticks(range(len(tasks)), [TASKS[t].label for t in tasks])
@@ -171,7 +172,7 @@ def plot_heatmap(grid: dict, tasks: list[str], layers: list[str], path: Path, ti
             if v == v:
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="R^2")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 48), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
