@@ -118,6 +118,7 @@ def train_one(task: str, layer: str, args: argparse.Namespace, run_dir: Path) ->
         "label": TASKS[task].label,
         "layer": layer,
         "r2": float(metrics["val/r2"]),
+        "position_r2": position_baseline_r2(data.val_set.tensors[1]),
         "mse": float(metrics["val/loss"]),
         "steps": int(trainer.global_step),
         "length": args.length,
@@ -125,25 +126,41 @@ def train_one(task: str, layer: str, args: argparse.Namespace, run_dir: Path) ->
     }
 
 
+def position_baseline_r2(y: torch.Tensor) -> float:
+    """R^2 of the best input-blind predictor, the per-position mean of the targets ``y`` (N, L_out, d_out).
+
+    Where the target depends on the position more than on the input (Sort: the k-th smallest of L
+    values is close to the k-th quantile), R^2 is high even for a model that ignores the input; this
+    baseline says how much of a layer's R^2 is such free credit.
+    """
+    y = y.double()
+    sse = (y - y.mean(dim=0, keepdim=True)).pow(2).sum()
+    sst = (y - y.mean()).pow(2).sum().clamp_min(1e-12)
+    return float(1 - sse / sst)
+
+
 def write_results(rows: list[dict], tasks: list[str], layers: list[str], out: Path, title: str) -> list[Path]:
     """Write ``results.csv``, ``results.md`` and ``heatmap.png`` (atomically); return their paths."""
-    fields = ["task", "label", "layer", "r2", "mse", "steps", "length", "seconds"]
+    fields = ["task", "label", "layer", "r2", "position_r2", "mse", "steps", "length", "seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     paths = [atomic_write_text(out / "results.csv", buf.getvalue())]
     grid = {(r["task"], r["layer"]): r["r2"] for r in rows}
+    baseline = {r["task"]: r["position_r2"] for r in rows if "position_r2" in r}
     lines = [
         f"# {title}",
         "",
-        "Validation R^2 (1 is perfect, 0 is predicting the mean).",
+        "Validation R^2 (1 is perfect, 0 is predicting the mean).  `position only` is the R^2 of the",
+        "per-position mean target, which ignores the input: a layer's R^2 counts only above it.",
         "",
-        "| task | " + " | ".join(layers) + " |",
-        "|---|" + "---:|" * len(layers),
+        "| task | " + " | ".join(layers) + " | position only |",
+        "|---|" + "---:|" * (len(layers) + 1),
     ]
     for t in tasks:
         cells = [f"{grid[(t, la)]:.4f}" if (t, la) in grid else "" for la in layers]
+        cells.append(f"{baseline[t]:.4f}" if t in baseline else "")
         lines.append(f"| {TASKS[t].label} | " + " | ".join(cells) + " |")
     paths.append(atomic_write_text(out / "results.md", "\n".join(lines) + "\n"))
     paths.append(plot_heatmap(grid, tasks, layers, out / "heatmap.png", title))

@@ -109,7 +109,7 @@ def test_suite_writes_markdown_csv_and_heatmap(tmp_path, capsys):
         assert (out / name).is_file() and str(out / name) in printed
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["task"], r["layer"]) for r in rows] == [("shift", "s4d"), ("cumsum", "s4d")]
-    assert all(float(r["r2"]) <= 1 for r in rows)
+    assert all(float(r["r2"]) <= 1 and float(r["position_r2"]) <= 1 for r in rows)
     md = (out / "results.md").read_text()
     assert "| Shift |" in md and "| CumSum |" in md
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
