@@ -26,9 +26,18 @@ def _split(L: int) -> tuple[int, int]:
     return math.ceil(L / T), T
 
 
-def _powers(log_z: Tensor, exponents: Tensor) -> Tensor:
-    """``exp(e * log_z)`` for every exponent: (..., N) x (E,) -> (..., E, N)."""
-    return torch.exp(exponents.to(log_z.real.dtype)[:, None] * log_z[..., None, :])
+def _powers(log_z: Tensor, exponents: Tensor) -> tuple[Tensor, Tensor]:
+    """``exp(e * log_z)`` for every exponent as (real, imag), each (..., E, N) from (..., N) x (E,).
+
+    Real exp / cos / sin only (the complex exp is slow scalar code on CPU), with the angle
+    ``e * Im(log_z)`` formed and reduced modulo 2 pi in float64, so long lags keep their phase
+    in float32.
+    """
+    real = log_z.real.dtype
+    e = exponents.to(torch.float64)
+    magnitude = torch.exp(e.to(real)[:, None] * log_z.real[..., None, :])
+    angle = torch.remainder(e[:, None] * log_z.imag.double()[..., None, :], 2 * math.pi).to(real)
+    return magnitude * torch.cos(angle), magnitude * torch.sin(angle)
 
 
 def vandermonde_kernel(weights: Tensor, log_z: Tensor, L: int) -> Tensor:
@@ -44,16 +53,15 @@ def vandermonde_kernel(weights: Tensor, log_z: Tensor, L: int) -> Tensor:
     Q, T = _split(L)
     H, N = log_z.shape
     batch = weights.shape[:-2]
-    rdtype = log_z.real.dtype
-    steps_q = torch.arange(Q, device=log_z.device) * T
-    steps_p = torch.arange(T, device=log_z.device)
-    coarse = _powers(log_z, steps_q)  # (H, Q, N)
-    fine = _powers(log_z, steps_p)  # (H, T, N)
-    W = weights.reshape(-1, H, 1, N) * coarse  # (B, H, Q, N)
-    W = torch.cat([W.real, -W.imag], dim=-1)  # (B, H, Q, 2N)
+    coarse_r, coarse_i = _powers(log_z, torch.arange(Q, device=log_z.device) * T)  # (H, Q, N)
+    fine_r, fine_i = _powers(log_z, torch.arange(T, device=log_z.device))  # (H, T, N)
+    weights = weights.reshape(-1, H, 1, N)
+    w_r, w_i = weights.real.to(coarse_r.dtype), weights.imag.to(coarse_r.dtype)
+    # Re(w c f) = Re(w c) Re f - Im(w c) Im f
+    W = torch.cat([w_r * coarse_r - w_i * coarse_i, -(w_r * coarse_i + w_i * coarse_r)], dim=-1)  # (B, H, Q, 2N)
     W = W.transpose(0, 1).reshape(H, -1, 2 * N)  # (H, B*Q, 2N)
-    F = torch.cat([fine.real, fine.imag], dim=-1).transpose(-1, -2)  # (H, 2N, T)
-    K = torch.bmm(W.to(rdtype), F)  # (H, B*Q, T)
+    F = torch.cat([fine_r, fine_i], dim=-1).transpose(-1, -2)  # (H, 2N, T)
+    K = torch.bmm(W, F)  # (H, B*Q, T)
     K = K.reshape(H, -1, Q * T)[..., :L].transpose(0, 1)  # (B, H, L)
     return K.reshape(*batch, H, L)
 
@@ -73,11 +81,11 @@ def vandermonde_transpose(u: Tensor, log_z: Tensor) -> Tensor:
     Q, T = _split(L)
     u = torch.nn.functional.pad(u, (0, Q * T - L)).reshape(-1, H, Q, T)  # (B, H, Q, T)
     u = u.transpose(0, 1).reshape(H, -1, T)  # (H, B*Q, T)
-    fine = _powers(log_z, torch.arange(T, device=u.device))  # (H, T, N)
-    F = torch.cat([fine.real, fine.imag], dim=-1)  # (H, T, 2N)
+    fine_r, fine_i = _powers(log_z, torch.arange(T, device=u.device))  # (H, T, N)
+    F = torch.cat([fine_r, fine_i], dim=-1)  # (H, T, 2N)
     partial = torch.bmm(u.to(F.dtype), F)  # (H, B*Q, 2N)
     partial = torch.complex(partial[..., :N], partial[..., N:]).reshape(H, -1, Q, N)
-    coarse = _powers(log_z, torch.arange(Q, device=u.device) * T)  # (H, Q, N)
+    coarse = torch.complex(*_powers(log_z, torch.arange(Q, device=u.device) * T))  # (H, Q, N)
     x = (partial * coarse[:, None]).sum(dim=2)  # (H, B, N)
     return x.transpose(0, 1).reshape(*batch, H, N)
 

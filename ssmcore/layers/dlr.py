@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
 from ssmcore.init import log_dt_init
@@ -96,44 +95,9 @@ class DLR(DiagonalConvLayer):
         log_dA = self.eigenvalues() * rate  # (H, N)
         return log_dA, torch.ones_like(log_dA), self.output_weights()
 
-    def ssm_kernel(self, L: int, rate: float = 1.0) -> Tensor:
-        """``K_l = Re sum_n W_n exp(l rate lambda_n)``: (n_kernels, H, L).
-
-        The same two-level split as :func:`ssmcore.kernels.vandermonde_kernel` (``l = q T + p``,
-        one (C Q, 2N) x (2N, T) real matmul per feature), written with real arithmetic only: the
-        powers are ``exp(-l rate rho^2) (cos, sin)(l rate theta)`` with the angle reduced modulo
-        2 pi in float64, so long lags keep their phase in float32 and every op is vectorised.
-        """
-        Q, T = math.ceil(L / math.ceil(math.sqrt(L))), math.ceil(math.sqrt(L))
-        H, N = self.theta.shape
-        decay = torch.zeros_like(self.theta) if self.rho is None else self.rho.square() * rate  # (H, N)
-        theta = self.theta.double() * rate
-        W = self.output_weights()  # (C, H, N)
-
-        def powers(exponents: Tensor) -> tuple[Tensor, Tensor]:
-            mag = torch.exp(-exponents[:, None] * decay[:, None, :])  # (H, E, N)
-            angle = torch.remainder(exponents.double()[:, None] * theta[:, None, :], 2 * math.pi).to(mag.dtype)
-            return mag * torch.cos(angle), mag * torch.sin(angle)
-
-        rdtype = self.theta.dtype
-        coarse_re, coarse_im = powers(torch.arange(Q, dtype=rdtype) * T)  # (H, Q, N)
-        fine_re, fine_im = powers(torch.arange(T, dtype=rdtype))  # (H, T, N)
-        W_re, W_im = W.real[:, :, None, :], W.imag[:, :, None, :]  # (C, H, 1, N)
-        left = torch.cat([W_re * coarse_re - W_im * coarse_im, -(W_re * coarse_im + W_im * coarse_re)], dim=-1)
-        left = rearrange(left, "c h q n -> h (c q) n")  # (H, C*Q, 2N)
-        right = rearrange(torch.cat([fine_re, fine_im], dim=-1), "h t n -> h n t")  # (H, 2N, T)
-        K = torch.bmm(left, right)  # (H, C*Q, T)
-        K = rearrange(K, "h (c q) t -> c h (q t)", q=Q)
-        return self.output_scale * K[..., :L]
-
     @property
     def state_modes(self) -> int:
         return self.d_state
-
-    def default_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
-        ref = self.theta
-        dtype = torch.complex128 if ref.dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.d_model, self.d_state, dtype=dtype, device=device or ref.device)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", variant={self.variant}, real_W={self.real_W}"

@@ -67,7 +67,7 @@ class DiagonalConvLayer(ConvSSMLayer):
         return torch.exp(log_dA), dB, C[: self.channels]
 
     def default_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
-        ref = self.log_dt
+        ref = self.D
         dtype = torch.complex128 if ref.dtype == torch.float64 else torch.complex64
         return torch.zeros(batch_size, self.d_model, self.state_modes, dtype=dtype, device=device or ref.device)
 
