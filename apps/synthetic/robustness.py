@@ -15,8 +15,6 @@ under ``--out``.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import textwrap
 import time
 from pathlib import Path
@@ -25,8 +23,8 @@ import lightning.pytorch as pl
 import torch
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_write, atomic_write_text
 from apps.common.lightning import runs_root
+from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.synthetic.classifier import SequenceClassifier
 from apps.synthetic.mnist import SequentialMNIST, fourier_noise
 from apps.synthetic.suite import check_layers, parse_names
@@ -96,37 +94,18 @@ def evaluate(
 def write_outputs(rows: list[dict], omegas: list[float], out: Path, title: str) -> list[Path]:
     """``robustness.csv`` / ``.md`` (one row per layer) and ``robustness.png`` (accuracy vs omega)."""
     keys = [str(w) for w in omegas]
+    table = [[r["layer"], f"{r['clean']:.4f}", *[f"{r[k]:.4f}" for k in keys], f"{r['worst_drop']:.4f}"] for r in rows]
     fields = ["layer", "clean", *[f"omega={k}" for k in keys], "worst_drop", "seconds"]
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(fields)
-    for r in rows:
-        writer.writerow(
-            [
-                r["layer"],
-                f"{r['clean']:.4f}",
-                *[f"{r[k]:.4f}" for k in keys],
-                f"{r['worst_drop']:.4f}",
-                r["seconds"],
-            ]
-        )
-    paths = [atomic_write_text(out / "robustness.csv", buf.getvalue())]
+    paths = [write_csv(out / "robustness.csv", fields, [[*t, r["seconds"]] for t, r in zip(table, rows)])]
     lines = [
         f"# {title}",
         "",
         "Test accuracy, clean and with 0.1 * U[0,1] * cos(omega t) added; worst drop = "
         "clean minus the lowest noisy accuracy.",
         "",
-        "| layer | clean | " + " | ".join(f"ω={k}" for k in keys) + " | worst drop |",
-        "|---|---:|" + "---:|" * len(keys) + "---:|",
+        *markdown_table(["layer", "clean", *[f"ω={k}" for k in keys], "worst drop"], table),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['layer']} | {r['clean']:.4f} | "
-            + " | ".join(f"{r[k]:.4f}" for k in keys)
-            + f" | {r['worst_drop']:.4f} |"
-        )
-    paths.append(atomic_write_text(out / "robustness.md", "\n".join(lines) + "\n"))
+    paths.append(write_markdown(out / "robustness.md", lines))
     paths.append(plot_accuracy(rows, omegas, out / "robustness.png", title))
     return paths
 
@@ -151,10 +130,7 @@ def plot_accuracy(rows: list[dict], omegas: list[float], path: Path, title: str)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,9 +8,7 @@ be inspected while it runs and an interrupted one keeps what it finished.
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
-import io
 import json
 import textwrap
 import time
@@ -20,8 +18,8 @@ import lightning.pytorch as pl
 import torch
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_write, atomic_write_text
 from apps.common.lightning import runs_root
+from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.synthetic.data import SyntheticData
 from apps.synthetic.module import SyntheticModule
 from apps.synthetic.tasks import TASKS
@@ -142,27 +140,23 @@ def position_baseline_r2(y: torch.Tensor) -> float:
 def write_results(rows: list[dict], tasks: list[str], layers: list[str], out: Path, title: str) -> list[Path]:
     """Write ``results.csv``, ``results.md`` and ``heatmap.png`` (atomically); return their paths."""
     fields = ["task", "label", "layer", "r2", "position_r2", "mse", "steps", "length", "seconds"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    paths = [atomic_write_text(out / "results.csv", buf.getvalue())]
+    paths = [write_csv(out / "results.csv", fields, [[r.get(f, "") for f in fields] for r in rows])]
     grid = {(r["task"], r["layer"]): r["r2"] for r in rows}
     baseline = {r["task"]: r["position_r2"] for r in rows if "position_r2" in r}
+    table = []
+    for t in tasks:
+        cells = [f"{grid[(t, la)]:.4f}" if (t, la) in grid else "" for la in layers]
+        cells.append(f"{baseline[t]:.4f}" if t in baseline else "")
+        table.append([TASKS[t].label, *cells])
     lines = [
         f"# {title}",
         "",
         "Validation R^2 (1 is perfect, 0 is predicting the mean).  `position only` is the R^2 of the",
         "per-position mean target, which ignores the input: a layer's R^2 counts only above it.",
         "",
-        "| task | " + " | ".join(layers) + " | position only |",
-        "|---|" + "---:|" * (len(layers) + 1),
+        *markdown_table(["task", *layers, "position only"], table),
     ]
-    for t in tasks:
-        cells = [f"{grid[(t, la)]:.4f}" if (t, la) in grid else "" for la in layers]
-        cells.append(f"{baseline[t]:.4f}" if t in baseline else "")
-        lines.append(f"| {TASKS[t].label} | " + " | ".join(cells) + " |")
-    paths.append(atomic_write_text(out / "results.md", "\n".join(lines) + "\n"))
+    paths.append(write_markdown(out / "results.md", lines))
     paths.append(plot_heatmap(grid, tasks, layers, out / "heatmap.png", title))
     return paths
 
@@ -191,10 +185,7 @@ def plot_heatmap(grid: dict, tasks: list[str], layers: list[str], path: Path, ti
     fig.colorbar(image, ax=ax, label="R^2")
     ax.set_title(textwrap.fill(title, 48), fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
