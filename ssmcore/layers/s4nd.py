@@ -68,6 +68,8 @@ class S4ND(SSMLayer):
         bandlimit: keep only modes at or below ``bandlimit / 2`` cycles per sample (in (0, 1]);
             None keeps all.
         real_transform: ``exp``/``softplus`` keep Re A < 0; ``none`` leaves it free.
+        align_rate: at ``rate != 1`` keep the half-step offset of the rate-1 kernel (see :meth:`discrete`);
+            off by default, where ``rate`` only rescales the step.
         activation, postact: as :class:`ssmcore.layers.base.SSMLayer`.
     """
 
@@ -89,6 +91,7 @@ class S4ND(SSMLayer):
         real_transform: str = "exp",
         activation: str | None = "gelu",
         postact: str | None = "glu",
+        align_rate: bool = False,
     ) -> None:
         super().__init__(d_model, d_state, channels, False, dropout, activation, postact)
         if dim not in (1, 2, 3):
@@ -105,6 +108,7 @@ class S4ND(SSMLayer):
         if bandlimit is not None and not 0 < bandlimit <= 1:
             raise ValueError(f"bandlimit must be in (0, 1] (1 = Nyquist) or None, got {bandlimit}")
         self.dim, self.disc, self.transform, self.bandlimit = dim, disc, real_transform, bandlimit
+        self.align_rate = align_rate
         self.bidirectional = bidirectional
         H, M = d_model, d_state // 2
         A, B = diagonal_init(init, d_state)  # (M,) complex128 each
@@ -154,13 +158,25 @@ class S4ND(SSMLayer):
         return rates
 
     def discrete(self, axis: int, rate: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-        """``(log dA (H, M), dB (H, M), C (n, H, M))`` of one axis at ``rate``; masked modes have C = 0."""
+        """``(log dA (H, M), dB (H, M), C (n, H, M))`` of one axis at ``rate``; masked modes have C = 0.
+
+        With ``align_rate``: the discrete kernel ``k[l] = C dA^l dB`` answers input sample ``t - l``
+        with the continuous kernel over ``[l, l + 1)`` steps, so the SSM output lags the D skip by
+        half a step -- a fixed distance at the training grid, half of it on a grid twice as fine.
+        At ``rate`` r the forward ``C`` is multiplied by ``exp(dt A (1 - r) / 2)`` (``dt`` of rate 1)
+        and the backward one by its inverse, which moves the kernel by the missing
+        ``(1 - r) / 2`` training steps, so every grid sees the offset the model was trained with.
+        """
         A = torch.complex(real_transform(self.A_real[axis], self.transform), self.A_imag[axis])
         dtA = (torch.exp(self.log_dt[axis]) * rate).unsqueeze(-1) * A  # (H, M)
         log_dA, dB = discretize_diagonal(dtA, self.disc)
         C = torch.view_as_complex(self.C[axis])
         if self.bandlimit is not None:
             C = C * self.mode_mask(axis, rate).to(C.real.dtype)
+        if self.align_rate and rate != 1.0:
+            shift = torch.exp(dtA * (1 - rate) / (2 * rate))  # (H, M): (1 - r) / 2 steps of rate 1
+            n = self.channels
+            C = torch.cat([C[:n] * shift, C[n:] / shift]) if self.bidirectional[axis] else C * shift
         return log_dA, dB * torch.view_as_complex(self.B[axis]), C
 
     def mode_mask(self, axis: int, rate: float = 1.0) -> Tensor:
@@ -241,5 +257,6 @@ class S4ND(SSMLayer):
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, dim={self.dim}, channels={self.channels}, "
-            f"bidirectional={self.bidirectional}, disc={self.disc}, bandlimit={self.bandlimit}"
+            f"bidirectional={self.bidirectional}, disc={self.disc}, bandlimit={self.bandlimit}, "
+            f"align_rate={self.align_rate}"
         )

@@ -244,3 +244,26 @@ def test_init_gives_unit_axis_kernels_and_order_one_outputs(d_state, dim, bidire
     with torch.no_grad():
         std = layer.ssm_forward(u)[0].std().item()
     assert 0.02 < std < 3.0
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_align_rate_moves_the_kernel_by_the_missing_half_steps(bidirectional):
+    """align_rate leaves rate 1 alone; at rate r it multiplies each mode's forward C by exp(dt A (1 - r) / 2)
+    (dt of rate 1) and the backward C by its inverse; off, rate only rescales the step."""
+    torch.manual_seed(0)
+    plain = S4ND(d_model=3, d_state=8, dim=2, bidirectional=bidirectional).double()
+    torch.manual_seed(0)
+    aligned = S4ND(d_model=3, d_state=8, dim=2, bidirectional=bidirectional, align_rate=True).double()
+    assert rel_err(aligned.kernel((6, 6)), plain.kernel((6, 6))) < 1e-15
+    r = 0.5
+    k_aligned = aligned.kernel((12, 10), rate=r)
+    assert rel_err(k_aligned, plain.kernel((12, 10), rate=r)) > 1e-3
+    with torch.no_grad():
+        for axis in range(2):
+            dtA = torch.exp(plain.log_dt[axis])[:, None] * torch.complex(-torch.exp(plain.A_real[axis]),
+                                                                        plain.A_imag[axis])
+            shift = torch.exp(dtA * (1 - r) / 2)  # (H, M)
+            C = torch.view_as_complex(plain.C[axis])
+            C = torch.cat([C[:1] * shift, C[1:] / shift]) if bidirectional else C * shift
+            plain.C[axis].copy_(torch.view_as_real(C))
+    assert rel_err(k_aligned, plain.kernel((12, 10), rate=r)) < 1e-12
