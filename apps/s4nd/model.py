@@ -89,12 +89,12 @@ class ConvMixer(nn.Module):
 
 
 def make_mixer(mixer: str, d_model: int, dim: int, d_state: int, bandlimit: float | None, conv_kernel: int | None,
-               dropout: float, depthwise_only: bool, dt_min: float, dt_max: float) -> nn.Module:
+               dropout: float, depthwise_only: bool, dt_min: float, dt_max: float, align_rate: bool = True) -> nn.Module:
     """An S4ND layer or its Conv2D stand-in; ``depthwise_only`` drops activation and projection (ConvNeXt)."""
     activation, postact = (None, "none") if depthwise_only else ("gelu", "glu")
     if mixer == "s4nd":
         return S4ND(d_model, d_state=d_state, dim=dim, bidirectional=True, dropout=dropout, bandlimit=bandlimit,
-                    dt_min=dt_min, dt_max=dt_max, activation=activation, postact=postact)
+                    dt_min=dt_min, dt_max=dt_max, activation=activation, postact=postact, align_rate=align_rate)
     if mixer == "conv2d":
         kernel = conv_kernel or matched_conv_kernel(d_state, dim)
         return ConvMixer(d_model, kernel, dim, dropout, activation, postact)
@@ -182,6 +182,8 @@ class IsotropicNet(_Backbone):
         d_model, n_layers, ff_expand, dropout: width, depth, feed-forward expansion, dropout.
         mixer: ``s4nd`` or ``conv2d`` (the baseline); ``conv_kernel`` None matches S4ND's parameters.
         d_state, bandlimit, dt_min, dt_max: S4ND options (``bandlimit`` None turns it off).
+        align_rate: S4ND keeps the half-step offset of its training grid at other rates
+            (:meth:`ssmcore.layers.s4nd.S4ND.discrete`).
         stem, patch_size: see :class:`Stem`.
     """
 
@@ -189,7 +191,7 @@ class IsotropicNet(_Backbone):
                  d_model: int = 64, n_layers: int = 4, mixer: str = "s4nd", d_state: int = 32,
                  bandlimit: float | None = 0.5, stem: str = "pixel", patch_size: int = 2, ff_expand: int = 2,
                  dropout: float = 0.0, conv_kernel: int | None = None, dt_min: float = 0.01,
-                 dt_max: float = 0.1) -> None:
+                 dt_max: float = 0.1, align_rate: bool = True) -> None:
         super().__init__()
         self.dim, self.in_channels = dim, in_channels
         self.train_size = as_sizes(train_resolution, dim)
@@ -197,7 +199,8 @@ class IsotropicNet(_Backbone):
         self.train_grid = self.stem.grid(self.train_size)
         blocks = []
         for _ in range(n_layers):
-            layer = make_mixer(mixer, d_model, dim, d_state, bandlimit, conv_kernel, dropout, False, dt_min, dt_max)
+            layer = make_mixer(mixer, d_model, dim, d_state, bandlimit, conv_kernel, dropout, False, dt_min, dt_max,
+                               align_rate)
             blocks.append(ResidualBlock(d_model, layer, "layer", True, dropout))
             if ff_expand:
                 blocks.append(ResidualBlock(d_model, FeedForward(d_model, ff_expand, dropout=dropout), "layer"))
@@ -264,7 +267,7 @@ class ConvNeXtNet(_Backbone):
                  depths: Sequence[int] = (2, 2), dims: Sequence[int] = (32, 64), mixer: str = "s4nd",
                  d_state: int = 32, bandlimit: float | None = 0.5, stem: str = "pixel", patch_size: int = 2,
                  ff_expand: int = 4, dropout: float = 0.0, conv_kernel: int | None = None, dt_min: float = 0.01,
-                 dt_max: float = 0.1) -> None:
+                 dt_max: float = 0.1, align_rate: bool = True) -> None:
         super().__init__()
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"model.depths and model.dims need one entry per stage, got {depths} and {dims}")
@@ -275,7 +278,7 @@ class ConvNeXtNet(_Backbone):
         self.stages = nn.ModuleList(
             nn.ModuleList(
                 ConvNeXtBlock(width, make_mixer(mixer, width, dim, d_state, bandlimit, conv_kernel, dropout, True,
-                                                dt_min, dt_max), ff_expand, dropout)
+                                                dt_min, dt_max, align_rate), ff_expand, dropout)
                 for _ in range(depth)
             )
             for depth, width in zip(depths, dims)

@@ -37,6 +37,7 @@ class ImageClassifier(TaskModule):
         eval_resolutions: resolutions evaluated at validation/test (linked from ``data.eval_resolutions``).
         d_model, n_layers: isotropic width and depth.  depths, dims: ConvNeXt stages.
         d_state, bandlimit, dt_min, dt_max: S4ND options (``bandlimit: null`` turns it off).
+        align_rate: keep S4ND's half-step kernel offset of the training grid at other resolutions.
         stem, patch_size: ``pixel`` or ``patch`` (see :class:`apps.s4nd.model.Stem`).
         ff_expand: feed-forward expansion (None: 2 isotropic, 4 ConvNeXt).
         dropout: dropout.  conv_kernel: baseline kernel size (None: matched to S4ND's parameters).
@@ -59,6 +60,7 @@ class ImageClassifier(TaskModule):
         bandlimit: float | None = 0.5,
         dt_min: float = 0.01,
         dt_max: float = 0.1,
+        align_rate: bool = True,
         stem: str = "pixel",
         patch_size: int = 2,
         ff_expand: int | None = None,
@@ -79,7 +81,8 @@ class ImageClassifier(TaskModule):
             raise ValueError(f"model.mixer: unknown {mixer!r}; choose one of {', '.join(MIXERS)}")
         self.save_hyperparameters()
         common = dict(mixer=mixer, d_state=d_state, bandlimit=bandlimit, stem=stem, patch_size=patch_size,
-                      dropout=dropout, conv_kernel=conv_kernel, dt_min=dt_min, dt_max=dt_max)
+                      dropout=dropout, conv_kernel=conv_kernel, dt_min=dt_min, dt_max=dt_max,
+                      align_rate=align_rate)
         if backbone == "isotropic":
             self.net: IsotropicNet | ConvNeXtNet = IsotropicNet(
                 in_channels, num_classes, train_resolution, d_model=d_model, n_layers=n_layers,
