@@ -212,6 +212,7 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--out", default="data/mnist5k", help="output folder (default data/mnist5k)")
     p.add_argument("--split", default="400,50,50", help="train,val,test digits per class (default 400,50,50)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--force", action="store_true", help="rebuild --out even if it is already there")
     a = p.parse_args(argv)
     try:
         per_class = [int(s) for s in a.split.split(",")]
@@ -221,8 +222,11 @@ def prepare(argv: list[str]) -> None:
         raise UserError(f"--split needs three positive counts per class (train,val,test) summing to at most 500, "
                         f"got {a.split!r}")
     out = Path(a.out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} exists and is not empty; remove it or choose another folder")
+    if out.exists() and any(out.iterdir()) and not a.force:
+        if all((out / split).is_dir() for split in SPLITS):
+            print(f"{out} is already prepared (pass --force to rebuild it)")
+            return
+        raise UserError(f"--out {out} exists and is not an MNIST-5k tree; remove it or choose another folder")
     images, labels = load_mnist5k()
     g = torch.Generator().manual_seed(a.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -239,9 +243,13 @@ def prepare(argv: list[str]) -> None:
                 for i in sorted(index[lo:hi].tolist()):
                     Image.fromarray(images[i].numpy(), mode="L").save(folder / f"{i:04d}.png", optimize=False)
                     counts[split] += 1
-        if out.exists():
-            out.rmdir()
+        old = None
+        if out.exists():  # --force: swap the new tree in, then drop the old one
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
         os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

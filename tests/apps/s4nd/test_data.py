@@ -51,8 +51,14 @@ def test_prepare_mnist_is_deterministic_imagefolder(tmp_path, capsys, monkeypatc
     # the splits are disjoint digits
     names = {split: {p.name for p in (tmp_path / "a" / split).rglob("*.png")} for split in ("train", "val", "test")}
     assert not (names["train"] & names["val"]) and not (names["val"] & names["test"])
-    with pytest.raises(UserError, match="not empty"):
-        prepare(["mnist", "--out", str(tmp_path / "a")])
+    prepare(["mnist", "--out", str(tmp_path / "a")])  # already there: kept as it is
+    assert "already prepared" in capsys.readouterr().out and _digest(tmp_path / "a") == a
+    prepare(["mnist", "--out", str(tmp_path / "a"), "--split", "1,1,1", "--force"])
+    assert len(_digest(tmp_path / "a")) == 30
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not an MNIST-5k tree"):
+        prepare(["mnist", "--out", str(tmp_path / "other")])
     with pytest.raises(UserError, match="--split"):
         prepare(["mnist", "--out", str(tmp_path / "c"), "--split", "400,100,100"])
     prepare(["mnist", "--out", str(tmp_path / "seed1"), "--split", "3,2,1", "--seed", "1"])
