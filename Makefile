@@ -33,7 +33,7 @@ demo: setup
 	$(SSM) smoke fit -c recipes/smoke/copy.yaml --data.data_dir $(SSM_DATA)/smoke
 	$(SSM) smoke test -c recipes/smoke/copy.yaml --data.data_dir $(SSM_DATA)/smoke --ckpt_path runs/smoke/copy/checkpoints/best.ckpt
 	@echo "== synthetic: DLR's Shift task with a tiny S4D, then a 2-task x 2-layer suite =="
-	$(SSM) synthetic fit -c recipes/synthetic/tiny.yaml
+	$(SSM) synthetic fit -c recipes/synthetic/tiny.yaml --trainer.max_epochs 8 --data.steps_per_epoch 25
 	$(SSM) synthetic suite --layers s4d,dlr --tasks shift,cumsum --length 64 --steps 40 --d-model 16 --d-state 64 --out runs/synthetic/demo-suite
 	@echo "== demo done: outputs are under runs/ =="
 	@find runs \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
