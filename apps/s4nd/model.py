@@ -89,7 +89,7 @@ class ConvMixer(nn.Module):
 
 
 def make_mixer(mixer: str, d_model: int, dim: int, d_state: int, bandlimit: float | None, conv_kernel: int | None,
-               dropout: float, depthwise_only: bool, dt_min: float, dt_max: float, align_rate: bool = True) -> nn.Module:
+               dropout: float, depthwise_only: bool, dt_min: float, dt_max: float, align_rate: bool = False) -> nn.Module:
     """An S4ND layer or its Conv2D stand-in; ``depthwise_only`` drops activation and projection (ConvNeXt)."""
     activation, postact = (None, "none") if depthwise_only else ("gelu", "glu")
     if mixer == "s4nd":
@@ -191,7 +191,7 @@ class IsotropicNet(_Backbone):
                  d_model: int = 64, n_layers: int = 4, mixer: str = "s4nd", d_state: int = 32,
                  bandlimit: float | None = 0.5, stem: str = "pixel", patch_size: int = 2, ff_expand: int = 2,
                  dropout: float = 0.0, conv_kernel: int | None = None, dt_min: float = 0.01,
-                 dt_max: float = 0.1, align_rate: bool = True) -> None:
+                 dt_max: float = 0.1, align_rate: bool = False) -> None:
         super().__init__()
         self.dim, self.in_channels = dim, in_channels
         self.train_size = as_sizes(train_resolution, dim)
@@ -267,7 +267,7 @@ class ConvNeXtNet(_Backbone):
                  depths: Sequence[int] = (2, 2), dims: Sequence[int] = (32, 64), mixer: str = "s4nd",
                  d_state: int = 32, bandlimit: float | None = 0.5, stem: str = "pixel", patch_size: int = 2,
                  ff_expand: int = 4, dropout: float = 0.0, conv_kernel: int | None = None, dt_min: float = 0.01,
-                 dt_max: float = 0.1, align_rate: bool = True) -> None:
+                 dt_max: float = 0.1, align_rate: bool = False) -> None:
         super().__init__()
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"model.depths and model.dims need one entry per stage, got {depths} and {dims}")
