@@ -35,6 +35,10 @@ demo: setup
 	@echo "== synthetic: DLR's Shift task with a tiny S4D, then a 2-task x 2-layer suite =="
 	$(SSM) synthetic fit -c recipes/synthetic/tiny.yaml --trainer.max_epochs 8 --data.steps_per_epoch 25
 	$(SSM) synthetic suite --layers s4d,dlr --tasks shift,cumsum --length 64 --steps 40 --d-model 16 --d-state 64 --out runs/synthetic/demo-suite
+	@echo "== s4nd: S4ND trained at 14x14, tested zero-shot at 7, 14 and 28 =="
+	$(SSM) s4nd prepare mnist --out $(SSM_DATA)/mnist5k
+	$(SSM) s4nd fit -c recipes/s4nd/tiny.yaml --data.root $(SSM_DATA)/mnist5k
+	$(SSM) s4nd zero-shot --ckpt runs/s4nd/tiny/checkpoints/best.ckpt --resolutions 7,14,28
 	@echo "== demo done: outputs are under runs/ =="
 	@find runs \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
 

@@ -10,15 +10,13 @@ against resolution.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from pathlib import Path
 
 import torch
 from rich.progress import Progress
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_write, atomic_write_text
+from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.s4nd.data import ImageData
 from apps.s4nd.module import ImageClassifier
 
@@ -83,14 +81,9 @@ def write_outputs(out: Path, resolutions: list[int], curves: dict[str, dict[int,
             row.append(f"{100 * (curves[names[0]][r] - curves[names[1]][r]):+.2f}")
         rows.append(row)
     md = [f"Zero-shot accuracy (%) by test resolution; trained at {train_resolution}x{train_resolution}.", "",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(row) + " |" for row in rows]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([h.replace(" (points)", "") for h in header])
-    writer.writerows(rows)
-    paths = [atomic_write_text(out / "zero_shot.md", "\n".join(md) + "\n"),
-             atomic_write_text(out / "zero_shot.csv", buffer.getvalue())]
+          *markdown_table(header, rows)]
+    paths = [write_markdown(out / "zero_shot.md", md),
+             write_csv(out / "zero_shot.csv", [h.replace(" (points)", "") for h in header], rows)]
 
     import matplotlib
 
@@ -110,8 +103,7 @@ def write_outputs(out: Path, resolutions: list[int], curves: dict[str, dict[int,
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    paths.append(atomic_write(out / "zero_shot.png", lambda f: fig.savefig(f, format="png", dpi=120)))
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "zero_shot.png"))
     return paths
 
 
