@@ -112,7 +112,9 @@ class SSMLayer(nn.Module):
         y, next_state = self.ssm_forward(u, state=state, rate=rate)  # (B, C, H, L)
         if not self.skip_in_ssm_forward:
             y = y + self.D[:, :, None].to(y.dtype) * u.unsqueeze(1).to(y.dtype)
-        y = rearrange(y, "b c h l -> b l (c h)")
+        # one contiguous copy here (the projection would make it anyway) keeps the activation off a
+        # transposed view, where it runs about twice as slowly
+        y = rearrange(y, "b c h l -> b l (c h)").contiguous()
         return self._post(y), next_state
 
     def step(self, x_t: Tensor, state: Any, rate: float = 1.0) -> tuple[Tensor, Any]:
