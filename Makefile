@@ -8,9 +8,22 @@ export SSM_DATA ?= data
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup test test-slow demo bench lint clean
+.PHONY: setup system-deps test test-slow demo bench lint clean
 
-setup: $(STAMP)
+# Debian packages behind the offline stand-ins: espeak-ng (Speech Commands), fluidsynth and the
+# TimGM6mb soundfont (piano). Installed when missing and we are root (CI is); otherwise we say how.
+DEB_PACKAGES := espeak-ng fluidsynth timgm6mb-soundfont
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } >/dev/null \
+	      || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
+	  else echo "missing Debian packages:$$missing; run: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	fi
+
+setup: $(STAMP) system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -125,6 +125,9 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
         print(f"note: no --ckpt_path given; `ssm {app} {verb}` runs the freshly initialised model", flush=True)
     recipe = configs[0].stem if configs else "default"
     run_dir = runs_root() / app / recipe
+    # An app with several tasks (sashimi: classifier and generator) names its classes in the recipe:
+    # ``model: {class_path: ..., init_args: ...}``; MODULE and DATAMODULE are then base classes.
+    subclass_mode = bool(getattr(mod, "SUBCLASS_MODE", False))
     return SSMCLI(
         model_class=mod.MODULE,
         datamodule_class=mod.DATAMODULE,
@@ -136,4 +139,6 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
         save_config_callback=None,
         parser_kwargs={"exit_on_error": False, verb: {"exit_on_error": False}},
         auto_configure_optimizers=False,
+        subclass_mode_model=subclass_mode,
+        subclass_mode_data=subclass_mode,
     )

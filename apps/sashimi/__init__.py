@@ -1,0 +1,1 @@
+"""SaShiMi raw-audio generation and Speech Commands classification/evaluation."""
