@@ -170,6 +170,8 @@ class SequenceModel(nn.Module):
         dropout: residual dropout, also passed to the SSM layers and feed-forward blocks.
         pool: SaShiMi pooling factors, outermost first; None for a flat stack.
         pool_expand: width multiplier of each pooling stage.
+        unet: also put ``n_layers`` blocks on the way down, at each level before its DownPool (the
+            U-Net variant of SaShiMi); the level's skip is then taken after those blocks.
         **layer_kwargs: passed to the SSM layer (``d_state``, ``bidirectional``, ...).
     """
 
@@ -186,6 +188,7 @@ class SequenceModel(nn.Module):
         dropout: float = 0.0,
         pool: Sequence[int] | None = None,
         pool_expand: int = 2,
+        unet: bool = False,
         **layer_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -193,6 +196,7 @@ class SequenceModel(nn.Module):
             raise ValueError(f"n_layers must be >= 0, got {n_layers}")
         self.d_model, self.d_input, self.d_output = d_model, d_input, d_output
         self.pool = tuple(pool or ())
+        self.unet = bool(unet and self.pool)
 
         def stage(width: int) -> nn.ModuleList:
             blocks = []
@@ -210,6 +214,9 @@ class SequenceModel(nn.Module):
         self.encoder = nn.Linear(d_input, d_model) if d_input else nn.Identity()
         widths = [d_model * pool_expand**i for i in range(len(self.pool) + 1)]
         self.down = nn.ModuleList(DownPool(widths[i], p, pool_expand) for i, p in enumerate(self.pool))
+        self.down_blocks = nn.ModuleList(
+            stage(widths[i]) if self.unet else nn.ModuleList() for i in range(len(self.pool))
+        )  # the U-Net variant's blocks before each DownPool
         self.center = stage(widths[-1])
         self.up = nn.ModuleList(
             nn.ModuleDict({"pool": UpPool(widths[i + 1], p, pool_expand), "blocks": stage(widths[i])})
@@ -219,9 +226,11 @@ class SequenceModel(nn.Module):
         self.decoder = nn.Linear(d_model, d_output) if d_output else nn.Identity()
 
     def default_state(self, batch_size: int, device: torch.device | str | None = None) -> dict[str, list]:
-        """Zero states: ``{"down": [...], "center": [...], "up": [(pool_state, [block states]), ...]}``."""
+        """Zero states: ``{"down": [...], "down_blocks": [[...], ...], "center": [...], "up": [(pool_state, [block
+        states]), ...]}``."""
         return {
             "down": [m.default_state(batch_size, device) for m in self.down],
+            "down_blocks": [[b.default_state(batch_size, device) for b in blocks] for blocks in self.down_blocks],
             "center": [b.default_state(batch_size, device) for b in self.center],
             "up": [
                 (
@@ -252,8 +261,10 @@ class SequenceModel(nn.Module):
             raise ValueError(f"SequenceModel expects (batch, length, {width}), got {tuple(x.shape)}")
         st = state
         x = self.encoder(x)
-        skips, new_down = [], []
+        skips, new_down, new_down_blocks = [], [], []
         for i, down in enumerate(self.down):
+            x, s = self._blocks(self.down_blocks[i], x, None if st is None else st["down_blocks"][i], rate)
+            new_down_blocks.append(s)
             skips.append(x)
             x, s = down(x, state=None if st is None else st["down"][i], rate=rate)  # (B, L_i+1, H_i+1)
             new_down.append(s)
@@ -274,17 +285,23 @@ class SequenceModel(nn.Module):
         y = self.decoder(self.norm(x))
         if st is None:
             return y, None
-        return y, {"down": new_down, "center": new_center, "up": new_up}
+        return y, {"down": new_down, "down_blocks": new_down_blocks, "center": new_center, "up": new_up}
 
     def step(self, x_t: Tensor, state: dict, rate: float = 1.0) -> tuple[Tensor, dict]:
         """One step through the whole stack: ``x_t`` (B, d_input or H) -> ``(y_t (B, d_output or H), state)``.
 
         Levels below a DownPool that did not emit this step are not stepped.
         """
-        new = {"down": list(state["down"]), "center": list(state["center"]), "up": list(state["up"])}
+        new = {"down": list(state["down"]), "down_blocks": list(state["down_blocks"]),
+               "center": list(state["center"]), "up": list(state["up"])}
         x: Tensor | None = self.encoder(x_t)
         skips = []
         for i, down in enumerate(self.down):
+            if self.unet:
+                block_states = list(state["down_blocks"][i])
+                for j, block in enumerate(self.down_blocks[i]):
+                    x, block_states[j] = block.step(x, block_states[j], rate=rate)
+                new["down_blocks"][i] = block_states
             skips.append(x)
             x, new["down"][i] = down.step(x, state["down"][i])
             if x is None:
