@@ -1,0 +1,1 @@
+"""SSSD: diffusion imputation and forecasting of multivariate series with S4 denoisers."""
