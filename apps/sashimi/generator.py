@@ -29,8 +29,9 @@ class WaveformGenerator(TaskModule):
     Args:
         d_model, n_layers, pool, expand, ff_expand, layer, d_state, dropout, unet, layer_kwargs:
             the backbone (:class:`apps.sashimi.model.SaShiMi`).
-        quantization, bits, sample_rate: must match the data (checked at setup); stored in the
-            checkpoint so that ``ssm sashimi generate`` decodes the same way.
+        quantization, sample_rate: None (default) takes the data's at setup; a value must match it.
+        bits: levels are ``2**bits`` (must match the data).  The three are stored in the checkpoint
+            so that ``ssm sashimi generate`` decodes the way the model was trained.
         sample_every_n_epochs: log generated audio every N validation epochs (0: never).
         sample_seconds, n_samples: length and number of the logged clips.
         (lr, weight_decay, ssm_lr, scheduler, ...: :class:`apps.common.training.TaskModule`)
@@ -48,9 +49,9 @@ class WaveformGenerator(TaskModule):
         dropout: float = 0.0,
         unet: bool = False,
         layer_kwargs: dict[str, Any] | None = None,
-        quantization: str = "mu-law",
+        quantization: str | None = None,
         bits: int = 8,
-        sample_rate: int = 16000,
+        sample_rate: int | None = None,
         sample_every_n_epochs: int = 5,
         sample_seconds: float = 1.0,
         n_samples: int = 2,
@@ -65,8 +66,8 @@ class WaveformGenerator(TaskModule):
     ) -> None:
         super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps, monitor, monitor_mode)
         self.save_hyperparameters()
-        self.quantization, self.bits, self.sample_rate = quantization, bits, sample_rate
-        self.start_token = silence_level(quantization, bits)
+        self.quantization, self.bits, self.sample_rate = quantization or "mu-law", bits, sample_rate or 16000
+        self._adopt = {"quantization": quantization is None, "sample_rate": sample_rate is None}
         self.model = SaShiMi(
             n_classes=2**bits, d_model=d_model, n_layers=n_layers, pool=pool, expand=expand, ff_expand=ff_expand,
             layer=layer, d_state=d_state, dropout=dropout, unet=unet, layer_kwargs=layer_kwargs,
@@ -79,8 +80,22 @@ class WaveformGenerator(TaskModule):
             return
         for key in ("quantization", "bits", "sample_rate"):
             mine, theirs = getattr(self, key), getattr(data, key, getattr(self, key))
-            if mine != theirs:
+            if self._adopt.get(key):
+                setattr(self, key, theirs)
+            elif mine != theirs:
                 raise UserError(f"model.{key} is {mine!r} but data.{key} is {theirs!r}; set both to the same value")
+
+    @property
+    def start_token(self) -> int:
+        """The silence level: the first input of every sequence."""
+        return silence_level(self.quantization, self.bits)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["waveform"] = {"quantization": self.quantization, "bits": self.bits, "sample_rate": self.sample_rate}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for key, value in checkpoint.get("waveform", {}).items():
+            setattr(self, key, value)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Teacher-forced logits (B, L, 2**bits) for the clip ``tokens`` (B, L)."""

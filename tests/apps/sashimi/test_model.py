@@ -1,0 +1,108 @@
+"""The SaShiMi backbone: the paper's shape, causality, and step() == forward() for every causal layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from apps.sashimi.model import SaShiMi, shift_right
+from apps.sashimi.stepper import FastStepper
+
+LAYERS = ["s4", "s4d", "s5", "dlr"]
+
+
+def _small(layer: str = "s4", unet: bool = False, dtype: torch.dtype = torch.float32) -> SaShiMi:
+    torch.manual_seed(0)
+    model = SaShiMi(n_classes=32, d_model=8, n_layers=2, pool=(2, 2), layer=layer, d_state=8, unet=unet)
+    with torch.no_grad():  # larger C / dt than the init, so that the state carries real signal
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.to(dtype).eval()
+
+
+def test_default_is_the_paper_model():
+    model = SaShiMi()
+    backbone = model.backbone
+    assert model.pool == (4, 4) and model.n_classes == 256 and model.embedding.embedding_dim == 64
+    assert [len(backbone.center)] + [len(s["blocks"]) for s in backbone.up] == [16, 16, 16]  # 8 (SSM + FF) pairs
+    assert type(backbone.center[0].layer).__name__ == "S4" and backbone.center[0].prenorm
+    assert backbone.center[0].layer.d_model == 256 and backbone.up[0]["blocks"][0].layer.d_model == 64
+    assert backbone.center[0].layer.transform == "exp"  # the stable (tied P = Q, Re Lambda < 0) parameterisation
+    assert backbone.decoder.out_features == 256 and not backbone.unet
+
+
+@pytest.mark.parametrize("unet", [False, True])
+def test_no_output_depends_on_a_later_input(unet):
+    model = _small("s4", unet=unet, dtype=torch.float64)
+    L = 24
+    tokens = torch.randint(0, 32, (1, L))
+    base = model(tokens)[0]
+    for t in [0, 3, 4, 7, 8, 13, 23]:  # window edges of both pooling levels, and inside them
+        changed = tokens.clone()
+        changed[0, t] = (changed[0, t] + 7) % 32
+        out = model(changed)[0]
+        # FFT convolution leaves float64 rounding (~1e-16) before t; a leak would be of order 1
+        assert t == 0 or (out[:, :t] - base[:, :t]).abs().max() < 1e-10, f"position < {t} saw input {t}"
+        assert (out[:, t] - base[:, t]).abs().max() > 1e-3  # the input itself is used (skip path)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_stepping_the_whole_model_gives_the_forward_logits(layer):
+    model = _small(layer, unet=layer == "s4")
+    L = 40
+    tokens = torch.randint(0, 32, (3, L))
+    with torch.no_grad():
+        full = model(shift_right(tokens, 16))[0]  # (B, L, K)
+        for run in (_ModuleSteps(model), FastStepper(model).start(model.default_state(3))):
+            logits = [run.step(torch.full((3,), 16))]
+            logits += [run.step(tokens[:, t]) for t in range(L - 1)]
+            assert _rel(torch.stack(logits, 1), full) < 1e-4
+
+
+class _ModuleSteps:
+    def __init__(self, model: SaShiMi) -> None:
+        self.model, self.state = model, model.default_state(3)
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        out, self.state = self.model.step(token, self.state)
+        return out
+
+
+@pytest.mark.parametrize("prefix", [1, 6, 11])
+def test_a_prefix_in_convolution_mode_then_steps_matches_the_forward(prefix):
+    model = _small("s4")
+    L = 24
+    tokens = torch.randint(0, 32, (2, L))
+    with torch.no_grad():
+        full = model(shift_right(tokens, 16))[0]
+        inputs = torch.cat([torch.full((2, 1), 16), tokens[:, :prefix]], 1)
+        head, state = model(inputs, state=model.default_state(2))
+        run = FastStepper(model).start(state)
+        tail = [run.step(tokens[:, t]) for t in range(prefix, L - 1)]
+        out = torch.cat([head, torch.stack(tail, 1)], 1)
+    assert _rel(out, full) < 1e-4
+
+
+def test_step_cache_follows_parameter_updates():
+    model = _small("s4")
+    tokens = torch.randint(0, 32, (2, 12))
+    run = FastStepper(model)
+    with torch.no_grad():
+        first = [run.start(model.default_state(2)).step(tokens[:, 0])]
+        for p in model.parameters():
+            p.mul_(1.1)
+        full = model(shift_right(tokens, 16))[0]
+        r = run.start(model.default_state(2))
+        out = [r.step(torch.full((2,), 16))] + [r.step(tokens[:, t]) for t in range(11)]
+    assert _rel(torch.stack(out, 1), full) < 1e-4 and first
+
+
+def test_a_non_causal_or_unknown_layer_is_refused():
+    with pytest.raises(ValueError, match="causal"):
+        SaShiMi(layer="s4nd")
+    with pytest.raises(ValueError, match="unknown layer"):
+        SaShiMi(layer="transformer")
