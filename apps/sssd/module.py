@@ -146,6 +146,11 @@ class SSSDModule(TaskModule):
                                  generator=generator, on_step=on_step)
         return torch.where(cond_mask, raw, self.destandardise(samples))
 
+    def predict_step(self, batch, batch_idx):
+        """The median of ``test_samples`` imputations of each batch's NaN entries, data units (B, L, C)."""
+        raw = batch[0]
+        return self.sample(raw, ~torch.isnan(raw), self.hparams.test_samples).median(0).values
+
     # -- test: one row per mask ratio --------------------------------------------------------------
     def _test_settings(self) -> tuple[str, list]:
         h = self.hparams
