@@ -1,0 +1,85 @@
+"""``ssm sashimi prepare speech-commands``: the v0.02 layout, deterministic from the seed, voice-disjoint splits."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import soundfile
+
+from apps.common.cli import main
+from apps.sashimi.speak import build, plan_clips, trim_silence
+from tests.apps.sashimi.speech_sets import WORDS, tiny_set
+
+
+def _digest(root) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.wav"))}
+
+
+def _speaker(line: str) -> str:
+    return line.split("/")[1].split("_nohash_")[0]
+
+
+def test_layout_one_second_16k_mono_lists_and_background(tmp_path_factory):
+    root = tiny_set(tmp_path_factory)
+    for word in WORDS:
+        clips = sorted((root / word).glob("*_nohash_*.wav"))
+        assert len(clips) == 10
+        info = soundfile.info(str(clips[0]))
+        assert (info.samplerate, info.channels, info.frames, info.subtype) == (16000, 1, 16000, "PCM_16")
+    val = (root / "validation_list.txt").read_text().split()
+    test = (root / "testing_list.txt").read_text().split()
+    assert len(val) == len(test) == len(WORDS)  # round(0.1 * 10) = 1 per word
+    assert all((root / line).is_file() for line in val + test)
+    noise = sorted(p.stem for p in (root / "_background_noise_").glob("*.wav"))
+    assert noise == ["brown_noise", "hum", "pink_noise", "white_noise"]
+
+
+def test_splits_are_voice_disjoint(tmp_path_factory):
+    root = tiny_set(tmp_path_factory)
+    val = {_speaker(x) for x in (root / "validation_list.txt").read_text().split()}
+    test = {_speaker(x) for x in (root / "testing_list.txt").read_text().split()}
+    held = set((root / "validation_list.txt").read_text().split()) | set((root / "testing_list.txt").read_text().split())
+    train = {p.name.split("_nohash_")[0] for w in WORDS for p in (root / w).glob("*.wav") if f"{w}/{p.name}" not in held}
+    assert train and val and test
+    assert not (train & val) and not (train & test) and not (val & test)
+    splits = {row["speaker"]: row["split"] for row in csv.DictReader(open(root / "voices.csv"))}
+    assert {splits[s] for s in train} == {"train"} and {splits[s] for s in test} == {"testing"}
+    # the plan itself: with many clips per word every speaker stays in its own split
+    clips, split_of, _ = plan_clips(["go"], 200, seed=3, noise=0.0, variants=["m1", "f2", "klatt"])
+    by_split: dict[str, set] = {}
+    for clip in clips:
+        by_split.setdefault(split_of[clip.speaker], set()).add(clip.speaker)
+    assert sum(len(s) for s in by_split.values()) == len(set().union(*by_split.values()))
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    build(tmp_path / "a", ["go", "stop"], 4, seed=7, noise=0.01, jobs=2, noise_seconds=0.5)
+    build(tmp_path / "b", ["go", "stop"], 4, seed=7, noise=0.01, jobs=1, noise_seconds=0.5)
+    build(tmp_path / "c", ["go", "stop"], 4, seed=8, noise=0.01, jobs=2, noise_seconds=0.5)
+    a, b, c = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
+    assert a == b
+    assert (tmp_path / "a" / "testing_list.txt").read_text() == (tmp_path / "b" / "testing_list.txt").read_text()
+    assert a != c
+
+
+def test_trim_silence_keeps_the_loud_part():
+    import numpy as np
+
+    wav = np.zeros(1000, np.float32)
+    wav[400:500] = 0.5
+    trimmed = trim_silence(wav, rate=1000, margin_s=0.01)
+    assert len(trimmed) == 100 + 2 * 10 and np.abs(trimmed).max() == 0.5
+
+
+def test_cli_keeps_an_existing_set_and_reports_mistakes(tmp_path, capsys):
+    out = tmp_path / "sc"
+    assert main(["sashimi", "prepare", "speech-commands", "--out", str(out), "--words", "yes,no",
+                 "--per-word", "3", "--jobs", "2"]) == 0
+    assert "wrote 6 clips of 2 words" in capsys.readouterr().out
+    assert main(["sashimi", "prepare", "speech-commands", "--out", str(out), "--words", "yes"]) == 0
+    assert "kept (pass --force to rebuild)" in capsys.readouterr().out
+    assert main(["sashimi", "prepare", "speech-commands", "--out", str(tmp_path / "x"), "--per-word", "2"]) == 2
+    assert "--per-word must be at least 3" in capsys.readouterr().err
+    assert main(["sashimi", "prepare", "speech-commands", "--out", str(tmp_path / "x"), "--words", "sc99"]) == 2
+    assert "--words takes sc35, sc10, sc09" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""The Speech Commands loader on a tiny prepared set: splits, labels, padding, resampling, bad files."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from apps.common.errors import UserError
+from apps.sashimi.speech import WORD_SETS, SpeechCommandsData, change_rate, speech_commands_items
+from tests.apps.sashimi.speech_sets import WORDS, copy_of, tiny_set
+
+
+@pytest.fixture
+def tiny(tmp_path_factory):
+    return tiny_set(tmp_path_factory)
+
+
+def test_word_sets():
+    assert len(WORD_SETS["sc35"]) == 35 and len(set(WORD_SETS["sc35"])) == 35
+    assert WORD_SETS["sc10"][:3] == ["yes", "no", "up"] and WORD_SETS["sc09"][0] == "zero"
+    assert set(WORD_SETS["sc10"]) | set(WORD_SETS["sc09"]) <= set(WORD_SETS["sc35"])
+
+
+def test_split_sizes_and_labels(tiny):
+    sizes = {s: len(speech_commands_items(tiny, WORDS, s)) for s in ("train", "validation", "test")}
+    assert sizes == {"train": 24, "validation": 3, "test": 3}
+    reversed_words = WORDS[::-1]
+    for path, label in speech_commands_items(tiny, reversed_words, "train"):
+        assert reversed_words[label] == path.parent.name
+    held = set((tiny / "testing_list.txt").read_text().split())
+    assert {f"{p.parent.name}/{p.name}" for p, _ in speech_commands_items(tiny, WORDS, "test")} == held
+
+
+def test_padding_cropping_and_resampling(tiny, tmp_path, caplog):
+    root = copy_of(tiny, tmp_path / "sc")
+    t = np.arange(8000) / 16000
+    soundfile.write(str(root / "yes" / "short001_nohash_0.wav"), 0.5 * np.sin(2 * np.pi * 440 * t), 16000)
+    t44 = np.arange(int(1.5 * 44100)) / 44100
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 300 * t44), np.zeros_like(t44)], axis=1)
+    soundfile.write(str(root / "no" / "long0002_nohash_0.wav"), stereo, 44100)
+    data = SpeechCommandsData(root=str(root), words=WORDS, normalize=False)
+    data.setup("fit")
+    ds = data.dataset("train")
+    names = [p.name for p, _ in ds.items]
+    with caplog.at_level(logging.WARNING):
+        short, label = ds[names.index("short001_nohash_0.wav")]
+        long_, _ = ds[names.index("long0002_nohash_0.wav")]
+    assert short.shape == long_.shape == (16000, 1) and label == 0
+    assert torch.all(short[8000:] == 0) and short[:8000].abs().max() > 0.4
+    assert "converting 2ch@44100 audio" in caplog.text and "long0002" in caplog.text
+    assert long_[:, 0].abs().max() == pytest.approx(0.25, abs=0.02)  # stereo averaged: half amplitude
+
+
+def test_rate_change_proper_filters_naive_aliases():
+    t = torch.arange(16000, dtype=torch.float64) / 16000
+    tone = torch.sin(2 * math.pi * 6000 * t)  # above the 4 kHz Nyquist of 8 kHz audio
+    proper, naive = change_rate(tone, 8000, "proper"), change_rate(tone, 8000, "naive")
+    assert proper.shape == naive.shape == (8000,)
+    assert torch.equal(naive, tone[::2])
+    assert proper[100:-100].abs().max() < 0.05 and naive.abs().max() > 0.9  # low-passed away vs aliased to 2 kHz
+    with pytest.raises(UserError, match="naive decimation"):
+        change_rate(tone, 12000, "naive")
+
+
+def test_data_module_rates_features_and_normalisation(tiny):
+    full = SpeechCommandsData(root=str(tiny), words=WORDS)
+    full.setup("fit")
+    x = torch.stack([full.dataset("train")[i][0] for i in range(24)])
+    assert x.shape == (24, 16000, 1)
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05  # normalised by training statistics
+    half = SpeechCommandsData(root=str(tiny), words=WORDS, sample_rate=8000, resample="naive", normalize=False)
+    half.setup("test")
+    raw = SpeechCommandsData(root=str(tiny), words=WORDS, normalize=False)
+    raw.setup("test")
+    assert torch.equal(half.dataset("test")[0][0], raw.dataset("test")[0][0][::2])
+    assert float(full.normalization()[1]) == pytest.approx(float(half.normalization()[1]))  # 16 kHz statistics
+    mfcc = SpeechCommandsData(root=str(tiny), words=WORDS, features="mfcc", n_mfcc=13)
+    mfcc.setup("test")
+    assert mfcc.dataset("test")[0][0].shape == (101, 13) and mfcc.d_input == 13
+
+
+def test_background_noise_augments_training_clips_only(tiny):
+    quiet = SpeechCommandsData(root=str(tiny), words=WORDS, normalize=False)
+    noisy = SpeechCommandsData(root=str(tiny), words=WORDS, normalize=False, background_noise=1.0, noise_level=0.5)
+    quiet.setup("fit")
+    noisy.setup("fit")
+    assert len(noisy.background_clips()) == 4
+    assert not torch.equal(quiet.dataset("train")[0][0], noisy.dataset("train")[0][0])
+    assert torch.equal(quiet.dataset("validation")[0][0], noisy.dataset("validation")[0][0])
+
+
+def test_corrupt_and_empty_files_are_skipped_with_a_warning(tiny, tmp_path, caplog):
+    root = copy_of(tiny, tmp_path / "sc")
+    (root / "up" / "deadbeef_nohash_0.wav").write_bytes(b"RIFF not really a wave file")
+    soundfile.write(str(root / "up" / "e0e0e0e0_nohash_0.wav"), np.zeros(0), 16000)
+    with caplog.at_level(logging.WARNING):
+        items = speech_commands_items(root, WORDS, "train")
+    assert len(items) == 24
+    assert "deadbeef_nohash_0.wav" in caplog.text and "e0e0e0e0_nohash_0.wav" in caplog.text
+    for line in (root / "testing_list.txt").read_text().split():
+        (root / line).write_bytes(b"")
+    with pytest.raises(UserError, match="testing split .* has no readable audio"):
+        speech_commands_items(root, WORDS, "test")
+
+
+def test_layout_mistakes_are_one_line_errors(tiny, tmp_path):
+    with pytest.raises(UserError, match="data.root not found"):
+        speech_commands_items(tmp_path / "nowhere", WORDS, "train")
+    with pytest.raises(UserError, match="word folder .*marvin"):
+        speech_commands_items(tiny, ["yes", "marvin"], "train")
+    with pytest.raises(UserError, match="validation_list.txt not found"):
+        speech_commands_items(tmp_path, WORDS, "train")
+    with pytest.raises(UserError, match="unknown word set"):
+        SpeechCommandsData(root=str(tiny), words="sc11")
