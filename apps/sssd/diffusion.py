@@ -58,7 +58,8 @@ def make_sampler(name: str, train_scheduler: DDPMScheduler, steps: int | None = 
 
 
 def diffusion_loss(net: nn.Module, x0: Tensor, available: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler,
-                   loss_on: str = "missing", generator: torch.Generator | None = None) -> Tensor:
+                   loss_on: str = "missing", generator: torch.Generator | None = None,
+                   cond_values: Tensor | None = None) -> Tensor:
     """Mean squared noise-prediction error of one training step.
 
     Args:
@@ -68,6 +69,8 @@ def diffusion_loss(net: nn.Module, x0: Tensor, available: Tensor, cond_mask: Ten
         cond_mask: (B, L, C) bool, the observed entries given as conditioning (subset of ``available``).
         loss_on: ``missing`` (the entries to impute, the paper's default) or ``all`` available entries.
         generator: for reproducible steps and noise (validation).
+        cond_values: what the network is shown as observed values (default ``x0``; the module passes the
+            series itself when ``x0`` is its residual after interpolation).
     """
     if loss_on not in LOSS_ON:
         raise ValueError(f"model.loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
@@ -81,7 +84,8 @@ def diffusion_loss(net: nn.Module, x0: Tensor, available: Tensor, cond_mask: Ten
         target = available & ~cond_mask
     else:
         target = available
-    eps = net(x_t, x0 * cond_mask, cond_mask, t)
+    cond = (x0 if cond_values is None else cond_values) * cond_mask
+    eps = net(x_t, cond, cond_mask, t)
     weight = target.to(eps.dtype)
     return ((eps - noise) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
 
@@ -98,7 +102,7 @@ def _impose(x: Tensor, x0: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler, 
 @torch.no_grad()
 def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler, sampler: str = "ddpm",
            steps: int | None = None, loss_on: str = "missing", generator: torch.Generator | None = None,
-           on_step: Callable[[], None] | None = None) -> Tensor:
+           on_step: Callable[[], None] | None = None, cond_values: Tensor | None = None) -> Tensor:
     """Draw one imputation per series by reverse diffusion.
 
     Args:
@@ -110,13 +114,14 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
         loss_on: how the model was trained (``missing``: observed entries enter clean; ``all``: noised).
         generator: CPU generator for the initial noise and the ancestral noise.
         on_step: called after every denoising step (progress bars).
+        cond_values: the observed values shown to the network, if not ``x0`` (see :func:`diffusion_loss`).
     Returns:
         (B, L, C): the observed entries exactly as given, the others sampled.
     """
     x0 = torch.where(cond_mask, x0, torch.zeros_like(x0))
     sched = make_sampler(sampler, scheduler, steps)
     x = torch.randn(x0.shape, generator=generator).to(x0) * sched.init_noise_sigma
-    cond = x0 * cond_mask
+    cond = (x0 if cond_values is None else cond_values) * cond_mask
     for t in sched.timesteps:
         t_dev = t.to(x0.device)
         x = _impose(x, x0, cond_mask, scheduler, t_dev, loss_on == "all", generator)
@@ -130,11 +135,12 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
 
 @torch.no_grad()
 def impute_samples(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler, n_samples: int,
-                   batch_size: int = 64, **kwargs) -> Tensor:
+                   batch_size: int = 64, cond_values: Tensor | None = None, **kwargs) -> Tensor:
     """``n_samples`` imputations per series, batched: (B, L, C) -> (S, B, L, C).  Options as :func:`impute`."""
     B = x0.shape[0]
     x_rep = x0.repeat(n_samples, 1, 1)  # (S B, L, C), sample-major
     m_rep = cond_mask.repeat(n_samples, 1, 1)
-    out = [impute(net, x_rep[i:i + batch_size], m_rep[i:i + batch_size], scheduler, **kwargs)
-           for i in range(0, len(x_rep), batch_size)]
+    c_rep = cond_values.repeat(n_samples, 1, 1) if cond_values is not None else x_rep
+    out = [impute(net, x_rep[i:i + batch_size], m_rep[i:i + batch_size], scheduler,
+                  cond_values=c_rep[i:i + batch_size], **kwargs) for i in range(0, len(x_rep), batch_size)]
     return torch.cat(out).reshape(n_samples, B, *x0.shape[1:])

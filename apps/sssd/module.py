@@ -11,7 +11,7 @@ from torch import Tensor
 
 from apps.common.training import TaskModule
 from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
-from apps.sssd.evaluate import MetricSums, add_baselines, summary_lines, write_metrics
+from apps.sssd.evaluate import MetricSums, add_baselines, linear_fill, summary_lines, write_metrics
 from apps.sssd.masks import MASK_TYPES, batch_masks
 from apps.sssd.model import SSSDS4
 
@@ -26,6 +26,9 @@ class SSSDModule(TaskModule):
         dropout: dropout after each SSM.
         interp_cond: also condition on the linear interpolation of the observed values (PriSTI-style; not in
             the paper, off by default).
+        interp_residual: diffuse the residual of the entries to impute after linear interpolation of the
+            observed ones, scaled to unit variance per channel, instead of the values themselves (as CorrDiff,
+            Mardani et al. 2023, diffuses the residual of a regression mean); not in the paper, off by default.
         diffusion_steps, beta_start, beta_end: the DDPM schedule (paper: 200, 1e-4, 0.02).
         loss_on: ``missing`` (loss on imputed entries, the paper's default) or ``all``.
         mask: training mask type, ``rm``, ``mnr``, ``bm`` or ``tf``.
@@ -48,6 +51,7 @@ class SSSDModule(TaskModule):
         layer_kwargs: dict | None = None,
         dropout: float = 0.0,
         interp_cond: bool = False,
+        interp_residual: bool = False,
         embed_dim_in: int = 128,
         embed_dim_mid: int = 512,
         embed_dim_out: int = 512,
@@ -86,6 +90,7 @@ class SSSDModule(TaskModule):
         self.register_buffer("data_mean", torch.zeros(channels))
         self.register_buffer("data_std", torch.ones(channels))
         self.register_buffer("stats_ready", torch.tensor(False))
+        self.register_buffer("res_scale", torch.ones(channels))  # residual std per channel (interp_residual)
         self.register_buffer("train_length", torch.tensor(0))  # the training window length, for inference
         self.written_paths: list[Path] = []
 
@@ -111,6 +116,27 @@ class SSSDModule(TaskModule):
         if not bool(self.stats_ready) and dm is not None and hasattr(dm, "stats"):
             self.set_stats(*dm.stats())
             self.train_length.fill_(int(dm.splits["train"].shape[1]))
+            if self.hparams.interp_residual:
+                self.res_scale.copy_(self.residual_scale(torch.from_numpy(dm.splits["train"][:1024]).to(self.device)))
+
+    @torch.no_grad()
+    def residual_scale(self, raw: Tensor) -> Tensor:
+        """Per-channel std (C,) of the standardised series minus their linear interpolation, on the entries the
+        training masks hide in ``raw`` (N, L, C)."""
+        x, available = self.standardise(raw)
+        cond = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, torch.Generator().manual_seed(0))
+        cond &= available
+        hidden = available & ~cond
+        err = torch.where(hidden, x - linear_fill(x, cond, torch.zeros_like(self.data_mean)), 0.0)
+        count = hidden.sum((0, 1)).clamp_min(1)
+        return (err.square().sum((0, 1)) / count).sqrt().clamp_min(1e-3)
+
+    def _diffused(self, x: Tensor, cond_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """What the diffusion runs on (the series, or its scaled residual after interpolation) and the offset."""
+        if not self.hparams.interp_residual:
+            return x, torch.zeros_like(x)
+        interp = linear_fill(x, cond_mask, torch.zeros_like(self.data_mean))
+        return (x - interp) / self.res_scale, interp
 
     # -- training ----------------------------------------------------------------------------------
     def _masks(self, shape: torch.Size, kind: str, ratio, generator: torch.Generator | None) -> Tensor:
@@ -120,7 +146,9 @@ class SSSDModule(TaskModule):
     def _loss(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
         x, available = self.standardise(raw)
         cond_mask = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, generator) & available
-        return diffusion_loss(self.net, x, available, cond_mask, self.noise_scheduler, self.hparams.loss_on, generator)
+        target, _ = self._diffused(x, cond_mask)
+        return diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
+                              generator, cond_values=x)
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch[0])
@@ -140,10 +168,12 @@ class SSSDModule(TaskModule):
         Entries where ``cond_mask`` is True (and not NaN) are returned unchanged."""
         x, available = self.standardise(raw)
         cond_mask = cond_mask & available
-        samples = impute_samples(self.net, x, cond_mask, self.noise_scheduler, n_samples,
+        target, offset = self._diffused(x, cond_mask)
+        samples = impute_samples(self.net, target, cond_mask, self.noise_scheduler, n_samples, cond_values=x,
                                  batch_size=self.hparams.sample_batch_size, sampler=sampler or self.hparams.sampler,
                                  steps=steps or self.hparams.sampler_steps, loss_on=self.hparams.loss_on,
                                  generator=generator, on_step=on_step)
+        samples = offset + samples * self.res_scale if self.hparams.interp_residual else samples
         return torch.where(cond_mask, raw, self.destandardise(samples))
 
     def predict_step(self, batch, batch_idx):

@@ -87,10 +87,10 @@ def test_loss_counts_only_the_chosen_entries():
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddpm", 7), ("ddim", 5), ("dpm", 4)])
-@pytest.mark.parametrize("loss_on", ["missing", "all"])
-def test_observed_entries_come_back_unchanged(sampler, steps, loss_on):
+@pytest.mark.parametrize("loss_on,residual", [("missing", False), ("all", False), ("missing", True)])
+def test_observed_entries_come_back_unchanged(sampler, steps, loss_on, residual):
     torch.manual_seed(0)
-    m = _module(loss_on=loss_on)
+    m = _module(loss_on=loss_on, interp_residual=residual)
     raw = torch.randn(3, 20, 3) * 5
     cond = torch.rand(3, 20, 3) > 0.5
     samples = m.sample(raw, cond, n_samples=2, sampler=sampler, steps=steps)
@@ -117,3 +117,20 @@ def test_impute_with_a_clean_condition_reimposes_observed_values_at_the_end():
     cond[0, ::3] = True
     out = impute(net, x0, cond, make_scheduler(), "ddim", 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[cond], x0[cond])
+
+
+def test_residual_variant_with_a_silent_network_returns_the_interpolation_plus_its_noise_scale():
+    """interp_residual: the diffusion runs on (x - interpolation) / scale, so a network that predicts no
+    noise at all (zero output, as at initialisation) leaves DDIM's sample at interpolation + scale * noise."""
+    torch.manual_seed(0)
+    m = _module(interp_residual=True)
+    torch.nn.init.zeros_(m.net.out_conv.weight)
+    raw = torch.linspace(0, 1, 20).reshape(1, 20, 1).repeat(1, 1, 3)
+    m.set_stats(torch.zeros(3), torch.ones(3))
+    m.res_scale.fill_(1e-6)
+    cond = torch.zeros(1, 20, 3, dtype=torch.bool)
+    cond[0, ::4] = True
+    cond[0, -1] = True
+    samples = m.sample(raw, cond, n_samples=2, sampler="ddim", steps=5)
+    assert torch.allclose(samples, raw.expand(2, -1, -1, -1), atol=1e-3)
+    assert m.residual_scale(raw.repeat(8, 1, 1)).shape == (3,)
