@@ -14,7 +14,8 @@ LINKS = [
 ]
 VERBS = {
     "prepare": (prepare, "write long Moving-MNIST videos in the LVU layout: ssm vis4mer prepare moving-mnist "
-                         "--out data/moving_mnist --videos 300 --seconds 60 [--tiny]"),
+                         "--out data/moving_mnist --videos 300 --seconds 60 [--tiny]; "
+                         "or a frozen digit backbone: ssm vis4mer prepare digit-backbone"),
     "extract-features": (extract_features_cli, "cache frozen-backbone frame tokens: ssm vis4mer extract-features "
                                                "--videos DIR --out CACHE [--backbone linear|vit_b_16|...]"),
 }
