@@ -1,0 +1,81 @@
+"""Recurrent generation speed of the default SaShiMi model (d_model 64, 8 pairs per tier, pool [4, 4], S4).
+
+Prints generated audio samples per second (batch x steps / wall time; sampling included) at batch 1
+and 16 on the CPU (``--threads``, default 2) and at batch 64 on CUDA when available, for:
+
+* ``module``: the model's own ``step()`` through every nn.Module (exact),
+* ``fused``: :class:`apps.sashimi.stepper.FastStepper` (exact; precomputed real-arithmetic DPLR steps),
+* ``fused+compile``: the same with each tier's block stack compiled by ``torch.compile``.
+
+    python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,fused,fused+compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from apps.sashimi.generate import sample_logits
+from apps.sashimi.model import SaShiMi, shift_right
+from apps.sashimi.stepper import FastStepper, _ModuleRun
+
+
+def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str) -> float:
+    state = model.default_state(batch, device)
+    run = _ModuleRun(model, state) if mode == "module" else FastStepper(model, "compile" in mode).start(state)
+    g = torch.Generator(device=device).manual_seed(0)
+    token = torch.full((batch,), 128, dtype=torch.long, device=device)
+    with torch.no_grad():
+        for _ in range(48 if "compile" in mode else 16):  # warm-up (and compilation), whole frames
+            token = sample_logits(run.step(token), 1.0, 1.0, g)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        for _ in range(steps):
+            token = sample_logits(run.step(token), 1.0, 1.0, g)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - began)
+
+
+def check_exact(model: SaShiMi, L: int = 64) -> float:
+    """Relative error of fused stepping against the teacher-forced forward (float32)."""
+    tokens = torch.randint(0, 256, (2, L))
+    with torch.no_grad():
+        full = model(shift_right(tokens, 128))[0]
+        run = FastStepper(model).start(model.default_state(2))
+        out = [run.step(torch.full((2,), 128))] + [run.step(tokens[:, t]) for t in range(L - 1)]
+    return float((torch.stack(out, 1) - full).norm() / full.norm())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=512)
+    p.add_argument("--modes", default="module,fused,fused+compile")
+    p.add_argument("--batches", default="1,16")
+    p.add_argument("--cuda-batch", type=int, default=64)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = SaShiMi().eval()
+    print(f"# SaShiMi default ({sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters), "
+          f"torch {torch.__version__}, {args.threads} CPU threads, load average {os.getloadavg()[0]:.1f}")
+    print(f"fused step vs forward, relative error (float32): {check_exact(model):.1e}")
+    print("| device | mode | batch | samples/s | x real time (16 kHz) |\n|---|---|---|---|---|")
+    for mode in args.modes.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            rate = _run(model, mode, batch, args.steps if mode != "module" else args.steps // 4, "cpu")
+            print(f"| cpu | {mode} | {batch} | {rate:,.0f} | {rate / 16000:.2f} |", flush=True)
+    if torch.cuda.is_available():
+        model = model.cuda()
+        for mode in args.modes.split(","):
+            rate = _run(model, mode, args.cuda_batch, args.steps, "cuda")
+            print(f"| cuda | {mode} | {args.cuda_batch} | {rate:,.0f} | {rate / 16000:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
