@@ -3,8 +3,9 @@
 The papers' model: a linear encoder of the 1-channel waveform, about 6 bidirectional SSM blocks
 of width 128 with GLU outputs and BatchNorm (post-norm), mean pooling over time and a linear head.
 Any registry layer fits (``model.layer: s4d | s4 | s5 | dlr ...``).  Optional average pooling
-between blocks (``pool``) makes a CPU-sized variant: every block still sees the signal at a fixed
-fraction of the input rate, so the zero-shot rate change stays exact.
+between blocks (``pool``) makes a CPU-sized variant: the blocks after a pooling still see a fixed
+fraction of the input rate, so the same ``rate`` applies to them; only the pooling window itself
+(in samples) does not stretch with the rate, a small low-pass difference at other rates.
 
 The classifier remembers the sample rate it was trained at (a buffer filled when fitting begins).
 When it is validated or tested on data at another ``sample_rate`` it runs every SSM layer with

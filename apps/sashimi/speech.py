@@ -56,6 +56,9 @@ def resolve_word_set(words: str | Sequence[str]) -> list[str]:
         return list(WORD_SETS[words.lower()])
     if not words:
         raise UserError("data.words is empty; choose sc35, sc10, sc09 or give a list of words")
+    if not all(isinstance(w, str) for w in words):
+        raise UserError(f"data.words must be strings, got {list(words)}: quote yes / no / on / off in YAML "
+                        "(a bare yes is read as true)")
     return list(words)
 
 

@@ -39,7 +39,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         data = tiny_set(tmp_path_factory, per_word=30, name="learn")
         runs = tmp_path_factory.mktemp("runs")
         code = main(["sashimi", "fit", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
-                     "--model.num_classes", "3", "--trainer.max_epochs", "6", "--trainer.default_root_dir",
+                     "--trainer.default_root_dir",
                      str(runs / "tiny")])
         assert code == 0
         _cache["ckpt"] = runs / "tiny" / "checkpoints" / "best.ckpt"

@@ -117,3 +117,5 @@ def test_layout_mistakes_are_one_line_errors(tiny, tmp_path):
         speech_commands_items(tmp_path, WORDS, "train")
     with pytest.raises(UserError, match="unknown word set"):
         SpeechCommandsData(root=str(tiny), words="sc11")
+    with pytest.raises(UserError, match="quote yes / no"):
+        SpeechCommandsData(root=str(tiny), words=[True, False, "up"])
