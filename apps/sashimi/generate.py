@@ -181,6 +181,9 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--out", help="output folder (default: <run>/samples beside the checkpoint's folder)")
     p.add_argument("--compare", help="a real clip: also write spectrogram.png (first sample next to it)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backend", default="auto", choices=["auto", "native", "torch", "compile", "module"],
+                   help="recurrent step: native C (CPU), fused torch ops, torch.compile, or the modules' step()")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     args = p.parse_args(argv)
     if args.n < 1 or args.batch < 1 or args.seconds <= 0:
         raise UserError("--n and --batch must be positive and --seconds above 0")
@@ -192,9 +195,14 @@ def generate(argv: list[str]) -> None:
     prefix = load_prefix(args.prefix, rate, length, method, bits) if args.prefix else None
     out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "samples"
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from apps.sashimi.stepper import FastStepper
+
+    stepper = FastStepper(module.model, backend=args.backend, threads=args.threads)
     began = time.perf_counter()
     tokens, loglik = sample(module.model, args.n, length, args.batch, args.temperature, args.top_p, prefix,
-                            module.start_token, generator)
+                            module.start_token, generator, stepper=stepper)
     seconds = time.perf_counter() - began
     audio = dequantize(tokens.cpu(), method, bits)
     generated = length - (0 if prefix is None else prefix.shape[0])
@@ -206,7 +214,7 @@ def generate(argv: list[str]) -> None:
         rows.append([path.name, f"{ll:.2f}", f"{-ll / max(1, generated) / math.log(2):.4f}"])
     rows.sort(key=lambda r: -float(r[1]))
     csv = write_csv(out / "loglik.csv", ["file", "loglik_nats", "nll_bits_per_sample"], rows)
-    print(f"generated {args.n} x {length} samples ({method}, {rate} Hz) in {seconds:.1f} s "
+    print(f"generated {args.n} x {length} samples ({method}, {rate} Hz, {stepper.backend} steps) in {seconds:.1f} s "
           f"({args.n * length / seconds:,.0f} samples/s); wrote under {out}:")
     print(f"  {len(written)} WAVs: {written[0].name} .. {written[-1].name}\n  {csv}")
     if args.compare:

@@ -275,24 +275,49 @@ class _FusedRun:
         return torch.addmm(s.decoder[1], x, s.decoder[0])
 
 
+BACKENDS = ("auto", "native", "torch", "compile", "module")
+
+
 class FastStepper:
-    """Exact recurrent stepping of a :class:`SaShiMi` model, fused when :func:`supported` (else module steps).
+    """Exact recurrent stepping of a :class:`SaShiMi` model.
 
     ``FastStepper(model).start(state)`` takes a state of ``model`` (``default_state`` or the one a
     prefix left in convolution mode) and returns a run whose ``step(token (B,)) -> logits (B, K)``.
-    The precomputed terms follow the parameters (rebuilt by the next ``start`` after a change).
-    ``compile=True`` compiles each tier's block stack with ``torch.compile`` (first steps are slow).
+    Backends: ``native`` (the C step of :mod:`apps.sashimi.native`, float32 CPU), ``torch`` (the
+    fused tensor ops here, any device), ``compile`` (those, compiled per tier by ``torch.compile``;
+    the first steps take minutes), ``module`` (the model's own ``step()``, any layer).  ``auto``
+    picks native on CPU when it builds, torch otherwise, and module for layers outside the fused
+    form (S5).  The precomputed terms follow the parameters (rebuilt by ``start`` after a change).
     """
 
-    def __init__(self, model: SaShiMi, compile: bool = False) -> None:
-        self.model, self.compile = model, compile
-        self.fused = supported(model)
+    def __init__(self, model: SaShiMi, compile: bool = False, backend: str = "auto", threads: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown stepping backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.model, self.threads = model, threads
+        fused = supported(model)
+        if backend == "auto":
+            backend = "compile" if compile else "torch"
+            if fused and not compile and model.embedding.weight.device.type == "cpu" \
+                    and model.embedding.weight.dtype == torch.float32:
+                from apps.sashimi.native import available
+
+                backend = "native" if available() else "torch"
+        if backend in ("native", "torch", "compile") and not fused:
+            backend = "module"
+        self.backend, self.compile = backend, backend == "compile"
         self._signature: Any = None
+        self._native: Any = None
 
     def _build(self) -> None:
         model = self.model
         signature = tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
         if signature == self._signature:
+            return
+        if self.backend == "native":
+            from apps.sashimi.native import NativeStepper
+
+            self._native = NativeStepper(model, self.threads)
+            self._signature = signature
             return
         bb, dtype = model.backbone, model.embedding.weight.dtype
         self.dtype, self.pool = dtype, bb.pool
@@ -309,9 +334,11 @@ class FastStepper:
             self.decoder = (bb.decoder.weight.detach().t().contiguous(), bb.decoder.bias.detach())
         self._signature = signature
 
-    def start(self, state: Any) -> _FusedRun | _ModuleRun:
+    def start(self, state: Any) -> Any:
         """A run continuing from ``state`` (the model's own state format)."""
-        if not self.fused:
+        if self.backend == "module":
             return _ModuleRun(self.model, state)
         self._build()
+        if self.backend == "native":
+            return self._native.start(state)
         return _FusedRun(self, state)

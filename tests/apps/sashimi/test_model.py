@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from apps.sashimi.model import SaShiMi, shift_right
+from apps.sashimi.native import available as native_available
 from apps.sashimi.stepper import FastStepper
 
 LAYERS = ["s4", "s4d", "s5", "dlr"]
@@ -50,6 +51,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+BACKENDS = ["module", "torch"] + (["native"] if native_available() else [])
+
+
 @pytest.mark.parametrize("layer", LAYERS)
 def test_stepping_the_whole_model_gives_the_forward_logits(layer):
     model = _small(layer, unet=layer == "s4")
@@ -57,10 +61,40 @@ def test_stepping_the_whole_model_gives_the_forward_logits(layer):
     tokens = torch.randint(0, 32, (3, L))
     with torch.no_grad():
         full = model(shift_right(tokens, 16))[0]  # (B, L, K)
-        for run in (_ModuleSteps(model), FastStepper(model).start(model.default_state(3))):
+        runs = [_ModuleSteps(model)] + [FastStepper(model, backend=b).start(model.default_state(3)) for b in BACKENDS]
+        for run in runs:
             logits = [run.step(torch.full((3,), 16))]
             logits += [run.step(tokens[:, t]) for t in range(L - 1)]
-            assert _rel(torch.stack(logits, 1), full) < 1e-4
+            assert _rel(torch.stack(logits, 1), full) < 1e-4, type(run).__name__
+
+
+@pytest.mark.parametrize("layer", ["s4", "s4d"])
+def test_fused_recurrence_is_exact_in_float64(layer):
+    """The Woodbury / diagonal terms are algebraically exact: float64 stepping matches to ~1e-10."""
+    model = _small(layer, unet=True, dtype=torch.float64)
+    tokens = torch.randint(0, 32, (2, 33))
+    with torch.no_grad():
+        full = model(shift_right(tokens, 16))[0]
+        run = FastStepper(model, backend="torch").start(model.default_state(2))
+        out = [run.step(torch.full((2,), 16))] + [run.step(tokens[:, t]) for t in range(32)]
+    assert _rel(torch.stack(out, 1), full) < 1e-10
+
+
+@pytest.mark.skipif(not native_available(), reason="no C compiler for the native step")
+def test_native_step_splits_the_batch_over_threads_without_changing_it():
+    model = _small("s4")
+    tokens = torch.randint(0, 32, (5, 20))
+    outs = []
+    for threads in (1, 2):
+        run = FastStepper(model, backend="native", threads=threads).start(model.default_state(5))
+        outs.append(torch.stack([run.step(tokens[:, t]) for t in range(20)], 1))
+    assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-6)
+
+
+def test_auto_backend_choice():
+    assert FastStepper(_small("s5")).backend == "module"  # S5's state is shared across features
+    assert FastStepper(_small("s4", dtype=torch.float64)).backend == "torch"
+    assert FastStepper(_small("s4")).backend == ("native" if native_available() else "torch")
 
 
 class _ModuleSteps:
@@ -92,7 +126,7 @@ def test_step_cache_follows_parameter_updates():
     tokens = torch.randint(0, 32, (2, 12))
     run = FastStepper(model)
     with torch.no_grad():
-        first = [run.start(model.default_state(2)).step(tokens[:, 0])]
+        first = [run.start(model.default_state(2)).step(tokens[:, 0])]  # builds the precomputed terms
         for p in model.parameters():
             p.mul_(1.1)
         full = model(shift_right(tokens, 16))[0]
