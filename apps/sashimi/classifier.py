@@ -148,16 +148,20 @@ class SpeechClassifier(TaskModule):
             self.input_std.copy_(std)
             self.has_input_stats.fill_(True)
 
-    def use_sample_rate(self, sample_rate: float) -> float:
-        """Evaluate on input at ``sample_rate`` from now on; returns (and sets) the SSM rate."""
-        self.rate = self.rate_for(sample_rate)
+    def use_sample_rate(self, sample_rate: float, features: str = "raw") -> float:
+        """Evaluate on input at ``sample_rate`` from now on; returns (and sets) the SSM rate.
+
+        MFCC frames come every 10 ms whatever the sample rate, so their sequence rate, and the SSM
+        rate, do not change.
+        """
+        self.rate = self.rate_for(sample_rate) if features == "raw" else 1.0
         return self.rate
 
     def _eval_start(self) -> None:
         # after the checkpoint is restored, so the recorded training rate is known
         datamodule = self._datamodule()
         if datamodule is not None:
-            self.use_sample_rate(float(datamodule.sample_rate))
+            self.use_sample_rate(float(datamodule.sample_rate), datamodule.hparams.features)
 
     def on_validation_start(self) -> None:
         self._eval_start()

@@ -64,7 +64,7 @@ def score_sets(model: SpeechClassifier, options: dict, samples: Path | None, bat
     if bool(model.has_input_stats) and data.hparams.normalize:
         data.set_normalization(model.input_mean, model.input_std)
     model.check_data(data)
-    model.use_sample_rate(data.sample_rate)
+    model.use_sample_rate(data.sample_rate, data.hparams.features)
     real_probs, real_feats, real_labels = predict(model, data.dataset("test"), batch_size)
     reference = real_probs.mean(0)
     rows = []
@@ -86,8 +86,9 @@ def write_scores(out: Path, rows: list[dict], ckpt: Path, classes: int) -> list[
     header = ["set", "clips", "IS", "mIS", "AM", "FID", "classifier accuracy (%)"]
     table = [[r["set"], r["clips"], f"{r['IS']:.3f}", f"{r['mIS']:.3f}", f"{r['AM']:.4f}", f"{r['FID']:.4g}",
               "" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}"] for r in rows]
-    md = [f"Generative metrics from the classifier {ckpt} ({classes} classes: IS and mIS at most {classes}; "
-          "AM and FID lower is better; FID against the real test set's penultimate features).", "",
+    md = [f"Generative metrics from the classifier {ckpt} ({classes} classes: IS at most {classes}; mIS unbounded, "
+          "growing with confidence and within-class diversity; AM and FID lower is better; FID against the real "
+          "test set's penultimate features).", "",
           *markdown_table(header, table)]
     return [write_markdown(out, md), write_csv(out.with_suffix(".csv"), header, table)]
 

@@ -65,15 +65,14 @@ def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[
 def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
                     batch_size: int = 50) -> list[dict]:
     """Rows ``{sample_rate, input, rate_change, ssm_rate, accuracy}`` for every rate x input x rate change."""
-    train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     rows = []
     with Progress(transient=True) as progress:
         for rate in rates:
             for method, name in METHODS.items():
                 if method == "naive" and SAMPLE_RATE % rate:
                     continue
-                ssm = {True: train_rate / rate, False: 1.0}
                 data = eval_data(options, model, rate, method, batch_size)
+                ssm = {True: model.rate_for(rate) if data.hparams.features == "raw" else 1.0, False: 1.0}
                 acc = accuracy(model, data, sorted(set(ssm.values())), progress, f"{rate} Hz, {name}")
                 for change, ssm_rate in ssm.items():
                     rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,

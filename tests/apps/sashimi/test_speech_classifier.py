@@ -41,6 +41,7 @@ def test_every_layer_gets_the_rate(tmp_path_factory):
     assert net.features(torch.randn(2, 64, 1)).shape == (2, 8)
     model = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=16000)
     assert model.rate_for(8000) == 2.0 and model.rate_for(4000) == 4.0
+    assert model.use_sample_rate(8000, "mfcc") == 1.0  # MFCC frames stay 10 ms apart at any sample rate
     frozen = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=16000, rate_change=False)
     assert frozen.rate_for(8000) == 1.0
 
