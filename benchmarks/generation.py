@@ -4,10 +4,14 @@ Prints generated audio samples per second (batch x steps / wall time; sampling i
 and 16 on the CPU (``--threads``, default 2) and at batch 64 on CUDA when available, for:
 
 * ``module``: the model's own ``step()`` through every nn.Module (exact),
-* ``fused``: :class:`apps.sashimi.stepper.FastStepper` (exact; precomputed real-arithmetic DPLR steps),
-* ``fused+compile``: the same with each tier's block stack compiled by ``torch.compile``.
+* ``torch``: :class:`apps.sashimi.stepper.FastStepper` with fused tensor ops (exact; precomputed DPLR terms),
+* ``compile``: the same with each tier's block stack compiled by ``torch.compile`` (minutes of warm-up),
+* ``native``: the C step of :mod:`apps.sashimi.native` (exact; the default of ``ssm sashimi generate`` on CPU).
 
-    python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,fused,fused+compile]
+Besides wall-clock samples/s it prints samples per CPU-second of this process, which is what a
+loaded machine still measures fairly (with several threads it sums their CPU time).
+
+    python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,torch,native,compile]
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from apps.sashimi.model import SaShiMi, shift_right
 from apps.sashimi.stepper import FastStepper, _ModuleRun
 
 
-def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str) -> float:
+def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str, threads: int) -> tuple[float, float]:
+    """``(samples per wall second, samples per CPU second)``."""
     state = model.default_state(batch, device)
-    run = _ModuleRun(model, state) if mode == "module" else FastStepper(model, "compile" in mode).start(state)
+    run = _ModuleRun(model, state) if mode == "module" else FastStepper(model, backend=mode, threads=threads).start(state)
     g = torch.Generator(device=device).manual_seed(0)
     token = torch.full((batch,), 128, dtype=torch.long, device=device)
     with torch.no_grad():
@@ -33,12 +38,12 @@ def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str) -> floa
             token = sample_logits(run.step(token), 1.0, 1.0, g)
         if device == "cuda":
             torch.cuda.synchronize()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             token = sample_logits(run.step(token), 1.0, 1.0, g)
         if device == "cuda":
             torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - began)
+    return batch * steps / (time.perf_counter() - began), batch * steps / (time.process_time() - cpu)
 
 
 def check_exact(model: SaShiMi, L: int = 64) -> float:
@@ -55,7 +60,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=512)
-    p.add_argument("--modes", default="module,fused,fused+compile")
+    p.add_argument("--modes", default="module,torch,native,compile")
     p.add_argument("--batches", default="1,16")
     p.add_argument("--cuda-batch", type=int, default=64)
     args = p.parse_args()
@@ -65,16 +70,19 @@ def main() -> None:
     print(f"# SaShiMi default ({sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters), "
           f"torch {torch.__version__}, {args.threads} CPU threads, load average {os.getloadavg()[0]:.1f}")
     print(f"fused step vs forward, relative error (float32): {check_exact(model):.1e}")
-    print("| device | mode | batch | samples/s | x real time (16 kHz) |\n|---|---|---|---|---|")
+    print("| device | mode | batch | samples/s (wall) | x real time | samples per CPU-second | load |")
+    print("|---|---|---|---|---|---|---|")
     for mode in args.modes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            rate = _run(model, mode, batch, args.steps if mode != "module" else args.steps // 4, "cpu")
-            print(f"| cpu | {mode} | {batch} | {rate:,.0f} | {rate / 16000:.2f} |", flush=True)
+            steps = args.steps if mode in ("native", "compile") else max(16, args.steps // 8)
+            rate, cpu_rate = _run(model, mode, batch, steps, "cpu", args.threads)
+            print(f"| cpu | {mode} | {batch} | {rate:,.0f} | {rate / 16000:.3f} | {cpu_rate:,.0f} | "
+                  f"{os.getloadavg()[0]:.1f} |", flush=True)
     if torch.cuda.is_available():
         model = model.cuda()
-        for mode in args.modes.split(","):
-            rate = _run(model, mode, args.cuda_batch, args.steps, "cuda")
-            print(f"| cuda | {mode} | {args.cuda_batch} | {rate:,.0f} | {rate / 16000:.2f} |", flush=True)
+        for mode in (m for m in args.modes.split(",") if m in ("module", "torch", "compile")):
+            rate, _ = _run(model, mode, args.cuda_batch, args.steps, "cuda", args.threads)
+            print(f"| cuda | {mode} | {args.cuda_batch} | {rate:,.0f} | {rate / 16000:.2f} | | |", flush=True)
 
 
 if __name__ == "__main__":

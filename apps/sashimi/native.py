@@ -113,7 +113,7 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
             else:
                 lam_r, lam_i, b_r, b_i, a_r, a_i, c, G_r, G_i, C_r, C_i, D, W, bias = p[2:]
                 H, M = lam_r.shape
-                pair = lambda re, im: torch.stack([re, im], -1)  # noqa: E731 -- interleaved complex
+                pair = lambda re, im: torch.cat([re, im], -1)  # noqa: E731 -- split complex: M re, then M im
                 rec[0], rec[1], rec[2], rec[3] = 1, H, M, a_r.shape[0]
                 rec[6:15] = [w.add(pair(lam_r, lam_i)), w.add(pair(b_r, b_i)), w.add(pair(a_r, a_i)), w.add(c),
                              w.add(pair(G_r, G_i)), w.add(pair(C_r, C_i)), w.add(D), w.add(W), w.add(bias)]
@@ -163,7 +163,8 @@ class NativeRun:
         ssm_states += [s for _, blocks in state["up"] for s in blocks if s is not None]
         maps = [m for kind, m in stepper.state_map if kind == "ssm"]
         for (at, H, M), s in zip(maps, ssm_states, strict=True):
-            self.state[:, at:at + 2 * H * M] = torch.view_as_real(s.to(torch.complex64)).reshape(batch, -1)
+            split = torch.cat([s.real, s.imag], -1).to(torch.float32)  # (B, H, 2M): M re, then M im
+            self.state[:, at:at + 2 * H * M] = split.reshape(batch, -1)
         self.count = torch.zeros(len(bb.pool), dtype=torch.int64)
         self.next = torch.zeros(len(bb.pool), dtype=torch.int64)
         pools = [m for kind, m in stepper.state_map if kind != "ssm"]

@@ -3,7 +3,8 @@
  * The model is described by an int64 "program" and one float32 parameter buffer; each batch
  * element owns a contiguous slice of the state buffer (SSM states as interleaved complex floats,
  * DownPool buffers, UpPool pending outputs).  Batch elements are independent, so OpenMP splits the
- * batch across threads once per step.  Every layer is the diagonal-plus-low-rank recurrence of
+ * batch across threads once per step.  Complex vectors are stored split per feature (M real parts,
+ * then M imaginary parts) so that the mode loops run on 8-float SIMD vectors.  Every layer is the diagonal-plus-low-rank recurrence of
  * apps/sashimi/stepper.py:  q_k = Re(a_k . x) + c_k u,  x' = lam x + b u - sum_k G_k q_k,
  * y = Re(C . x') + D u, followed by GELU, Linear(H, 2H) and GLU; feed-forward blocks are
  * Linear(H, 2H), GELU, Linear(2H, H).  All blocks are prenorm residual blocks (layer norm).
@@ -105,33 +106,56 @@ static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float
     const float *C = w + r[P5], *D = w + r[P6], *W = w + r[P7], *bias = w + r[P8];
     float u[nb * H], y[nb * H], h[nb * 2 * H];
     layer_norm(x, u, nb, H, w + r[LNW], w + r[LNB], eps);
+    const int M8 = M - M % 8;
     for (int row = 0; row < nb; row++) {
         float *s = st + row * stride + r[SOFF];
         for (int ch = 0; ch < H; ch++) {
-            float *xs = s + (i64)ch * M * 2;
+            /* split layout per feature: M real parts, then M imaginary parts */
             const i64 o = (i64)ch * M * 2;
+            float *xr = s + o, *xi = s + o + M;
+            const float *lr = lam + o, *li = lam + o + M, *br = bb + o, *bi = bb + o + M;
+            const float *cr = C + o, *ci = C + o + M;
             const float uc = u[row * H + ch];
             float q[R > 0 ? R : 1];
             for (int k = 0; k < R; k++) {
-                const float *ak = a + (i64)k * H * M * 2 + o;
-                float acc = c[k * H + ch] * uc;
-                for (int m = 0; m < M; m++) acc += ak[2 * m] * xs[2 * m] - ak[2 * m + 1] * xs[2 * m + 1];
-                q[k] = acc;
+                const float *ar = a + (i64)k * H * M * 2 + o, *ai = ar + M;
+                v8 acc = {0};
+                int m = 0;
+                for (; m < M8; m += 8) acc += load8(ar + m) * load8(xr + m) - load8(ai + m) * load8(xi + m);
+                float tot = c[k * H + ch] * uc;
+                for (int j = 0; j < 8; j++) tot += acc[j];
+                for (; m < M; m++) tot += ar[m] * xr[m] - ai[m] * xi[m];
+                q[k] = tot;
+            }
+            v8 vout = {0};
+            int m = 0;
+            for (; m < M8; m += 8) {
+                const v8 vr = load8(xr + m), vi = load8(xi + m), vlr = load8(lr + m), vli = load8(li + m);
+                v8 nr = vlr * vr - vli * vi + load8(br + m) * uc;
+                v8 ni = vlr * vi + vli * vr + load8(bi + m) * uc;
+                for (int k = 0; k < R; k++) {
+                    const float *gr = G + (i64)k * H * M * 2 + o;
+                    nr -= load8(gr + m) * q[k];
+                    ni -= load8(gr + M + m) * q[k];
+                }
+                memcpy(xr + m, &nr, sizeof(v8));
+                memcpy(xi + m, &ni, sizeof(v8));
+                vout += load8(cr + m) * nr - load8(ci + m) * ni;
             }
             float out = D[ch] * uc;
-            for (int m = 0; m < M; m++) {
-                const float xr = xs[2 * m], xi = xs[2 * m + 1];
-                const float lr = lam[o + 2 * m], li = lam[o + 2 * m + 1];
-                float nr = lr * xr - li * xi + bb[o + 2 * m] * uc;
-                float ni = lr * xi + li * xr + bb[o + 2 * m + 1] * uc;
+            for (int j = 0; j < 8; j++) out += vout[j];
+            for (; m < M; m++) {
+                const float vr = xr[m], vi = xi[m];
+                float nr = lr[m] * vr - li[m] * vi + br[m] * uc;
+                float ni = lr[m] * vi + li[m] * vr + bi[m] * uc;
                 for (int k = 0; k < R; k++) {
-                    const float *gk = G + (i64)k * H * M * 2 + o;
-                    nr -= gk[2 * m] * q[k];
-                    ni -= gk[2 * m + 1] * q[k];
+                    const float *gr = G + (i64)k * H * M * 2 + o;
+                    nr -= gr[m] * q[k];
+                    ni -= gr[M + m] * q[k];
                 }
-                xs[2 * m] = nr;
-                xs[2 * m + 1] = ni;
-                out += C[o + 2 * m] * nr - C[o + 2 * m + 1] * ni;
+                xr[m] = nr;
+                xi[m] = ni;
+                out += cr[m] * nr - ci[m] * ni;
             }
             y[row * H + ch] = gelu(out);
         }
