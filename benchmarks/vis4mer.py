@@ -11,6 +11,8 @@ memory is the process's peak RSS growth over its state right before the first st
 
     python benchmarks/vis4mer.py                            # CPU: L = 2955, 5910, 11820
     python benchmarks/vis4mer.py --device cuda --lengths 11820
+    python benchmarks/vis4mer.py --lengths 2955,5910 --attention-backend math   # explicit L x L attention
+    python benchmarks/vis4mer.py --layer s4d                                   # S4D in place of S4
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def worker(mixer: str, L: int, d_model: int, device: str, repeats: int) -> dict:
+def worker(mixer: str, L: int, d_model: int, device: str, repeats: int, backend: str = "auto",
+           layer: str = "s4") -> dict:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from apps.vis4mer.model import ViS4merDecoder
 
+    if backend == "math":  # the explicit (L, L) attention matrix, as attention was computed in 2022
+        sdpa_kernel(SDPBackend.MATH).__enter__()
+
     torch.manual_seed(0)
-    model = ViS4merDecoder(d_model, 10, d_model=d_model, n_stages=3, layer="s4", d_state=64, dropout=0.0,
+    model = ViS4merDecoder(d_model, 10, d_model=d_model, n_stages=3, layer=layer, d_state=64, dropout=0.0,
                            mixer=mixer).to(device)
     x = torch.randn(1, L, d_model, device=device)
     labels = torch.zeros(1, dtype=torch.long, device=device)
@@ -64,7 +72,8 @@ def worker(mixer: str, L: int, d_model: int, device: str, repeats: int) -> dict:
 
 def measure(mixer: str, L: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", mixer, "--lengths", str(L), "--d_model", str(args.d_model),
-           "--device", args.device, "--repeats", str(args.repeats)]
+           "--device", args.device, "--repeats", str(args.repeats), "--attention-backend", args.attention_backend,
+           "--layer", args.layer]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1]
@@ -78,18 +87,22 @@ def main() -> None:
     p.add_argument("--d_model", type=int, default=1024)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--attention-backend", choices=["auto", "math"], default="auto",
+                   help="auto: torch picks a fused kernel (flash / memory-efficient); math: explicit L x L matrix")
+    p.add_argument("--layer", default="s4", help="the SSM layer (any ssmcore registry name; ViS4mer: s4)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     lengths = [int(v) for v in args.lengths.split(",")]
     if args.worker:
-        print(json.dumps(worker(args.worker, lengths[0], args.d_model, args.device, args.repeats)))
+        print(json.dumps(worker(args.worker, lengths[0], args.d_model, args.device, args.repeats,
+                                args.attention_backend, args.layer)))
         return
     device = (torch.cuda.get_device_name() if args.device.startswith("cuda")
               else f"CPU, {torch.get_num_threads()} threads")
     print(f"# ViS4mer decoder forward+backward, batch 1, d={args.d_model}, 3 stages; device: {device}, "
-          f"torch {torch.__version__}")
-    print("| tokens L | S4 time (s) | attention time (s) | attn / S4 time | S4 peak (GiB) | attention peak (GiB) "
-          "| attn / S4 memory |")
+          f"torch {torch.__version__}, attention backend: {args.attention_backend}, SSM: {args.layer}")
+    print("| tokens L | SSM time (s) | attention time (s) | attn / SSM time | SSM peak (GiB) | attention peak (GiB) "
+          "| attn / SSM memory |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for L in lengths:
         s4, attn = measure("ssm", L, args), measure("attention", L, args)
