@@ -18,6 +18,7 @@ memory is the process's peak RSS growth over its state right before the first st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -36,9 +37,6 @@ def worker(mixer: str, L: int, d_model: int, device: str, repeats: int, backend:
 
     from apps.vis4mer.model import ViS4merDecoder
 
-    if backend == "math":  # the explicit (L, L) attention matrix, as attention was computed in 2022
-        sdpa_kernel(SDPBackend.MATH).__enter__()
-
     torch.manual_seed(0)
     model = ViS4merDecoder(d_model, 10, d_model=d_model, n_stages=3, layer=layer, d_state=64, dropout=0.0,
                            mixer=mixer).to(device)
@@ -50,18 +48,21 @@ def worker(mixer: str, L: int, d_model: int, device: str, repeats: int, backend:
         loss = torch.nn.functional.cross_entropy(model(x), labels)
         loss.backward()
 
+    # math: the explicit (L, L) attention matrix, as attention was computed in 2022
+    backends = sdpa_kernel(SDPBackend.MATH) if backend == "math" else contextlib.nullcontext()
     base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
-    for i in range(repeats + 1):  # the first is a warm-up (allocator, FFT plans, S4's lazy buffers)
-        model.zero_grad(set_to_none=True)
-        if i == 1 and device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        t0 = time.perf_counter()
-        run()
-        sync()
-        if i:
-            times.append(time.perf_counter() - t0)
+    with backends:
+        for i in range(repeats + 1):  # the first is a warm-up (allocator, FFT plans, S4's lazy buffers)
+            model.zero_grad(set_to_none=True)
+            if i == 1 and device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            t0 = time.perf_counter()
+            run()
+            sync()
+            if i:
+                times.append(time.perf_counter() - t0)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
