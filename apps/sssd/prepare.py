@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import time
 from pathlib import Path
 
@@ -103,11 +104,11 @@ def prepare(argv: list[str]) -> None:
     """``ssm sssd prepare mujoco|stocks|eeg [--out DIR] [--n N] [--seed S]``."""
     p = argparse.ArgumentParser(prog="ssm sssd prepare", description="Build an offline SSSD dataset.")
     p.add_argument("dataset", choices=DATASETS)
-    p.add_argument("--out", default=None, help="output folder (default data/<dataset>)")
+    p.add_argument("--out", default=None, help="output folder (default $SSM_DATA/<dataset>, SSM_DATA=data)")
     p.add_argument("--n", type=int, default=10000, help="mujoco: number of trajectories (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="mujoco: random seed")
     a = p.parse_args(argv)
-    out = Path(a.out or f"data/{a.dataset}")
+    out = Path(a.out) if a.out else Path(os.environ.get("SSM_DATA", "data")) / a.dataset
     if a.dataset == "mujoco":
         paths = prepare_mujoco(out, a.n, a.seed)
     elif a.dataset == "stocks":
