@@ -100,3 +100,23 @@ def test_missing_or_empty_root_is_one_clear_error(tmp_path):
         WaveformData(root=str(tmp_path)).split_files()
     with pytest.raises(UserError, match="data.quantization"):
         WaveformData(quantization="alaw")
+
+
+def test_sc09_reads_only_the_digits_of_the_speech_commands_layout(tmp_path):
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "yes"]
+    val, test = [], []
+    for w_i, word in enumerate(words):
+        for i in range(3):
+            save_wav(tmp_path / word / f"spk{i}_nohash_0.wav", torch.from_numpy(_tone(0.5, 16000, 200.0 + 30 * w_i)),
+                     16000)
+        val.append(f"{word}/spk1_nohash_0.wav")
+        test.append(f"{word}/spk2_nohash_0.wav")
+    (tmp_path / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (tmp_path / "testing_list.txt").write_text("\n".join(test) + "\n")
+    data = WaveformData(root=str(tmp_path), dataset="sc09", segment_length=16000, last="pad")
+    files = data.split_files()
+    assert [len(files[s]) for s in ("train", "val", "test")] == [10, 10, 10]  # "yes" is not a digit
+    assert all("yes" not in str(f) for split in files.values() for f in split)
+    data.setup()
+    tokens, mask = data.sets["train"][0]
+    assert tokens.shape == (16000,) and mask.sum() == 8000  # one 1 s example per clip, padded
