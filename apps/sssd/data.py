@@ -171,9 +171,18 @@ class SeriesData(pl.LightningDataModule):
             self.splits = self._load()
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and std of the training split (NaN ignored)."""
+        """Per-channel mean and std of the training split (NaN ignored); a channel with no value in the
+        training split (a ticker listed later) takes them from every split."""
         self.setup()
-        return channel_stats(self.splits["train"])
+        C = self.hparams.channels
+        train = self.splits["train"].reshape(-1, C)
+        empty = np.isnan(train).all(axis=0)
+        if not empty.any():
+            return channel_stats(train)
+        every = np.concatenate([v.reshape(-1, C) for v in self.splits.values()])
+        mean_train, std_train = channel_stats(np.where(empty, 0.0, train))  # placeholders where empty
+        mean_every, std_every = channel_stats(every)
+        return np.where(empty, mean_every, mean_train), np.where(empty, std_every, std_train)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         self.setup()

@@ -53,3 +53,13 @@ def test_datamodule_splits_csv_in_time_and_npy_by_series(tmp_path):
     assert next(iter(dm.train_dataloader()))[0].shape == (8, 16, 3)
     with pytest.raises(UserError, match="data.channels is 4"):
         SeriesData(str(npy), channels=4).setup()
+
+
+def test_a_channel_empty_in_the_training_split_takes_its_stats_from_every_split(tmp_path):
+    rows = ["x,y"] + [f"{t},{'' if t < 70 else 2 * t}" for t in range(100)]
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(rows))
+    dm = SeriesData(str(path), channels=2, length=10, val_fraction=0.15, test_fraction=0.15)
+    mean, std = dm.stats()
+    assert mean[0] == pytest.approx(np.arange(70).mean())
+    assert mean[1] == pytest.approx(2 * np.arange(70, 100).mean())
