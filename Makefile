@@ -52,6 +52,19 @@ demo: setup
 	$(SSM) s4nd prepare mnist --out $(SSM_DATA)/mnist5k
 	$(SSM) s4nd fit -c recipes/s4nd/tiny.yaml --data.root $(SSM_DATA)/mnist5k
 	$(SSM) s4nd zero-shot --ckpt runs/s4nd/tiny/checkpoints/best.ckpt --resolutions 7,14,28
+	@echo "== sashimi: SaShiMi on 1 minute of piano, then exact recurrent generation =="
+	$(SSM) sashimi prepare piano --out $(SSM_DATA)/piano_demo --minutes 1
+	$(SSM) sashimi fit -c recipes/sashimi/piano_tiny.yaml --data.root $(SSM_DATA)/piano_demo
+	$(SSM) sashimi generate --ckpt runs/sashimi/piano_tiny/checkpoints/last.ckpt --n 2 --seconds 0.5 --batch 2 --compare "$$(ls $(SSM_DATA)/piano_demo/test/*.wav | head -1)"
+	@echo "== sashimi: Speech Commands yes/no/up from raw audio, zero-shot at 8 kHz, classifier scores =="
+	$(SSM) sashimi prepare speech-commands --out $(SSM_DATA)/speech_commands_tiny --words yes,no,up --per-word 30
+	$(SSM) sashimi fit -c recipes/sashimi/sc_tiny.yaml --data.root $(SSM_DATA)/speech_commands_tiny
+	$(SSM) sashimi zero-shot --ckpt runs/sashimi/sc_tiny/checkpoints/best.ckpt --rates 16000,8000 --data-root $(SSM_DATA)/speech_commands_tiny
+	$(SSM) sashimi score --classifier runs/sashimi/sc_tiny/checkpoints/best.ckpt --real $(SSM_DATA)/speech_commands_tiny
+	@echo "== vis4mer: tiny Moving-MNIST videos -> cached tokens -> multi-scale S4 decoder =="
+	$(SSM) vis4mer prepare moving-mnist --out $(SSM_DATA)/moving_mnist_tiny --tiny --force
+	$(SSM) vis4mer extract-features --videos $(SSM_DATA)/moving_mnist_tiny/videos --out $(SSM_DATA)/moving_mnist_tiny/features
+	$(SSM) vis4mer fit -c recipes/vis4mer/tiny.yaml --data.root $(SSM_DATA)/moving_mnist_tiny
 	@echo "== demo done: outputs are under runs/ =="
 	@find runs \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
 
