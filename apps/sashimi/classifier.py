@@ -3,9 +3,10 @@
 The papers' model: a linear encoder of the 1-channel waveform, about 6 bidirectional SSM blocks
 of width 128 with GLU outputs and BatchNorm (post-norm), mean pooling over time and a linear head.
 Any registry layer fits (``model.layer: s4d | s4 | s5 | dlr ...``).  Optional average pooling
-between blocks (``pool``) makes a CPU-sized variant: the blocks after a pooling still see a fixed
-fraction of the input rate, so the same ``rate`` applies to them; only the pooling window itself
-(in samples) does not stretch with the rate, a small low-pass difference at other rates.
+between blocks (``pool``) makes a CPU-sized variant.  A pooling window is a duration: ``p`` samples
+at the training rate become ``p / rate`` samples at rate ``rate`` (16 at 16 kHz -> 8 at 8 kHz), so
+the pooled sequence has the training resolution again and the blocks after the first pooling run
+at rate 1; ``p / rate`` must be a whole number.
 
 The classifier remembers the sample rate it was trained at (a buffer filled when fitting begins).
 When it is validated or tested on data at another ``sample_rate`` it runs every SSM layer with
@@ -67,12 +68,37 @@ class SpeechNet(nn.Module):
         self.stages, self.factors = stages, factors
         self.head = nn.Linear(d_model, num_classes)
 
+    @staticmethod
+    def pool_window(p: int, rate: float) -> int:
+        """The pooling window in samples at SSM ``rate`` for a window of ``p`` training-rate samples: ``p / rate``.
+
+        Raises:
+            UserError: ``p / rate`` is not a whole number (e.g. a window of 16 at rate 3).
+        """
+        window = p / rate
+        if p == 1:
+            return 1
+        if abs(window - round(window)) > 1e-6 or round(window) < 1:
+            raise UserError(f"model.pool window {p} (samples at the training rate) is {window:g} samples at rate "
+                            f"{rate:g}: test at a sample rate that makes it whole, or choose pool factors "
+                            f"divisible by the rate")
+        return round(window)
+
     def features(self, x: Tensor, rate: float = 1.0) -> Tensor:
-        """Penultimate features: ``x`` (B, L, d_input) -> mean over time of the last block (B, d_model)."""
+        """Penultimate features: ``x`` (B, L, d_input) -> mean over time of the last block (B, d_model).
+
+        ``rate`` is the SSM rate of the input (training sample rate / input sample rate); each
+        pooling window is ``p / rate`` samples, after which the sequence is back at the training
+        resolution and later stages run at rate 1.
+        """
         for stage, p in zip(self.stages, self.factors, strict=True):
             x, _ = stage(x, rate=rate)  # (B, L_i, H)
             if p > 1:
-                x = rearrange(F.avg_pool1d(rearrange(x, "b l h -> b h l"), p, ceil_mode=True), "b h l -> b l h")
+                window = self.pool_window(p, rate)
+                if window > 1:
+                    x = rearrange(F.avg_pool1d(rearrange(x, "b l h -> b h l"), window, ceil_mode=True),
+                                  "b h l -> b l h")
+                rate = 1.0
         return x.mean(dim=1)
 
     def forward(self, x: Tensor, rate: float = 1.0) -> Tensor:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from apps.common.audio import resample
 from apps.common.cli import main
+from apps.common.errors import UserError
 from apps.sashimi.classifier import SpeechClassifier, SpeechNet, load_speech_classifier
 from apps.sashimi.speech import SpeechCommandsData
 from ssmcore.layers.base import SSMLayer
@@ -30,20 +32,49 @@ def test_tiny_classifier_learns_above_chance(tmp_path_factory):
     assert data["words"] == WORDS
 
 
-def test_every_layer_gets_the_rate(tmp_path_factory):
+def test_layers_before_the_pooling_get_the_rate_and_after_it_rate_1(tmp_path_factory):
     seen: list[float] = []
-    net = SpeechNet(1, 3, d_model=8, n_layers=3, d_state=8, pool=[2, 1, 1])
+    net = SpeechNet(1, 3, d_model=8, n_layers=3, d_state=8, pool=[1, 4, 1])
     for m in net.modules():
         if isinstance(m, SSMLayer):
             m.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["rate"]), with_kwargs=True)
     logits = net(torch.randn(2, 64, 1), rate=2.0)
-    assert logits.shape == (2, 3) and seen == [2.0, 2.0, 2.0]
+    # the window of 4 becomes 2 samples at rate 2, so the pooled sequence is back at the training resolution
+    assert logits.shape == (2, 3) and seen == [2.0, 2.0, 1.0]
     assert net.features(torch.randn(2, 64, 1)).shape == (2, 8)
     model = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=16000)
     assert model.rate_for(8000) == 2.0 and model.rate_for(4000) == 4.0
     assert model.use_sample_rate(8000, "mfcc") == 1.0  # MFCC frames stay 10 ms apart at any sample rate
     frozen = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=16000, rate_change=False)
     assert frozen.rate_for(8000) == 1.0
+
+
+def test_pooling_window_is_a_duration():
+    assert [SpeechNet.pool_window(16, r) for r in (1.0, 2.0, 4.0, 0.5)] == [16, 8, 4, 32]
+    assert SpeechNet.pool_window(1, 3.0) == 1
+    with pytest.raises(UserError, match="model.pool window 16 .* 5.33333 samples at rate 3"):
+        SpeechNet.pool_window(16, 3.0)
+    with pytest.raises(UserError, match="model.pool window 4"):
+        SpeechNet.pool_window(4, 8.0)
+
+
+def test_pooled_features_agree_across_sample_rates():
+    # a smooth (band-limited, < 500 Hz) signal at 16 kHz and its 8 kHz resampling give nearly the same
+    # pooled features at rate 1 and rate 2: the SSM step and the pooling window both scale with the rate
+    torch.manual_seed(0)
+    net = SpeechNet(1, 3, d_model=8, n_layers=2, d_state=16, pool=[16, 1], norm="layer",
+                    layer_kwargs={"dt_min": 1e-3, "dt_max": 1e-2}).double().eval()
+    t = torch.arange(4096, dtype=torch.float64) / 16000
+    freqs, phases = torch.tensor([60.0, 170.0, 330.0]), torch.tensor([0.3, 1.1, 2.0])
+    wave = torch.sin(2 * torch.pi * freqs[:, None] * t + phases[:, None]).sum(0)
+    x16 = wave[None, :, None]
+    x8 = resample(wave, 16000, 8000)[None, :, None]
+    with torch.no_grad():
+        f16, f8 = net.features(x16, rate=1.0), net.features(x8, rate=2.0)
+        naive = net.features(x8, rate=1.0)
+    err = (f16 - f8).norm() / f16.norm()
+    assert err < 0.05, err
+    assert (f16 - naive).norm() / f16.norm() > 4 * err  # without the rate change they differ clearly
 
 
 def test_test_verb_at_8khz_sets_rate_2(tmp_path_factory, tmp_path, capsys):
