@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from ssmcore.layers.base import make_activation
@@ -44,7 +43,8 @@ class FeatureNorm(nn.Module):
     """LayerNorm, BatchNorm or nothing over the feature axis of (B, L, H) or (B, H) tensors.
 
     BatchNorm normalises each feature over batch and length (``nn.BatchNorm1d`` on the
-    transposed (B, H, L) tensor).  ``step`` always uses the running statistics, so it
+    contiguous (B * L, H) tensor: the same statistics as on the transposed (B, H, L) view,
+    several times faster on a CPU).  ``step`` always uses the running statistics, so it
     equals ``forward`` in eval mode.  In training mode BatchNorm mixes statistics
     across time steps (and so is not strictly causal), as BatchNorm always does.
     """
@@ -64,8 +64,8 @@ class FeatureNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (B, L, H) -> (B, L, H)."""
         if self.kind == "batch":
-            y = self.norm(rearrange(x, "b l h -> b h l"))  # (B, H, L)
-            return rearrange(y, "b h l -> b l h")
+            y = self.norm(x.reshape(-1, x.shape[-1]))  # (B * L, H)
+            return y.reshape(x.shape)
         return self.norm(x)
 
     def step(self, x_t: Tensor) -> Tensor:

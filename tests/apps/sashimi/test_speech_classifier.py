@@ -113,3 +113,17 @@ def test_bad_pool_and_bad_checkpoint(tmp_path):
         load_speech_classifier(bad)
     with pytest.raises(Exception, match="checkpoint not found"):
         load_speech_classifier(tmp_path / "missing.ckpt")
+
+
+def test_batch_norm_on_the_contiguous_tensor_matches_the_transposed_view():
+    from ssmcore.blocks import FeatureNorm
+
+    torch.manual_seed(0)
+    norm = FeatureNorm(6, "batch").double()
+    ref = torch.nn.BatchNorm1d(6).double()
+    x = torch.randn(3, 50, 6, dtype=torch.float64) * 2 + 1
+    y = norm(x)
+    y_ref = ref(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(norm.norm.running_var, ref.running_var, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(norm.norm.running_mean, ref.running_mean, rtol=1e-12, atol=1e-12)
