@@ -65,6 +65,11 @@ demo: setup
 	$(SSM) vis4mer prepare moving-mnist --out $(SSM_DATA)/moving_mnist_tiny --tiny --force
 	$(SSM) vis4mer extract-features --videos $(SSM_DATA)/moving_mnist_tiny/videos --out $(SSM_DATA)/moving_mnist_tiny/features
 	$(SSM) vis4mer fit -c recipes/vis4mer/tiny.yaml --data.root $(SSM_DATA)/moving_mnist_tiny
+	@echo "== sssd: SSSD^S4 imputation on a small MuJoCo Hopper set, test table vs baselines, a forecast =="
+	$(SSM) sssd prepare mujoco --n 500 --out $(SSM_DATA)/mujoco_small
+	$(SSM) sssd fit -c recipes/sssd/tiny.yaml --data.path $(SSM_DATA)/mujoco_small/train_mujoco.npy --data.test_path $(SSM_DATA)/mujoco_small/test_mujoco.npy
+	$(SSM) sssd test -c recipes/sssd/tiny.yaml --data.path $(SSM_DATA)/mujoco_small/train_mujoco.npy --data.test_path $(SSM_DATA)/mujoco_small/test_mujoco.npy --ckpt_path runs/sssd/tiny/checkpoints/last.ckpt
+	$(SSM) sssd forecast --ckpt runs/sssd/tiny/checkpoints/last.ckpt --input $(SSM_DATA)/mujoco_small/test_mujoco.npy --out runs/sssd/tiny/forecast.csv --horizon 10 --holdout --samples 4 --sampler ddim --steps 10 --max-plots 2
 	@echo "== demo done: outputs are under runs/ =="
 	@find runs \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
 
