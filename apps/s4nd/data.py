@@ -22,7 +22,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 from apps.common.mnist import load_mnist5k
 
@@ -131,7 +131,7 @@ def load_cifar10(root: Path, train: bool) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels).long()
 
 
-class ImageData(pl.LightningDataModule):
+class ImageData(SplitDataModule):
     """Image classification data; batches (B, H, W, C) in [-1, 1] at the stored size.
 
     Args:
@@ -190,18 +190,6 @@ class ImageData(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 def prepare(argv: list[str]) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from rich.progress import Progress
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from apps.common.audio import load_audio
+from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 
 QUANTIZATIONS = ("mu-law", "linear")
@@ -111,7 +111,7 @@ def _item_path(item: object) -> Path:
     return Path(getattr(item, "path", item))
 
 
-class WaveformData(pl.LightningDataModule):
+class WaveformData(SplitDataModule):
     """Quantised fixed-length waveform chunks for autoregressive training.
 
     Args:
@@ -219,11 +219,4 @@ class WaveformData(pl.LightningDataModule):
         return DataLoader(self.sets[split], batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, drop_last=False)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)

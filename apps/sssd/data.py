@@ -12,11 +12,11 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 
 
@@ -102,7 +102,7 @@ def channel_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-class SeriesData(pl.LightningDataModule):
+class SeriesData(SplitDataModule):
     """Train/val/test series for SSSD.
 
     Args:
@@ -190,14 +190,4 @@ class SeriesData(pl.LightningDataModule):
         return DataLoader(TensorDataset(values), batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

@@ -27,11 +27,11 @@ import json
 import math
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 from apps.vis4mer.features import load_features, load_manifest, read_failed
 from apps.vis4mer.video import span_indices
@@ -130,7 +130,7 @@ class SpanFeatures(Dataset):
         return tokens.flatten(0, 1), torch.tensor(target, dtype=torch.float32), v
 
 
-class VideoData(pl.LightningDataModule):
+class VideoData(SplitDataModule):
     """LVU / Breakfast / COIN (or the Moving-MNIST stand-in) spans of cached backbone features.
 
     Args:
@@ -200,14 +200,4 @@ class VideoData(pl.LightningDataModule):
         return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
