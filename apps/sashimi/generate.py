@@ -183,7 +183,8 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default="auto", choices=["auto", "native", "torch", "compile", "module"],
                    help="recurrent step: native C (CPU), fused torch ops, torch.compile, or the modules' step()")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: 1 for the native step, whose per-sample work is too small "
+                        "to share unless the batch is large and the cores are idle; torch's otherwise)")
     args = p.parse_args(argv)
     if args.n < 1 or args.batch < 1 or args.seconds <= 0:
         raise UserError("--n and --batch must be positive and --seconds above 0")

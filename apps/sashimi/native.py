@@ -196,7 +196,9 @@ class NativeStepper:
     def __init__(self, model: SaShiMi, threads: int | None = None) -> None:
         self.lib = library()
         self.model = model
-        self.threads = threads or torch.get_num_threads()
+        # One thread unless asked: a step is microseconds of work, and an OpenMP barrier that waits on a
+        # descheduled thread costs milliseconds (30x slower on a busy 2-core machine, measured).
+        self.threads = threads or 1
         with torch.no_grad():
             self.program, self.weights, self.state_size, self.state_map = compile_program(model)
         if model.embedding.weight.device.type != "cpu":
