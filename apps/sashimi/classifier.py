@@ -27,6 +27,8 @@ from apps.common.errors import UserError
 from apps.common.training import TaskModule
 from ssmcore.blocks import SequenceModel
 
+POOL_MODES = ("mean", "abs")
+
 
 class SpeechNet(nn.Module):
     """Deep bidirectional SSM over a waveform: ``x`` (B, L, d_input) -> logits (B, classes).
@@ -38,13 +40,19 @@ class SpeechNet(nn.Module):
             backbone (see :class:`ssmcore.blocks.SequenceModel`).
         pool: average-pooling factor after each block (length ``n_layers``; None: no pooling).
         layer_kwargs: extra options of the SSM layer (``dt_min``, ``init``, ...).
+        pool_mode: ``mean`` averages the features in each pooling window; ``abs`` averages their
+            magnitude (rectify, then low-pass: an envelope detector, so a filter bank's band energies
+            survive a pooling that a plain mean would average away).
     """
 
     def __init__(self, d_input: int, num_classes: int, d_model: int = 128, n_layers: int = 6, layer: str = "s4d",
                  d_state: int = 64, bidirectional: bool = True, ff_expand: int = 0, norm: str = "batch",
                  prenorm: bool = False, dropout: float = 0.0, pool: list[int] | None = None,
-                 layer_kwargs: dict[str, Any] | None = None) -> None:
+                 layer_kwargs: dict[str, Any] | None = None, pool_mode: str = "mean") -> None:
         super().__init__()
+        if pool_mode not in POOL_MODES:
+            raise UserError(f"model.pool_mode: unknown {pool_mode!r}; choose {' or '.join(POOL_MODES)}")
+        self.pool_mode = pool_mode
         pool = list(pool) if pool else [1] * n_layers
         if len(pool) != n_layers or min(pool) < 1:
             raise UserError(f"model.pool needs {n_layers} factors >= 1 (one per layer), got {pool}")
@@ -95,6 +103,8 @@ class SpeechNet(nn.Module):
             x, _ = stage(x, rate=rate)  # (B, L_i, H)
             if p > 1:
                 window = self.pool_window(p, rate)
+                if self.pool_mode == "abs":
+                    x = x.abs()
                 if window > 1:
                     x = rearrange(F.avg_pool1d(rearrange(x, "b l h -> b h l"), window, ceil_mode=True),
                                   "b h l -> b l h")
@@ -121,7 +131,7 @@ class SpeechClassifier(TaskModule):
     def __init__(self, num_classes: int = 10, d_input: int = 1, d_model: int = 128, n_layers: int = 6,
                  layer: str = "s4d", d_state: int = 64, bidirectional: bool = True, ff_expand: int = 0,
                  norm: str = "batch", prenorm: bool = False, dropout: float = 0.0, pool: list[int] | None = None,
-                 layer_kwargs: dict[str, Any] | None = None, train_rate: int | None = None, rate_change: bool = True,
+                 pool_mode: str = "mean", layer_kwargs: dict[str, Any] | None = None, train_rate: int | None = None, rate_change: bool = True,
                  lr: float = 0.01, weight_decay: float = 0.05, ssm_lr: float | None = 0.001,
                  ssm_weight_decay: float = 0.0, scheduler: str = "cosine", warmup_steps: int = 0) -> None:
         super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps,
@@ -130,7 +140,7 @@ class SpeechClassifier(TaskModule):
         # or LightningCLI would restore the checkpoint's value over ``--model.rate_change false``
         self.save_hyperparameters(ignore=["rate_change"])
         self.net = SpeechNet(d_input, num_classes, d_model, n_layers, layer, d_state, bidirectional, ff_expand,
-                             norm, prenorm, dropout, pool, layer_kwargs)
+                             norm, prenorm, dropout, pool, layer_kwargs, pool_mode)
         # filled when fitting starts, saved in the checkpoint: the training rate and input statistics
         self.register_buffer("train_sample_rate", torch.tensor(float(train_rate or 0)))
         self.register_buffer("input_mean", torch.zeros(d_input))

@@ -58,11 +58,12 @@ def test_pooling_window_is_a_duration():
         SpeechNet.pool_window(4, 8.0)
 
 
-def test_pooled_features_agree_across_sample_rates():
+@pytest.mark.parametrize("pool_mode", ["mean", "abs"])
+def test_pooled_features_agree_across_sample_rates(pool_mode):
     # a smooth (band-limited, < 500 Hz) signal at 16 kHz and its 8 kHz resampling give nearly the same
     # pooled features at rate 1 and rate 2: the SSM step and the pooling window both scale with the rate
     torch.manual_seed(0)
-    net = SpeechNet(1, 3, d_model=8, n_layers=2, d_state=16, pool=[16, 1], norm="layer",
+    net = SpeechNet(1, 3, d_model=8, n_layers=2, d_state=16, pool=[16, 1], norm="layer", pool_mode=pool_mode,
                     layer_kwargs={"dt_min": 1e-3, "dt_max": 1e-2}).double().eval()
     t = torch.arange(4096, dtype=torch.float64) / 16000
     freqs, phases = torch.tensor([60.0, 170.0, 330.0]), torch.tensor([0.3, 1.1, 2.0])
@@ -105,6 +106,8 @@ def test_class_count_and_input_mismatch_are_one_line_errors(tmp_path_factory, tm
 
 
 def test_bad_pool_and_bad_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="model.pool_mode: unknown 'max'"):
+        SpeechNet(1, 3, d_model=8, n_layers=2, pool=[4, 1], pool_mode="max")
     with pytest.raises(Exception, match="model.pool needs 2 factors"):
         SpeechNet(1, 3, d_model=8, n_layers=2, pool=[4])
     bad = tmp_path / "x.ckpt"
