@@ -133,7 +133,8 @@ class SpeechClassifier(TaskModule):
                  norm: str = "batch", prenorm: bool = False, dropout: float = 0.0, pool: list[int] | None = None,
                  pool_mode: str = "mean", layer_kwargs: dict[str, Any] | None = None, train_rate: int | None = None, rate_change: bool = True,
                  lr: float = 0.01, weight_decay: float = 0.05, ssm_lr: float | None = 0.001,
-                 ssm_weight_decay: float = 0.0, scheduler: str = "cosine", warmup_steps: int = 0) -> None:
+                 ssm_weight_decay: float = 0.0, scheduler: str = "cosine", warmup_steps: int = 0,
+                 calibrate_batches: int = 0) -> None:
         super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps,
                          monitor="val/acc", monitor_mode="max")
         # rate_change is an evaluation switch, not part of the model: left out of the saved hyper-parameters,
@@ -201,6 +202,34 @@ class SpeechClassifier(TaskModule):
 
     def on_validation_start(self) -> None:
         self._eval_start()
+        datamodule = self._datamodule()
+        if self.hparams.calibrate_batches > 0 and self.trainer.state.fn == "fit" and datamodule is not None:
+            self.calibrate_norms(datamodule.train_dataloader(), self.hparams.calibrate_batches)
+
+    @torch.no_grad()
+    def calibrate_norms(self, loader: Any, batches: int) -> None:
+        """Re-estimate every BatchNorm's running statistics from ``batches`` training batches at rate 1.
+
+        The running averages kept while training lag a fast-moving model (at a high learning rate the
+        evaluation-mode network can fall to chance while its batch-statistics mode is accurate); an
+        exact average over fresh batches ("precise BatchNorm") makes evaluation match training.
+        """
+        norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        was_training = self.net.training
+        self.net.train()
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            self.net(x.to(self.device), rate=1.0)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        self.net.train(was_training)
 
     def on_test_start(self) -> None:
         self._eval_start()

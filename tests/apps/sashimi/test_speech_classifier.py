@@ -130,3 +130,21 @@ def test_batch_norm_on_the_contiguous_tensor_matches_the_transposed_view():
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(norm.norm.running_var, ref.running_var, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(norm.norm.running_mean, ref.running_mean, rtol=1e-12, atol=1e-12)
+
+
+def test_calibrated_batch_norms_make_eval_match_training_statistics():
+    torch.manual_seed(0)
+    model = SpeechClassifier(num_classes=3, d_model=8, n_layers=2, d_state=8, pool=[4, 1], calibrate_batches=1)
+    for m in model.net.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.fill_(5.0)  # statistics that lag the model, as at a high learning rate
+            m.running_var.fill_(100.0)
+    x = torch.randn(4, 256, 1) * 3
+    with torch.no_grad():
+        batch_stats = model.net.train()(x)
+        stale = model.net.eval()(x)
+        model.calibrate_norms([(x, torch.zeros(4))], batches=1)
+        calibrated = model.net(x)
+    assert not model.net.training
+    assert (stale - batch_stats).abs().max() > 0.1
+    torch.testing.assert_close(calibrated, batch_stats, rtol=1e-3, atol=1e-3)  # unbiased vs biased variance only
