@@ -7,16 +7,13 @@ from torch.utils.data import DataLoader
 
 
 class SplitDataModule(pl.LightningDataModule):
-    """A datamodule whose splits are served by ``_loader(split, shuffle)``.
+    """A datamodule whose splits are served by its ``_loader(split: str, shuffle: bool) -> DataLoader``.
 
-    Training shuffles; validation, test and predict do not.  ``predict`` reads the test split.
-    Subclasses name their validation split in ``val_split`` when it is not ``"val"``.
+    Subclasses define ``_loader``.  Training shuffles; validation, test and predict do not, and
+    ``predict`` reads the test split.  ``val_split`` names the validation split when it is not ``"val"``.
     """
 
     val_split = "val"
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
