@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import csv
-import shutil
 
-import pytest
 import soundfile
 
 from apps.common.cli import main
-from apps.sashimi.piano import SOUNDFONT, chorale_paths, split_of
-
-needs_synth = pytest.mark.skipif(shutil.which("fluidsynth") is None or not SOUNDFONT.is_file(),
-                                 reason="fluidsynth or the TimGM6mb soundfont is missing (make system-deps)")
+from apps.sashimi.piano import chorale_paths, split_of
 
 
 def test_split_is_deterministic_and_covers_all_three():
@@ -22,7 +17,6 @@ def test_split_is_deterministic_and_covers_all_three():
     assert len(chorale_paths()) > 300  # the corpus ships inside the music21 wheel
 
 
-@needs_synth
 def test_prepare_renders_piano_wavs_in_the_folder_layout(tmp_path, capsys):
     out = tmp_path / "piano"
     assert main(["sashimi", "prepare", "piano", "--out", str(out), "--minutes", "0.05", "--seed", "3"]) == 0
