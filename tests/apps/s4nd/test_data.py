@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from apps.common.errors import UserError
-from apps.s4nd.data import ImageData, load_cifar10, prepare, resize_images
+from apps.s4nd.data import ImageData, load_cifar10, prepare, random_translate, resize_images
 from tests.apps.s4nd.conftest import CLASSES, write_image_folder
 
 
@@ -74,6 +74,36 @@ def test_imagefolder_converts_channels_and_resizes(tmp_path):
     grey = ImageData(root=str(root), channels=1, image_size=8)
     grey.setup("fit")
     assert grey.splits["train"][0][0].shape == (8, 8, 1)
+
+
+def test_random_translate_shifts_by_whole_pixels_and_fills_black():
+    image = torch.arange(1, 50, dtype=torch.uint8).reshape(7, 7, 1)
+    assert random_translate(image, 0) is image
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        out = random_translate(image, 2)
+        # find the shift: the pixel value 25 (centre, row 3 col 3) moved to (3 + dy, 3 + dx)
+        (r, c), = torch.nonzero(out[..., 0] == 25).tolist()
+        dy, dx = r - 3, c - 3
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        expected = torch.zeros_like(image)
+        expected[max(dy, 0) : 7 + min(dy, 0), max(dx, 0) : 7 + min(dx, 0)] = image[
+            max(-dy, 0) : 7 + min(-dy, 0), max(-dx, 0) : 7 + min(-dx, 0)]
+        assert torch.equal(out, expected)
+        seen.add((dy, dx))
+    assert len(seen) == 25  # every shift in [-2, 2]^2 occurs
+
+
+def test_translate_augments_the_training_split_only(image_folder):
+    data = ImageData(root=str(image_folder), translate=3)
+    data.setup("fit")
+    train, val = data.splits["train"], data.splits["val"]
+    torch.manual_seed(0)
+    assert any(not torch.equal(train[0][0], train[0][0]) for _ in range(10))  # a fresh shift every time
+    assert torch.equal(val[0][0], val[0][0]) and torch.equal(data.splits["test"][1][0], data.splits["test"][1][0])
+    with pytest.raises(UserError, match="data.translate must be >= 0"):
+        ImageData(root=str(image_folder), translate=-1)
 
 
 def test_missing_test_split_falls_back_to_val(tmp_path):
