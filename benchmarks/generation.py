@@ -6,7 +6,8 @@ and 16 on the CPU (``--threads``, default 2) and at batch 64 on CUDA when availa
 * ``module``: the model's own ``step()`` through every nn.Module (exact),
 * ``torch``: :class:`apps.sashimi.stepper.FastStepper` with fused tensor ops (exact; precomputed DPLR terms),
 * ``compile``: the same with each tier's block stack compiled by ``torch.compile`` (minutes of warm-up),
-* ``native``: the C step of :mod:`apps.sashimi.native` (exact; the default of ``ssm sashimi generate`` on CPU).
+* ``native``: the C step of :mod:`apps.sashimi.native` (exact; the default of ``ssm sashimi generate`` on CPU),
+  with the sampling in C too: many steps per call, each thread owning a slice of the batch.
 
 Besides wall-clock samples/s it prints samples per CPU-second of this process, which is what a
 loaded machine still measures fairly (with several threads it sums their CPU time).
@@ -34,6 +35,11 @@ def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str, threads
     g = torch.Generator(device=device).manual_seed(0)
     token = torch.full((batch,), 128, dtype=torch.long, device=device)
     with torch.no_grad():
+        if hasattr(run, "generate"):  # native: sampling and stepping in C, as `ssm sashimi generate` runs it
+            run.generate(run.step(token), 16, 1.0, 1.0, g, step_last=True)  # warm-up
+            began, cpu = time.perf_counter(), time.process_time()
+            run.generate(run.logits, steps, 1.0, 1.0, g, step_last=True)
+            return batch * steps / (time.perf_counter() - began), batch * steps / (time.process_time() - cpu)
         for _ in range(48 if "compile" in mode else 16):  # warm-up (and compilation), whole frames
             token = sample_logits(run.step(token), 1.0, 1.0, g)
         if device == "cuda":

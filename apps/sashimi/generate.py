@@ -42,6 +42,9 @@ def sample_logits(logits: Tensor, temperature: float, top_p: float, generator: t
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
+_CHUNK = 2048  # native steps per call between progress updates
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total} samples"), TextColumn("{task.fields[rate]}"),
@@ -67,7 +70,9 @@ def sample(
     ``prefix`` (P,) tokens, ``P <= length``, is copied to the start of every clip and consumed in
     convolution mode; ``loglik`` sums the model's (untempered) log-probabilities of the generated
     tokens.  ``stepper`` (default: :class:`apps.sashimi.stepper.FastStepper` of ``model``) does the
-    recurrent steps.
+    recurrent steps; with the native backend the sampling runs in C too, ``_CHUNK`` steps per call
+    (the same rule as :func:`sample_logits`, drawn by inverse CDF, so the same seed gives other clips
+    than the torch backends).
     """
     from apps.sashimi.stepper import FastStepper
 
@@ -97,6 +102,19 @@ def sample(
             else:
                 run = stepper.start(state)
                 logits = run.step(torch.full((b,), start_token, dtype=torch.long, device=device))
+            if hasattr(run, "generate"):  # the native step samples in C, many steps per call
+                t = P
+                while t < length:
+                    steps = min(_CHUNK, length - t)
+                    tokens, ll = run.generate(logits, steps, temperature, top_p, generator, t + steps < length)
+                    out[first:first + b, t:t + steps] = tokens
+                    loglik[first:first + b] += ll
+                    logits, t = run.logits, t + steps
+                    if bar:
+                        rate = (done + b * t) / max(1e-9, time.perf_counter() - began)
+                        bar.update(task, completed=first * length + b * t, rate=f"{rate:,.0f} samples/s")
+                done += b * length
+                continue
             for t in range(P, length):
                 token = sample_logits(logits, temperature, top_p, generator)
                 loglik[first:first + b] += torch.log_softmax(logits.double(), -1).gather(-1, token[:, None])[:, 0]

@@ -60,6 +60,10 @@ def library() -> Any:
     lib = ctypes.CDLL(str(target))
     lib.sashimi_step.restype = None
     lib.sashimi_step.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int, ctypes.c_int, ctypes.c_float]
+    lib.sashimi_generate.restype = None
+    lib.sashimi_generate.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
+                                     ctypes.c_void_p, ctypes.c_float, ctypes.c_float, ctypes.c_int]
+                                     + [ctypes.c_void_p] * 2)
     _lib = lib
     return lib
 
@@ -188,6 +192,32 @@ class NativeRun:
         self.tokens.copy_(token)
         self.s.lib.sashimi_step(*self._args, self._batch, self.s.threads, self.s.eps)
         return self.logits.clone()
+
+    @torch.no_grad()
+    def generate(self, logits: Tensor, steps: int, temperature: float = 1.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, step_last: bool = False) -> tuple[Tensor, Tensor]:
+        """Sample ``steps`` tokens per sequence in one native call: ``(tokens (B, steps), loglik (B,) nats)``.
+
+        Starts from ``logits`` (B, K), the distribution of the next token; each drawn token is fed back
+        (no Python per step, no per-step thread synchronisation).  The sampling rule is
+        :func:`apps.sashimi.generate.sample_logits`' (temperature, top-p nucleus; temperature 0 is
+        greedy), drawn by inverse CDF from ``torch.rand`` numbers of ``generator``; ``loglik`` sums the
+        untempered log-probabilities.  With ``step_last`` the model also steps on the last token, and
+        :attr:`logits` then holds the next distribution (to continue with another call).
+        """
+        B, K = self.logits.shape
+        if logits.shape != (B, K):
+            raise ValueError(f"logits must be ({B}, {K}), got {tuple(logits.shape)}")
+        self.logits.copy_(logits)
+        uniform = torch.rand(steps, B, generator=generator, dtype=torch.float32)
+        out = torch.empty(B, steps, dtype=torch.int64)
+        loglik = torch.zeros(B, dtype=torch.float64)
+        ptr = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
+        a = self._args
+        self.s.lib.sashimi_generate(a[0], a[1], a[2], a[4], a[5], a[6], B, self.s.threads, self.s.eps, steps,
+                                    ptr(uniform), float(temperature), float(top_p), int(step_last), ptr(out),
+                                    ptr(loglik))
+        return out, loglik
 
 
 class NativeStepper:

@@ -11,6 +11,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef int64_t i64;
@@ -62,57 +63,122 @@ static inline v8 load8(const float *p) {
     return v;
 }
 
-#define TB 4  /* rows per register tile */
-#define TJ 16 /* outputs per register tile */
-
-/* y (nb, out) = bias + x (nb, in) @ W (in, out): register tiles of TB rows x TJ outputs, so that each
- * row of W is loaded once per tile and reused by every row of the batch slice. */
-static void linear(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y) {
-    int r0 = 0;
-    for (; r0 + TB <= nb; r0 += TB) {
-        int j0 = 0;
-        for (; j0 + TJ <= out; j0 += TJ) {
-            v8 acc[TB][2];
-            for (int r = 0; r < TB; r++) { acc[r][0] = load8(bias + j0); acc[r][1] = load8(bias + j0 + 8); }
-            for (int k = 0; k < in; k++) {
-                const float *row = W + (i64)k * out + j0;
-                const v8 w0 = load8(row), w1 = load8(row + 8);
-                for (int r = 0; r < TB; r++) {
-                    const float xk = x[(i64)(r0 + r) * in + k];
-                    acc[r][0] += xk * w0;
-                    acc[r][1] += xk * w1;
-                }
-            }
-            for (int r = 0; r < TB; r++) {
-                memcpy(y + (i64)(r0 + r) * out + j0, &acc[r][0], sizeof(v8));
-                memcpy(y + (i64)(r0 + r) * out + j0 + 8, &acc[r][1], sizeof(v8));
-            }
+/* y[r, j0:j0+VW*8] = bias + x[r] (in) @ W[:, j0:j0+VW*8] for NR rows: a register tile of NR x VW
+ * vectors (NR <= 4, VW <= 3, compile-time constants after inlining). */
+static inline __attribute__((always_inline)) void tile(const float *x, const int NR, const int VW, int in, int out,
+                                                       const float *W, const float *bias, float *y, int j0) {
+    v8 a[4][3];
+    for (int r = 0; r < NR; r++)
+        for (int v = 0; v < VW; v++) a[r][v] = load8(bias + j0 + 8 * v);
+    for (int k = 0; k < in; k++) {
+        const float *row = W + (i64)k * out + j0;
+        v8 wv[3];
+        for (int v = 0; v < VW; v++) wv[v] = load8(row + 8 * v);
+        for (int r = 0; r < NR; r++) {
+            const float xk = x[(i64)r * in + k];
+            for (int v = 0; v < VW; v++) a[r][v] += xk * wv[v];
         }
-        for (int r = r0; r < r0 + TB; r++)
-            for (int j = j0; j < out; j++) {
-                float acc = bias[j];
-                for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * W[(i64)k * out + j];
-                y[(i64)r * out + j] = acc;
-            }
     }
-    for (; r0 < nb; r0++) { /* leftover rows, one at a time */
-        int j0 = 0;
-        for (; j0 + TJ <= out; j0 += TJ) {
-            v8 a0 = load8(bias + j0), a1 = load8(bias + j0 + 8);
-            for (int k = 0; k < in; k++) {
-                const float xk = x[(i64)r0 * in + k];
-                const float *row = W + (i64)k * out + j0;
-                a0 += xk * load8(row);
-                a1 += xk * load8(row + 8);
+    for (int r = 0; r < NR; r++) memcpy(y + (i64)r * out + j0, a[r], VW * sizeof(v8));
+}
+
+#define ROW_GROUPS(VW)                                                                                     \
+    do {                                                                                                   \
+        int r0 = 0;                                                                                        \
+        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, W, bias, y + (i64)r0 * out, j0); \
+        switch (nb - r0) {                                                                                 \
+            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, W, bias, y + (i64)r0 * out, j0); break;          \
+            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, W, bias, y + (i64)r0 * out, j0); break;          \
+            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, W, bias, y + (i64)r0 * out, j0); break;          \
+            default: break;                                                                                \
+        }                                                                                                  \
+    } while (0)
+
+/* y (nb, out) = bias + x (nb, in) @ W (in, out).  Column strips outside, row groups inside: a strip of
+ * W (in x 24 floats) is read from memory once per call and from L1 by the other row groups, so the
+ * weights stream through the cache once per step whatever the batch. */
+static void linear(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y) {
+    int j0 = 0;
+    for (; j0 + 24 <= out; j0 += 24) ROW_GROUPS(3);
+    for (; j0 + 8 <= out; j0 += 8) ROW_GROUPS(1);
+    for (; j0 < out; j0++)
+        for (int r = 0; r < nb; r++) {
+            float acc = bias[j0];
+            for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * W[(i64)k * out + j0];
+            y[(i64)r * out + j0] = acc;
+        }
+}
+#undef ROW_GROUPS
+
+static inline float hsum(v8 v) {
+    float t = 0.f;
+    for (int j = 0; j < 8; j++) t += v[j];
+    return t;
+}
+
+/* The recurrence of one channel for NR rows (1..4 after inlining).  A channel's parameters are read
+ * once per 8 modes and reused by every row of the group; xs[r] is row r's state (M re, then M im),
+ * u[r] its input, y[r] receives its output.  q_k = Re(a_k . x) + c_k u, x' = lam x + b u - sum_k G_k q_k,
+ * y = Re(C . x') + D u. */
+static inline __attribute__((always_inline)) void ssm_rows(float *const *xs, const float *uc, float *yo, const int NR,
+                                                           int M, int R, i64 HM2, const float *lr, const float *br,
+                                                           const float *a, const float *cq, int H, const float *G,
+                                                           const float *C, float D) {
+    const float *li = lr + M, *bi = br + M, *ci = C + M;
+    const int M8 = M - M % 8;
+    float q[4 * (R > 0 ? R : 1)];
+    for (int k = 0; k < R; k++) {
+        const float *ar = a + k * HM2, *ai = ar + M;
+        v8 acc[4];
+        for (int r = 0; r < NR; r++) acc[r] = (v8){0};
+        int m = 0;
+        for (; m < M8; m += 8) {
+            const v8 var = load8(ar + m), vai = load8(ai + m);
+            for (int r = 0; r < NR; r++) acc[r] += var * load8(xs[r] + m) - vai * load8(xs[r] + M + m);
+        }
+        for (int r = 0; r < NR; r++) {
+            float t = cq[(i64)k * H] * uc[r] + hsum(acc[r]);
+            for (int mm = m; mm < M; mm++) t += ar[mm] * xs[r][mm] - ai[mm] * xs[r][M + mm];
+            q[r * R + k] = t;
+        }
+    }
+    v8 vout[4];
+    for (int r = 0; r < NR; r++) vout[r] = (v8){0};
+    int m = 0;
+    for (; m < M8; m += 8) {
+        const v8 vlr = load8(lr + m), vli = load8(li + m), vbr = load8(br + m), vbi = load8(bi + m);
+        const v8 vcr = load8(C + m), vci = load8(ci + m);
+        for (int r = 0; r < NR; r++) {
+            float *xr = xs[r] + m, *xi = xs[r] + M + m;
+            const v8 sr = load8(xr), si = load8(xi);
+            v8 nr = vlr * sr - vli * si + vbr * uc[r];
+            v8 ni = vlr * si + vli * sr + vbi * uc[r];
+            for (int k = 0; k < R; k++) {
+                const float *gr = G + k * HM2;
+                nr -= load8(gr + m) * q[r * R + k];
+                ni -= load8(gr + M + m) * q[r * R + k];
             }
-            memcpy(y + (i64)r0 * out + j0, &a0, sizeof(v8));
-            memcpy(y + (i64)r0 * out + j0 + 8, &a1, sizeof(v8));
+            memcpy(xr, &nr, sizeof(v8));
+            memcpy(xi, &ni, sizeof(v8));
+            vout[r] += vcr * nr - vci * ni;
         }
-        for (int j = j0; j < out; j++) {
-            float acc = bias[j];
-            for (int k = 0; k < in; k++) acc += x[(i64)r0 * in + k] * W[(i64)k * out + j];
-            y[(i64)r0 * out + j] = acc;
+    }
+    for (int r = 0; r < NR; r++) {
+        float out = D * uc[r] + hsum(vout[r]);
+        for (int mm = m; mm < M; mm++) {
+            float *x = xs[r];
+            const float vr = x[mm], vi = x[M + mm];
+            float nr = lr[mm] * vr - li[mm] * vi + br[mm] * uc[r];
+            float ni = lr[mm] * vi + li[mm] * vr + bi[mm] * uc[r];
+            for (int k = 0; k < R; k++) {
+                nr -= G[k * HM2 + mm] * q[r * R + k];
+                ni -= G[k * HM2 + M + mm] * q[r * R + k];
+            }
+            x[mm] = nr;
+            x[M + mm] = ni;
+            out += C[mm] * nr - ci[mm] * ni;
         }
+        yo[r] = out;
     }
 }
 
@@ -121,60 +187,29 @@ static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float
     const int H = (int)r[BH], M = (int)r[BM], R = (int)r[BR];
     const float *lam = w + r[P0], *bb = w + r[P1], *a = w + r[P2], *c = w + r[P3], *G = w + r[P4];
     const float *C = w + r[P5], *D = w + r[P6], *W = w + r[P7], *bias = w + r[P8];
+    const i64 HM2 = (i64)H * M * 2;
     float u[nb * H], y[nb * H], h[nb * 2 * H];
     layer_norm(x, u, nb, H, w + r[LNW], w + r[LNB], eps);
-    const int M8 = M - M % 8;
-    for (int row = 0; row < nb; row++) {
-        float *s = st + row * stride + r[SOFF];
-        for (int ch = 0; ch < H; ch++) {
-            /* split layout per feature: M real parts, then M imaginary parts */
-            const i64 o = (i64)ch * M * 2;
-            float *xr = s + o, *xi = s + o + M;
-            const float *lr = lam + o, *li = lam + o + M, *br = bb + o, *bi = bb + o + M;
-            const float *cr = C + o, *ci = C + o + M;
-            const float uc = u[row * H + ch];
-            float q[R > 0 ? R : 1];
-            for (int k = 0; k < R; k++) {
-                const float *ar = a + (i64)k * H * M * 2 + o, *ai = ar + M;
-                v8 acc = {0};
-                int m = 0;
-                for (; m < M8; m += 8) acc += load8(ar + m) * load8(xr + m) - load8(ai + m) * load8(xi + m);
-                float tot = c[k * H + ch] * uc;
-                for (int j = 0; j < 8; j++) tot += acc[j];
-                for (; m < M; m++) tot += ar[m] * xr[m] - ai[m] * xi[m];
-                q[k] = tot;
+    /* channel-major: a channel's parameters stay in L1 while every row of the batch slice uses them */
+    for (int ch = 0; ch < H; ch++) {
+        const i64 o = (i64)ch * M * 2; /* split layout per feature: M real parts, then M imaginary parts */
+        for (int r0 = 0; r0 < nb; r0 += 4) {
+            const int NR = nb - r0 < 4 ? nb - r0 : 4;
+            float *xs[4];
+            float uc[4], yo[4];
+            for (int k = 0; k < NR; k++) {
+                xs[k] = st + (i64)(r0 + k) * stride + r[SOFF] + o;
+                uc[k] = u[(r0 + k) * H + ch];
             }
-            v8 vout = {0};
-            int m = 0;
-            for (; m < M8; m += 8) {
-                const v8 vr = load8(xr + m), vi = load8(xi + m), vlr = load8(lr + m), vli = load8(li + m);
-                v8 nr = vlr * vr - vli * vi + load8(br + m) * uc;
-                v8 ni = vlr * vi + vli * vr + load8(bi + m) * uc;
-                for (int k = 0; k < R; k++) {
-                    const float *gr = G + (i64)k * H * M * 2 + o;
-                    nr -= load8(gr + m) * q[k];
-                    ni -= load8(gr + M + m) * q[k];
-                }
-                memcpy(xr + m, &nr, sizeof(v8));
-                memcpy(xi + m, &ni, sizeof(v8));
-                vout += load8(cr + m) * nr - load8(ci + m) * ni;
+#define SSM_ROWS(n) ssm_rows(xs, uc, yo, n, M, R, HM2, lam + o, bb + o, a + o, c + ch, H, G + o, C + o, D[ch])
+            switch (NR) {
+                case 4: SSM_ROWS(4); break;
+                case 3: SSM_ROWS(3); break;
+                case 2: SSM_ROWS(2); break;
+                default: SSM_ROWS(1); break;
             }
-            float out = D[ch] * uc;
-            for (int j = 0; j < 8; j++) out += vout[j];
-            for (; m < M; m++) {
-                const float vr = xr[m], vi = xi[m];
-                float nr = lr[m] * vr - li[m] * vi + br[m] * uc;
-                float ni = lr[m] * vi + li[m] * vr + bi[m] * uc;
-                for (int k = 0; k < R; k++) {
-                    const float *gr = G + (i64)k * H * M * 2 + o;
-                    nr -= gr[m] * q[k];
-                    ni -= gr[M + m] * q[k];
-                }
-                xr[m] = nr;
-                xi[m] = ni;
-                out += cr[m] * nr - ci[m] * ni;
-            }
-            y[row * H + ch] = out;
+#undef SSM_ROWS
+            for (int k = 0; k < NR; k++) y[(r0 + k) * H + ch] = yo[k];
         }
     }
     gelu_inplace(y, nb * H);
@@ -243,23 +278,21 @@ static void level(const i64 *prog, int i, const float *w, float *st, i64 stride,
     for (int k = 0; k < nb * H; k++) x[k] += skip[k];
 }
 
-/* One step for the batch: tokens (B,) -> logits (B, K); count/next: the pooling phases (updated). */
-void sashimi_step(const i64 *prog, const float *w, float *state, const i64 *tokens, float *logits,
-                  i64 *count, i64 *next, int B, int threads, float eps) {
-    const int L = (int)prog[NLEV], K = (int)prog[NCLS], H0 = (int)prog[D0];
+/* One step of the batch slice b0 .. b0 + nb: tokens -> logits (nb, K); count/next are read only. */
+static void step_slice(const i64 *prog, const float *w, float *state, const i64 *tokens, float *logits, int b0,
+                       int nb, const i64 *count, const i64 *next, float eps) {
+    const int H0 = (int)prog[D0], K = (int)prog[NCLS];
     const i64 stride = prog[SSTRIDE];
-    if (threads > B) threads = B;
-    if (threads < 1) threads = 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int t = 0; t < threads; t++) { /* contiguous batch slices, one per thread */
-        const int b0 = (int)((i64)B * t / threads), b1 = (int)((i64)B * (t + 1) / threads), nb = b1 - b0;
-        if (nb <= 0) continue;
-        float x[nb * H0], u[nb * H0];
-        for (int r = 0; r < nb; r++) memcpy(x + (i64)r * H0, w + prog[EMB] + tokens[b0 + r] * H0, sizeof(float) * H0);
-        level(prog, 0, w, state + b0 * stride, stride, x, nb, count, next, eps);
-        layer_norm(x, u, nb, H0, w + prog[FLNW], w + prog[FLNB], eps);
-        linear(u, nb, H0, K, w + prog[DECW], w + prog[DECB], logits + (i64)b0 * K);
-    }
+    float x[nb * H0], u[nb * H0];
+    for (int r = 0; r < nb; r++) memcpy(x + (i64)r * H0, w + prog[EMB] + tokens[r] * H0, sizeof(float) * H0);
+    level(prog, 0, w, state + (i64)b0 * stride, stride, x, nb, count, next, eps);
+    layer_norm(x, u, nb, H0, w + prog[FLNW], w + prog[FLNB], eps);
+    linear(u, nb, H0, K, w + prog[DECW], w + prog[DECB], logits);
+}
+
+/* the pooling phases after one step */
+static void advance(const i64 *prog, i64 *count, i64 *next) {
+    const int L = (int)prog[NLEV];
     for (int i = 0; i < L; i++) {
         const int p = (int)prog[HEAD + (i64)i * LREC + LP];
         const int emitted = count[i] + 1 == p;
@@ -267,4 +300,112 @@ void sashimi_step(const i64 *prog, const float *w, float *state, const i64 *toke
         next[i] = next[i] + 1 == p ? 0 : next[i] + 1;
         if (!emitted) break; /* deeper levels did not step */
     }
+}
+
+static void slice_bounds(int B, int t, int threads, int *b0, int *nb) {
+    *b0 = (int)((i64)B * t / threads);
+    *nb = (int)((i64)B * (t + 1) / threads) - *b0;
+}
+
+/* One step for the batch: tokens (B,) -> logits (B, K); count/next: the pooling phases (updated). */
+void sashimi_step(const i64 *prog, const float *w, float *state, const i64 *tokens, float *logits,
+                  i64 *count, i64 *next, int B, int threads, float eps) {
+    const int K = (int)prog[NCLS];
+    if (threads > B) threads = B;
+    if (threads < 1) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int t = 0; t < threads; t++) { /* contiguous batch slices, one per thread */
+        int b0, nb;
+        slice_bounds(B, t, threads, &b0, &nb);
+        if (nb > 0) step_slice(prog, w, state, tokens + b0, logits + (i64)b0 * K, b0, nb, count, next, eps);
+    }
+    advance(prog, count, next);
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* Draw a token from one row of logits (K) with the uniform number v in [0, 1): softmax at
+ * `temperature` (0: greedy), restricted to the top-p nucleus (the largest probabilities whose mass,
+ * taken in decreasing order, first reaches top_p; ties at the cut are kept), by inverse CDF in
+ * token order.  *logp receives the untempered log-probability of the token.  p: K floats of scratch
+ * (2K when top_p < 1). */
+static int sample_row(const float *lg, int K, float temperature, float top_p, float v, float *p, double *logp) {
+    int best = 0;
+    for (int i = 1; i < K; i++) if (lg[i] > lg[best]) best = i;
+    const float mx = lg[best];
+    double z1 = 0.0;
+    for (int i = 0; i < K; i++) z1 += exp((double)lg[i] - mx);
+    int tok = best;
+    if (temperature > 0.f) {
+        const float inv = 1.0f / temperature;
+        double z = 0.0;
+        for (int i = 0; i < K; i++) { p[i] = expf((lg[i] - mx) * inv); z += p[i]; }
+        float cut = 0.f; /* keep p >= cut */
+        if (top_p < 1.f) {
+            float *sorted = p + K;
+            memcpy(sorted, p, sizeof(float) * K);
+            qsort(sorted, K, sizeof(float), cmp_desc);
+            double before = 0.0;
+            const double reach = (double)top_p * z;
+            for (int j = 0; j < K && before < reach; j++) { cut = sorted[j]; before += sorted[j]; }
+            z = 0.0;
+            for (int i = 0; i < K; i++) if (p[i] >= cut) z += p[i];
+        }
+        const double target = (double)v * z;
+        double acc = 0.0;
+        tok = -1;
+        for (int i = 0; i < K; i++) {
+            if (p[i] < cut || p[i] == 0.f) continue;
+            acc += p[i];
+            tok = i;
+            if (acc > target) break;
+        }
+        if (tok < 0) tok = best;
+    }
+    *logp = (double)lg[tok] - mx - log(z1);
+    return tok;
+}
+
+/* `steps` tokens per sequence without leaving C: from the current logits (B, K), draw a token
+ * (uniform[s * B + b] is sequence b's random number at step s), add its untempered log-probability to
+ * loglik[b], write it to out[b * steps + s], and step the model on it -- except after the last
+ * token unless step_last, so that logits then hold the next distribution.  Each thread owns a
+ * contiguous slice of the batch for the whole call (no per-step synchronisation); count/next end
+ * advanced by the number of model steps taken. */
+void sashimi_generate(const i64 *prog, const float *w, float *state, float *logits, i64 *count, i64 *next, int B,
+                      int threads, float eps, int steps, const float *uniform, float temperature, float top_p,
+                      int step_last, i64 *out, double *loglik) {
+    const int K = (int)prog[NCLS], L = (int)prog[NLEV];
+    if (steps <= 0) return;
+    if (threads > B) threads = B;
+    if (threads < 1) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int t = 0; t < threads; t++) {
+        int b0, nb;
+        slice_bounds(B, t, threads, &b0, &nb);
+        if (nb <= 0) continue;
+        i64 cnt[L > 0 ? L : 1], nxt[L > 0 ? L : 1], tok[nb];
+        memcpy(cnt, count, sizeof(i64) * L);
+        memcpy(nxt, next, sizeof(i64) * L);
+        float *scratch = malloc(sizeof(float) * 2 * (size_t)K); /* K may be 65536 (16-bit audio): not the stack */
+        for (int s = 0; s < steps; s++) {
+            for (int r = 0; r < nb; r++) {
+                const int b = b0 + r;
+                double lp;
+                tok[r] = sample_row(logits + (i64)b * K, K, temperature, top_p, uniform[(i64)s * B + b], scratch, &lp);
+                out[(i64)b * steps + s] = tok[r];
+                loglik[b] += lp;
+            }
+            if (s + 1 < steps || step_last) {
+                step_slice(prog, w, state, tok, logits + (i64)b0 * K, b0, nb, cnt, nxt, eps);
+                advance(prog, cnt, nxt);
+            }
+        }
+        free(scratch);
+    }
+    const int taken = steps - 1 + (step_last != 0);
+    for (int s = 0; s < taken; s++) advance(prog, count, next);
 }
