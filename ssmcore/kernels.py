@@ -40,30 +40,168 @@ def _powers(log_z: Tensor, exponents: Tensor) -> tuple[Tensor, Tensor]:
     return magnitude * torch.cos(angle), magnitude * torch.sin(angle)
 
 
-def vandermonde_kernel(weights: Tensor, log_z: Tensor, L: int) -> Tensor:
+def _factor(n: int) -> tuple[int, int]:
+    """(a, b) with a * b >= n as small as possible, a and b near sqrt(n)."""
+    root = math.isqrt(max(n - 1, 0)) + 1  # ceil(sqrt(n))
+    best = (root, math.ceil(n / root))
+    for a in range(root, max(1, root // 2) - 1, -1):
+        b = math.ceil(n / a)
+        if a * b < best[0] * best[1]:
+            best = (a, b)
+    return best
+
+
+def _layout(L: int) -> tuple[int, int, int, int]:
+    """``(q1, q2, t1, t2)``: lag ``l = q T + p`` with ``q = i q2 + k < Q = q1 q2`` and ``p = i t2 + k < T = t1 t2``."""
+    t1, t2 = _factor(math.isqrt(max(L - 1, 0)) + 1)
+    q1, q2 = _factor(math.ceil(L / (t1 * t2)))
+    return q1, q2, t1, t2
+
+
+def _doubling(first: Tensor, powers: list[Tensor], count: int) -> Tensor:
+    """``out[:, j] = first * s^j`` (H, count, N) for ``j < count`` from the exact ``powers = [s, s^2, s^4, ...]``.
+
+    Rows ``[k, 2k)`` are rows ``[0, k)`` times ``s^k``: ``log2(count)`` operations, and every entry is a
+    product of at most ``log2(count)`` exact factors (relative error ~ log2(count) ulp).
+    """
+    out = torch.empty(first.shape[0], count, first.shape[-1], dtype=first.dtype, device=first.device)
+    out[:, :1] = first
+    k = 1
+    for s in powers:
+        m = min(k, count - k)
+        torch.mul(out[:, :m], s, out=out[:, k : k + m])
+        k *= 2
+    return out
+
+
+def _factor_tables(log_z: Tensor, L: int, conj_coarse: bool) -> list[Tensor]:
+    """The four factor tables of :func:`_layout`, (H, ., N) complex each.
+
+    ``[conj(z)^(i t2) (t1 rows), conj(z)^k (t2), z^(i q2 T) (q1), z^(k T) (q2)]``, the coarse two conjugated
+    too when ``conj_coarse``.  Built by doubling from ``log2(L)`` exact powers (one :func:`_powers` call);
+    a handful of operations over all channels at once.
+    """
+    q1, q2, t1, t2 = _layout(L)
+    T = t1 * t2
+    tables = ((t1, t2), (t2, 1), (q1, q2 * T), (q2, T))  # (rows, step)
+    levels = [max(rows - 1, 0).bit_length() for rows, _ in tables]
+    exps = [step * 2**i for (_, step), n in zip(tables, levels) for i in range(n)]
+    re, im = _powers(log_z, torch.tensor(exps, dtype=torch.float64, device=log_z.device))  # (H, E, N)
+    sign = torch.full((len(exps), 1), -1.0 if conj_coarse else 1.0, dtype=re.dtype, device=re.device)
+    sign[: levels[0] + levels[1]] = -1
+    powers = torch.complex(re, im * sign).split(1, dim=1)
+    one = torch.ones(log_z.shape[0], 1, log_z.shape[1], dtype=log_z.dtype, device=log_z.device)
+    out, start = [], 0
+    for (rows, _), n in zip(tables, levels):
+        out.append(_doubling(one, list(powers[start : start + n]), rows))
+        start += n
+    return out
+
+
+class _Vandermonde(torch.autograd.Function):
+    """``K[b, h, l] = Re sum_n W[b, h, n] z[h, n]^l`` as one real GEMM per block of channels.
+
+    With ``l = q T + p`` (``T ~ sqrt(L)``) the kernel is ``Re (W z^{qT}) . z^p``: the (Q, N) complex coarse
+    matrix ``W z^{qT}`` and the (T, N) fine one, viewed as (Q, 2N) and (T, 2N) real (interleaved real and
+    imaginary parts; the fine one conjugated, so the real dot product is the real part).  Each is the
+    outer product of two small factor tables (``q = i q2 + k``, ``p = i t2 + k``; :func:`_factor_tables`),
+    one complex multiply per entry.  Backward has the same structure: with ``G = dL/dK`` laid out (Q, T),
+
+        dL/dW    = conj(sum_l G_l z^l)             = sum_q conj(z^{qT}) [G conj(F)]_q
+        dL/dlogz = conj(sum_b W_b sum_l l G_l z^l) = sum_b conj(W_b) sum_q conj(z^{qT}) [(l G) conj(F)]_q
+
+    so ``[G ; l G] @ conj(F)`` is one GEMM of twice the forward's rows, followed by a weighted sum over
+    ``q`` (inner factor, then outer).  No (H, L, N) tensor is built and nothing but the inputs is saved.
+    Few and large operations: on a busy machine every multithreaded operation has a fixed cost.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, log_z: Tensor, L: int, block: int) -> Tensor:
+        Bw, H, N = weights.shape
+        q1, q2, t1, t2 = _layout(L)
+        Q, T = q1 * q2, t1 * t2
+        f_out, f_in, c_out, c_in = _factor_tables(log_z, L, conj_coarse=False)
+        w_out = torch.mul(weights.transpose(0, 1).unsqueeze(2), c_out.unsqueeze(1))  # (H, Bw, q1, N)
+        out = torch.empty(H, Bw, Q * T, dtype=log_z.real.dtype, device=log_z.device)
+        # one workspace for every block: fresh large allocations cost page faults on each block
+        n_b = min(block, H)
+        fine_ws = torch.empty(n_b, t1, t2, N, dtype=log_z.dtype, device=log_z.device)
+        coarse_ws = torch.empty(n_b, Bw, q1, q2, N, dtype=log_z.dtype, device=log_z.device)
+        for h in range(0, H, block):
+            hs = slice(h, min(H, h + block))
+            n_h = hs.stop - h
+            fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=fine_ws[:n_h])  # conj(z^p)
+            coarse = torch.mul(w_out[hs].unsqueeze(3), c_in[hs, None, None], out=coarse_ws[:n_h])  # W z^{qT}
+            A = torch.view_as_real(coarse).view(n_h, Bw * Q, 2 * N)
+            F = torch.view_as_real(fine).view(n_h, T, 2 * N)
+            torch.bmm(A, F.transpose(1, 2), out=out[hs].view(n_h, Bw * Q, T))  # Re(W z^{qT} z^p)
+        ctx.save_for_backward(weights, log_z)
+        ctx.L, ctx.block = L, block
+        return out[..., :L].transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weights, log_z = ctx.saved_tensors
+        L, block = ctx.L, ctx.block
+        need_w, need_z = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        Bw, H, N = weights.shape
+        q1, q2, t1, t2 = _layout(L)
+        Q, T = q1 * q2, t1 * t2
+        real = log_z.real.dtype
+        rows = 1 + need_z
+        f_out, f_in, c_out, c_in = _factor_tables(log_z, L, conj_coarse=True)
+        G = torch.zeros(H, rows, Bw, Q * T, dtype=real, device=grad.device)
+        G[:, 0, :, :L] = grad.transpose(0, 1)
+        if need_z:
+            torch.mul(G[:, 0], torch.arange(Q * T, dtype=real, device=grad.device), out=G[:, 1])  # l G_l
+        S = torch.empty(H, rows * Bw, N, dtype=log_z.dtype, device=log_z.device)
+        n_b = min(block, H)
+        fine_ws = torch.empty(n_b, t1, t2, N, dtype=log_z.dtype, device=log_z.device)
+        gemm_ws = torch.empty(n_b, rows * Bw * Q, 2 * N, dtype=real, device=log_z.device)
+        prod_ws = torch.empty(n_b, rows * Bw, q1, q2, N, dtype=log_z.dtype, device=log_z.device)
+        part_ws = torch.empty(n_b, rows * Bw, q1, N, dtype=log_z.dtype, device=log_z.device)
+        for h in range(0, H, block):
+            hs = slice(h, min(H, h + block))
+            n_h = hs.stop - h
+            fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=fine_ws[:n_h])  # conj(z^p)
+            F = torch.view_as_real(fine).view(n_h, T, 2 * N)
+            M = torch.bmm(G[hs].view(n_h, rows * Bw * Q, T), F, out=gemm_ws[:n_h])  # sum_p G conj(z^p)
+            M = torch.view_as_complex(M.view(n_h, rows * Bw, q1, q2, N, 2))
+            prod = torch.mul(M, c_in[hs, None, None], out=prod_ws[:n_h])
+            part = torch.sum(prod, dim=3, out=part_ws[:n_h])  # (h, rows Bw, q1, N)
+            torch.sum(part.mul_(c_out[hs, None]), dim=2, out=S[hs])
+        S = S.view(H, rows, Bw, N)
+        grad_w = S[:, 0].transpose(0, 1) if need_w else None
+        grad_z = (weights.conj().transpose(0, 1) * S[:, 1]).sum(1) if need_z else None
+        return grad_w, grad_z, None, None
+
+
+def vandermonde_kernel(weights: Tensor, log_z: Tensor, L: int, block: int | None = None) -> Tensor:
     """``K[..., h, l] = Re sum_n weights[..., h, n] * exp(l * log_z[h, n])`` for ``l < L``.
 
+    Computed by :class:`_Vandermonde` (one real GEMM per block of channels, forward and backward,
+    O(block N sqrt(L)) working memory); the powers come from exact ``exp(l log z)`` factors, so no
+    error accumulates along L.
+
     Args:
-        weights: (..., H, N) complex.
+        weights: (..., H, N) complex (a real tensor is taken as complex with zero imaginary part).
         log_z: (H, N) complex, the log of the discrete poles (``dt * A`` for ZOH).
         L: kernel length.
+        block: channels per block (default: about 2^26 working floats per block).
     Returns:
-        (..., H, L) real.
+        (..., H, L) real, in the real dtype of ``log_z``.
     """
-    Q, T = _split(L)
     H, N = log_z.shape
     batch = weights.shape[:-2]
-    coarse_r, coarse_i = _powers(log_z, torch.arange(Q, device=log_z.device) * T)  # (H, Q, N)
-    fine_r, fine_i = _powers(log_z, torch.arange(T, device=log_z.device))  # (H, T, N)
-    weights = weights.reshape(-1, H, 1, N)
-    w_r, w_i = weights.real.to(coarse_r.dtype), weights.imag.to(coarse_r.dtype)
-    # Re(w c f) = Re(w c) Re f - Im(w c) Im f
-    W = torch.cat([w_r * coarse_r - w_i * coarse_i, -(w_r * coarse_i + w_i * coarse_r)], dim=-1)  # (B, H, Q, 2N)
-    W = W.transpose(0, 1).reshape(H, -1, 2 * N)  # (H, B*Q, 2N)
-    F = torch.cat([fine_r, fine_i], dim=-1).transpose(-1, -2)  # (H, 2N, T)
-    K = torch.bmm(W, F)  # (H, B*Q, T)
-    K = K.reshape(H, -1, Q * T)[..., :L].transpose(0, 1)  # (B, H, L)
-    return K.reshape(*batch, H, L)
+    if not weights.is_complex():
+        weights = torch.complex(weights, torch.zeros_like(weights))
+    weights = weights.to(log_z.dtype).reshape(-1, H, N)
+    if block is None:
+        q1, q2, t1, t2 = _layout(L)
+        Bw, Q, T = weights.shape[0], q1 * q2, t1 * t2
+        per_channel = 2 * N * (2 * Bw * Q + Bw * q1 + T)  # floats of backward's GEMM output, M c and F
+        block = max(1, min(H, (1 << 26) // per_channel))
+    return _Vandermonde.apply(weights, log_z, L, block).reshape(*batch, H, L)
 
 
 def vandermonde_transpose(u: Tensor, log_z: Tensor) -> Tensor:
