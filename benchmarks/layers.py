@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -81,20 +82,21 @@ def worker(name: str, B: int, H: int, L: int, device: str, repeats: int) -> dict
     sync()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
         x.grad = None
         model.zero_grad(set_to_none=True)
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
         sync()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    return {"layer": name, "L": L, "time_s": min(times), "peak_gib": peak}
+    return {"layer": name, "L": L, "time_s": min(times), "cpu_s": min(cpu), "peak_gib": peak}
 
 
 def measure(name: str, args: argparse.Namespace, L: int) -> dict:
@@ -124,21 +126,29 @@ def main() -> None:
     names = args.layers.split(",")
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"# forward+backward, B={args.batch}, H={args.d_model}, device: {device}, torch {torch.__version__}")
-    print("| layer | L | time (s) | x floor | peak mem (GiB) | x floor |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("# time: wall clock, fastest of the repeats; CPU: process time of that pass (all threads), which")
+    print("# a busy shared machine inflates less; load: 1-minute load average when the row was measured")
+    print("| layer | L | time (s) | x floor | CPU (s) | x floor | peak mem (GiB) | x floor | load |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for L in lengths:
         floors = {}
         for name in names:
             r = measure(name, args, L)
             if "error" in r:
-                print(f"| {name} | {L} | failed: {r['error']} | | | |", flush=True)
+                print(f"| {name} | {L} | failed: {r['error']} | | | | | | |", flush=True)
                 continue
             if name.startswith("floor"):
                 floors[name] = r
             ref = floors.get("floor2d" if name == "s4nd" else "floor")
             tr = f"{r['time_s'] / ref['time_s']:.2f}" if ref else ""
+            cr = f"{r['cpu_s'] / ref['cpu_s']:.2f}" if ref else ""
             mr = f"{r['peak_gib'] / ref['peak_gib']:.2f}" if ref else ""
-            print(f"| {name} | {L} | {r['time_s']:.3f} | {tr} | {r['peak_gib']:.2f} | {mr} |", flush=True)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            print(
+                f"| {name} | {L} | {r['time_s']:.3f} | {tr} | {r['cpu_s']:.2f} | {cr} | {r['peak_gib']:.2f} | {mr} "
+                f"| {load:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ Both are computed without ever building an (H, N, L) tensor.
 * :func:`vandermonde_kernel` evaluates ``K[l] = Re sum_n W_n z_n^l`` with a two-level
   split ``l = q T + p`` (``T ~ sqrt(L)``): ``K[q, p] = Re sum_n (W_n z_n^{qT}) z_n^p``.
   That is one real matrix product of a (Q, 2N) and a (2N, T) matrix per channel, so the
-  work runs in BLAS and the memory is O(H N sqrt(L)).  Every power is computed as
-  ``exp(l log z)`` directly, so no error accumulates along L.
+  work runs in BLAS and the memory is O(block N sqrt(L)).  A custom autograd function gives the
+  gradients of ``W`` and ``log z`` with one more GEMM of the same structure (no (H, L, N) tensor in
+  either pass).  The powers are products of at most ~log2(L) exact ``exp(e log z)`` factors, so no
+  error accumulates along L (float32 keeps ~1e-6 relative accuracy at L = 65536).
 * :func:`vandermonde_transpose` is its adjoint, ``x_n = sum_l u_l z_n^l`` -- the state that a
   diagonal recurrence reaches after consuming a sequence.
 * :func:`cauchy_kernel` evaluates ``sum_n v_n / (w - lambda_n)`` in chunks over ``w``.
