@@ -17,13 +17,22 @@ from ssmcore.layers.base import ConvSSMLayer
 DISCRETIZATIONS = ("zoh", "bilinear")
 
 
-def discretize_diagonal(dtA: Tensor, disc: str) -> tuple[Tensor, Tensor]:
-    """``(log dA, dB / B)`` for a diagonal system with ``dt * A`` given, ZOH or bilinear."""
+def discretize_diagonal(dtA: Tensor, disc: str, rate: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``(log dA, dB / B)`` for a diagonal system with ``dt * A`` given (``dt`` already times ``rate``).
+
+    ZOH: ``dB = (exp(dt A) - 1) / (dt A) * rate * B``; bilinear: ``dB = rate * B / (1 - dt A / 2)``.
+    The input matrix is measured per step of the training grid: at rate 1 the factor ``dt`` of the
+    textbook ``dB = (exp(dt A) - 1) / A * B`` is folded into ``C`` (a learned scale), so a layer's
+    kernel does not shrink with its ``dt``.  At another ``rate`` a step spans ``rate`` training steps
+    and carries ``rate`` times the input, as the continuous-time system does: the output of the layer
+    on a signal sampled twice as coarsely (rate 2) matches its output on the fine one at the shared
+    times, rather than being half of it.
+    """
     if disc == "zoh":
-        return dtA, torch.expm1(dtA) / dtA
+        return dtA, torch.expm1(dtA) / dtA * rate
     if disc == "bilinear":
         denom = 1 - dtA / 2
-        return torch.log((1 + dtA / 2) / denom), 1 / denom
+        return torch.log((1 + dtA / 2) / denom), rate / denom
     raise ValueError(f"unknown discretization {disc!r}; choose one of {', '.join(DISCRETIZATIONS)}")
 
 
@@ -139,7 +148,7 @@ class S4D(DiagonalConvLayer):
     def discrete(self, rate: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
         dt, A, B, C = self.continuous()
         dtA = (dt * rate).unsqueeze(-1) * A
-        log_dA, dB = discretize_diagonal(dtA, self.disc)
+        log_dA, dB = discretize_diagonal(dtA, self.disc, rate)
         return log_dA, dB * B, C
 
     def extra_repr(self) -> str:

@@ -169,7 +169,7 @@ class S4ND(SSMLayer):
         """
         A = torch.complex(real_transform(self.A_real[axis], self.transform), self.A_imag[axis])
         dtA = (torch.exp(self.log_dt[axis]) * rate).unsqueeze(-1) * A  # (H, M)
-        log_dA, dB = discretize_diagonal(dtA, self.disc)
+        log_dA, dB = discretize_diagonal(dtA, self.disc, rate)
         C = torch.view_as_complex(self.C[axis])
         if self.bandlimit is not None:
             C = C * self.mode_mask(axis, rate).to(C.real.dtype)

@@ -79,8 +79,9 @@ def test_rate_passes_to_every_ssm_layer():
         y_rate, _ = model(x, rate=0.5)
         assert rel_err(y_rate, model(x)[0]) > 1e-3
         for m in model.modules():
-            if isinstance(m, S4D):
+            if isinstance(m, S4D):  # rate r: the step dt * r, and r times the input per step
                 m.log_dt += math.log(0.5)
+                m.C *= 0.5
         y_dt, _ = model(x)
     assert rel_err(y_rate, y_dt) < 1e-12
     with torch.no_grad():

@@ -121,12 +121,12 @@ def test_3d_shapes_and_mixed_directions():
 def test_rate_per_axis_scales_the_step():
     torch.manual_seed(0)
     layer = S4ND(d_model=3, d_state=16, dim=2).double()
-    k = layer.kernel((20, 24), rate=(2.0, 0.5))
+    k = layer.kernel((20, 24), rate=(2.0, 0.25))
     assert rel_err(k, layer.kernel((20, 24))) > 1e-3
     with torch.no_grad():
         layer.log_dt[0] += math.log(2.0)
-        layer.log_dt[1] += math.log(0.5)
-    assert rel_err(k, layer.kernel((20, 24))) < 1e-12
+        layer.log_dt[1] += math.log(0.25)
+    assert rel_err(k, 0.5 * layer.kernel((20, 24))) < 1e-12  # and the input gain 2 x 0.25 of the axes
     with pytest.raises(ValueError, match="one value per axis"):
         layer.kernel((20, 24), rate=(1.0, 1.0, 1.0))
 
@@ -209,14 +209,14 @@ def test_trained_at_14_runs_at_28_with_half_rate():
     assert y14.shape == (2, 14, 14, 4) and y28.shape == (2, 28, 28, 4)
     assert torch.isfinite(y28).all()
     # at half the step the 28x28 kernel samples the same continuous kernel twice as densely: its even
-    # lags are the 14x14 kernel, up to the input gain dB of the smaller step (ZOH: expm1(dtA) / dtA)
+    # lags are the 14x14 kernel, up to the input gain dB of the smaller step (ZOH: rate expm1(dtA) / dtA)
     k14, k28 = layer.kernel((14, 14)), layer.kernel((28, 28), rate=0.5)
     with torch.no_grad():
         for axis in range(2):
             dtA = torch.exp(layer.log_dt[axis])[:, None] * torch.complex(
                 -torch.exp(layer.A_real[axis]), layer.A_imag[axis]
             )
-            gain = (torch.expm1(dtA / 2) / (dtA / 2)) / (torch.expm1(dtA) / dtA)  # (H, M)
+            gain = 0.5 * (torch.expm1(dtA / 2) / (dtA / 2)) / (torch.expm1(dtA) / dtA)  # (H, M)
             layer.B[axis].copy_(torch.view_as_real(torch.view_as_complex(layer.B[axis]) * gain))
     assert rel_err(k28[:, :, ::2, ::2], layer.kernel((14, 14))) < 1e-12
     assert rel_err(k28[:, :, ::2, ::2], k14) > 1e-3
