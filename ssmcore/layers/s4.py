@@ -29,6 +29,8 @@ from ssmcore.layers.base import ConvSSMLayer
 MAX_REAL_LAMBDA = -1e-4
 #: the reference length of C~ when ``step()`` comes before any ``forward()`` and no ``l_max`` was given
 DEFAULT_REFERENCE_LENGTH = 1024
+#: kernels (one per length and rate) kept by the no-grad kernel cache of one layer
+KERNEL_CACHE_SIZE = 8
 
 
 def conj_full(x: Tensor) -> Tensor:
@@ -99,6 +101,12 @@ class S4(ConvSSMLayer):
     matrices in complex128, ``C~_req = C~ (I - Abar^L0)^{-1} (I - Abar_rate^L)``.  ``step()`` uses
     the true ``C`` and an O(N r) Woodbury update (no diagonalisation of A).
 
+    Without autograd (``torch.no_grad()``, ``inference_mode``, ``eval`` loops such as diffusion
+    sampling, which call the layer many times with the same weights) the kernel is computed once per
+    length and rate and reused while the SSM parameters are unchanged: the cache is keyed on their
+    storage (``data_ptr``), in-place version counters (``_version``, bumped by optimiser steps and
+    ``load_state_dict``), dtype and device, and on ``l_ref``.  Under autograd it is never used.
+
     Args:
         measure: HiPPO matrix ``legs``, ``legt`` or ``fout`` (:mod:`ssmcore.hippo`).
         rank: rank of ``P``; None takes the measure's (LegT 2, the others 1), any other value must match it.
@@ -151,6 +159,7 @@ class S4(ConvSSMLayer):
         C_tilde = torch.randn(self.n_kernels, H, d_state // 2, dtype=torch.complex64)
         self.C = nn.Parameter(torch.view_as_real(C_tilde))  # C~ (n_kernels, H, M, 2)
         self.register_buffer("l_ref", torch.tensor(l_max or 0, dtype=torch.long))
+        self._kernel_cache: tuple[tuple, dict] | None = None  # see ssm_kernel
 
     # ----------------------------------------------------------------- parameters
     def continuous(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -235,7 +244,38 @@ class S4(ConvSSMLayer):
             correction = torch.einsum("cjhk,hkjn->cnhk", k_CP, solved)
         return k_Cb - beta * correction
 
+    def _kernel_signature(self) -> tuple | None:
+        """What the kernel depends on besides (L, rate): the SSM parameters' identity, version, dtype and
+        device, and ``l_ref``.  None for inference tensors (no version counter): no caching then."""
+        try:
+            params = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in
+                           (getattr(self, name) for name in (*self.ssm_parameter_names, "C")))
+        except RuntimeError:
+            return None
+        return params, int(self.l_ref), self.transform
+
     def ssm_kernel(self, L: int, rate: float = 1.0) -> Tensor:
+        """The kernel (n_kernels, H, L); without autograd, from a cache while the SSM parameters are unchanged."""
+        if torch.is_grad_enabled():
+            return self._ssm_kernel(L, rate)
+        self.reference_length(L)  # fixes l_ref first, so that the signature sees its final value
+        signature = self._kernel_signature()
+        if signature is None:
+            return self._ssm_kernel(L, rate)
+        cache = getattr(self, "_kernel_cache", None)
+        if cache is None or cache[0] != signature:
+            cache = self._kernel_cache = (signature, {})
+        key = (L, float(rate))
+        hit = cache[1].get(key)
+        if hit is not None and hit[0]._version == hit[1]:  # (a caller may have written into the tensor)
+            return hit[0]
+        k = self._ssm_kernel(L, rate)
+        if key not in cache[1] and len(cache[1]) >= KERNEL_CACHE_SIZE:
+            cache[1].pop(next(iter(cache[1])))
+        cache[1][key] = (k, k._version)
+        return k
+
+    def _ssm_kernel(self, L: int, rate: float = 1.0) -> Tensor:
         L0 = self.reference_length(L)
         dt, _, _, B, C = self.continuous()
         if rate == 1.0 and L <= L0:
