@@ -269,7 +269,8 @@ class S4(ConvSSMLayer):
         hit = cache[1].get(key)
         if hit is not None and hit[0]._version == hit[1]:  # (a caller may have written into the tensor)
             return hit[0]
-        k = self._ssm_kernel(L, rate)
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor (with a version counter)
+            k = self._ssm_kernel(L, rate)
         if key not in cache[1] and len(cache[1]) >= KERNEL_CACHE_SIZE:
             cache[1].pop(next(iter(cache[1])))
         cache[1][key] = (k, k._version)

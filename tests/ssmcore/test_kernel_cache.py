@@ -92,3 +92,15 @@ def test_cache_is_bounded():
         for L in range(1, KERNEL_CACHE_SIZE + 5):
             layer.kernel(L)
     assert len(layer._kernel_cache[1]) == KERNEL_CACHE_SIZE
+
+
+def test_inference_mode_uses_the_cache():
+    layer = _layer(l_max=32)
+    x = torch.randn(2, 32, 4)
+    with torch.inference_mode():
+        k = layer.kernel(32)
+        assert layer.kernel(32) is k and not k.is_inference()
+        y, _ = layer(x)
+    with torch.no_grad():
+        assert torch.equal(layer(x)[0], y)
+    assert torch.equal(k, _uncached(layer, 32))
