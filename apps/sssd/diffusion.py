@@ -106,7 +106,8 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
     """Draw one imputation per series by reverse diffusion.
 
     Args:
-        net: the trained denoiser.
+        net: the trained denoiser; if it has ``condition(cond, mask)`` (:class:`apps.sssd.model.SSSDS4`), the
+            conditioning is prepared once and passed to every step as ``condition=``.
         x0: (B, L, C) standardised series; only entries where ``cond_mask`` is True are read.
         cond_mask: (B, L, C) bool, True = observed.
         scheduler: the training DDPM scheduler (betas).
@@ -122,11 +123,13 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
     sched = make_sampler(sampler, scheduler, steps)
     x = torch.randn(x0.shape, generator=generator).to(x0) * sched.init_noise_sigma
     cond = (x0 if cond_values is None else cond_values) * cond_mask
+    # the conditioning is the same at every step: networks that can take it prepared get it once
+    prepared = {"condition": net.condition(cond, cond_mask)} if hasattr(net, "condition") else {}
+    kwargs = {"generator": generator} if sampler != "ddim" else {}
     for t in sched.timesteps:
         t_dev = t.to(x0.device)
         x = _impose(x, x0, cond_mask, scheduler, t_dev, loss_on == "all", generator)
-        eps = net(x, cond, cond_mask, t_dev.expand(x0.shape[0]))
-        kwargs = {"generator": generator} if sampler != "ddim" else {}
+        eps = net(x, cond, cond_mask, t_dev.reshape(1), **prepared)  # one step for the whole batch
         x = sched.step(eps, t_dev, x, **kwargs).prev_sample
         if on_step is not None:
             on_step()

@@ -45,7 +45,7 @@ class StepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out), nn.SiLU())
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(timestep_embedding(t, self.d_in))
+        return self.mlp(timestep_embedding(t, self.d_in).to(self.mlp[0].weight.dtype))
 
 
 class SSMBlock(nn.Module):
@@ -72,7 +72,9 @@ class SSMBlock(nn.Module):
 
 
 class ResidualLayer(nn.Module):
-    """One SSSD^S4 residual layer: (x (B, C, L), cond (B, 2 C_in, L), emb (B, E)) -> (residual, skip)."""
+    """One SSSD^S4 residual layer: (x (B, C, L), projected conditioning (B, 2C, L), emb (B or 1, E)) ->
+    (residual, skip).  The conditioning is projected by :meth:`project` (its 1x1 conv) beforehand, so that a
+    sampler can do it once for all its denoising steps."""
 
     def __init__(self, res_channels: int, skip_channels: int, cond_channels: int, embed_dim: int,
                  layer: str, dropout: float, layer_kwargs: dict) -> None:
@@ -88,10 +90,14 @@ class ResidualLayer(nn.Module):
         for conv in (self.conv, self.cond_conv, self.res_conv, self.skip_conv):
             nn.init.kaiming_normal_(conv.weight)
 
+    def project(self, conditioning: Tensor) -> Tensor:
+        """The conditioning (B, 2 or 3 C_in, L) as this layer adds it: (B, 2C, L)."""
+        return self.cond_conv(conditioning)
+
     def forward(self, x: Tensor, cond: Tensor, emb: Tensor) -> tuple[Tensor, Tensor]:
         h = x + self.fc_t(emb).unsqueeze(-1)  # (B, C, L)
         h = self.ssm_1(self.conv(h))  # (B, 2C, L)
-        h = self.ssm_2(h + self.cond_conv(cond))
+        h = self.ssm_2(h + cond)
         out = torch.tanh(h[:, : self.res_channels]) * torch.sigmoid(h[:, self.res_channels:])
         return (x + self.res_conv(out)) * math.sqrt(0.5), self.skip_conv(out)
 
@@ -111,7 +117,9 @@ class SSSDS4(nn.Module):
             Liu et al. 2023, does); not in SSSD, off by default.  It speeds up learning on smooth series.
 
     ``forward(x_t, cond, mask, t)``: noisy series (B, L, C_in), observed values (B, L, C_in) (zero where
-    not observed), boolean observation mask (B, L, C_in) and diffusion steps (B,) -> noise estimate (B, L, C_in).
+    not observed), boolean observation mask (B, L, C_in) and diffusion steps (B,), or (1,) for one step shared
+    by the batch -> noise estimate (B, L, C_in).  The conditioning does not change between denoising steps:
+    a sampler computes it once with :meth:`condition` and passes it as ``condition=``.
     """
 
     def __init__(self, in_channels: int, res_channels: int = 64, skip_channels: int = 64, n_layers: int = 4,
@@ -136,17 +144,24 @@ class SSSDS4(nn.Module):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    def forward(self, x_t: Tensor, cond: Tensor, mask: Tensor, t: Tensor) -> Tensor:
-        mask = mask.to(x_t.dtype)
-        x = self.init_conv(rearrange(x_t, "b l c -> b c l"))  # (B, R, L)
+    def condition(self, cond: Tensor, mask: Tensor) -> list[Tensor]:
+        """Every layer's projected conditioning from the observed values and mask (B, L, C_in): n_layers x (B, 2R, L)."""
+        mask = mask.to(cond.dtype)
         parts = [cond * mask, mask]
         if self.interp_cond:
             parts.append(linear_fill(cond * mask, mask > 0, torch.zeros(self.in_channels, device=cond.device)))
         conditioning = rearrange(torch.cat(parts, dim=-1), "b l c -> b c l")  # (B, 2 or 3 C_in, L)
-        emb = self.embed(t)
+        return [layer.project(conditioning) for layer in self.layers]
+
+    def forward(self, x_t: Tensor, cond: Tensor, mask: Tensor, t: Tensor,
+                condition: list[Tensor] | None = None) -> Tensor:
+        if condition is None:
+            condition = self.condition(cond, mask)
+        x = self.init_conv(rearrange(x_t, "b l c -> b c l"))  # (B, R, L)
+        emb = self.embed(t)  # (B or 1, E)
         skip = 0.0
-        for layer in self.layers:
-            x, s = layer(x, conditioning, emb)
+        for layer, c in zip(self.layers, condition):
+            x, s = layer(x, c, emb)
             skip = skip + s
         y = self.out_conv(self.final_conv(skip * math.sqrt(1.0 / self.n_layers)))
         return rearrange(y, "b c l -> b l c")

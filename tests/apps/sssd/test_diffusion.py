@@ -36,10 +36,10 @@ class SpyNet(SSSDS4):
 
     saw_nonfinite = False
 
-    def forward(self, x_t, cond, mask, t):
-        for tensor in (x_t, cond):
+    def forward(self, x_t, cond, mask, t, condition=None):
+        for tensor in (x_t, cond, *(condition or [])):
             SpyNet.saw_nonfinite |= not torch.isfinite(tensor).all().item()
-        return super().forward(x_t, cond, mask, t)
+        return super().forward(x_t, cond, mask, t, condition)
 
 
 def _module(**kw) -> SSSDModule:

@@ -50,3 +50,38 @@ def test_conditioning_enters_through_the_mask():
     assert torch.allclose(net(x, cond, mask, t), net(x, cond * 7, mask, t))
     mask[0, 3] = True
     assert not torch.allclose(net(x, cond, mask, t), net(x, cond * 7, mask, t))
+
+
+def test_prepared_conditioning_and_a_shared_step_match_the_plain_call():
+    torch.manual_seed(0)
+    net = _net(interp_cond=True).double()
+    torch.nn.init.normal_(net.out_conv.weight)
+    x, cond = torch.randn(3, 25, 3, dtype=torch.float64), torch.randn(3, 25, 3, dtype=torch.float64)
+    mask = torch.rand(3, 25, 3) > 0.4
+    with torch.no_grad():
+        plain = net(x, cond, mask, torch.full((3,), 17))
+        prepared = net(x, cond, mask, torch.tensor([17]), condition=net.condition(cond, mask))
+    assert torch.allclose(prepared, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_sampling_with_the_prepared_conditioning_equals_the_plain_network():
+    """impute() prepares the conditioning once; a network without ``condition`` gets the plain call each step."""
+    from apps.sssd.diffusion import impute, make_scheduler
+
+    class Plain(torch.nn.Module):
+        def __init__(self, inner: SSSDS4) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x_t, cond, mask, t):
+            return self.inner(x_t, cond, mask, t.expand(x_t.shape[0]))
+
+    torch.manual_seed(0)
+    net = _net(interp_cond=True).double()
+    torch.nn.init.normal_(net.out_conv.weight, std=0.3)
+    x0 = torch.randn(2, 20, 3, dtype=torch.float64)
+    mask = torch.rand(2, 20, 3) > 0.5
+    for sampler in ("ddpm", "ddim"):
+        fast = impute(net, x0, mask, make_scheduler(), sampler, 8, generator=torch.Generator().manual_seed(1))
+        slow = impute(Plain(net), x0, mask, make_scheduler(), sampler, 8, generator=torch.Generator().manual_seed(1))
+        assert torch.allclose(fast, slow, rtol=1e-10, atol=1e-10)
