@@ -6,6 +6,13 @@ imputations per second, speed-ups over DDPM-200, and MSE / MAE / CRPS of the
 sample median (MSE cost relative to DDPM-200) on the held-out entries, in data units, beside the
 linear-interpolation baseline.  The machine is shared: take the ratios, not the absolute numbers.
 
+Two schedules (``--schedule``): ``sequential`` runs each sampler's whole ``model.sample`` in turn
+(samplers interleaved, the fastest of ``--repeats`` kept); ``paired`` runs them at the same time, taking
+turns step by step in proportion to their step counts (one thread each, one running at a time), so that
+both see the same load on a shared machine; each sampler's wall time is the sum of its own turns and its
+CPU time its thread's CPU clock (summed over repeats).  Paired also reports the median time of one
+denoising step (network + scheduler step + re-imposed observations) and the rest (per-call overhead).
+
     python benchmarks/sssd.py --ckpt runs/sssd/mujoco_cpu/checkpoints/last.ckpt \
         --data data/mujoco/test_mujoco.npy --n 100 --ratio 0.8 --samples 10
 """
@@ -13,6 +20,8 @@ linear-interpolation baseline.  The machine is shared: take the ratios, not the 
 from __future__ import annotations
 
 import argparse
+import statistics
+import threading
 import time
 
 import numpy as np
@@ -21,6 +30,71 @@ import torch
 from apps.sssd.evaluate import MetricSums, add_baselines
 from apps.sssd.infer import load_model
 from apps.sssd.masks import batch_masks
+
+
+class Turns:
+    """Samplers running in threads take turns: after each denoising step the least advanced one goes on."""
+
+    def __init__(self, totals: dict[str, int]) -> None:
+        self.totals, self.done_steps = totals, dict.fromkeys(totals, 0)
+        self.finished: set[str] = set()
+        self.holder = next(iter(totals))
+        self.cv = threading.Condition()
+        self.turns: dict[str, list[float]] = {name: [] for name in totals}  # wall time of each turn
+        self.started = 0.0
+
+    def wait(self, name: str) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.holder == name)
+        self.started = time.perf_counter()
+
+    def give(self, name: str, finished: bool = False) -> None:
+        self.turns[name].append(time.perf_counter() - self.started)
+        with self.cv:
+            if finished:
+                self.finished.add(name)
+            else:
+                self.done_steps[name] += 1
+            active = [n for n in self.totals if n not in self.finished]
+            if active:
+                self.holder = min(active, key=lambda n: self.done_steps[n] / self.totals[n])
+            self.cv.notify_all()
+
+    def step(self, name: str) -> None:
+        self.give(name)
+        self.wait(name)
+
+
+def _paired(model, raw, cond, args, specs) -> tuple[dict, dict, dict, dict]:
+    """One paired run of every sampler: results, wall, CPU and per-turn times per spec."""
+    batches = -(-raw.shape[0] * args.samples // model.hparams.sample_batch_size)
+    turns = Turns({f"{n}-{k}": batches * k for n, k in specs})
+    results, cpu, errors = {}, {}, []
+
+    def work(name: str, steps: int) -> None:
+        key = f"{name}-{steps}"
+        try:
+            torch.set_num_threads(args.threads)
+            turns.wait(key)
+            start_cpu = time.thread_time()
+            results[(name, steps)] = model.sample(raw, cond, args.samples, name, steps,
+                                                  torch.Generator().manual_seed(1), on_step=lambda: turns.step(key))
+            cpu[(name, steps)] = time.thread_time() - start_cpu
+        except BaseException as e:  # noqa: BLE001 (re-raised in the main thread)
+            errors.append(e)
+        finally:
+            turns.give(key, finished=True)
+
+    threads = [threading.Thread(target=work, args=spec) for spec in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    wall = {(n, k): sum(turns.turns[f"{n}-{k}"]) for n, k in specs}
+    per_turn = {(n, k): turns.turns[f"{n}-{k}"] for n, k in specs}
+    return results, wall, cpu, per_turn
 
 
 def run(args: argparse.Namespace) -> list[str]:
@@ -38,12 +112,22 @@ def run(args: argparse.Namespace) -> list[str]:
     times: dict[tuple[str, int], float] = {}
     cpu: dict[tuple[str, int], float] = {}
     results: dict[tuple[str, int], torch.Tensor] = {}
-    for _ in range(args.repeats):  # samplers interleaved, the fastest of the repeats kept: the machine is shared
-        for name, steps in specs:
+    steps_of: dict[tuple[str, int], list[float]] = {spec: [] for spec in specs}
+    for _ in range(args.repeats):
+        if args.schedule == "paired":  # co-scheduled, step by step: the same load for every sampler
+            results, wall, used, per_turn = _paired(model, raw, cond, args, specs)
+            for spec in specs:
+                times[spec] = times.get(spec, 0.0) + wall[spec]
+                cpu[spec] = cpu.get(spec, 0.0) + used[spec]
+                steps_of[spec] += per_turn[spec][1:-1]  # the first and last turns carry the per-call work
+            continue
+        for name, steps in specs:  # samplers interleaved, the fastest of the repeats kept: the machine is shared
             start, start_cpu = time.perf_counter(), time.process_time()
             results[(name, steps)] = model.sample(raw, cond, args.samples, name, steps, torch.Generator().manual_seed(1))
             times[(name, steps)] = min(times.get((name, steps), float("inf")), time.perf_counter() - start)
             cpu[(name, steps)] = min(cpu.get((name, steps), float("inf")), time.process_time() - start_cpu)
+    paired = args.schedule == "paired"
+    batches = -(-N * args.samples // model.hparams.sample_batch_size)
     rows, reference = [], None
     for name, steps in specs:
         samples, elapsed = results[(name, steps)], times[(name, steps)]
@@ -51,16 +135,25 @@ def run(args: argparse.Namespace) -> list[str]:
         sums.add(samples.median(0).values, raw, target, samples)
         r = sums.result()
         reference = reference or (elapsed, r["MSE"], cpu[(name, steps)])
-        rows.append([f"{name.upper()}-{steps}", f"{elapsed:.1f}", f"{cpu[(name, steps)]:.1f}",
-                     f"{N * args.samples / elapsed:.2f}", f"{reference[0] / elapsed:.2f}x",
-                     f"{reference[2] / cpu[(name, steps)]:.2f}x", f"{r['MSE']:.4g}", f"{100 * (r['MSE'] / reference[1] - 1):+.1f}%",
-                     f"{r['MAE']:.4g}", f"{r['CRPS']:.4g}"])
+        row = [f"{name.upper()}-{steps}", f"{elapsed:.1f}", f"{cpu[(name, steps)]:.1f}",
+               f"{N * args.samples * (args.repeats if paired else 1) / elapsed:.2f}", f"{reference[0] / elapsed:.2f}x",
+               f"{reference[2] / cpu[(name, steps)]:.2f}x", f"{r['MSE']:.4g}", f"{100 * (r['MSE'] / reference[1] - 1):+.1f}%",
+               f"{r['MAE']:.4g}", f"{r['CRPS']:.4g}"]
+        if paired:
+            step = statistics.median(steps_of[(name, steps)]) if steps_of[(name, steps)] else float("nan")
+            rest = elapsed / args.repeats - batches * steps * step
+            row += [f"{1000 * step:.0f}", f"{rest:.2f}"]
+        rows.append(row)
+    header = ["sampler", "wall (s)", "CPU (s)", "imputations/s", "speed-up (wall)", "speed-up (CPU)", "MSE", "MSE vs first",
+              "MAE", "CRPS"]
+    if paired:
+        header += ["median step (ms)", "rest per run (s)"]
     lin = baselines["linear"].result()
     rows.append(["linear interpolation", "-", "-", "-", "-", "-", f"{lin['MSE']:.4g}", "-", f"{lin['MAE']:.4g}",
-                 f"{lin['CRPS']:.4g}"])
-    header = ["sampler", "wall (s)", "CPU (s)", "imputations/s", "speed-up (wall)", "speed-up (CPU)", "MSE", "MSE vs first", "MAE", "CRPS"]
+                 f"{lin['CRPS']:.4g}"] + ["-", "-"] * paired)
+    how = (f"paired step by step, {args.repeats} run(s) summed" if paired else f"fastest of {args.repeats}")
     lines = [f"{N} series x {args.samples} samples, {args.mask} {args.ratio:g} missing, {args.threads} thread(s), "
-             f"fastest of {args.repeats}", "",
+             f"{how}", "",
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -76,7 +169,10 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=10, help="imputations per series")
     p.add_argument("--samplers", default="ddpm-200,ddim-50", help="comma-separated name-steps; the first is the reference")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per sampler (the fastest is reported)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="timed runs per sampler (sequential: the fastest is reported; paired: summed)")
+    p.add_argument("--schedule", choices=("sequential", "paired"), default="sequential",
+                   help="whole runs one after the other, or all samplers taking turns step by step")
     print("\n".join(run(p.parse_args())))
 
 
