@@ -11,7 +11,9 @@ Two schedules (``--schedule``): ``sequential`` runs each sampler's whole ``model
 turns step by step in proportion to their step counts (one thread each, one running at a time), so that
 both see the same load on a shared machine; each sampler's wall time is the sum of its own turns and its
 CPU time its thread's CPU clock (summed over repeats).  Paired also reports the median time of one
-denoising step (network + scheduler step + re-imposed observations) and the rest (per-call overhead).
+denoising step (network + scheduler step + re-imposed observations) and the CPU time of a call beyond its
+steps (set-up and finishing work: the first turn, set-up and a step, and the last, after the last step,
+less one median step), per run.
 
     python benchmarks/sssd.py --ckpt runs/sssd/mujoco_cpu/checkpoints/last.ckpt \
         --data data/mujoco/test_mujoco.npy --n 100 --ratio 0.8 --samples 10
@@ -40,16 +42,16 @@ class Turns:
         self.finished: set[str] = set()
         self.holder = next(iter(totals))
         self.cv = threading.Condition()
-        self.turns: dict[str, list[float]] = {name: [] for name in totals}  # wall time of each turn
-        self.started = 0.0
+        self.turns: dict[str, list[tuple[float, float]]] = {name: [] for name in totals}  # (wall, CPU) per turn
+        self.started = self.started_cpu = 0.0
 
     def wait(self, name: str) -> None:
         with self.cv:
             self.cv.wait_for(lambda: self.holder == name)
-        self.started = time.perf_counter()
+        self.started, self.started_cpu = time.perf_counter(), time.thread_time()  # this sampler's thread
 
     def give(self, name: str, finished: bool = False) -> None:
-        self.turns[name].append(time.perf_counter() - self.started)
+        self.turns[name].append((time.perf_counter() - self.started, time.thread_time() - self.started_cpu))
         with self.cv:
             if finished:
                 self.finished.add(name)
@@ -92,7 +94,7 @@ def _paired(model, raw, cond, args, specs) -> tuple[dict, dict, dict, dict]:
         t.join()
     if errors:
         raise errors[0]
-    wall = {(n, k): sum(turns.turns[f"{n}-{k}"]) for n, k in specs}
+    wall = {(n, k): sum(w for w, _ in turns.turns[f"{n}-{k}"]) for n, k in specs}
     per_turn = {(n, k): turns.turns[f"{n}-{k}"] for n, k in specs}
     return results, wall, cpu, per_turn
 
@@ -112,14 +114,16 @@ def run(args: argparse.Namespace) -> list[str]:
     times: dict[tuple[str, int], float] = {}
     cpu: dict[tuple[str, int], float] = {}
     results: dict[tuple[str, int], torch.Tensor] = {}
-    steps_of: dict[tuple[str, int], list[float]] = {spec: [] for spec in specs}
+    steps_of: dict[tuple[str, int], list[tuple[float, float]]] = {spec: [] for spec in specs}
+    ends_of: dict[tuple[str, int], list[tuple[float, float]]] = {spec: [] for spec in specs}
     for _ in range(args.repeats):
         if args.schedule == "paired":  # co-scheduled, step by step: the same load for every sampler
             results, wall, used, per_turn = _paired(model, raw, cond, args, specs)
             for spec in specs:
                 times[spec] = times.get(spec, 0.0) + wall[spec]
                 cpu[spec] = cpu.get(spec, 0.0) + used[spec]
-                steps_of[spec] += per_turn[spec][1:-1]  # the first and last turns carry the per-call work
+                steps_of[spec] += per_turn[spec][1:-1]  # a denoising step each
+                ends_of[spec] += [per_turn[spec][0], per_turn[spec][-1]]  # set-up + one step, finishing work
             continue
         for name, steps in specs:  # samplers interleaved, the fastest of the repeats kept: the machine is shared
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -127,7 +131,6 @@ def run(args: argparse.Namespace) -> list[str]:
             times[(name, steps)] = min(times.get((name, steps), float("inf")), time.perf_counter() - start)
             cpu[(name, steps)] = min(cpu.get((name, steps), float("inf")), time.process_time() - start_cpu)
     paired = args.schedule == "paired"
-    batches = -(-N * args.samples // model.hparams.sample_batch_size)
     rows, reference = [], None
     for name, steps in specs:
         samples, elapsed = results[(name, steps)], times[(name, steps)]
@@ -139,18 +142,19 @@ def run(args: argparse.Namespace) -> list[str]:
                f"{N * args.samples * (args.repeats if paired else 1) / elapsed:.2f}", f"{reference[0] / elapsed:.2f}x",
                f"{reference[2] / cpu[(name, steps)]:.2f}x", f"{r['MSE']:.4g}", f"{100 * (r['MSE'] / reference[1] - 1):+.1f}%",
                f"{r['MAE']:.4g}", f"{r['CRPS']:.4g}"]
-        if paired:
-            step = statistics.median(steps_of[(name, steps)]) if steps_of[(name, steps)] else float("nan")
-            rest = elapsed / args.repeats - batches * steps * step
-            row += [f"{1000 * step:.0f}", f"{rest:.2f}"]
+        if paired:  # CPU clocks: the wall time of one step is at the mercy of the other users
+            step_cpu = statistics.median(c for _, c in steps_of[(name, steps)]) if steps > 1 else float("nan")
+            ends = sum(c for _, c in ends_of[(name, steps)]) / args.repeats
+            row += [f"{1000 * statistics.median(w for w, _ in steps_of[(name, steps)]):.0f}" if steps > 1 else "-",
+                    f"{1000 * step_cpu:.0f}", f"{1000 * (ends - step_cpu):.0f}"]
         rows.append(row)
     header = ["sampler", "wall (s)", "CPU (s)", "imputations/s", "speed-up (wall)", "speed-up (CPU)", "MSE", "MSE vs first",
               "MAE", "CRPS"]
     if paired:
-        header += ["median step (ms)", "rest per run (s)"]
+        header += ["median step wall (ms)", "median step CPU (ms)", "per-call CPU beyond the steps (ms)"]
     lin = baselines["linear"].result()
     rows.append(["linear interpolation", "-", "-", "-", "-", "-", f"{lin['MSE']:.4g}", "-", f"{lin['MAE']:.4g}",
-                 f"{lin['CRPS']:.4g}"] + ["-", "-"] * paired)
+                 f"{lin['CRPS']:.4g}"] + ["-", "-", "-"] * paired)
     how = (f"paired step by step, {args.repeats} run(s) summed" if paired else f"fastest of {args.repeats}")
     lines = [f"{N} series x {args.samples} samples, {args.mask} {args.ratio:g} missing, {args.threads} thread(s), "
              f"{how}", "",
