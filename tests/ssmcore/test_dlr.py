@@ -76,3 +76,37 @@ def test_kernel_half_million_long_finite():
         k = layer.kernel(2**19)
     assert k.shape == (1, 2, 2**19) and torch.isfinite(k).all()
     assert time.perf_counter() - start < 60
+
+
+def test_half_circle_init_and_W_scale():
+    torch.manual_seed(0)
+    layer = DLR(d_model=2, d_state=16, theta_init="half", W_scale=0.01, dt_min=1e-6, dt_max=1e-6).double()
+    assert torch.allclose(layer.theta[0], torch.pi * torch.arange(16, dtype=torch.float64) / 16)
+    assert torch.allclose(layer.output_weights(), 0.01 * torch.view_as_complex(layer.W))
+    lam = layer.eigenvalues()
+    impulse = torch.zeros(2, 50, dtype=torch.float64)
+    impulse[:, 0] = 1
+    ref = diagonal_recurrence(torch.exp(lam), torch.ones_like(lam), layer.output_weights()[0], impulse, scale=1.0)
+    assert rel_err(layer.kernel(50)[0], ref) < 1e-10
+    with pytest.raises(ValueError, match="unknown theta_init"):
+        DLR(d_model=2, theta_init="nope")
+    with pytest.raises(ValueError, match="W_scale"):
+        DLR(d_model=2, W_scale=0.0)
+
+
+def test_half_circle_modes_hold_a_shift_by_any_lag_below_2N():
+    """N modes at pi n / N are the real Fourier basis of period 2N (less the Nyquist frequency pi):
+    a delta at any lag d < 2N is matched up to that one missing frequency, whose share of the
+    energy is 1 / (2N)."""
+    N, d = 32, 45
+    layer = DLR(d_model=1, d_state=N, theta_init="half", variant="dlr_imag").double()
+    n = torch.arange(N, dtype=torch.float64)
+    coef = torch.where(n == 0, 1.0, 2.0) / (2 * N) * torch.exp(-1j * torch.pi * n * d / N)
+    with torch.no_grad():
+        layer.W.copy_(torch.view_as_real(coef).reshape(1, 1, N, 2))
+    k = layer.kernel(2 * N)[0, 0]
+    target = torch.zeros(2 * N, dtype=torch.float64)
+    target[d] = 1
+    nyquist = (-1.0) ** (torch.arange(2 * N, dtype=torch.float64) - d) / (2 * N)
+    assert (k - (target - nyquist)).abs().max() < 1e-5  # theta was initialised in float32
+    assert (k - target).square().sum().item() == pytest.approx(1 / (2 * N), rel=1e-3)
