@@ -107,8 +107,9 @@ class DLR(DiagonalConvLayer):
         return torch.view_as_complex(W)
 
     def discrete(self, rate: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        # at rate r a step spans r training steps: lambda * r, and r times the input (as in S4D's dB)
         log_dA = self.eigenvalues() * rate  # (H, N)
-        return log_dA, torch.ones_like(log_dA), self.output_weights()
+        return log_dA, torch.full_like(log_dA, rate), self.output_weights()
 
     @property
     def state_modes(self) -> int:

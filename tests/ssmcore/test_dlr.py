@@ -53,7 +53,7 @@ def test_rate_scales_lambda():
     with torch.no_grad():
         layer.rho.mul_(2**0.5)
         layer.theta.mul_(2)
-    assert rel_err(k2, layer.kernel(64)) < 1e-12
+    assert rel_err(k2, 2.0 * layer.kernel(64)) < 1e-12  # lambda * 2, and twice the input per step
 
 
 def test_causal_bidirectional_and_registry():
