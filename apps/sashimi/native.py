@@ -90,6 +90,19 @@ class _Packer:
         return at
 
 
+def pack_strips(W: Tensor) -> Tensor:
+    """A weight matrix (in, out) in the order ``native_step.c``'s ``linear`` reads it: column strips of
+    24, then of 8, then single columns, each strip stored row by row (in x width) and contiguous, so a
+    strip streams through the cache in one sequential pass."""
+    W = W.detach().to(torch.float32)
+    out, parts, j = W.shape[1], [], 0
+    for width in (24, 8, 1):
+        while j + width <= out:
+            parts.append(W[:, j:j + width].reshape(-1))
+            j += width
+    return torch.cat(parts)
+
+
 def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
     """``(program int64, weights float32, state floats per sequence, state map)`` of ``model``.
 
@@ -113,14 +126,14 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
             rec[4], rec[5] = w.add(p[0]), w.add(p[1])
             if kind == "ff":
                 rec[0], rec[1], rec[2] = 0, p[2].shape[0], p[2].shape[1]
-                rec[6:10] = [w.add(t) for t in p[2:6]]
+                rec[6:10] = [w.add(pack_strips(p[2])), w.add(p[3]), w.add(pack_strips(p[4])), w.add(p[5])]
             else:
                 lam_r, lam_i, b_r, b_i, a_r, a_i, c, G_r, G_i, C_r, C_i, D, W, bias = p[2:]
                 H, M = lam_r.shape
                 pair = lambda re, im: torch.cat([re, im], -1)  # noqa: E731 -- split complex: M re, then M im
                 rec[0], rec[1], rec[2], rec[3] = 1, H, M, a_r.shape[0]
                 rec[6:15] = [w.add(pair(lam_r, lam_i)), w.add(pair(b_r, b_i)), w.add(pair(a_r, a_i)), w.add(c),
-                             w.add(pair(G_r, G_i)), w.add(pair(C_r, C_i)), w.add(D), w.add(W), w.add(bias)]
+                             w.add(pair(G_r, G_i)), w.add(pair(C_r, C_i)), w.add(D), w.add(pack_strips(W)), w.add(bias)]
                 rec[15] = state_size
                 state_map.append(("ssm", (state_size, H, M)))
                 state_size += 2 * H * M
@@ -135,15 +148,15 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
         H = bb.down[i].d_model
         lv = levels[i]
         lv[0], lv[1] = p, H
-        lv[2], lv[3] = w.add(bb.down[i].linear.weight.t()), w.add(bb.down[i].linear.bias)
-        lv[4], lv[5] = w.add(bb.up[i]["pool"].linear.weight.t()), w.add(bb.up[i]["pool"].linear.bias)
+        lv[2], lv[3] = w.add(pack_strips(bb.down[i].linear.weight.t())), w.add(bb.down[i].linear.bias)
+        lv[4], lv[5] = w.add(pack_strips(bb.up[i]["pool"].linear.weight.t())), w.add(bb.up[i]["pool"].linear.bias)
         lv[6], lv[7] = state_size, state_size + p * H
         state_map += [("down", (state_size, p, H)), ("pend", (state_size + p * H, p, H))]
         state_size += 2 * p * H
         lv[8], lv[9] = down_at[i], up_at[i]
     widths = [bb.d_model * 1] + [d.d_output for d in bb.down]
     prog[0:HEAD] = [len(bb.pool), model.n_classes, bb.d_model, w.add(model.embedding.weight),
-                    w.add(bb.norm.norm.weight), w.add(bb.norm.norm.bias), w.add(bb.decoder.weight.t()),
+                    w.add(bb.norm.norm.weight), w.add(bb.norm.norm.bias), w.add(pack_strips(bb.decoder.weight.t())),
                     w.add(bb.decoder.bias), state_size, widths[-1], center_at]
     program = torch.tensor(prog[:HEAD] + [v for lv in levels for v in lv] + prog[HEAD:], dtype=torch.int64)
     shift = len(levels) * LREC  # the level records sit between the header and the block lists

@@ -63,15 +63,16 @@ static inline v8 load8(const float *p) {
     return v;
 }
 
-/* y[r, j0:j0+VW*8] = bias + x[r] (in) @ W[:, j0:j0+VW*8] for NR rows: a register tile of NR x VW
- * vectors (NR <= 4, VW <= 3, compile-time constants after inlining). */
+/* y[r, j0:j0+VW*8] = bias + x[r] (in) @ W[:, j0:j0+VW*8] for NR rows, Wp pointing at that column
+ * strip of the packed W: a register tile of NR x VW vectors (NR <= 4, VW <= 3, compile-time constants
+ * after inlining). */
 static inline __attribute__((always_inline)) void tile(const float *x, const int NR, const int VW, int in, int out,
-                                                       const float *W, const float *bias, float *y, int j0) {
+                                                       const float *Wp, const float *bias, float *y, int j0) {
     v8 a[4][3];
     for (int r = 0; r < NR; r++)
         for (int v = 0; v < VW; v++) a[r][v] = load8(bias + j0 + 8 * v);
     for (int k = 0; k < in; k++) {
-        const float *row = W + (i64)k * out + j0;
+        const float *row = Wp + (i64)k * VW * 8; /* the strip is packed: in x (VW * 8), contiguous */
         v8 wv[3];
         for (int v = 0; v < VW; v++) wv[v] = load8(row + 8 * v);
         for (int r = 0; r < NR; r++) {
@@ -85,26 +86,28 @@ static inline __attribute__((always_inline)) void tile(const float *x, const int
 #define ROW_GROUPS(VW)                                                                                     \
     do {                                                                                                   \
         int r0 = 0;                                                                                        \
-        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, W, bias, y + (i64)r0 * out, j0); \
+        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); \
         switch (nb - r0) {                                                                                 \
-            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, W, bias, y + (i64)r0 * out, j0); break;          \
-            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, W, bias, y + (i64)r0 * out, j0); break;          \
-            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, W, bias, y + (i64)r0 * out, j0); break;          \
+            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); break;          \
+            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); break;          \
+            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); break;          \
             default: break;                                                                                \
         }                                                                                                  \
     } while (0)
 
-/* y (nb, out) = bias + x (nb, in) @ W (in, out).  Column strips outside, row groups inside: a strip of
- * W (in x 24 floats) is read from memory once per call and from L1 by the other row groups, so the
- * weights stream through the cache once per step whatever the batch. */
+/* y (nb, out) = bias + x (nb, in) @ W (in, out), W packed by apps.sashimi.native.pack_strips (column
+ * strips of 24, then 8, then 1, each contiguous).  Column strips outside, row groups inside: a strip
+ * (in x 24 floats) streams from memory once per call and from L1 for the other row groups, so the
+ * weights pass through the cache once per step whatever the batch. */
 static void linear(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y) {
     int j0 = 0;
-    for (; j0 + 24 <= out; j0 += 24) ROW_GROUPS(3);
-    for (; j0 + 8 <= out; j0 += 8) ROW_GROUPS(1);
-    for (; j0 < out; j0++)
+    const float *Wp = W;
+    for (; j0 + 24 <= out; j0 += 24, Wp += (i64)in * 24) ROW_GROUPS(3);
+    for (; j0 + 8 <= out; j0 += 8, Wp += (i64)in * 8) ROW_GROUPS(1);
+    for (; j0 < out; j0++, Wp += in)
         for (int r = 0; r < nb; r++) {
             float acc = bias[j0];
-            for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * W[(i64)k * out + j0];
+            for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * Wp[k];
             y[(i64)r * out + j0] = acc;
         }
 }
