@@ -339,13 +339,13 @@ static int sample_row(const float *lg, int K, float temperature, float top_p, fl
     int best = 0;
     for (int i = 1; i < K; i++) if (lg[i] > lg[best]) best = i;
     const float mx = lg[best];
-    double z1 = 0.0;
-    for (int i = 0; i < K; i++) z1 += exp((double)lg[i] - mx);
+    double z1 = -1.0; /* sum of exp(lg - mx): the untempered normaliser */
     int tok = best;
     if (temperature > 0.f) {
         const float inv = 1.0f / temperature;
         double z = 0.0;
         for (int i = 0; i < K; i++) { p[i] = expf((lg[i] - mx) * inv); z += p[i]; }
+        if (temperature == 1.f) z1 = z; /* the same sum: no second pass of exponentials */
         float cut = 0.f; /* keep p >= cut */
         if (top_p < 1.f) {
             float *sorted = p + K;
@@ -367,6 +367,10 @@ static int sample_row(const float *lg, int K, float temperature, float top_p, fl
             if (acc > target) break;
         }
         if (tok < 0) tok = best;
+    }
+    if (z1 < 0.0) {
+        z1 = 0.0;
+        for (int i = 0; i < K; i++) z1 += exp((double)lg[i] - mx);
     }
     *logp = (double)lg[tok] - mx - log(z1);
     return tok;
