@@ -248,12 +248,15 @@ def cauchy_kernel(v: Tensor, w: Tensor, lam: Tensor, chunk: int = 1024) -> Tenso
     return torch.cat(outs, dim=-1)
 
 
-def _blocks(H: int, M: int, K: int, chunk: int | None, budget: int = 1 << 19) -> list[tuple[slice, slice]]:
+def _blocks(H: int, M: int, K: int, chunk: int | None, device: torch.device | None = None) -> list[tuple[slice, slice]]:
     """(features, frequencies) blocks with about ``budget`` elements of (h, m, k) each.
 
-    Blocks of up to 64 features with >= 256 frequencies keep the batched GEMMs wide; a given
-    ``chunk`` fixes the frequencies per block (all features at once).
+    On the CPU, blocks of ~2^19 elements (up to 64 features, >= 256 frequencies) stay in cache
+    and keep the batched GEMMs wide.  On a GPU, where each block costs a dozen kernel launches,
+    blocks of ~2^25 elements (a few hundred MB of workspace) make one or two blocks of a whole
+    layer.  A given ``chunk`` fixes the frequencies per block (all features at once).
     """
+    budget = 1 << 25 if device is not None and device.type == "cuda" else 1 << 19
     if chunk is None:
         h_block = max(1, min(H, budget // (M * 256)))
         chunk = max(1, budget // (h_block * M))
@@ -306,7 +309,7 @@ class _BilinearCauchy(torch.autograd.Function):
         if nyquist:  # omega = -1: each pair gives (v + conj v) / 2 = a / 2
             out[:, :, K, 0] = coef[:, :T].sum(-1) / 2
             out[:, :, K, 1] = 0
-        blocks = _blocks(H, M, K, chunk)
+        blocks = _blocks(H, M, K, chunk, coef.device)
         for hs, ks in blocks:
             sig = sigma[ks]
             k = sig.shape[0]

@@ -1,0 +1,85 @@
+"""Time one training step (forward + backward + AdamW) of a classifier recipe's model on random input,
+and list the costliest operators: where an epoch's time goes, without the data loader.
+
+    python benchmarks/train_step.py recipes/sashimi/sc35_s4.yaml --length 16000 --batch 16
+    python benchmarks/train_step.py recipes/sashimi/sc35_s4.yaml --layer s4d --profile
+
+Prints milliseconds per step (median of ``--steps`` after warm-up) on CUDA when present, else CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from apps.sashimi.classifier import SpeechNet
+
+
+def build(recipe: str, layer: str | None) -> SpeechNet:
+    args = yaml.safe_load(open(recipe))["model"]["init_args"]
+    keys = SpeechNet.__init__.__code__.co_varnames[1 : SpeechNet.__init__.__code__.co_argcount]
+    kwargs = {k: args[k] for k in keys if k in args}
+    kwargs["num_classes"] = args.get("num_classes", 10)
+    if layer:
+        kwargs["layer"] = layer
+    return SpeechNet(**kwargs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("recipe")
+    p.add_argument("--layer", help="replace the recipe's SSM layer")
+    p.add_argument("--length", type=int, default=16000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--profile", action="store_true", help="also print the top operators (torch.profiler)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args()
+    device = torch.device(a.device)
+    net = build(a.recipe, a.layer).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x = torch.randn(a.batch, a.length, 1, device=device)
+    y = torch.randint(0, net.head.out_features, (a.batch,), device=device)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(3):
+        step()
+    sync()
+    times = []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    layer = a.layer or yaml.safe_load(open(a.recipe))["model"]["init_args"].get("layer")
+    params = sum(p.numel() for p in net.parameters())
+    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    print(f"{a.recipe} layer={layer} B={a.batch} L={a.length} params={params:,} device={device}: "
+          f"{1e3 * statistics.median(times):.1f} ms/step, peak {mem:.2f} GiB")
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(3):
+                step()
+            sync()
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
