@@ -4,6 +4,7 @@ LR schedules from the recipe), atomic checkpoints, loggers and callbacks."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,32 @@ class TaskModule(pl.LightningModule):
         return self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 10
 
 
+class EpochTimer(Callback):
+    """Logs ``time/train_epoch_s``: wall-clock seconds of each training epoch (validation excluded).
+
+    On CUDA the clock waits for queued kernels, so the figure is the epoch's real time.
+    """
+
+    def __init__(self) -> None:
+        self._start = 0.0
+
+    @staticmethod
+    def _sync(pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sync(pl_module)
+        pl_module.log("time/train_epoch_s", time.perf_counter() - self._start, on_step=False, on_epoch=True)
+
+
 def default_callbacks(run_dir: Path, monitor: str, mode: str) -> list[Callback]:
-    """Last and best checkpoints under ``run_dir/checkpoints``, a rich progress bar, LR logging."""
+    """Last and best checkpoints under ``run_dir/checkpoints``, a rich progress bar, LR logging,
+    and the training epoch's wall-clock time (``time/train_epoch_s``)."""
     checkpoints = run_dir / "checkpoints"
     return [
         # best by the monitored metric
@@ -101,6 +126,7 @@ def default_callbacks(run_dir: Path, monitor: str, mode: str) -> list[Callback]:
                         enable_version_counter=False),
         RichProgressBar(leave=True),
         LearningRateMonitor(logging_interval="step"),
+        EpochTimer(),
     ]
 
 

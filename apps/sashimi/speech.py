@@ -240,8 +240,9 @@ class SpeechCommandsData(pl.LightningDataModule):
                 self.items[split] = speech_commands_items(self.root, self.words, split)
 
     def set_normalization(self, mean: Tensor, std: Tensor) -> None:
-        """Use these statistics (C,) instead of computing them from the training split."""
-        self._stats = (mean.reshape(-1).float(), std.reshape(-1).float())
+        """Use these statistics (C,) instead of computing them from the training split (kept on the CPU,
+        where the loader works, whatever device a model's copy of them is on)."""
+        self._stats = (mean.detach().reshape(-1).float().cpu(), std.detach().reshape(-1).float().cpu())
 
     def normalization(self) -> tuple[Tensor, Tensor]:
         """Training-set ``(mean (C,), std (C,))`` of the unnormalised features.

@@ -54,7 +54,9 @@ def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[
     correct = dict.fromkeys(ssm_rates, 0)
     total = 0
     task = progress.add_task(label, total=len(loader))
+    device = next(model.parameters()).device
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         for rate in ssm_rates:
             correct[rate] += int((model.net(x, rate=rate).argmax(-1) == y).sum())
         total += len(y)
@@ -128,10 +130,13 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--data-root", help="dataset folder (default: the one the checkpoint was trained on)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--out", help="output folder (default: zero-shot/ beside the checkpoints folder)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     a = p.parse_args(argv)
     rates = parse_rates(a.rates)
     ckpt = Path(a.ckpt)
     model, saved = load_speech_classifier(ckpt)
+    model.to(a.device)
     options = {k: v for k, v in saved.items() if k in DATA_KEYS}
     if a.data_root:
         options["root"] = a.data_root
