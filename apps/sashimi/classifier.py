@@ -43,13 +43,18 @@ class SpeechNet(nn.Module):
         pool_mode: ``mean`` averages the features in each pooling window; ``abs`` averages their
             magnitude (rectify, then low-pass: an envelope detector, so a filter bank's band energies
             survive a pooling that a plain mean would average away).
+        pool_expand: width multiplier at each pooling (SaShiMi's ``pool_expand``): the blocks after
+            a pooling by > 1 are ``pool_expand`` times wider, entered through a linear map.  Shorter
+            sequences then carry more features at the same cost per block.
     """
 
     def __init__(self, d_input: int, num_classes: int, d_model: int = 128, n_layers: int = 6, layer: str = "s4d",
                  d_state: int = 64, bidirectional: bool = True, ff_expand: int = 0, norm: str = "batch",
                  prenorm: bool = False, dropout: float = 0.0, pool: list[int] | None = None,
-                 layer_kwargs: dict[str, Any] | None = None, pool_mode: str = "mean") -> None:
+                 layer_kwargs: dict[str, Any] | None = None, pool_mode: str = "mean", pool_expand: int = 1) -> None:
         super().__init__()
+        if pool_expand < 1:
+            raise UserError(f"model.pool_expand must be >= 1, got {pool_expand}")
         if pool_mode not in POOL_MODES:
             raise UserError(f"model.pool_mode: unknown {pool_mode!r}; choose {' or '.join(POOL_MODES)}")
         self.pool_mode = pool_mode
@@ -66,15 +71,19 @@ class SpeechNet(nn.Module):
                 sizes.append(count)
                 factors.append(p)
                 count = 0
+        width = d_model
         for j, n in enumerate(sizes):
-            stages.append(SequenceModel(d_model, n, layer, d_input=d_input if j == 0 else None, ff_expand=ff_expand,
+            entry = d_input if j == 0 else (width if pool_expand > 1 else None)
+            width_j = d_model * pool_expand**j
+            stages.append(SequenceModel(width_j, n, layer, d_input=entry, ff_expand=ff_expand,
                                         norm=norm, prenorm=prenorm, dropout=dropout, d_state=d_state,
                                         bidirectional=bidirectional, **(layer_kwargs or {})))
+            width = width_j
         if not sizes:  # n_layers == 0: encoder only
             stages.append(SequenceModel(d_model, 0, layer, d_input=d_input, norm=norm, prenorm=prenorm))
             factors.append(1)
         self.stages, self.factors = stages, factors
-        self.head = nn.Linear(d_model, num_classes)
+        self.head = nn.Linear(width, num_classes)
 
     @staticmethod
     def pool_window(p: int, rate: float) -> int:
@@ -132,6 +141,7 @@ class SpeechClassifier(TaskModule):
                  layer: str = "s4d", d_state: int = 64, bidirectional: bool = True, ff_expand: int = 0,
                  norm: str = "batch", prenorm: bool = False, dropout: float = 0.0, pool: list[int] | None = None,
                  pool_mode: str = "mean", layer_kwargs: dict[str, Any] | None = None, train_rate: int | None = None, rate_change: bool = True,
+                 pool_expand: int = 1,
                  lr: float = 0.01, weight_decay: float = 0.05, ssm_lr: float | None = 0.001,
                  ssm_weight_decay: float = 0.0, scheduler: str = "cosine", warmup_steps: int = 0,
                  calibrate_batches: int = 0) -> None:
@@ -141,7 +151,7 @@ class SpeechClassifier(TaskModule):
         # or LightningCLI would restore the checkpoint's value over ``--model.rate_change false``
         self.save_hyperparameters(ignore=["rate_change"])
         self.net = SpeechNet(d_input, num_classes, d_model, n_layers, layer, d_state, bidirectional, ff_expand,
-                             norm, prenorm, dropout, pool, layer_kwargs, pool_mode)
+                             norm, prenorm, dropout, pool, layer_kwargs, pool_mode, pool_expand)
         # filled when fitting starts, saved in the checkpoint: the training rate and input statistics
         self.register_buffer("train_sample_rate", torch.tensor(float(train_rate or 0)))
         self.register_buffer("input_mean", torch.zeros(d_input))

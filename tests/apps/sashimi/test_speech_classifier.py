@@ -27,6 +27,8 @@ def test_tiny_classifier_learns_above_chance(tmp_path_factory):
     rows = _metrics(ckpt.parent.parent / "csv")
     val = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
     assert max(val) >= 0.6  # 3 classes, unseen voices: chance is 1/3
+    epoch_s = [float(r["time/train_epoch_s"]) for r in rows if r.get("time/train_epoch_s")]
+    assert len(epoch_s) == len(val) and all(0 < t < 60 for t in epoch_s)  # the EpochTimer callback
     model, data = load_speech_classifier(ckpt)
     assert float(model.train_sample_rate) == 16000 and bool(model.has_input_stats)
     assert data["words"] == WORDS
@@ -47,6 +49,16 @@ def test_layers_before_the_pooling_get_the_rate_and_after_it_rate_1(tmp_path_fac
     assert model.use_sample_rate(8000, "mfcc") == 1.0  # MFCC frames stay 10 ms apart at any sample rate
     frozen = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=16000, rate_change=False)
     assert frozen.rate_for(8000) == 1.0
+
+
+def test_pool_expand_widens_the_blocks_after_each_pooling():
+    net = SpeechNet(1, 3, d_model=8, n_layers=3, d_state=8, pool=[4, 2, 1], pool_expand=2)
+    widths = [stage.d_model for stage in net.stages]
+    assert widths == [8, 16, 32] and net.head.in_features == 32
+    assert net(torch.randn(2, 64, 1), rate=2.0).shape == (2, 3)
+    assert net.features(torch.randn(2, 64, 1)).shape == (2, 32)
+    with pytest.raises(UserError, match="model.pool_expand must be >= 1"):
+        SpeechNet(1, 3, d_model=8, n_layers=1, pool_expand=0)
 
 
 def test_pooling_window_is_a_duration():
