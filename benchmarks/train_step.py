@@ -17,17 +17,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from apps.sashimi.classifier import SpeechNet
+from apps.sashimi.classifier import SpeechClassifier, SpeechNet
 
 
 def build(recipe: str, layer: str | None) -> SpeechNet:
-    args = yaml.safe_load(open(recipe))["model"]["init_args"]
-    keys = SpeechNet.__init__.__code__.co_varnames[1 : SpeechNet.__init__.__code__.co_argcount]
-    kwargs = {k: args[k] for k in keys if k in args}
-    kwargs["num_classes"] = args.get("num_classes", 10)
+    """The recipe's network, built by the classifier it names (optionally with another SSM layer)."""
+    args = dict(yaml.safe_load(open(recipe))["model"]["init_args"])
     if layer:
-        kwargs["layer"] = layer
-    return SpeechNet(**kwargs)
+        args["layer"] = layer
+    return SpeechClassifier(**args).net
 
 
 def main() -> None:
