@@ -1,8 +1,8 @@
 """``ssm sssd prepare mujoco|stocks|eeg``: offline datasets in the layouts SSSD reads.
 
 - ``mujoco``: Hopper trajectories (qpos + qvel = 14 dims, 100 steps) from random initial states,
-  simulated with the ``mujoco`` package on the Hopper model shipped in ``dm_control``
-  (suite/hopper.xml), with no actuation, the recipe of the Latent-ODE MuJoCo set that SSSD uses
+  simulated with the ``mujoco`` package on dm_control's Hopper model (suite/hopper.xml and its
+  includes, shipped in ``apps/sssd/assets`` with their license), with no actuation, the recipe of the Latent-ODE MuJoCo set that SSSD uses
   (Rubanova et al. 2019): root x/z ~ U(0, 0.5), other positions ~ U(-2, 2), velocities ~ U(-5, 5);
   each channel min-max scaled to [0, 1] over the set.  Written as ``train_mujoco.npy`` (80%) and
   ``test_mujoco.npy`` (20%), float32 (N, 100, 14).
@@ -26,16 +26,18 @@ from apps.common.errors import UserError
 from apps.common.io import atomic_write, atomic_write_text
 
 DATASETS = ("mujoco", "stocks", "eeg")
+#: dm_control's planar Hopper (Apache-2.0, see assets/LICENSE); its includes sit beside it in common/
+HOPPER_XML = Path(__file__).parent / "assets" / "hopper.xml"
+
 EEG_CHANNELS = ("PG3", "PG5", "PG7", "PG9")
 
 
 def hopper_trajectories(n: int, steps: int = 100, seed: int = 0, chunk: int = 500) -> np.ndarray:
     """Simulate ``n`` unactuated Hopper trajectories: (n, steps, 14) float64 of [qpos, qvel] (raw units)."""
     import mujoco
-    from dm_control.suite import common
     from mujoco import rollout
 
-    model = mujoco.MjModel.from_xml_string(common.read_model("hopper.xml"), common.ASSETS)
+    model = mujoco.MjModel.from_xml_path(str(HOPPER_XML))
     data = mujoco.MjData(model)
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
     size, offset = mujoco.mj_stateSize(model, spec), mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_TIME)
