@@ -111,11 +111,36 @@ def read_frames(path: str | Path, fps: float | None = 1.0, num_samples: int | No
     try:
         frames = reader.get_batch(indices.tolist()).asnumpy()
     except Exception as e:  # noqa: BLE001 -- a truncated stream fails only when decoded
-        raise VideoError(f"unreadable video: {path} (decoding failed: {str(e).splitlines()[0][:80]})") from e
+        if "from_size == to_size" not in str(e):
+            raise VideoError(f"unreadable video: {path} (decoding failed: {str(e).splitlines()[0][:80]})") from e
+        # decord2 (3.3-3.4) mis-sizes frames of some widths (e.g. 32, 48, 96 pixels): its RGB buffer
+        # keeps the decoder's row padding, so the batch copy fails. PyAV decodes those correctly.
+        frames = read_frames_pyav(path, indices)
     if frames.size == 0:
         raise VideoError(f"video has no decodable frames: {path}")
     info = {"num_frames": len(reader), "video_fps": video_fps, "indices": indices.tolist()}
     return torch.from_numpy(np.ascontiguousarray(frames)), info
+
+
+def read_frames_pyav(path: str | Path, indices: np.ndarray) -> np.ndarray:
+    """Frames ``indices`` (non-decreasing) of a video decoded in order with PyAV: (T, H, W, 3) uint8 RGB."""
+    import av
+
+    wanted = np.asarray(indices, dtype=np.int64)
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            for number, frame in enumerate(container.decode(video=0)):
+                repeats = int(np.count_nonzero(wanted == number))
+                if repeats:
+                    frames += [frame.to_ndarray(format="rgb24")] * repeats
+                if number >= wanted[-1]:
+                    break
+    except av.FFmpegError as e:
+        raise VideoError(f"unreadable video: {path} (decoding failed: {str(e)[:80]})") from e
+    if len(frames) != len(wanted):
+        raise VideoError(f"unreadable video: {path} (decoded {len(frames)} of {len(wanted)} sampled frames)")
+    return np.stack(frames)
 
 
 def preprocess(frames: Tensor, size: int, mean: Sequence[float], std: Sequence[float],
