@@ -4,7 +4,8 @@
 layer norms, GLU, feed-forward and pooling as :mod:`apps.sashimi.stepper` -- in one call, with no
 per-op dispatch; OpenMP splits the batch over threads.  It is compiled with the system C compiler
 on first use (a second or two) into ``$SSM_CACHE`` (default ``~/.cache/ssm-suite``), keyed by the
-source's hash; without a compiler :func:`available` is False and generation uses the torch path.
+source, the compiler and the CPU (it is built with ``-march=native``, so a library from a cache
+shared with another machine could die with SIGILL); without a compiler :func:`available` is False and generation uses the torch path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("SSM_CACHE", Path.home() / ".cache" / "ssm-suite"))
 
 
+def _machine_key(compiler: str) -> bytes:
+    """What ``-march=native`` means here: the compiler's version and the target options it resolves to."""
+    parts = []
+    for args in (["--version"], ["-march=native", "-Q", "--help=target"]):
+        result = subprocess.run([compiler, *args], capture_output=True, text=True)
+        parts.append(result.stdout)
+    return "\n".join(parts).encode()
+
+
 def library() -> Any:
     """The compiled library (built once per source version); raises RuntimeError without a compiler."""
     global _lib, _error
@@ -45,7 +55,8 @@ def library() -> Any:
         _error = "no C compiler found (set CC); generation falls back to the torch stepper"
         raise RuntimeError(_error)
     flags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared"]
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode() + _machine_key(compiler))
+    key = key.hexdigest()[:16]
     target = _cache_dir() / f"sashimi_step_{key}.so"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
