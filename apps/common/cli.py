@@ -8,51 +8,72 @@ line and exits with code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 
 from apps.common.errors import USER_ERROR_EXIT, UserError
 
-#: app name -> module with DESCRIPTION, MODULE, DATAMODULE and VERBS
-APPS: dict[str, str] = {
-    "smoke": "apps.smoke.cli",
-    "synthetic": "apps.synthetic.cli",
-    "sashimi": "apps.sashimi.cli",
-    "vis4mer": "apps.vis4mer.cli",
-    "s4nd": "apps.s4nd.cli",
-    "sssd": "apps.sssd.cli",
-}
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+#: the pip extra of the shared plumbing (Lightning, the CLI, plots); each app names its own in EXTRA
+BASE_EXTRA = "apps"
 
 
-def available_apps() -> dict[str, ModuleType]:
-    """The apps whose modules are installed, by name."""
-    found = {}
-    for name, module in APPS.items():
-        try:
-            found[name] = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise
-    return found
+def app_names() -> list[str]:
+    """Every app package under ``apps/`` (a folder with a ``cli.py``), sorted; nothing is imported."""
+    import apps
+
+    return sorted(
+        info.name for info in pkgutil.iter_modules(apps.__path__)
+        if info.ispkg and info.name != "common" and (Path(info.module_finder.path) / info.name / "cli.py").is_file()
+    )
 
 
-def _usage(apps: dict[str, ModuleType]) -> str:
+def app_package(name: str) -> ModuleType:
+    """The app's package, whose ``__init__`` declares DESCRIPTION and EXTRA and imports nothing heavy."""
+    return importlib.import_module(f"apps.{name}")
+
+
+def load_app(name: str) -> ModuleType:
+    """The app's ``cli`` module (MODULE, DATAMODULE, VERBS, ...); a missing dependency becomes a UserError."""
+    with missing_extra(name):
+        return importlib.import_module(f"apps.{name}.cli")
+
+
+@contextmanager
+def missing_extra(app: str) -> Iterator[None]:
+    """Turn a ModuleNotFoundError for a third-party package into one line naming the extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if not top or top in ("apps", "ssmcore"):
+            raise
+        extra = getattr(app_package(app), "EXTRA", BASE_EXTRA)
+        raise UserError(f"`ssm {app}` needs the Python package {top!r}, part of the [{extra}] extra: "
+                        f"pip install 'ssm-suite[{extra}]' (or 'ssm-suite[all]')") from e
+
+
+def _usage(names: list[str]) -> str:
     lines = [
         "usage: ssm <app> <verb> [options] [--debug]",
+        "       ssm --version",
         "",
         "Structured state-space models: one layer library, several applications.",
         "",
         "apps:",
     ]
-    lines += [f"  {name:<10} {getattr(mod, 'DESCRIPTION', '')}" for name, mod in apps.items()]
+    lines += [f"  {name:<10} {getattr(app_package(name), 'DESCRIPTION', '')}" for name in names]
     lines += ["", "Run `ssm <app> --help` for an app's verbs, `ssm <app> fit --help` for its options."]
     return "\n".join(lines)
 
 
 def _app_usage(name: str, mod: ModuleType) -> str:
-    lines = [f"usage: ssm {name} <verb> [options]", "", getattr(mod, "DESCRIPTION", ""), "", "verbs:"]
+    description = getattr(app_package(name), "DESCRIPTION", "")
+    lines = [f"usage: ssm {name} <verb> [options]", "", description, "", "verbs:"]
     if getattr(mod, "MODULE", None) is not None:
         lines += [
             f"  {'fit':<16} train from a recipe: ssm {name} fit -c recipes/{name}/<recipe>.yaml",
@@ -70,27 +91,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    apps = available_apps()
+    names = app_names()
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage(apps))
+        print(_usage(names))
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from ssmcore._version import __version__
+
+        print(f"ssm-suite {__version__}")
         return 0
     name = argv[0]
     try:
-        if name not in apps:
-            raise UserError(f"unknown app {name!r}; choose one of {', '.join(apps)} (see `ssm --help`)")
-        mod = apps[name]
+        if name not in names:
+            raise UserError(f"unknown app {name!r}; choose one of {', '.join(names)} (see `ssm --help`)")
+        mod = load_app(name)
         if len(argv) == 1 or argv[1] in ("-h", "--help"):
             print(_app_usage(name, mod))
             return 0
         verb, rest = argv[1], argv[2:]
-        if verb in LIGHTNING_VERBS and getattr(mod, "MODULE", None) is not None:
-            from apps.common.lightning import run_lightning
+        with missing_extra(name):
+            if verb in LIGHTNING_VERBS and getattr(mod, "MODULE", None) is not None:
+                from apps.common.lightning import run_lightning
 
-            run_lightning(name, mod, verb, rest)
-        elif verb in getattr(mod, "VERBS", {}):
-            mod.VERBS[verb][0](rest)
-        else:
-            raise UserError(f"unknown verb {verb!r} for app {name}; see `ssm {name} --help`")
+                run_lightning(name, mod, verb, rest)
+            elif verb in getattr(mod, "VERBS", {}):
+                mod.VERBS[verb][0](rest)
+            else:
+                raise UserError(f"unknown verb {verb!r} for app {name}; see `ssm {name} --help`")
     except Exception as e:  # noqa: BLE001 -- user errors become one line, everything else a traceback
         if debug or not _is_user_error(e):
             raise

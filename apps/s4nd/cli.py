@@ -4,7 +4,6 @@ from apps.s4nd.data import ImageData, prepare
 from apps.s4nd.module import ImageClassifier
 from apps.s4nd.zero_shot import zero_shot
 
-DESCRIPTION = "S4ND images: train at one resolution, test zero-shot at others, progressive resizing"
 MODULE = ImageClassifier
 DATAMODULE = ImageData
 LINKS = [

@@ -18,7 +18,6 @@ import lightning.pytorch as pl
 
 from apps.common.errors import UserError
 
-DESCRIPTION = "SaShiMi waveform generation; Speech Commands classifiers, zero-shot 8 kHz, IS/mIS/AM/FID"
 MODULE = pl.LightningModule
 DATAMODULE = pl.LightningDataModule
 SUBCLASS_MODE = True

@@ -3,7 +3,6 @@
 from apps.smoke.data import DelayedRecallData, prepare
 from apps.smoke.module import DelayedRecallModule
 
-DESCRIPTION = "delayed-recall smoke task: proves training, checkpoints, resume and logging"
 MODULE = DelayedRecallModule
 DATAMODULE = DelayedRecallData
 LINKS = [("data.vocab", "model.vocab")]

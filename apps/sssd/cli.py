@@ -5,7 +5,6 @@ from apps.sssd.infer import forecast, impute
 from apps.sssd.module import SSSDModule
 from apps.sssd.prepare import prepare
 
-DESCRIPTION = "SSSD: diffusion imputation and forecasting of series (rm/mnr/bm/tf masks, CRPS, DDIM/DPM samplers)"
 MODULE = SSSDModule
 DATAMODULE = SeriesData
 LINKS = [("data.channels", "model.channels")]

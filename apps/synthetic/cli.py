@@ -10,7 +10,6 @@ from apps.synthetic.module import SyntheticModule
 from apps.synthetic.robustness import robustness
 from apps.synthetic.suite import suite
 
-DESCRIPTION = "DLR's synthetic sequence tasks (Shift, CumSum, Sort, MIPS, ...) and PTD noise robustness"
 MODULE = SyntheticModule
 DATAMODULE = SyntheticData
 LINKS = [

@@ -5,7 +5,6 @@ from apps.vis4mer.features import extract_features_cli
 from apps.vis4mer.module import VideoClassifier
 from apps.vis4mer.prepare import prepare
 
-DESCRIPTION = "ViS4mer long videos: frozen frame tokens, multi-scale S4 decoder (LVU, Breakfast, COIN)"
 MODULE = VideoClassifier
 DATAMODULE = VideoData
 LINKS = [
