@@ -1,14 +1,26 @@
-# ssm-suite: `make demo` and `make test` work on a fresh clone (Python 3.11 needed).
-PYTHON ?= python3
+# ssm-suite: `make demo` and `make test` work on a fresh clone (Python 3.12 by default, 3.11 and 3.13 too).
+# The environment is installed by uv from the committed uv.lock, never resolved anew:
+#   make setup                  .venv with every extra and the test tools, exactly as locked
+#   make setup PYTHON=3.11      the same on another Python (3.11-3.13)
+#   make lock                   re-lock after editing pyproject.toml (keeps current versions)
+#   make upgrade                the deliberate move to the newest releases the ranges allow
+PYTHON ?= $(shell cat .python-version)
+# the interpreter itself: pyenv's when it has that version (its shims answer only the selected one)
+PYTHON_EXE := $(or $(shell pyenv prefix $(PYTHON) 2>/dev/null | cut -d: -f1 | sed 's|$$|/bin/python$(PYTHON)|'),python$(PYTHON))
+UV_VERSION := 0.13.9
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SSM    := $(VENV)/bin/ssm
-STAMP  := $(VENV)/.installed
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# uv must use an interpreter that is here: its own Python downloads come from outside the package registries
+export UV_PYTHON_DOWNLOADS := never
 export SSM_DATA ?= data
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup system-deps test test-slow demo bench lint clean
+.PHONY: setup venv system-deps lock upgrade lock-check test test-slow demo bench lint clean
 
 # Debian packages behind the offline stand-ins: espeak-ng (Speech Commands), fluidsynth and the
 # TimGM6mb soundfont (piano), gcc (SaShiMi's native generation step). Installed when missing and we are root (CI is); otherwise we say how.
@@ -23,18 +35,32 @@ system-deps:
 	  else echo "missing Debian packages:$$missing; run: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	fi
 
-setup: $(STAMP) system-deps
+setup: venv system-deps
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]' 2>&1 | { grep -v '^WARNING: Location' || true; }
-	$(PY) -c "import torch, torchvision, torchaudio, lightning, ssmcore, apps; print('ssm-suite ready: torch', torch.__version__)"
-	@touch $(STAMP)
+# uv itself comes from PyPI into its own small venv: `uv sync` removes from .venv whatever the lock lacks.
+$(UV):
+	@$(PYTHON_EXE) -m venv $(TOOLS) 2>/dev/null || python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --disable-pip-version-check -q 'uv==$(UV_VERSION)' 2>&1 | { grep -v '^WARNING: Location' || true; }
+
+# .venv exactly as uv.lock says, on $(PYTHON): a no-op in a fraction of a second when it already is
+venv: $(UV)
+	@$(UV) sync --locked --all-extras --python $(PYTHON_EXE) -q
+	@$(PY) -c "import sys, torch, ssmcore; print('ssm-suite', ssmcore.__version__, 'on Python', sys.version.split()[0], '+ torch', torch.__version__)"
+
+lock: $(UV)
+	$(UV) lock
+
+upgrade: $(UV)
+	$(UV) lock --upgrade
+
+# fails when pyproject.toml and uv.lock disagree (CI runs it through `make test`)
+lock-check: $(UV)
+	$(UV) lock --check
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+test: lock-check setup lint
 	$(PY) -m pytest
 
 test-slow: setup

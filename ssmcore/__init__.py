@@ -10,6 +10,7 @@ Every layer follows one contract (channels last, batch first)::
 Layers by name: ``make_layer("s4d", d_model=H, ...)``; see :data:`ssmcore.registry.LAYERS`.
 """
 
+from ssmcore._version import __version__
 from ssmcore.blocks import AvgPool, DownPool, FeedForward, ResidualBlock, SequenceModel, UpPool
 from ssmcore.layers.base import ConvSSMLayer, SSMLayer
 from ssmcore.layers.dlr import DLR
@@ -23,6 +24,7 @@ from ssmcore.optim import param_groups
 from ssmcore.registry import layer_class, layer_names, make_layer
 
 __all__ = [
+    "__version__",
     "AvgPool",
     "ConvSSMLayer",
     "DLR",
@@ -44,4 +46,3 @@ __all__ = [
     "make_layer",
     "param_groups",
 ]
-__version__ = "0.1.0"
