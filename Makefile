@@ -20,7 +20,7 @@ export SSM_DATA ?= data
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup venv system-deps lock upgrade lock-check test test-slow demo bench lint clean
+.PHONY: setup venv system-deps lock upgrade lock-check core-check test test-slow demo bench lint clean
 
 # Debian packages behind the offline stand-ins: espeak-ng (Speech Commands), fluidsynth and the
 # TimGM6mb soundfont (piano), gcc (SaShiMi's native generation step). Installed when missing and we are root (CI is); otherwise we say how.
@@ -60,7 +60,16 @@ lock-check: $(UV)
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: lock-check setup lint
+# `pip install ssm-suite` must stay small: ssmcore imports with torch/numpy/scipy/einops alone, and the
+# CLI without an app's extra names the extra. Checked in a throwaway venv (.tools/core) from uv's cache.
+CORE_ONLY := lightning jsonargparse torchaudio torchvision mujoco music21 decord av mlxtend diffusers soundfile
+core-check: $(UV)
+	@rm -rf $(TOOLS)/core && $(UV) venv -q --python $(PYTHON_EXE) $(TOOLS)/core
+	@$(UV) pip install -q --python $(TOOLS)/core/bin/python .
+	@$(TOOLS)/core/bin/python -c "import importlib.util as u, ssmcore; extra = [m for m in '$(CORE_ONLY)'.split() if u.find_spec(m)]; assert not extra, f'the core install pulled in {extra}'; print('core install: ssmcore', ssmcore.__version__, 'imports without the extras')"
+	@cd $(TOOLS) && { core/bin/ssm smoke fit 2>&1; test $$? = 2; } | grep -q "pip install 'ssm-suite\[apps\]'" && echo "core install: ssm names the missing extra"
+
+test: lock-check setup lint core-check
 	$(PY) -m pytest
 
 test-slow: setup

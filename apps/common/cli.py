@@ -129,9 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(e: Exception) -> bool:
-    from jsonargparse import ArgumentError
-
-    return isinstance(e, (UserError, ArgumentError, ValueError, FileNotFoundError))
+    if isinstance(e, (UserError, ValueError, FileNotFoundError)):
+        return True
+    try:
+        from jsonargparse import ArgumentError
+    except ModuleNotFoundError:  # the core install, without the [apps] extra
+        return False
+    return isinstance(e, ArgumentError)
 
 
 if __name__ == "__main__":

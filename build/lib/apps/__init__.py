@@ -1,0 +1,1 @@
+"""ssm-suite applications, each a LightningModule + LightningDataModule driven by the ``ssm`` CLI."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by every app: the ``ssm`` CLI, training defaults, atomic I/O, errors."""

@@ -1,0 +1,243 @@
+"""``ssm sashimi generate``: sample audio from a trained SaShiMi in recurrent mode.
+
+The prefix (if any) goes through the model once in convolution mode with state passing, which
+leaves every layer's recurrent state and every pooling buffer where stepping would have left
+them; then the model steps one sample at a time at O(1) cost each (Goel, Gu et al. 2022, Sec. 3.3).
+Writes ``sample_000.wav ...`` and ``loglik.csv`` (each sample's log-likelihood under the model,
+best first), decoding with the checkpoint's quantisation (mu-law or linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
+
+from apps.common.audio import load_audio, save_wav
+from apps.common.errors import UserError
+from apps.common.report import save_figure, write_csv
+from apps.sashimi.model import SaShiMi
+from apps.sashimi.waveform import dequantize, quantize
+
+
+def sample_logits(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> Tensor:
+    """Draw one token per row of ``logits`` (B, K) at ``temperature`` from the top-p nucleus: (B,) long."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_p, 1, generator=generator)
+        return order.gather(-1, choice)[:, 0]
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+_CHUNK = 2048  # native steps per call between progress updates
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total} samples"), TextColumn("{task.fields[rate]}"),
+                    TimeRemainingColumn())
+
+
+@torch.no_grad()
+def sample(
+    model: SaShiMi,
+    n: int,
+    length: int,
+    batch: int | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    prefix: Tensor | None = None,
+    start_token: int = 128,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    stepper: Any = None,
+) -> tuple[Tensor, Tensor]:
+    """Generate ``n`` clips of ``length`` tokens: ``(tokens (n, length) long, loglik (n,) nats)``.
+
+    ``prefix`` (P,) tokens, ``P <= length``, is copied to the start of every clip and consumed in
+    convolution mode; ``loglik`` sums the model's (untempered) log-probabilities of the generated
+    tokens.  ``stepper`` (default: :class:`apps.sashimi.stepper.FastStepper` of ``model``) does the
+    recurrent steps; with the native backend the sampling runs in C too, ``_CHUNK`` steps per call
+    (the same rule as :func:`sample_logits`, drawn by inverse CDF, so the same seed gives other clips
+    than the torch backends).
+    """
+    from apps.sashimi.stepper import FastStepper
+
+    was_training = model.training
+    model.eval()
+    device = model.embedding.weight.device
+    batch = min(batch or n, n)
+    stepper = stepper or FastStepper(model)
+    P = 0 if prefix is None else int(prefix.shape[-1])
+    out = torch.empty(n, length, dtype=torch.long, device=device)
+    loglik = torch.zeros(n, dtype=torch.float64, device=device)
+    bar = _progress() if progress else None
+    task = bar.add_task("generating", total=n * length, rate="") if bar else None
+    began, done = time.perf_counter(), 0
+    if bar:
+        bar.start()
+    try:
+        for first in range(0, n, batch):
+            b = min(batch, n - first)
+            state = model.default_state(b, device)
+            if P:
+                out[first:first + b, :P] = prefix.to(device)
+                inputs = torch.cat([torch.full((b, 1), start_token, device=device), out[first:first + b, :P]], 1)
+                logits, state = model(inputs, state=state)  # convolution mode, state passed along
+                logits = logits[:, -1]
+                run = stepper.start(state)
+            else:
+                run = stepper.start(state)
+                logits = run.step(torch.full((b,), start_token, dtype=torch.long, device=device))
+            if hasattr(run, "generate"):  # the native step samples in C, many steps per call
+                t = P
+                while t < length:
+                    steps = min(_CHUNK, length - t)
+                    tokens, ll = run.generate(logits, steps, temperature, top_p, generator, t + steps < length)
+                    out[first:first + b, t:t + steps] = tokens
+                    loglik[first:first + b] += ll
+                    logits, t = run.logits, t + steps
+                    if bar:
+                        rate = (done + b * t) / max(1e-9, time.perf_counter() - began)
+                        bar.update(task, completed=first * length + b * t, rate=f"{rate:,.0f} samples/s")
+                done += b * length
+                continue
+            for t in range(P, length):
+                token = sample_logits(logits, temperature, top_p, generator)
+                loglik[first:first + b] += torch.log_softmax(logits.double(), -1).gather(-1, token[:, None])[:, 0]
+                out[first:first + b, t] = token
+                if t + 1 < length:
+                    logits = run.step(token)
+                if bar and (t % 256 == 255 or t + 1 == length):
+                    done_now = done + b * (t + 1)
+                    rate = done_now / max(1e-9, time.perf_counter() - began)
+                    bar.update(task, completed=first * length + b * (t + 1), rate=f"{rate:,.0f} samples/s")
+            done += b * length
+    finally:
+        if bar:
+            bar.stop()
+        model.train(was_training)
+    return out, loglik
+
+
+def load_generator(path: str | Path, device: str = "cpu") -> Any:
+    """Load a :class:`apps.sashimi.generator.WaveformGenerator` checkpoint (eval mode)."""
+    from apps.sashimi.generator import WaveformGenerator
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}; train one with `ssm sashimi fit -c recipes/sashimi/"
+                        "piano_tiny.yaml` (it writes runs/sashimi/piano_tiny/checkpoints/last.ckpt)")
+    try:
+        module = WaveformGenerator.load_from_checkpoint(path, map_location=device, weights_only=False)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"{path} is not a SaShiMi generator checkpoint ({type(e).__name__}: {e})") from e
+    return module.eval()
+
+
+def load_prefix(path: str | Path, sample_rate: int, length: int, quantization: str, bits: int) -> Tensor:
+    """Read the prompt WAV as tokens (P,); it must be at ``sample_rate`` and at most ``length`` samples."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--prefix: file not found: {path}")
+    try:
+        info = soundfile.info(str(path))
+    except Exception as e:  # noqa: BLE001 -- soundfile raises several types for a bad file
+        raise UserError(f"--prefix: cannot read audio file {path}: {e}") from e
+    if info.samplerate != sample_rate:
+        raise UserError(f"--prefix: {path} is at {info.samplerate} Hz but the model generates at {sample_rate} Hz; "
+                        f"resample it first (e.g. sox {path.name} -r {sample_rate} out.wav)")
+    wav, _ = load_audio(path)
+    if wav.shape[0] > length:
+        raise UserError(f"--prefix: {path} holds {wav.shape[0]} samples, longer than the {length} requested; "
+                        "raise --seconds or cut the prompt")
+    return quantize(wav, quantization, bits)
+
+
+def spectrogram_png(path: str | Path, clips: dict[str, np.ndarray | Tensor], sample_rate: int) -> Path:
+    """Side-by-side log spectrograms of ``clips`` (name -> waveform (T,)) saved to ``path`` as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(clips), figsize=(5 * len(clips), 3.6), squeeze=False)
+    for ax, (name, wav) in zip(axes[0], clips.items(), strict=True):
+        wav = wav.numpy() if isinstance(wav, Tensor) else np.asarray(wav)
+        ax.specgram(wav.astype(np.float64) + 1e-9, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("frequency (Hz)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def generate(argv: list[str]) -> None:
+    """``ssm sashimi generate --ckpt CKPT --n 16 --seconds 4 --batch 16 [--temperature --top-p --prefix --seed]``."""
+    p = argparse.ArgumentParser(prog="ssm sashimi generate", description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", required=True, help="a WaveformGenerator checkpoint (runs/sashimi/<recipe>/checkpoints/)")
+    p.add_argument("--n", type=int, default=16, help="number of clips")
+    p.add_argument("--seconds", type=float, default=4.0, help="length of each clip, prefix included")
+    p.add_argument("--batch", type=int, default=16, help="clips generated together")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: plain sampling)")
+    p.add_argument("--prefix", help="prompt WAV at the model's rate, continued by every clip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: <run>/samples beside the checkpoint's folder)")
+    p.add_argument("--compare", help="a real clip: also write spectrogram.png (first sample next to it)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backend", default="auto", choices=["auto", "native", "torch", "compile", "module"],
+                   help="recurrent step: native C (CPU), fused torch ops, torch.compile, or the modules' step()")
+    p.add_argument("--threads", type=int, help="CPU threads (default: 1 for the native step, whose per-sample work is too small "
+                        "to share unless the batch is large and the cores are idle; torch's otherwise)")
+    args = p.parse_args(argv)
+    if args.n < 1 or args.batch < 1 or args.seconds <= 0:
+        raise UserError("--n and --batch must be positive and --seconds above 0")
+    if not 0 < args.top_p <= 1 or args.temperature < 0:
+        raise UserError("--top-p must be in (0, 1] and --temperature >= 0")
+    module = load_generator(args.ckpt, args.device)
+    rate, method, bits = module.sample_rate, module.quantization, module.bits
+    length = max(1, round(args.seconds * rate))
+    prefix = load_prefix(args.prefix, rate, length, method, bits) if args.prefix else None
+    out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "samples"
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from apps.sashimi.stepper import FastStepper
+
+    stepper = FastStepper(module.model, backend=args.backend, threads=args.threads)
+    began = time.perf_counter()
+    tokens, loglik = sample(module.model, args.n, length, args.batch, args.temperature, args.top_p, prefix,
+                            module.start_token, generator, stepper=stepper)
+    seconds = time.perf_counter() - began
+    audio = dequantize(tokens.cpu(), method, bits)
+    generated = length - (0 if prefix is None else prefix.shape[0])
+    rows, written = [], []
+    for i in range(args.n):
+        path = save_wav(out / f"sample_{i:03d}.wav", audio[i], rate)
+        written.append(path)
+        ll = float(loglik[i])
+        rows.append([path.name, f"{ll:.2f}", f"{-ll / max(1, generated) / math.log(2):.4f}"])
+    rows.sort(key=lambda r: -float(r[1]))
+    csv = write_csv(out / "loglik.csv", ["file", "loglik_nats", "nll_bits_per_sample"], rows)
+    print(f"generated {args.n} x {length} samples ({method}, {rate} Hz, {stepper.backend} steps) in {seconds:.1f} s "
+          f"({args.n * length / seconds:,.0f} samples/s); wrote under {out}:")
+    print(f"  {len(written)} WAVs: {written[0].name} .. {written[-1].name}\n  {csv}")
+    if args.compare:
+        real, _ = load_audio(args.compare, rate)
+        png = spectrogram_png(out / "spectrogram.png", {"generated": audio[0], f"real ({Path(args.compare).name})":
+                                                        real[: audio.shape[1]]}, rate)
+        print(f"  {png}")

@@ -1,0 +1,264 @@
+"""The native (C) recurrent step of a whole SaShiMi model, for fast exact generation on CPU.
+
+``native_step.c`` runs one step of every tier -- the same diagonal-plus-low-rank recurrences,
+layer norms, GLU, feed-forward and pooling as :mod:`apps.sashimi.stepper` -- in one call, with no
+per-op dispatch; OpenMP splits the batch over threads.  It is compiled with the system C compiler
+on first use (a second or two) into ``$SSM_CACHE`` (default ``~/.cache/ssm-suite``), keyed by the
+source, the compiler and the CPU (it is built with ``-march=native``, so a library from a cache
+shared with another machine could die with SIGILL); without a compiler :func:`available` is False and generation uses the torch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from apps.sashimi.model import SaShiMi
+
+SOURCE = Path(__file__).with_name("native_step.c")
+REC, LREC, HEAD = 16, 10, 11  # record sizes of native_step.c
+_lib: Any = None
+_error: str | None = None
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("SSM_CACHE", Path.home() / ".cache" / "ssm-suite"))
+
+
+def _machine_key(compiler: str) -> bytes:
+    """What ``-march=native`` means here: the compiler's version and the target options it resolves to."""
+    parts = []
+    for args in (["--version"], ["-march=native", "-Q", "--help=target"]):
+        result = subprocess.run([compiler, *args], capture_output=True, text=True)
+        parts.append(result.stdout)
+    return "\n".join(parts).encode()
+
+
+def library() -> Any:
+    """The compiled library (built once per source version); raises RuntimeError without a compiler."""
+    global _lib, _error
+    if _lib is not None:
+        return _lib
+    if _error:
+        raise RuntimeError(_error)
+    compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if compiler is None:
+        _error = "no C compiler found (set CC); generation falls back to the torch stepper"
+        raise RuntimeError(_error)
+    flags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared"]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode() + _machine_key(compiler))
+    key = key.hexdigest()[:16]
+    target = _cache_dir() / f"sashimi_step_{key}.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        result = subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
+        if result.returncode:
+            Path(tmp).unlink(missing_ok=True)
+            _error = f"compiling {SOURCE.name} failed: {result.stderr.strip()[-400:]}"
+            raise RuntimeError(_error)
+        os.replace(tmp, target)
+    lib = ctypes.CDLL(str(target))
+    lib.sashimi_step.restype = None
+    lib.sashimi_step.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int, ctypes.c_int, ctypes.c_float]
+    lib.sashimi_generate.restype = None
+    lib.sashimi_generate.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
+                                     ctypes.c_void_p, ctypes.c_float, ctypes.c_float, ctypes.c_int]
+                                     + [ctypes.c_void_p] * 2)
+    _lib = lib
+    return lib
+
+
+def available() -> bool:
+    """Whether the native step can be built here."""
+    try:
+        library()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _Packer:
+    def __init__(self) -> None:
+        self.chunks: list[Tensor] = []
+        self.size = 0
+
+    def add(self, t: Tensor) -> int:
+        flat = t.detach().to(torch.float32).reshape(-1).contiguous()
+        at = self.size
+        self.chunks.append(flat)
+        self.size += flat.numel()
+        return at
+
+
+def pack_strips(W: Tensor) -> Tensor:
+    """A weight matrix (in, out) in the order ``native_step.c``'s ``linear`` reads it: column strips of
+    24, then of 8, then single columns, each strip stored row by row (in x width) and contiguous, so a
+    strip streams through the cache in one sequential pass."""
+    W = W.detach().to(torch.float32)
+    out, parts, j = W.shape[1], [], 0
+    for width in (24, 8, 1):
+        while j + width <= out:
+            parts.append(W[:, j:j + width].reshape(-1))
+            j += width
+    return torch.cat(parts)
+
+
+def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
+    """``(program int64, weights float32, state floats per sequence, state map)`` of ``model``.
+
+    The state map lists where each model state goes: ``("ssm", (offset, H, M))`` per SSM block in
+    :meth:`ssmcore.blocks.SequenceModel.default_state` order, then ``("down"/"pend", (offset, p, H))``.
+    """
+    from apps.sashimi.stepper import _block_params
+
+    bb, w = model.backbone, _Packer()
+    prog: list[int] = [0] * HEAD
+    levels: list[list[int]] = [[0] * LREC for _ in bb.pool]
+    state_size, state_map = 0, []
+
+    def blocks(mods: Any) -> int:
+        nonlocal state_size
+        at = len(prog)
+        prog.append(len(mods))
+        for block in mods:
+            kind, p = _block_params(block, torch.float32)
+            rec = [0] * REC
+            rec[4], rec[5] = w.add(p[0]), w.add(p[1])
+            if kind == "ff":
+                rec[0], rec[1], rec[2] = 0, p[2].shape[0], p[2].shape[1]
+                rec[6:10] = [w.add(pack_strips(p[2])), w.add(p[3]), w.add(pack_strips(p[4])), w.add(p[5])]
+            else:
+                lam_r, lam_i, b_r, b_i, a_r, a_i, c, G_r, G_i, C_r, C_i, D, W, bias = p[2:]
+                H, M = lam_r.shape
+                pair = lambda re, im: torch.cat([re, im], -1)  # noqa: E731 -- split complex: M re, then M im
+                rec[0], rec[1], rec[2], rec[3] = 1, H, M, a_r.shape[0]
+                rec[6:15] = [w.add(pair(lam_r, lam_i)), w.add(pair(b_r, b_i)), w.add(pair(a_r, a_i)), w.add(c),
+                             w.add(pair(G_r, G_i)), w.add(pair(C_r, C_i)), w.add(D), w.add(pack_strips(W)), w.add(bias)]
+                rec[15] = state_size
+                state_map.append(("ssm", (state_size, H, M)))
+                state_size += 2 * H * M
+            prog.extend(rec)
+        return at
+
+    # SSM blocks in default_state order: down_blocks, center, up blocks
+    down_at = [blocks(b) for b in bb.down_blocks]
+    center_at = blocks(bb.center)
+    up_at = [blocks(stage["blocks"]) for stage in bb.up]
+    for i, p in enumerate(bb.pool):
+        H = bb.down[i].d_model
+        lv = levels[i]
+        lv[0], lv[1] = p, H
+        lv[2], lv[3] = w.add(pack_strips(bb.down[i].linear.weight.t())), w.add(bb.down[i].linear.bias)
+        lv[4], lv[5] = w.add(pack_strips(bb.up[i]["pool"].linear.weight.t())), w.add(bb.up[i]["pool"].linear.bias)
+        lv[6], lv[7] = state_size, state_size + p * H
+        state_map += [("down", (state_size, p, H)), ("pend", (state_size + p * H, p, H))]
+        state_size += 2 * p * H
+        lv[8], lv[9] = down_at[i], up_at[i]
+    widths = [bb.d_model * 1] + [d.d_output for d in bb.down]
+    prog[0:HEAD] = [len(bb.pool), model.n_classes, bb.d_model, w.add(model.embedding.weight),
+                    w.add(bb.norm.norm.weight), w.add(bb.norm.norm.bias), w.add(pack_strips(bb.decoder.weight.t())),
+                    w.add(bb.decoder.bias), state_size, widths[-1], center_at]
+    program = torch.tensor(prog[:HEAD] + [v for lv in levels for v in lv] + prog[HEAD:], dtype=torch.int64)
+    shift = len(levels) * LREC  # the level records sit between the header and the block lists
+    for i in range(len(levels)):
+        program[HEAD + i * LREC + 8] += shift
+        program[HEAD + i * LREC + 9] += shift
+    program[HEAD - 1] += shift
+    return program, torch.cat(w.chunks), state_size, state_map
+
+
+class NativeRun:
+    """A batch in flight: ``step(token (B,)) -> logits (B, K)``."""
+
+    def __init__(self, stepper: NativeStepper, state: dict) -> None:
+        self.s = stepper
+        bb = stepper.model.backbone
+        batch = state["down"][0].shape[0] if bb.pool else next(iter(state["center"])).shape[0]
+        self.state = torch.zeros(batch, stepper.state_size, dtype=torch.float32)
+        ssm_states = [s for blocks in state["down_blocks"] for s in blocks if s is not None]
+        ssm_states += [s for s in state["center"] if s is not None]
+        ssm_states += [s for _, blocks in state["up"] for s in blocks if s is not None]
+        maps = [m for kind, m in stepper.state_map if kind == "ssm"]
+        for (at, H, M), s in zip(maps, ssm_states, strict=True):
+            split = torch.cat([s.real, s.imag], -1).to(torch.float32)  # (B, H, 2M): M re, then M im
+            self.state[:, at:at + 2 * H * M] = split.reshape(batch, -1)
+        self.count = torch.zeros(len(bb.pool), dtype=torch.int64)
+        self.next = torch.zeros(len(bb.pool), dtype=torch.int64)
+        pools = [m for kind, m in stepper.state_map if kind != "ssm"]
+        for i in range(len(bb.pool)):
+            (d_at, p, H), (p_at, _, _) = pools[2 * i], pools[2 * i + 1]
+            buffered, pending = state["down"][i], state["up"][i][0]
+            k, j, Hp = buffered.shape[1], pending.shape[1], pending.shape[2]
+            self.state[:, d_at:d_at + k * H] = buffered.reshape(batch, -1)
+            self.state[:, p_at + (p - j) * Hp:p_at + p * Hp] = pending.reshape(batch, -1)
+            self.count[i], self.next[i] = k, p - j
+        self.tokens = torch.zeros(batch, dtype=torch.int64)
+        self.logits = torch.zeros(batch, stepper.model.n_classes, dtype=torch.float32)
+        s = stepper
+        self._args = [ctypes.c_void_p(t.data_ptr()) for t in (s.program, s.weights, self.state, self.tokens,
+                                                              self.logits, self.count, self.next)]
+        self._batch = batch
+
+    @torch.no_grad()
+    def step(self, token: Tensor) -> Tensor:
+        """``token`` (B,) long -> logits (B, n_classes) of the next token."""
+        self.tokens.copy_(token)
+        self.s.lib.sashimi_step(*self._args, self._batch, self.s.threads, self.s.eps)
+        return self.logits.clone()
+
+    @torch.no_grad()
+    def generate(self, logits: Tensor, steps: int, temperature: float = 1.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, step_last: bool = False) -> tuple[Tensor, Tensor]:
+        """Sample ``steps`` tokens per sequence in one native call: ``(tokens (B, steps), loglik (B,) nats)``.
+
+        Starts from ``logits`` (B, K), the distribution of the next token; each drawn token is fed back
+        (no Python per step, no per-step thread synchronisation).  The sampling rule is
+        :func:`apps.sashimi.generate.sample_logits`' (temperature, top-p nucleus; temperature 0 is
+        greedy), drawn by inverse CDF from ``torch.rand`` numbers of ``generator``; ``loglik`` sums the
+        untempered log-probabilities.  With ``step_last`` the model also steps on the last token, and
+        :attr:`logits` then holds the next distribution (to continue with another call).
+        """
+        B, K = self.logits.shape
+        if logits.shape != (B, K):
+            raise ValueError(f"logits must be ({B}, {K}), got {tuple(logits.shape)}")
+        self.logits.copy_(logits)
+        uniform = torch.rand(steps, B, generator=generator, dtype=torch.float32)
+        out = torch.empty(B, steps, dtype=torch.int64)
+        loglik = torch.zeros(B, dtype=torch.float64)
+        ptr = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
+        a = self._args
+        self.s.lib.sashimi_generate(a[0], a[1], a[2], a[4], a[5], a[6], B, self.s.threads, self.s.eps, steps,
+                                    ptr(uniform), float(temperature), float(top_p), int(step_last), ptr(out),
+                                    ptr(loglik))
+        return out, loglik
+
+
+class NativeStepper:
+    """Native stepping of a float32 CPU :class:`SaShiMi` whose blocks :func:`apps.sashimi.stepper.supported`."""
+
+    def __init__(self, model: SaShiMi, threads: int | None = None) -> None:
+        self.lib = library()
+        self.model = model
+        # One thread unless asked: a step is microseconds of work, and an OpenMP barrier that waits on a
+        # descheduled thread costs milliseconds (30x slower on a busy 2-core machine, measured).
+        self.threads = threads or 1
+        with torch.no_grad():
+            self.program, self.weights, self.state_size, self.state_map = compile_program(model)
+        if model.embedding.weight.device.type != "cpu":
+            raise ValueError("the native step runs on CPU; use the torch backend on other devices")
+        norms = [m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+        self.eps = float(norms[0]) if norms else 1e-5
+
+    def start(self, state: dict) -> NativeRun:
+        return NativeRun(self, state)

@@ -1,0 +1,249 @@
+"""``ssm sashimi prepare speech-commands``: an offline stand-in for Speech Commands v0.02.
+
+The real dataset (Warden 2018, "Speech Commands: A Dataset for Limited-Vocabulary Speech
+Recognition") is one folder per word of 1-second 16 kHz mono WAVs named
+``<speaker>_nohash_<k>.wav``, with ``validation_list.txt`` and ``testing_list.txt`` (lines
+``word/file.wav``; training is everything else) and ``_background_noise_/``.  This module writes
+exactly that layout from espeak-ng: every (English accent, voice variant) pair is one "speaker"
+with its own base pitch and speed; each clip jitters both, is trimmed of silence, resampled to
+16 kHz, scaled, placed at a random offset inside one second and optionally given light noise.
+Speakers, not clips, are split 80/10/10, so no test voice is heard in training.  Everything is
+drawn from ``--seed`` up front; espeak-ng itself is deterministic, so the same seed gives the
+same bytes.  Several espeak-ng processes run at once (``--jobs``), each writing to a pipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from rich.progress import Progress
+from scipy.signal import lfilter, resample_poly
+
+from apps.common.errors import UserError
+from apps.sashimi.speech import SAMPLE_RATE, WORD_SETS
+
+#: espeak-ng's English accents (mbrola voices need an extra package, so they are left out)
+ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ESPEAK_RATE = 22050
+NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "hum")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One utterance to synthesise: where it goes and how it is spoken."""
+
+    word: str
+    speaker: str
+    index: int
+    voice: str
+    pitch: int
+    speed: int
+    gain: float
+    offset: float  # fraction of the free room before the word
+    noise: float
+    seed: int
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.word}/{self.speaker}_nohash_{self.index}.wav"
+
+
+def espeak_variants() -> list[str]:
+    """Names of the installed espeak-ng voice variants (``m3``, ``klatt4``, ``croak``, ...)."""
+    try:
+        listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError) as e:
+        raise UserError("espeak-ng is needed to prepare speech-commands: run `make system-deps` "
+                        "or `sudo apt-get install espeak-ng`") from e
+    names = [line.split()[-1].split("/")[-1] for line in listing.splitlines()[1:] if "!v/" in line]
+    return sorted(set(names))
+
+
+def speaker_id(voice: str) -> str:
+    """Eight hex digits naming a voice, like the hashed speaker ids of the real dataset."""
+    return hashlib.sha1(voice.encode()).hexdigest()[:8]
+
+
+def plan_clips(words: Sequence[str], per_word: int, seed: int, noise: float,
+               variants: Sequence[str]) -> tuple[list[Clip], dict[str, str], dict[str, dict]]:
+    """Every clip to write, the split of each speaker, and each speaker's base voice settings.
+
+    Speakers (accent x variant) are shuffled and split 80/10/10 into train/validation/test; each
+    word gets ``max(1, round(0.1 N))`` validation and test clips and the rest in training, each
+    spoken by a speaker drawn from that split's pool.
+    """
+    if per_word < 3:
+        raise UserError(f"--per-word must be at least 3 (one clip per split), got {per_word}")
+    rng = np.random.default_rng(seed)
+    voices = [f"{a}+{v}" for a in ACCENTS for v in variants]
+    order = rng.permutation(len(voices))
+    n_held = max(1, round(0.1 * len(voices)))
+    pools = {"validation": [voices[i] for i in order[:n_held]],
+             "testing": [voices[i] for i in order[n_held:2 * n_held]],
+             "train": [voices[i] for i in order[2 * n_held:]]}
+    split_of = {speaker_id(v): s for s, pool in pools.items() for v in pool}
+    base = {v: dict(pitch=int(rng.integers(20, 80)), speed=int(rng.integers(135, 200))) for v in voices}
+    held = max(1, round(0.1 * per_word))
+    counts = {"validation": held, "testing": held, "train": per_word - 2 * held}
+    clips = []
+    for word in words:
+        used: dict[str, int] = {}
+        for split, n in counts.items():
+            pool = pools[split]
+            for i in rng.choice(len(pool), size=n, replace=n > len(pool)):
+                voice = pool[int(i)]
+                sid = speaker_id(voice)
+                k = used.get(sid, 0)
+                used[sid] = k + 1
+                clips.append(Clip(word=word, speaker=sid, index=k, voice=voice,
+                                  pitch=int(np.clip(base[voice]["pitch"] + rng.integers(-8, 9), 0, 99)),
+                                  speed=int(base[voice]["speed"] + rng.integers(-15, 16)),
+                                  gain=float(rng.uniform(0.25, 0.9)), offset=float(rng.uniform()),
+                                  noise=float(noise * rng.uniform(0.5, 1.5)), seed=int(rng.integers(2**31))))
+    info = {speaker_id(v): dict(voice=v, split=split_of[speaker_id(v)], **base[v]) for v in voices}
+    return clips, split_of, info
+
+
+def trim_silence(wav: np.ndarray, rate: int, threshold: float = 0.02, margin_s: float = 0.01) -> np.ndarray:
+    """Drop leading and trailing samples quieter than ``threshold`` x peak (keeping a small margin)."""
+    loud = np.flatnonzero(np.abs(wav) > threshold * max(float(np.abs(wav).max()), 1e-9))
+    if loud.size == 0:
+        return wav[:0]
+    margin = int(margin_s * rate)
+    return wav[max(0, loud[0] - margin): loud[-1] + margin + 1]
+
+
+def synthesise(clip: Clip) -> np.ndarray:
+    """Speak ``clip`` with espeak-ng and return one second of 16 kHz float32 audio (16000,)."""
+    cmd = ["espeak-ng", "-v", clip.voice, "-p", str(clip.pitch), "-s", str(clip.speed), "-z", "--stdout", clip.word]
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    wav, rate = soundfile.read(io.BytesIO(raw), dtype="float32")
+    if wav.ndim > 1:
+        wav = wav.mean(axis=1)
+    wav = trim_silence(wav, rate)
+    if wav.size == 0:
+        raise RuntimeError(f"espeak-ng voice {clip.voice} said nothing for {clip.word!r}")
+    wav = resample_poly(wav, SAMPLE_RATE, rate).astype(np.float32)[:SAMPLE_RATE]  # 22050 -> 16000 Hz
+    wav *= clip.gain / max(float(np.abs(wav).max()), 1e-9)
+    out = np.zeros(SAMPLE_RATE, np.float32)
+    start = int(clip.offset * (SAMPLE_RATE - wav.size))
+    out[start:start + wav.size] = wav
+    if clip.noise > 0:
+        out += clip.noise * np.random.default_rng(clip.seed).standard_normal(SAMPLE_RATE).astype(np.float32)
+    return np.clip(out, -1.0, 1.0)
+
+
+def background_noise(kind: str, seconds: float, seed: int) -> np.ndarray:
+    """A stand-in for one ``_background_noise_`` recording: white, pink, brown noise or mains hum."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    white = rng.standard_normal(n)
+    if kind == "white_noise":
+        x = white
+    elif kind == "pink_noise":  # Kellet's 1/f filter (poles and zeros of an approximately -3 dB/octave filter)
+        x = lfilter([0.049922035, -0.095993537, 0.050612699, -0.004408786], [1, -2.494956002, 2.017265875,
+                                                                             -0.522189400], white)
+    elif kind == "brown_noise":
+        x = lfilter([1.0], [1.0, -0.995], white)
+    else:  # 50 Hz hum with harmonics and a little hiss
+        t = np.arange(n) / SAMPLE_RATE
+        x = sum(np.sin(2 * np.pi * 50 * h * t + rng.uniform(0, 2 * np.pi)) / h for h in (1, 2, 3, 5)) + 0.05 * white
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _write(path: Path, wav: np.ndarray) -> None:
+    soundfile.write(str(path), wav, SAMPLE_RATE, subtype="PCM_16")
+
+
+def build(out: Path, words: Sequence[str], per_word: int, seed: int = 0, noise: float = 0.0, jobs: int = 2,
+          noise_seconds: float = 20.0) -> dict[str, float]:
+    """Write the stand-in under ``out`` (built beside it and renamed when complete); returns timings."""
+    variants = espeak_variants()
+    clips, _, info = plan_clips(words, per_word, seed, noise, variants)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for word in words:
+        (staging / word).mkdir(parents=True, exist_ok=True)
+    (staging / "_background_noise_").mkdir()
+    start = time.perf_counter()
+
+    def work(clip: Clip) -> None:
+        _write(staging / clip.relpath, synthesise(clip))
+
+    with Progress() as progress, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        task = progress.add_task(f"espeak-ng: {len(clips)} clips, {jobs} jobs", total=len(clips))
+        for _ in pool.map(work, clips):
+            progress.advance(task)
+    seconds = time.perf_counter() - start
+    for i, kind in enumerate(NOISE_FILES):
+        _write(staging / "_background_noise_" / f"{kind}.wav", background_noise(kind, noise_seconds, seed + i))
+    lists = {"validation": [], "testing": []}
+    for clip in clips:
+        split = info[clip.speaker]["split"]
+        if split in lists:
+            lists[split].append(clip.relpath)
+    for split, lines in lists.items():
+        (staging / f"{split}_list.txt").write_text("".join(f"{line}\n" for line in sorted(lines)))
+    with open(staging / "voices.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["speaker", "voice", "split", "pitch", "speed"])
+        for sid in sorted(info):
+            writer.writerow([sid, info[sid]["voice"], info[sid]["split"], info[sid]["pitch"], info[sid]["speed"]])
+    (staging / "README.md").write_text(
+        "Offline stand-in for Speech Commands v0.02, spoken by espeak-ng (ssm-suite).\n"
+        f"words: {' '.join(words)}; {per_word} clips per word; seed {seed}; noise {noise}.\n"
+        "Speakers are espeak-ng accent+variant pairs (voices.csv); splits are speaker-disjoint.\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+    return {"clips": len(clips), "seconds": seconds, "clips_per_s": len(clips) / max(seconds, 1e-9)}
+
+
+def resolve_words(text: str) -> list[str]:
+    """``sc35``/``sc10``/``sc09`` or a comma-separated list of words."""
+    if text.lower() in WORD_SETS:
+        return list(WORD_SETS[text.lower()])
+    words = [w.strip().lower() for w in text.split(",") if w.strip()]
+    if not words or any(not w.isalpha() for w in words):
+        raise UserError(f"--words takes sc35, sc10, sc09 or comma-separated words, got {text!r}")
+    return words
+
+
+def prepare_speech_commands(argv: list[str]) -> None:
+    """``ssm sashimi prepare speech-commands --out DIR --words sc35|sc10|sc09 --per-word N``."""
+    p = argparse.ArgumentParser(prog="ssm sashimi prepare speech-commands",
+                                description="Speak the Speech Commands words with espeak-ng into the v0.02 layout.")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
+    p.add_argument("--words", default="sc35", help="sc35, sc10, sc09 or comma-separated words (default sc35)")
+    p.add_argument("--per-word", type=int, default=300,
+                   help="clips per word (default 300: the real recipes; 12 is enough for a demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", type=float, default=0.0, help="std of light white noise added to each clip (e.g. 0.005)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel espeak-ng processes")
+    p.add_argument("--force", action="store_true", help="rebuild even if --out already holds a prepared set")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    if a.noise < 0:
+        raise UserError(f"--noise must be >= 0, got {a.noise}")
+    if (out / "validation_list.txt").is_file() and not a.force:
+        print(f"{out} already holds a prepared set; kept (pass --force to rebuild)")
+        return
+    words = resolve_words(a.words)
+    stats = build(out, words, a.per_word, a.seed, a.noise, a.jobs)
+    print(f"wrote {stats['clips']} clips of {len(words)} words under {out} "
+          f"in {stats['seconds']:.1f} s ({stats['clips_per_s']:.0f} clips/s, {a.jobs} jobs)")
+    for name in ("validation_list.txt", "testing_list.txt", "voices.csv", "_background_noise_"):
+        print(f"wrote {out / name}")

@@ -1,0 +1,306 @@
+"""Speech Commands v0.02 (Warden 2018) in its real layout, for the SSM audio classifiers.
+
+Layout read here (and written by ``ssm sashimi prepare speech-commands``)::
+
+    <root>/<word>/<speaker>_nohash_<k>.wav     1 s, 16 kHz mono
+    <root>/validation_list.txt                 lines "word/file.wav"
+    <root>/testing_list.txt                    lines "word/file.wav"; training = every other file
+    <root>/_background_noise_/*.wav            long noise recordings (augmentation)
+
+Subsets as in the S4 / S4D / S5 papers: SC35 (all 35 words), SC10 (yes ... go) and SC09 (the
+digits, SaShiMi's generation benchmark).  Inputs are the raw waveform zero-padded or cropped to
+one second, ``(L, 1)`` with L = sample_rate, or MFCCs ``(frames, n_mfcc)``; both normalised by
+training-set statistics.  A lower ``sample_rate`` feeds the same clips at that rate (zero-shot
+resolution change, S4 Sec. 4.4): ``proper`` low-passes then decimates, ``naive`` keeps every k-th
+sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import soundfile
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from apps.common.audio import AudioError, load_audio, resample
+from apps.common.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+WORD_SETS: dict[str, list[str]] = {
+    "sc35": ["backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go",
+             "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven",
+             "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero"],
+    "sc10": ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"],
+    "sc09": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
+}
+SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "testing", "testing": "testing"}
+RESAMPLE_MODES = ("proper", "naive")
+FEATURES = ("raw", "mfcc")
+
+
+def resolve_word_set(words: str | Sequence[str]) -> list[str]:
+    """``"sc35"``/``"sc10"``/``"sc09"`` or an explicit list of words."""
+    if isinstance(words, str):
+        if words.lower() not in WORD_SETS:
+            raise UserError(f"data.words: unknown word set {words!r}; choose sc35, sc10, sc09 or give a list")
+        return list(WORD_SETS[words.lower()])
+    if not words:
+        raise UserError("data.words is empty; choose sc35, sc10, sc09 or give a list of words")
+    if not all(isinstance(w, str) for w in words):
+        raise UserError(f"data.words must be strings, got {list(words)}: quote yes / no / on / off in YAML "
+                        "(a bare yes is read as true)")
+    return list(words)
+
+
+def _read_list(root: Path, name: str) -> set[str]:
+    path = root / name
+    if not path.is_file():
+        raise UserError(f"{path} not found: {root} is not in the Speech Commands v0.02 layout "
+                        f"(build a stand-in with `ssm sashimi prepare speech-commands --out {root}`)")
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def readable(items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """The items whose file opens and holds samples; each other one is skipped with a warning naming it."""
+    kept = []
+    for path, label in items:
+        try:
+            frames = soundfile.info(str(path)).frames
+        except Exception as e:  # noqa: BLE001 -- soundfile raises several types for a bad file
+            log.warning("skipping unreadable audio file %s (%s)", path, str(e).splitlines()[0])
+            continue
+        if frames <= 0:
+            log.warning("skipping empty audio file %s", path)
+            continue
+        kept.append((path, label))
+    return kept
+
+
+def speech_commands_items(root: str | Path, words: str | Sequence[str], split: str,
+                          check: bool = True) -> list[tuple[Path, int]]:
+    """``(wav path, label)`` pairs of one split, labels indexing ``words`` (sorted by path).
+
+    Args:
+        root: the dataset folder (real Speech Commands v0.02 or the prepared stand-in).
+        words: ``sc35``, ``sc10``, ``sc09`` or a list; the label is the word's index in it.
+        split: ``train``, ``validation`` (``val``) or ``test`` (``testing``).
+        check: skip unreadable or empty files with a warning naming each.
+    Raises:
+        UserError: missing root, split list or word folder, or a split with no readable file.
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose train, validation or test")
+    if not root.is_dir():
+        raise UserError(f"data.root not found: {root} (build a stand-in with "
+                        f"`ssm sashimi prepare speech-commands --out {root}`)")
+    words = resolve_word_set(words)
+    held = {"validation": _read_list(root, "validation_list.txt"), "testing": _read_list(root, "testing_list.txt")}
+    name = SPLITS[split]
+    items = []
+    for label, word in enumerate(words):
+        folder = root / word
+        if not folder.is_dir():
+            raise UserError(f"word folder {folder} not found: {root} lacks {word!r} (prepare it with the "
+                            f"matching --words, or choose another data.words)")
+        for path in sorted(folder.glob("*.wav")):
+            rel = f"{word}/{path.name}"
+            in_split = rel in held[name] if name != "train" else rel not in held["validation"] | held["testing"]
+            if in_split:
+                items.append((path, label))
+    if check:
+        items = readable(items)
+    if not items:
+        raise UserError(f"the {name} split of {root} has no readable audio for the words {', '.join(words)}")
+    return items
+
+
+def fit_length(wav: Tensor, length: int) -> Tensor:
+    """Zero-pad (at the end) or crop a (T,) waveform to (length,)."""
+    return F.pad(wav, (0, length - wav.shape[0])) if wav.shape[0] < length else wav[:length]
+
+
+def change_rate(wav: Tensor, sample_rate: int, mode: str) -> Tensor:
+    """A one-second 16 kHz (..., 16000) clip at ``sample_rate``: ``proper`` (low-pass, decimate) or ``naive``."""
+    if sample_rate == SAMPLE_RATE:
+        return wav
+    if mode == "proper":
+        return resample(wav, SAMPLE_RATE, sample_rate)
+    step = SAMPLE_RATE // sample_rate
+    if step * sample_rate != SAMPLE_RATE:
+        raise UserError(f"naive decimation needs data.sample_rate to divide {SAMPLE_RATE}, got {sample_rate}")
+    return wav[..., ::step]
+
+
+class SpeechCommandsDataset(Dataset):
+    """Clips of one split as ``(features (L, C), label)``; see :class:`SpeechCommandsData` for the options."""
+
+    def __init__(self, items: list[tuple[Path, int]], sample_rate: int = SAMPLE_RATE, resample_mode: str = "proper",
+                 features: str = "raw", n_mfcc: int = 20, mean: Tensor | None = None, std: Tensor | None = None,
+                 noise: list[Tensor] | None = None, noise_prob: float = 0.0, noise_level: float = 0.1) -> None:
+        self.items, self.sample_rate, self.resample_mode = items, sample_rate, resample_mode
+        self.features, self.mean, self.std = features, mean, std
+        self.noise, self.noise_prob, self.noise_level = noise or [], noise_prob, noise_level
+        self.mfcc = None
+        if features == "mfcc":
+            import torchaudio.transforms as T
+
+            self.mfcc = T.MFCC(sample_rate, n_mfcc=n_mfcc, melkwargs=dict(
+                n_fft=int(0.025 * sample_rate), hop_length=int(0.01 * sample_rate), n_mels=40))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def waveform(self, i: int) -> Tensor:
+        """Clip ``i`` as one second at 16 kHz (16000,), with background noise when augmenting."""
+        path = self.items[i][0]
+        wav = fit_length(load_audio(path, SAMPLE_RATE)[0], SAMPLE_RATE)
+        if self.noise and random.random() < self.noise_prob:
+            clip = self.noise[random.randrange(len(self.noise))]
+            start = random.randrange(max(1, clip.shape[0] - SAMPLE_RATE))
+            wav = wav + random.uniform(0, self.noise_level) * fit_length(clip[start:], SAMPLE_RATE)
+        return wav
+
+    def raw_features(self, wav: Tensor) -> Tensor:
+        """A 16 kHz second (16000,) -> unnormalised features (L, C) at ``sample_rate``."""
+        wav = change_rate(wav, self.sample_rate, self.resample_mode)
+        if self.mfcc is not None:
+            return rearrange(self.mfcc(wav), "c t -> t c")
+        return wav[:, None]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x = self.raw_features(self.waveform(i))
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x.float(), self.items[i][1]
+
+
+class SpeechCommandsData(pl.LightningDataModule):
+    """Speech Commands classification data (real v0.02 layout or the prepared stand-in).
+
+    Args:
+        root: dataset folder.
+        words: ``sc35``, ``sc10``, ``sc09`` or a list of words (labels follow its order).
+        sample_rate: rate fed to the model (16000; 8000 for the zero-shot test).
+        resample: ``proper`` (low-pass then decimate) or ``naive`` (every k-th sample).
+        features: ``raw`` waveform (L, 1) or ``mfcc`` (frames, n_mfcc).
+        normalize: subtract the training-set mean and divide by its std (from ``stats_clips`` clips).
+        mean, std: use these statistics instead (a classifier passes the ones it was trained with).
+        background_noise: probability of mixing a random ``_background_noise_`` segment into a
+            training clip, at a level uniform in [0, ``noise_level``].
+        batch_size, num_workers: loader options.
+    """
+
+    def __init__(self, root: str = "data/speech_commands_synth", words: str | list[str] = "sc10",
+                 sample_rate: int = SAMPLE_RATE, resample: str = "proper", features: str = "raw", n_mfcc: int = 20,
+                 normalize: bool = True, mean: list[float] | None = None, std: list[float] | None = None,
+                 stats_clips: int = 1000, background_noise: float = 0.0, noise_level: float = 0.1,
+                 batch_size: int = 16, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
+        super().__init__()
+        if resample not in RESAMPLE_MODES:
+            raise UserError(f"data.resample: unknown {resample!r}; choose proper or naive")
+        if features not in FEATURES:
+            raise UserError(f"data.features: unknown {features!r}; choose raw or mfcc")
+        if not 0 < sample_rate <= SAMPLE_RATE:
+            raise UserError(f"data.sample_rate must be in (0, {SAMPLE_RATE}], got {sample_rate}")
+        if not 0 <= background_noise <= 1:
+            raise UserError(f"data.background_noise is a probability, got {background_noise}")
+        self.save_hyperparameters()
+        self.words = resolve_word_set(words)
+        self.sample_rate, self.root = int(sample_rate), Path(root)
+        self.items: dict[str, list[tuple[Path, int]]] = {}
+        self._stats: tuple[Tensor, Tensor] | None = None
+        if mean is not None and std is not None:
+            self.set_normalization(torch.tensor(mean), torch.tensor(std))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.words)
+
+    @property
+    def d_input(self) -> int:
+        """Features per time step: 1 (raw) or n_mfcc."""
+        return self.hparams.n_mfcc if self.hparams.features == "mfcc" else 1
+
+    def setup(self, stage: str | None = None) -> None:
+        needed = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],
+                  "predict": ["test"]}.get(stage or "fit", ["train", "validation", "test"])
+        for split in needed:
+            if split not in self.items:
+                self.items[split] = speech_commands_items(self.root, self.words, split)
+
+    def set_normalization(self, mean: Tensor, std: Tensor) -> None:
+        """Use these statistics (C,) instead of computing them from the training split (kept on the CPU,
+        where the loader works, whatever device a model's copy of them is on)."""
+        self._stats = (mean.detach().reshape(-1).float().cpu(), std.detach().reshape(-1).float().cpu())
+
+    def normalization(self) -> tuple[Tensor, Tensor]:
+        """Training-set ``(mean (C,), std (C,))`` of the unnormalised features.
+
+        For raw audio they are the statistics of the 16 kHz waveform whatever ``sample_rate`` is, so
+        a model tested zero-shot at another rate sees its inputs scaled exactly as in training.
+        """
+        if self._stats is None:
+            items = self.items.get("train") or speech_commands_items(self.root, self.words, "train")
+            step = max(1, len(items) // self.hparams.stats_clips)
+            ds = self._dataset(items[::step], normalized=False)
+            if self.hparams.features == "raw":
+                feats = torch.cat([ds.waveform(i) for i in range(len(ds))]).double()[:, None]  # (N L, 1)
+            else:
+                feats = torch.cat([ds.raw_features(ds.waveform(i)) for i in range(len(ds))]).double()  # (N T, C)
+            self.set_normalization(feats.mean(0), feats.std(0).clamp_min(1e-6))
+        return self._stats
+
+    def background_clips(self) -> list[Tensor]:
+        """The ``_background_noise_`` recordings at 16 kHz (empty when the folder is missing)."""
+        folder = self.root / "_background_noise_"
+        clips = []
+        for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
+            try:
+                clips.append(load_audio(path, SAMPLE_RATE)[0])
+            except AudioError as e:
+                log.warning("skipping background noise: %s", e)
+        return clips
+
+    def _dataset(self, items: list[tuple[Path, int]], normalized: bool = True,
+                 augment: bool = False) -> SpeechCommandsDataset:
+        h = self.hparams
+        mean, std = self.normalization() if normalized and h.normalize else (None, None)
+        noise = self.background_clips() if augment and h.background_noise > 0 else None
+        return SpeechCommandsDataset(items, self.sample_rate, h.resample, h.features, h.n_mfcc, mean, std,
+                                     noise, h.background_noise, h.noise_level)
+
+    def dataset(self, split: str) -> SpeechCommandsDataset:
+        """The dataset of ``split`` (train, validation or test), normalised, augmented if train."""
+        split = {"val": "validation", "testing": "test"}.get(split, split)
+        if split not in self.items:
+            self.items[split] = speech_commands_items(self.root, self.words, split)
+        return self._dataset(self.items[split], augment=split == "train")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        h = self.hparams
+        size = h.batch_size if shuffle else (h.eval_batch_size or h.batch_size)
+        return DataLoader(self.dataset(split), batch_size=size, shuffle=shuffle, num_workers=h.num_workers,
+                          persistent_workers=h.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

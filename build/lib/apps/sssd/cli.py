@@ -1,0 +1,17 @@
+"""``ssm sssd``: diffusion imputation and forecasting of multivariate series with S4 denoisers (SSSD)."""
+
+from apps.sssd.data import SeriesData
+from apps.sssd.infer import forecast, impute
+from apps.sssd.module import SSSDModule
+from apps.sssd.prepare import prepare
+
+MODULE = SSSDModule
+DATAMODULE = SeriesData
+LINKS = [("data.channels", "model.channels")]
+VERBS = {
+    "prepare": (prepare, "build a dataset: ssm sssd prepare mujoco [--n 10000] | stocks | eeg [--out DIR]"),
+    "impute": (impute, "impute NaN entries: ssm sssd impute --ckpt CKPT --input data.csv|npy --out imputed.csv "
+                       "[--samples 100 --sampler ddim --steps 50]"),
+    "forecast": (forecast, "forecast H steps: ssm sssd forecast --ckpt CKPT --input data.csv|npy --out f.csv "
+                           "--horizon H [--holdout]"),
+}

@@ -1,0 +1,167 @@
+"""The SSSD^S4 denoiser (Lopez Alcaraz & Strodthoff 2022, Sec. 3 and Fig. 1).
+
+A DiffWave-style stack of residual layers whose dilated convolutions are replaced by two
+bidirectional structured state-space layers.  Per residual layer:
+
+    h = x + fc_t(diffusion-step embedding)           # (B, C, L), embedding broadcast over time
+    h = Conv1d(C -> 2C, k=3)(h)
+    h = SSM_1(h)                                      # bidirectional SSM over time, 2C features
+    h = h + Conv1d(2 C_in -> 2C, k=1)([x0 * mask, mask])   # conditioning: observed values and the mask
+    h = SSM_2(h)
+    out = tanh(h[:C]) * sigmoid(h[C:])               # gated activation
+    residual = (x + Conv1x1(out)) / sqrt(2), skip = Conv1x1(out)
+
+Skips are summed and scaled by 1/sqrt(n_layers), then a 1x1 conv -> ReLU -> a
+zero-initialised 1x1 conv give the noise estimate.  Any ssmcore layer that takes
+``bidirectional=True`` can be the SSM (S4 by default, as in the paper).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from apps.sssd.evaluate import linear_fill
+from ssmcore.registry import make_layer
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of diffusion steps ``t`` (B,) -> (B, dim), as in DiffWave / SSSD."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half - 1, 1))
+    angles = t.float().unsqueeze(1) * freqs.unsqueeze(0)  # (B, half)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class StepEmbedding(nn.Module):
+    """Diffusion-step embedding: sinusoid -> Linear -> SiLU -> Linear -> SiLU, (B,) -> (B, d_out)."""
+
+    def __init__(self, d_in: int = 128, d_hidden: int = 512, d_out: int = 512) -> None:
+        super().__init__()
+        self.d_in = d_in
+        self.mlp = nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out), nn.SiLU())
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(timestep_embedding(t, self.d_in).to(self.mlp[0].weight.dtype))
+
+
+class SSMBlock(nn.Module):
+    """A bidirectional SSM layer with dropout, a residual connection and LayerNorm (SSSD's S4 layer).
+
+    Input and output (B, H, L), channels first like the surrounding convolutions.
+    """
+
+    def __init__(self, d_model: int, layer: str, dropout: float, layer_kwargs: dict) -> None:
+        super().__init__()
+        try:
+            self.ssm = make_layer(layer, d_model=d_model, bidirectional=True, **layer_kwargs)
+        except TypeError as e:
+            raise ValueError(f"model.layer {layer!r} cannot be built bidirectionally with "
+                             f"model.layer_kwargs {layer_kwargs}: {e}") from e
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = rearrange(x, "b h l -> b l h")
+        y, _ = self.ssm(u)
+        y = self.norm(u + self.dropout(y))
+        return rearrange(y, "b l h -> b h l")
+
+
+class ResidualLayer(nn.Module):
+    """One SSSD^S4 residual layer: (x (B, C, L), projected conditioning (B, 2C, L), emb (B or 1, E)) ->
+    (residual, skip).  The conditioning is projected by :meth:`project` (its 1x1 conv) beforehand, so that a
+    sampler can do it once for all its denoising steps."""
+
+    def __init__(self, res_channels: int, skip_channels: int, cond_channels: int, embed_dim: int,
+                 layer: str, dropout: float, layer_kwargs: dict) -> None:
+        super().__init__()
+        self.res_channels = res_channels
+        self.fc_t = nn.Linear(embed_dim, res_channels)
+        self.conv = nn.Conv1d(res_channels, 2 * res_channels, kernel_size=3, padding=1)
+        self.ssm_1 = SSMBlock(2 * res_channels, layer, dropout, layer_kwargs)
+        self.cond_conv = nn.Conv1d(cond_channels, 2 * res_channels, kernel_size=1)
+        self.ssm_2 = SSMBlock(2 * res_channels, layer, dropout, layer_kwargs)
+        self.res_conv = nn.Conv1d(res_channels, res_channels, kernel_size=1)
+        self.skip_conv = nn.Conv1d(res_channels, skip_channels, kernel_size=1)
+        for conv in (self.conv, self.cond_conv, self.res_conv, self.skip_conv):
+            nn.init.kaiming_normal_(conv.weight)
+
+    def project(self, conditioning: Tensor) -> Tensor:
+        """The conditioning (B, 2 or 3 C_in, L) as this layer adds it: (B, 2C, L)."""
+        return self.cond_conv(conditioning)
+
+    def forward(self, x: Tensor, cond: Tensor, emb: Tensor) -> tuple[Tensor, Tensor]:
+        h = x + self.fc_t(emb).unsqueeze(-1)  # (B, C, L)
+        h = self.ssm_1(self.conv(h))  # (B, 2C, L)
+        h = self.ssm_2(h + cond)
+        out = torch.tanh(h[:, : self.res_channels]) * torch.sigmoid(h[:, self.res_channels:])
+        return (x + self.res_conv(out)) * math.sqrt(0.5), self.skip_conv(out)
+
+
+class SSSDS4(nn.Module):
+    """The SSSD^S4 noise-prediction network.
+
+    Args:
+        in_channels: series channels C_in.
+        res_channels, skip_channels: widths of the residual and skip paths (paper: 256, 256).
+        n_layers: residual layers (paper: 36).
+        layer: ssmcore layer name (``s4`` default; ``s4d``, ``dss``, ... any that takes ``bidirectional``).
+        layer_kwargs: that layer's options (``d_state``: paper 64).
+        embed_dim_in, embed_dim_mid, embed_dim_out: diffusion-step embedding sizes (paper: 128, 512, 512).
+        dropout: dropout after each SSM.
+        interp_cond: also condition on the linear interpolation of the observed values (as PriSTI,
+            Liu et al. 2023, does); not in SSSD, off by default.  It speeds up learning on smooth series.
+
+    ``forward(x_t, cond, mask, t)``: noisy series (B, L, C_in), observed values (B, L, C_in) (zero where
+    not observed), boolean observation mask (B, L, C_in) and diffusion steps (B,), or (1,) for one step shared
+    by the batch -> noise estimate (B, L, C_in).  The conditioning does not change between denoising steps:
+    a sampler computes it once with :meth:`condition` and passes it as ``condition=``.
+    """
+
+    def __init__(self, in_channels: int, res_channels: int = 64, skip_channels: int = 64, n_layers: int = 4,
+                 layer: str = "s4", layer_kwargs: dict | None = None, embed_dim_in: int = 128,
+                 embed_dim_mid: int = 512, embed_dim_out: int = 512, dropout: float = 0.0, interp_cond: bool = False) -> None:
+        super().__init__()
+        if min(in_channels, res_channels, skip_channels, n_layers) < 1:
+            raise ValueError("model.in_channels, res_channels, skip_channels and n_layers must be positive")
+        self.in_channels, self.n_layers, self.interp_cond = in_channels, n_layers, interp_cond
+        cond_channels = (3 if interp_cond else 2) * in_channels
+        self.init_conv = nn.Sequential(nn.Conv1d(in_channels, res_channels, kernel_size=1), nn.ReLU())
+        nn.init.kaiming_normal_(self.init_conv[0].weight)
+        self.embed = StepEmbedding(embed_dim_in, embed_dim_mid, embed_dim_out)
+        self.layers = nn.ModuleList(
+            ResidualLayer(res_channels, skip_channels, cond_channels, embed_dim_out, layer, dropout,
+                          dict(layer_kwargs or {}))
+            for _ in range(n_layers)
+        )
+        self.final_conv = nn.Sequential(nn.Conv1d(skip_channels, skip_channels, kernel_size=1), nn.ReLU())
+        nn.init.kaiming_normal_(self.final_conv[0].weight)
+        self.out_conv = nn.Conv1d(skip_channels, in_channels, kernel_size=1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+    def condition(self, cond: Tensor, mask: Tensor) -> list[Tensor]:
+        """Every layer's projected conditioning from the observed values and mask (B, L, C_in): n_layers x (B, 2R, L)."""
+        mask = mask.to(cond.dtype)
+        parts = [cond * mask, mask]
+        if self.interp_cond:
+            parts.append(linear_fill(cond * mask, mask > 0, torch.zeros(self.in_channels, device=cond.device)))
+        conditioning = rearrange(torch.cat(parts, dim=-1), "b l c -> b c l")  # (B, 2 or 3 C_in, L)
+        return [layer.project(conditioning) for layer in self.layers]
+
+    def forward(self, x_t: Tensor, cond: Tensor, mask: Tensor, t: Tensor,
+                condition: list[Tensor] | None = None) -> Tensor:
+        if condition is None:
+            condition = self.condition(cond, mask)
+        x = self.init_conv(rearrange(x_t, "b l c -> b c l"))  # (B, R, L)
+        emb = self.embed(t)  # (B or 1, E)
+        skip = 0.0
+        for layer, c in zip(self.layers, condition):
+            x, s = layer(x, c, emb)
+            skip = skip + s
+        y = self.out_conv(self.final_conv(skip * math.sqrt(1.0 / self.n_layers)))
+        return rearrange(y, "b c l -> b l c")

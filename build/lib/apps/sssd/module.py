@@ -1,0 +1,216 @@
+"""LightningModule of SSSD (Lopez Alcaraz & Strodthoff 2022): conditional diffusion training on masked
+series, and ``ssm sssd test``: sampled imputations scored against baselines, one row per mask ratio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from apps.common.training import TaskModule
+from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
+from apps.sssd.evaluate import MetricSums, add_baselines, linear_fill, summary_lines, write_metrics
+from apps.sssd.masks import MASK_TYPES, batch_masks
+from apps.sssd.model import SSSDS4
+
+
+class SSSDModule(TaskModule):
+    """SSSD^S4 imputation / forecasting model.
+
+    Args:
+        channels: series channels (linked from ``data.channels``).
+        res_channels, skip_channels, n_layers: denoiser size (paper: 256, 256, 36).
+        layer, layer_kwargs: the bidirectional SSM (``s4`` with ``d_state: 64`` in the paper).
+        dropout: dropout after each SSM.
+        interp_cond: also condition on the linear interpolation of the observed values (PriSTI-style; not in
+            the paper, off by default).
+        interp_residual: diffuse the residual of the entries to impute after linear interpolation of the
+            observed ones, scaled to unit variance per channel, instead of the values themselves (as CorrDiff,
+            Mardani et al. 2023, diffuses the residual of a regression mean); not in the paper, off by default.
+        diffusion_steps, beta_start, beta_end: the DDPM schedule (paper: 200, 1e-4, 0.02).
+        loss_on: ``missing`` (loss on imputed entries, the paper's default) or ``all``.
+        mask: training mask type, ``rm``, ``mnr``, ``bm`` or ``tf``.
+        mask_ratio: missing fraction, or a list to draw from per series.
+        mask_length: missing steps per channel (overrides ``mask_ratio``; ``tf``: the horizon).
+        test_mask, test_ratios: the masks ``ssm sssd test`` scores (default: the training mask and ratio).
+        test_samples: imputations per series at test (median = point estimate, all of them for CRPS).
+        sampler, sampler_steps: ``ddpm`` (ancestral, every step), ``ddim`` or ``dpm`` with that many steps.
+        sample_batch_size: series x samples denoised at once.
+        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+    """
+
+    def __init__(
+        self,
+        channels: int = 14,
+        res_channels: int = 64,
+        skip_channels: int = 64,
+        n_layers: int = 4,
+        layer: str = "s4",
+        layer_kwargs: dict | None = None,
+        dropout: float = 0.0,
+        interp_cond: bool = False,
+        interp_residual: bool = False,
+        embed_dim_in: int = 128,
+        embed_dim_mid: int = 512,
+        embed_dim_out: int = 512,
+        diffusion_steps: int = 200,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        loss_on: str = "missing",
+        mask: str = "rm",
+        mask_ratio: float | list[float] = 0.8,
+        mask_length: int | None = None,
+        test_mask: str | None = None,
+        test_ratios: list[float] | None = None,
+        test_samples: int = 10,
+        sampler: str = "ddpm",
+        sampler_steps: int | None = None,
+        sample_batch_size: int = 256,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        ssm_lr: float | None = None,
+        ssm_weight_decay: float = 0.0,
+        scheduler: str = "constant",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps)
+        for key, value, choices in (("mask", mask, MASK_TYPES), ("test_mask", test_mask or mask, MASK_TYPES),
+                                    ("loss_on", loss_on, LOSS_ON), ("sampler", sampler, SAMPLERS)):
+            if value not in choices:
+                raise ValueError(f"model.{key}: unknown {value!r}; choose one of {', '.join(choices)}")
+        if test_samples < 1:
+            raise ValueError(f"model.test_samples must be at least 1, got {test_samples}")
+        self.save_hyperparameters()
+        self.net = SSSDS4(channels, res_channels, skip_channels, n_layers, layer, layer_kwargs,
+                          embed_dim_in, embed_dim_mid, embed_dim_out, dropout, interp_cond)
+        self.noise_scheduler = make_scheduler(diffusion_steps, beta_start, beta_end)
+        # per-channel standardisation, saved in the checkpoint; set from the training split at fit start
+        self.register_buffer("data_mean", torch.zeros(channels))
+        self.register_buffer("data_std", torch.ones(channels))
+        self.register_buffer("stats_ready", torch.tensor(False))
+        self.register_buffer("res_scale", torch.ones(channels))  # residual std per channel (interp_residual)
+        self.register_buffer("train_length", torch.tensor(0))  # the training window length, for inference
+        self.written_paths: list[Path] = []
+
+    # -- standardisation ---------------------------------------------------------------------------
+    def set_stats(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
+        """Store the per-channel statistics (C,) used to standardise inputs and invert outputs."""
+        self.data_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.data_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        self.stats_ready.fill_(True)
+
+    def standardise(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw (B, L, C) with NaN -> (standardised with NaN set to 0, available mask)."""
+        available = ~torch.isnan(raw)
+        x = (torch.nan_to_num(raw) - self.data_mean) / self.data_std
+        return torch.where(available, x, torch.zeros_like(x)), available
+
+    def destandardise(self, x: Tensor) -> Tensor:
+        """Back to data units: (..., C) -> (..., C)."""
+        return x * self.data_std + self.data_mean
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if not bool(self.stats_ready) and dm is not None and hasattr(dm, "stats"):
+            self.set_stats(*dm.stats())
+            self.train_length.fill_(int(dm.splits["train"].shape[1]))
+            if self.hparams.interp_residual:
+                self.res_scale.copy_(self.residual_scale(torch.from_numpy(dm.splits["train"][:1024]).to(self.device)))
+
+    @torch.no_grad()
+    def residual_scale(self, raw: Tensor) -> Tensor:
+        """Per-channel std (C,) of the standardised series minus their linear interpolation, on the entries the
+        training masks hide in ``raw`` (N, L, C)."""
+        x, available = self.standardise(raw)
+        cond = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, torch.Generator().manual_seed(0))
+        cond &= available
+        hidden = available & ~cond
+        err = torch.where(hidden, x - linear_fill(x, cond, torch.zeros_like(self.data_mean)), 0.0)
+        count = hidden.sum((0, 1)).clamp_min(1)
+        return (err.square().sum((0, 1)) / count).sqrt().clamp_min(1e-3)
+
+    def _diffused(self, x: Tensor, cond_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """What the diffusion runs on (the series, or its scaled residual after interpolation) and the offset."""
+        if not self.hparams.interp_residual:
+            return x, torch.zeros_like(x)
+        interp = linear_fill(x, cond_mask, torch.zeros_like(self.data_mean))
+        return (x - interp) / self.res_scale, interp
+
+    # -- training ----------------------------------------------------------------------------------
+    def _masks(self, shape: torch.Size, kind: str, ratio, generator: torch.Generator | None) -> Tensor:
+        B, L, C = shape
+        return batch_masks(kind, B, L, C, ratio, self.hparams.mask_length, generator).to(self.device)
+
+    def _loss(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        x, available = self.standardise(raw)
+        cond_mask = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, generator) & available
+        target, _ = self._diffused(x, cond_mask)
+        return diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
+                              generator, cond_values=x)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch[0])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        generator = torch.Generator().manual_seed(1000 + batch_idx)  # the same masks, steps and noise every epoch
+        self.log("val/loss", self._loss(batch[0], generator), prog_bar=True, sync_dist=True)
+
+    # -- sampling ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, raw: Tensor, cond_mask: Tensor, n_samples: int, sampler: str | None = None,
+               steps: int | None = None, generator: torch.Generator | None = None, on_step=None) -> Tensor:
+        """Imputations in data units: raw (B, L, C) with NaN, cond_mask (B, L, C) -> (S, B, L, C).
+
+        Entries where ``cond_mask`` is True (and not NaN) are returned unchanged."""
+        x, available = self.standardise(raw)
+        cond_mask = cond_mask & available
+        target, offset = self._diffused(x, cond_mask)
+        samples = impute_samples(self.net, target, cond_mask, self.noise_scheduler, n_samples, cond_values=x,
+                                 batch_size=self.hparams.sample_batch_size, sampler=sampler or self.hparams.sampler,
+                                 steps=steps or self.hparams.sampler_steps, loss_on=self.hparams.loss_on,
+                                 generator=generator, on_step=on_step)
+        samples = offset + samples * self.res_scale if self.hparams.interp_residual else samples
+        return torch.where(cond_mask, raw, self.destandardise(samples))
+
+    def predict_step(self, batch, batch_idx):
+        """The median of ``test_samples`` imputations of each batch's NaN entries, data units (B, L, C)."""
+        raw = batch[0]
+        return self.sample(raw, ~torch.isnan(raw), self.hparams.test_samples).median(0).values
+
+    # -- test: one row per mask ratio --------------------------------------------------------------
+    def _test_settings(self) -> tuple[str, list]:
+        h = self.hparams
+        ratios = h.test_ratios or (h.mask_ratio if isinstance(h.mask_ratio, list) else [h.mask_ratio])
+        return h.test_mask or h.mask, list(ratios)
+
+    def on_test_epoch_start(self) -> None:
+        self._sums: dict[tuple[str, float], dict[str, MetricSums]] = {}
+
+    def test_step(self, batch, batch_idx):
+        raw = batch[0]
+        kind, ratios = self._test_settings()
+        available = ~torch.isnan(raw)
+        for ratio in ratios:
+            generator = torch.Generator().manual_seed(int(ratio * 1e6) + batch_idx)
+            B, L, C = raw.shape
+            cond_mask = batch_masks(kind, B, L, C, ratio, self.hparams.mask_length, generator).to(self.device)
+            cond_mask &= available
+            target = available & ~cond_mask
+            samples = self.sample(raw, cond_mask, self.hparams.test_samples, generator=generator)
+            sums = self._sums.setdefault((kind, ratio), {})
+            sums.setdefault("SSSD", MetricSums()).add(samples.median(0).values, raw, target, samples)
+            add_baselines(sums, raw, cond_mask, target, self.data_mean)
+
+    def on_test_epoch_end(self) -> None:
+        results = {key: {m: s.result() for m, s in by.items()} for key, by in self._sums.items()}
+        for (kind, ratio), by in results.items():
+            for method, values in by.items():
+                for metric in ("MSE", "MAE", "CRPS"):
+                    self.log(f"test/{method}_{metric}@{kind}{ratio:g}", values[metric])
+        if self.trainer.is_global_zero:
+            self.written_paths = write_metrics(results, self.trainer.default_root_dir)
+            print("\n".join(summary_lines(results)), flush=True)

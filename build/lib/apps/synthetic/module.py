@@ -1,0 +1,154 @@
+"""Sequence-to-sequence regression for the DLR tasks: real features -> SSM stack -> linear read-out.
+
+The loss is the mean squared error on the task's output positions (the last ``L_out`` steps);
+the reported metric is ``R^2 = 1 - SSE / SST`` over the whole evaluation set, where
+``SST = sum (y - mean y)^2`` (Gupta, Mehta, Berant 2022 report R^2 the same way).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from apps.common.training import TaskModule
+from apps.synthetic.tasks import task_dims
+from ssmcore.blocks import SequenceModel
+
+
+class TaskModel(nn.Module):
+    """``Linear(d_in, H)`` -> :class:`SequenceModel` (``n_layers`` causal SSM blocks) -> ``Linear(H, d_out)``.
+
+    ``x`` (B, L_in, d_in) -> (B, L_out, d_out): the read-out of the last ``L_out`` steps.
+    """
+
+    def __init__(
+        self,
+        d_input: int,
+        d_output: int,
+        d_model: int,
+        n_layers: int,
+        layer: str,
+        ff_expand: int,
+        norm: str,
+        dropout: float,
+        layer_kwargs: dict,
+    ) -> None:
+        super().__init__()
+        self.backbone = SequenceModel(
+            d_model,
+            n_layers,
+            layer=layer,
+            d_input=d_input,
+            d_output=d_output,
+            ff_expand=ff_expand,
+            norm=norm,
+            dropout=dropout,
+            **layer_kwargs,
+        )
+
+    def forward(self, x: Tensor, out_len: int) -> Tensor:
+        y, _ = self.backbone(x)  # (B, L_in, d_out)
+        return y[:, y.shape[1] - out_len :]
+
+
+class SyntheticModule(TaskModule):
+    """Regression on one DLR task; logs ``{stage}/loss`` (MSE) and ``{stage}/r2`` (monitored, max).
+
+    Args:
+        task, num_shifts, mips_dim: the task (linked from ``data.*``); they fix the in/out widths.
+        d_model, n_layers: backbone size.
+        layer: any ssmcore layer name (``s4d``, ``dlr``, ``s5``, ``s4``, ``dss``, ...).
+        layer_kwargs: options of that layer (``d_state``, ...).
+        ff_expand: feed-forward expansion after each SSM block (0: none).
+        norm: ``layer``, ``batch`` or ``none`` in the residual blocks (``none`` keeps a stack of linear
+            layers exactly linear, which the kernel tasks such as Shift reward).
+        dropout: dropout in the backbone.
+        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+    """
+
+    def __init__(
+        self,
+        task: str = "shift",
+        num_shifts: int = 8,
+        mips_dim: int = 4,
+        d_model: int = 64,
+        n_layers: int = 2,
+        layer: str = "s4d",
+        layer_kwargs: dict | None = None,
+        ff_expand: int = 2,
+        norm: str = "layer",
+        dropout: float = 0.0,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        ssm_lr: float | None = 1e-3,
+        ssm_weight_decay: float = 0.0,
+        scheduler: str = "cosine",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(
+            lr,
+            weight_decay,
+            ssm_lr,
+            ssm_weight_decay,
+            scheduler,
+            warmup_steps,
+            monitor="val/r2",
+            monitor_mode="max",
+        )
+        self.save_hyperparameters()
+        d_input, d_output = task_dims(task, num_shifts, mips_dim)
+        self.net = TaskModel(
+            d_input, d_output, d_model, n_layers, layer, ff_expand, norm, dropout, dict(layer_kwargs or {})
+        )
+        self._sums: dict[str, Tensor] = {}
+
+    def forward(self, x: Tensor, out_len: int) -> Tensor:
+        """``x`` (B, L_in, d_in) -> prediction (B, out_len, d_out)."""
+        return self.net(x, out_len)
+
+    def _shared(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        pred = self.net(x, y.shape[1])
+        loss = F.mse_loss(pred, y)
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train")
+        if stage == "train":
+            self.log("train/r2", 1 - loss.detach() / y.var(unbiased=False).clamp_min(1e-12), prog_bar=True)
+        else:
+            # accumulate SSE, sum y, sum y^2 and count for an exact R^2 over the whole set
+            y64, err = y.double(), (pred.detach() - y).double()
+            add = torch.stack([err.pow(2).sum(), y64.sum(), y64.pow(2).sum(), torch.tensor(float(y.numel()))])
+            self._sums[stage] = self._sums.get(stage, torch.zeros(4, dtype=torch.float64)) + add.cpu()
+        return loss
+
+    def _epoch_r2(self, stage: str) -> None:
+        sums = self._sums.pop(stage, None)
+        if sums is None:
+            return
+        sums = (
+            self.all_gather(sums.to(self.device)).reshape(-1, 4).sum(0)
+            if self.trainer.world_size > 1
+            else sums
+        )
+        sse, s1, s2, n = sums.tolist()
+        sst = max(s2 - s1 * s1 / n, 1e-12)
+        self.log(f"{stage}/r2", 1.0 - sse / sst, prog_bar=True)
+
+    def training_step(self, batch, batch_idx):
+        return self._shared(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_r2("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_r2("test")
+
+    def predict_step(self, batch, batch_idx):
+        x, y = batch
+        return self.net(x, y.shape[1])

@@ -1,0 +1,326 @@
+"""Residual blocks, feed-forward and the :class:`SequenceModel` backbone (pooling: :mod:`ssmcore.pooling`).
+
+Every module here follows the layer contract of :mod:`ssmcore.layers.base`::
+
+    y, next_state = module(x, state=None, rate=1.0)    # x, y: (B, L, H)
+    state = module.default_state(batch_size, device)
+    y_t, state = module.step(x_t, state)                # x_t, y_t: (B, H)
+
+so blocks nest inside blocks and step through a whole stack.  The backbone is the
+deep S4 model (Gu, Goel, Re 2021, "Efficiently Modeling Long Sequences with Structured
+State Spaces": residual SSM blocks + position-wise feed-forward) and, with ``pool``,
+the SaShiMi U-Net (Goel, Gu, Donahue, Re 2022, "It's Raw! Audio Generation with
+State-Space Models", Sec. 3.2: strided down-pooling, causal up-pooling, skip connections).
+
+Pooling in step mode: a :class:`DownPool` buffers ``pool`` inputs and returns ``None``
+in between (``(None, state)``), emitting one pooled vector on every ``pool``-th step.
+An :class:`UpPool` holds a buffer of pending outputs and emits one per step; it takes
+an input (not ``None``) exactly on the step where its buffer runs empty, which is the
+step where the matching DownPool emits.  Pooling states are the same objects in
+``forward`` and ``step``, so a sequence may be consumed by any mix of chunked forward
+calls (of any length) and steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssmcore.layers.base import make_activation
+from ssmcore.pooling import AvgPool, DownPool, UpPool
+from ssmcore.registry import make_layer
+
+__all__ = ["AvgPool", "DownPool", "FeatureNorm", "FeedForward", "ResidualBlock", "SequenceModel", "UpPool"]
+
+NORMS = ("layer", "batch", "none")
+
+
+class FeatureNorm(nn.Module):
+    """LayerNorm, BatchNorm or nothing over the feature axis of (B, L, H) or (B, H) tensors.
+
+    BatchNorm normalises each feature over batch and length (``nn.BatchNorm1d`` on the
+    contiguous (B * L, H) tensor: the same statistics as on the transposed (B, H, L) view,
+    several times faster on a CPU).  ``step`` always uses the running statistics, so it
+    equals ``forward`` in eval mode.  In training mode BatchNorm mixes statistics
+    across time steps (and so is not strictly causal), as BatchNorm always does.
+    """
+
+    def __init__(self, d_model: int, kind: str = "layer") -> None:
+        super().__init__()
+        if kind not in NORMS:
+            raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+        self.kind = kind
+        if kind == "layer":
+            self.norm: nn.Module = nn.LayerNorm(d_model)
+        elif kind == "batch":
+            self.norm = nn.BatchNorm1d(d_model)
+        else:
+            self.norm = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (B, L, H) -> (B, L, H)."""
+        if self.kind == "batch":
+            y = self.norm(x.reshape(-1, x.shape[-1]))  # (B * L, H)
+            return y.reshape(x.shape)
+        return self.norm(x)
+
+    def step(self, x_t: Tensor) -> Tensor:
+        """``x_t`` (B, H) -> (B, H); BatchNorm uses its running statistics."""
+        if self.kind == "batch":
+            bn = self.norm
+            return F.batch_norm(x_t, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return self.norm(x_t)
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward ``Linear(H, eH) -> activation -> dropout -> Linear(eH, H)``.
+
+    Pointwise in time, so its state is ``None``; it takes ``state`` and ``rate`` only to
+    follow the layer contract.  ``x`` (B, L, H) -> (B, L, H); ``x_t`` (B, H) -> (B, H).
+    """
+
+    def __init__(self, d_model: int, expand: int = 2, activation: str = "gelu", dropout: float = 0.0) -> None:
+        super().__init__()
+        if expand < 1:
+            raise ValueError(f"FeedForward expand must be >= 1, got {expand}")
+        self.d_model = d_model
+        self.net = nn.Sequential(
+            nn.Linear(d_model, expand * d_model),
+            make_activation(activation),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.Linear(expand * d_model, d_model),
+        )
+
+    def forward(self, x: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, None]:
+        return self.net(x), None
+
+    def default_state(self, batch_size: int, device: torch.device | str | None = None) -> None:
+        return None
+
+    def step(self, x_t: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, None]:
+        return self.net(x_t), None
+
+
+class ResidualBlock(nn.Module):
+    """``x + dropout(layer(norm(x)))`` (prenorm) or ``norm(x + dropout(layer(x)))`` (postnorm).
+
+    Wraps any module obeying the layer contract (an SSM layer, :class:`FeedForward`, ...).
+
+    Args:
+        d_model: features H.
+        layer: the wrapped module, (B, L, H) -> (B, L, H).
+        norm: ``layer``, ``batch`` or ``none`` (see :class:`FeatureNorm`).
+        prenorm: normalise the layer's input (True) or the block's output (False).
+        dropout: dropout on the layer's output before the residual sum.
+    """
+
+    def __init__(
+        self, d_model: int, layer: nn.Module, norm: str = "layer", prenorm: bool = True, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.d_model, self.prenorm = d_model, prenorm
+        self.layer = layer
+        self.norm = FeatureNorm(d_model, norm)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, Any]:
+        """``x`` (B, L, H) -> ``(y (B, L, H), next_state)``; an empty sequence passes through."""
+        if x.shape[1] == 0:
+            return x, state
+        z = self.norm(x) if self.prenorm else x
+        z, next_state = self.layer(z, state=state, rate=rate)
+        y = x + self.dropout(z)
+        return (y if self.prenorm else self.norm(y)), next_state
+
+    def default_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
+        return self.layer.default_state(batch_size, device=device)
+
+    def step(self, x_t: Tensor, state: Any, rate: float = 1.0) -> tuple[Tensor, Any]:
+        """``x_t`` (B, H) -> ``(y_t (B, H), next_state)``."""
+        z = self.norm.step(x_t) if self.prenorm else x_t
+        z, state = self.layer.step(z, state, rate=rate)
+        y = x_t + self.dropout(z)
+        return (y if self.prenorm else self.norm.step(y)), state
+
+
+class SequenceModel(nn.Module):
+    """Deep SSM backbone: encoder, residual SSM (+ feed-forward) blocks, final norm, decoder.
+
+    Without ``pool`` this is the deep S4 model: ``n_layers`` times (SSM block [+ FF block]),
+    all at width ``d_model``.  With ``pool = (p_1, ..., p_P)`` it is the SaShiMi U-Net:
+    ``P`` :class:`DownPool` stages (length / p_i, width * ``pool_expand``), ``n_layers``
+    blocks at the coarsest level with a skip around them, then per level on the way up an
+    :class:`UpPool`, the skip from that level's input, ``n_layers`` blocks and a skip around
+    them.  With a causal layer the whole model is causal and can be stepped.
+
+    Args:
+        d_model: width H of the outermost level.
+        n_layers: SSM blocks per level.
+        layer: registry name of the SSM layer (see :func:`ssmcore.make_layer`).
+        d_input: if given, an encoder ``Linear(d_input, H)``; input (B, L, d_input).
+        d_output: if given, a decoder ``Linear(H, d_output)``; output (B, L, d_output).
+        ff_expand: expansion of the feed-forward block after each SSM block (0: none).
+        norm: ``layer``, ``batch`` or ``none``.
+        prenorm: pre- or post-norm residual blocks; the final norm is applied with prenorm only
+            (postnorm blocks already end in a norm).
+        dropout: residual dropout, also passed to the SSM layers and feed-forward blocks.
+        pool: SaShiMi pooling factors, outermost first; None for a flat stack.
+        pool_expand: width multiplier of each pooling stage.
+        unet: also put ``n_layers`` blocks on the way down, at each level before its DownPool (the
+            U-Net variant of SaShiMi); the level's skip is then taken after those blocks.
+        **layer_kwargs: passed to the SSM layer (``d_state``, ``bidirectional``, ...).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        layer: str = "s4d",
+        d_input: int | None = None,
+        d_output: int | None = None,
+        ff_expand: int = 2,
+        norm: str = "layer",
+        prenorm: bool = True,
+        dropout: float = 0.0,
+        pool: Sequence[int] | None = None,
+        pool_expand: int = 2,
+        unet: bool = False,
+        **layer_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if n_layers < 0:
+            raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        self.d_model, self.d_input, self.d_output = d_model, d_input, d_output
+        self.pool = tuple(pool or ())
+        self.unet = bool(unet and self.pool)
+
+        def stage(width: int) -> nn.ModuleList:
+            blocks = []
+            for _ in range(n_layers):
+                ssm = make_layer(layer, d_model=width, dropout=dropout, **layer_kwargs)
+                blocks.append(ResidualBlock(width, ssm, norm, prenorm, dropout))
+                if ff_expand:
+                    blocks.append(
+                        ResidualBlock(
+                            width, FeedForward(width, ff_expand, dropout=dropout), norm, prenorm, dropout
+                        )
+                    )
+            return nn.ModuleList(blocks)
+
+        self.encoder = nn.Linear(d_input, d_model) if d_input else nn.Identity()
+        widths = [d_model * pool_expand**i for i in range(len(self.pool) + 1)]
+        self.down = nn.ModuleList(DownPool(widths[i], p, pool_expand) for i, p in enumerate(self.pool))
+        self.down_blocks = nn.ModuleList(
+            stage(widths[i]) if self.unet else nn.ModuleList() for i in range(len(self.pool))
+        )  # the U-Net variant's blocks before each DownPool
+        self.center = stage(widths[-1])
+        self.up = nn.ModuleList(
+            nn.ModuleDict({"pool": UpPool(widths[i + 1], p, pool_expand), "blocks": stage(widths[i])})
+            for i, p in enumerate(self.pool)
+        )  # self.up[i] maps level i + 1 back to level i
+        self.norm = FeatureNorm(d_model, norm if prenorm else "none")
+        self.decoder = nn.Linear(d_model, d_output) if d_output else nn.Identity()
+
+    def default_state(self, batch_size: int, device: torch.device | str | None = None) -> dict[str, list]:
+        """Zero states: ``{"down": [...], "down_blocks": [[...], ...], "center": [...], "up": [(pool_state, [block
+        states]), ...]}``."""
+        return {
+            "down": [m.default_state(batch_size, device) for m in self.down],
+            "down_blocks": [[b.default_state(batch_size, device) for b in blocks] for blocks in self.down_blocks],
+            "center": [b.default_state(batch_size, device) for b in self.center],
+            "up": [
+                (
+                    s["pool"].default_state(batch_size, device),
+                    [b.default_state(batch_size, device) for b in s["blocks"]],
+                )
+                for s in self.up
+            ],
+        }
+
+    @staticmethod
+    def _blocks(
+        blocks: nn.ModuleList, x: Tensor, states: list | None, rate: float
+    ) -> tuple[Tensor, list | None]:
+        new = []
+        for i, block in enumerate(blocks):
+            x, s = block(x, state=None if states is None else states[i], rate=rate)
+            new.append(s)
+        return x, (None if states is None else new)
+
+    def forward(self, x: Tensor, state: dict | None = None, rate: float = 1.0) -> tuple[Tensor, dict | None]:
+        """``x`` (B, L, d_input or H) -> ``(y (B, L, d_output or H), next_state)``.
+
+        ``next_state`` is None unless ``state`` was given; ``rate`` goes to every SSM layer.
+        """
+        width = self.d_input or self.d_model
+        if x.dim() != 3 or x.shape[-1] != width:
+            raise ValueError(f"SequenceModel expects (batch, length, {width}), got {tuple(x.shape)}")
+        st = state
+        x = self.encoder(x)
+        skips, new_down, new_down_blocks = [], [], []
+        for i, down in enumerate(self.down):
+            x, s = self._blocks(self.down_blocks[i], x, None if st is None else st["down_blocks"][i], rate)
+            new_down_blocks.append(s)
+            skips.append(x)
+            x, s = down(x, state=None if st is None else st["down"][i], rate=rate)  # (B, L_i+1, H_i+1)
+            new_down.append(s)
+        center_in = x
+        x, new_center = self._blocks(self.center, x, None if st is None else st["center"], rate)
+        if self.pool:
+            x = x + center_in
+        new_up: list = [None] * len(self.up)
+        for i in reversed(range(len(self.up))):
+            stage = self.up[i]
+            pool_state = None if st is None else st["up"][i][0]
+            x, s = stage["pool"](x, state=pool_state, rate=rate, length=skips[i].shape[1])  # (B, L_i, H_i)
+            x = x + skips[i]
+            skip = x
+            x, block_states = self._blocks(stage["blocks"], x, None if st is None else st["up"][i][1], rate)
+            x = x + skip
+            new_up[i] = (s, block_states)
+        y = self.decoder(self.norm(x))
+        if st is None:
+            return y, None
+        return y, {"down": new_down, "down_blocks": new_down_blocks, "center": new_center, "up": new_up}
+
+    def step(self, x_t: Tensor, state: dict, rate: float = 1.0) -> tuple[Tensor, dict]:
+        """One step through the whole stack: ``x_t`` (B, d_input or H) -> ``(y_t (B, d_output or H), state)``.
+
+        Levels below a DownPool that did not emit this step are not stepped.
+        """
+        new = {"down": list(state["down"]), "down_blocks": list(state["down_blocks"]),
+               "center": list(state["center"]), "up": list(state["up"])}
+        x: Tensor | None = self.encoder(x_t)
+        skips = []
+        for i, down in enumerate(self.down):
+            if self.unet:
+                block_states = list(state["down_blocks"][i])
+                for j, block in enumerate(self.down_blocks[i]):
+                    x, block_states[j] = block.step(x, block_states[j], rate=rate)
+                new["down_blocks"][i] = block_states
+            skips.append(x)
+            x, new["down"][i] = down.step(x, state["down"][i])
+            if x is None:
+                break
+        if x is not None:
+            center_in = x
+            for j, block in enumerate(self.center):
+                x, new["center"][j] = block.step(x, state["center"][j], rate=rate)
+            if self.pool:
+                x = x + center_in
+        for i in reversed(range(len(skips))):  # levels that received a step
+            stage = self.up[i]
+            pool_state, block_states = state["up"][i]
+            x, pool_state = stage["pool"].step(x, pool_state)
+            x = x + skips[i]
+            skip = x
+            block_states = list(block_states)
+            for j, block in enumerate(stage["blocks"]):
+                x, block_states[j] = block.step(x, block_states[j], rate=rate)
+            x = x + skip
+            new["up"][i] = (pool_state, block_states)
+        return self.decoder(self.norm.step(x)), new

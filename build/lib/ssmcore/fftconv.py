@@ -1,0 +1,103 @@
+"""Causal, bidirectional and N-D convolution by FFT, zero-padded (no circular wrap).
+
+Kernels are given per axis either at the input length ``S`` (causal: lags ``0..S-1``)
+or at ``2S`` (two-sided, see :func:`two_sided`).  The FFT is taken at ``2S`` on each
+axis, which is enough for the linear (not circular) convolution of length-``S`` inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def _compute_dtype(u: Tensor, k: Tensor) -> torch.dtype:
+    """float32 at least (half-precision FFTs lose too much), float64 when either input is."""
+    return torch.promote_types(torch.promote_types(u.dtype, k.dtype), torch.float32)
+
+
+def two_sided(k_forward: Tensor, k_backward: Tensor, dim: int = -1) -> Tensor:
+    """Combine a causal and an anti-causal kernel of length L into one of length 2L.
+
+    The result convolves as ``y[t] = sum_{m>=0} k_forward[m] u[t-m] + sum_{m>=0} k_backward[m] u[t+1+m]``:
+    ``k_backward`` is the causal kernel run over the reversed sequence, shifted by one
+    step so that the current input is counted once (by ``k_forward``).
+    """
+    k_forward = k_forward.movedim(dim, -1)
+    k_backward = k_backward.movedim(dim, -1)
+    L = k_forward.shape[-1]
+    k = F.pad(k_forward, (0, L)) + F.pad(k_backward.flip(-1), (L, 0))
+    return k.movedim(-1, dim)
+
+
+class _FFTConv(torch.autograd.Function):
+    """``irfft(rfft(u, 2L) * rfft(k, 2L))[:L]`` with a backward made of real FFTs only.
+
+    The gradient of a (zero-padded, circular) convolution is a correlation with the same
+    spectra: ``du = irfft(sum_c G conj(K))[:L]`` and ``dk = irfft(sum_b G conj(U))[:Lk]``, with
+    ``G = rfft(grad, 2L)``.  Autograd's own backward of ``rfft`` builds a zero-filled full
+    spectrum and runs a complex FFT of twice the size: on the CPU that was ~45% of a training
+    step of a raw-audio classifier.  The spectra of the forward pass are saved for the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, k: Tensor, dtype: torch.dtype) -> Tensor:
+        L, Lk = u.shape[-1], k.shape[-1]
+        n = 2 * L
+        u_f = torch.fft.rfft(u.to(dtype), n=n)  # (B, H, n/2+1)
+        k_f = torch.fft.rfft(k.to(dtype), n=n)  # (C, H, n/2+1)
+        y = torch.fft.irfft(u_f.unsqueeze(1) * k_f, n=n)[..., :L]  # (B, C, H, L)
+        ctx.save_for_backward(u_f, k_f)
+        ctx.shapes = (L, Lk, u.dtype, k.dtype)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        u_f, k_f = ctx.saved_tensors
+        L, Lk, u_dtype, k_dtype = ctx.shapes
+        n = 2 * L
+        g_f = torch.fft.rfft(grad.to(u_f.real.dtype), n=n)  # (B, C, H, n/2+1)
+        du = dk = None
+        if ctx.needs_input_grad[0]:
+            prod = g_f * k_f.conj().resolve_conj()  # the kernel's spectrum is the small one
+            du = torch.fft.irfft(prod[:, 0] if prod.shape[1] == 1 else prod.sum(1), n=n)[..., :L].to(u_dtype)
+        if ctx.needs_input_grad[1]:
+            prod = g_f * u_f.unsqueeze(1).conj()
+            dk = torch.fft.irfft(prod[0] if prod.shape[0] == 1 else prod.sum(0), n=n)[..., :Lk].to(k_dtype)
+        return du, dk, None
+
+
+def fftconv(u: Tensor, k: Tensor) -> Tensor:
+    """1-D convolution of ``u`` (B, H, L) with kernels ``k`` (C, H, L or 2L) -> (B, C, H, L).
+
+    Computed in float32 at least, whatever the input dtype (safe under autocast); the backward
+    uses real FFTs only (see :class:`_FFTConv`).
+    """
+    L = u.shape[-1]
+    if k.shape[-1] not in (L, 2 * L):
+        raise ValueError(f"kernel length {k.shape[-1]} must be L={L} (causal) or 2L (two-sided)")
+    return _FFTConv.apply(u, k, _compute_dtype(u, k))
+
+
+def fftconv_nd(u: Tensor, k: Tensor) -> Tensor:
+    """N-D convolution: ``u`` (B, H, *S) with ``k`` (C, H, *K) -> (B, C, H, *S).
+
+    Each kernel axis has length ``S_i`` (causal along that axis) or ``2 S_i`` (two-sided).
+    """
+    spatial = u.shape[2:]
+    ndim = len(spatial)
+    if k.dim() != ndim + 2:
+        raise ValueError(f"kernel has {k.dim() - 2} spatial axes, input has {ndim}")
+    for s, ks in zip(spatial, k.shape[2:]):
+        if ks not in (s, 2 * s):
+            raise ValueError(f"kernel axis length {ks} must be {s} (causal) or {2 * s} (two-sided)")
+    sizes = [2 * s for s in spatial]
+    dims = tuple(range(-ndim, 0))
+    dtype = _compute_dtype(u, k)
+    u_f = torch.fft.rfftn(u.to(dtype), s=sizes, dim=dims)
+    k_f = torch.fft.rfftn(k.to(dtype), s=sizes, dim=dims)
+    y = torch.fft.irfftn(u_f.unsqueeze(1) * k_f, s=sizes, dim=dims)
+    return y[(..., *[slice(0, s) for s in spatial])]
