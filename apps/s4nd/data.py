@@ -16,9 +16,6 @@ resampling (:func:`resize_images`), so one stored copy serves every resolution.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 from apps.common.mnist import load_mnist5k
+from apps.common.prepared import already_prepared, building
 
 DATASETS = ("imagefolder", "cifar10")
 SPLITS = ("train", "val", "test")
@@ -223,7 +221,8 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--out", default="data/mnist5k", help="output folder (default data/mnist5k)")
     p.add_argument("--split", default="400,50,50", help="train,val,test digits per class (default 400,50,50)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    p.add_argument("--force", action="store_true", help="rebuild --out even if it is already there")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)
     try:
         per_class = [int(s) for s in a.split.split(",")]
@@ -233,17 +232,13 @@ def prepare(argv: list[str]) -> None:
         raise UserError(f"--split needs three positive counts per class (train,val,test) summing to at most 500, "
                         f"got {a.split!r}")
     out = Path(a.out)
-    if out.exists() and any(out.iterdir()) and not a.force:
-        if all((out / split).is_dir() for split in SPLITS):
-            print(f"{out} is already prepared (pass --force to rebuild it)")
-            return
-        raise UserError(f"--out {out} exists and is not an MNIST-5k tree; remove it or choose another folder")
+    settings = {"source": a.source, "split": per_class, "seed": a.seed}
+    if already_prepared(out, "ssm s4nd prepare", settings, a.force):
+        return
     images, labels = load_mnist5k()
     g = torch.Generator().manual_seed(a.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     counts = dict.fromkeys(SPLITS, 0)
-    try:
+    with building(out, "ssm s4nd prepare", settings) as tmp:
         for digit in range(10):
             index = torch.nonzero(labels == digit).flatten()
             index = index[torch.randperm(len(index), generator=g)]
@@ -254,15 +249,5 @@ def prepare(argv: list[str]) -> None:
                 for i in sorted(index[lo:hi].tolist()):
                     Image.fromarray(images[i].numpy(), mode="L").save(folder / f"{i:04d}.png", optimize=False)
                     counts[split] += 1
-        old = None
-        if out.exists():  # --force: swap the new tree in, then drop the old one
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for split in SPLITS:
         print(f"wrote {out / split} ({counts[split]} digits, 28x28 grey PNG, 10 classes)")

@@ -25,6 +25,7 @@ from rich.progress import Progress
 
 from apps.common.audio import load_audio, save_wav
 from apps.common.errors import UserError
+from apps.common.prepared import already_prepared, building
 from apps.common.report import write_csv
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -69,23 +70,30 @@ def prepare_piano(argv: list[str]) -> None:
     p.add_argument("--out", default="data/piano", help="output folder (train/val/test WAVs)")
     p.add_argument("--minutes", type=float, default=10.0, help="total minutes of audio to render")
     p.add_argument("--seed", type=int, default=0, help="order in which the chorales are drawn")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     args = p.parse_args(argv)
-    if args.minutes <= 0:
-        raise UserError("--minutes must be positive")
+    if not (0 < args.minutes < float("inf")):
+        raise UserError(f"--minutes must be a positive finite number, got {args.minutes}")
     if shutil.which("fluidsynth") is None:
         raise UserError("fluidsynth is not installed; run `make system-deps` (Debian: apt-get install fluidsynth)")
     if not SOUNDFONT.is_file():
         raise UserError(f"soundfont {SOUNDFONT} not found; run `make system-deps` (Debian: timgm6mb-soundfont)")
-    out = Path(args.out)
-    if (out / "manifest.csv").is_file() and not args.force:
-        print(f"{out} already holds a piano set (manifest.csv); pass --force to rebuild it")
+    final = Path(args.out)
+    settings = {"minutes": args.minutes, "seed": args.seed}
+    if already_prepared(final, "ssm sashimi prepare piano", settings, args.force):
         return
-    if args.force and out.exists():
-        shutil.rmtree(out)
+    with building(final, "ssm sashimi prepare piano", settings) as out:
+        rows, total, counts = _render_set(out, args.minutes, args.seed)
+    print(f"wrote {len(rows)} piano renders ({total / SAMPLE_RATE / 60:.1f} min; train {counts['train']}, "
+          f"val {counts['val']}, test {counts['test']}) under {final}/{{train,val,test}} and {final}/manifest.csv")
+
+
+def _render_set(out: Path, minutes: float, seed: int) -> tuple[list[list[str]], int, dict[str, int]]:
+    """Render chorales into ``out`` until ``minutes`` of audio (and a val and a test piece) are there."""
     sources = chorale_paths()
-    random.Random(args.seed).shuffle(sources)
-    target, total, rows = args.minutes * 60 * SAMPLE_RATE, 0, []
+    random.Random(seed).shuffle(sources)
+    target, total, rows = minutes * 60 * SAMPLE_RATE, 0, []
     counts = {"train": 0, "val": 0, "test": 0}
     with tempfile.TemporaryDirectory() as tmp, Progress() as progress:
         task = progress.add_task("rendering chorales", total=int(target))
@@ -108,5 +116,4 @@ def prepare_piano(argv: list[str]) -> None:
             rows.append([f"{split}/{name}", split, source.name, f"{wav.shape[0] / SAMPLE_RATE:.2f}"])
             progress.update(task, completed=min(total, int(target)))
     write_csv(out / "manifest.csv", ["file", "split", "chorale", "seconds"], rows)
-    print(f"wrote {len(rows)} piano renders ({total / SAMPLE_RATE / 60:.1f} min; train {counts['train']}, "
-          f"val {counts['val']}, test {counts['test']}) under {out}/{{train,val,test}} and {out}/manifest.csv")
+    return rows, total, counts

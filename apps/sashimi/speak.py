@@ -18,8 +18,8 @@ import argparse
 import csv
 import hashlib
 import io
+import math
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -33,6 +33,7 @@ from rich.progress import Progress
 from scipy.signal import lfilter, resample_poly
 
 from apps.common.errors import UserError
+from apps.common.prepared import already_prepared, building
 from apps.sashimi.speech import SAMPLE_RATE, WORD_SETS
 
 #: espeak-ng's English accents (mbrola voices need an extra package, so they are left out)
@@ -168,13 +169,14 @@ def _write(path: Path, wav: np.ndarray) -> None:
     soundfile.write(str(path), wav, SAMPLE_RATE, subtype="PCM_16")
 
 
-def build(out: Path, words: Sequence[str], per_word: int, seed: int = 0, noise: float = 0.0, jobs: int = 2,
+def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noise: float = 0.0, jobs: int = 2,
           noise_seconds: float = 20.0) -> dict[str, float]:
-    """Write the stand-in under ``out`` (built beside it and renamed when complete); returns timings."""
+    """Write the stand-in into the empty folder ``staging``; returns timings.
+
+    ``prepare`` calls it inside :func:`apps.common.prepared.building`, which renames the folder into place.
+    """
     variants = espeak_variants()
     clips, _, info = plan_clips(words, per_word, seed, noise, variants)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     for word in words:
         (staging / word).mkdir(parents=True, exist_ok=True)
     (staging / "_background_noise_").mkdir()
@@ -206,9 +208,6 @@ def build(out: Path, words: Sequence[str], per_word: int, seed: int = 0, noise: 
         "Offline stand-in for Speech Commands v0.02, spoken by espeak-ng (ssm-suite).\n"
         f"words: {' '.join(words)}; {per_word} clips per word; seed {seed}; noise {noise}.\n"
         "Speakers are espeak-ng accent+variant pairs (voices.csv); splits are speaker-disjoint.\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
     return {"clips": len(clips), "seconds": seconds, "clips_per_s": len(clips) / max(seconds, 1e-9)}
 
 
@@ -233,16 +232,20 @@ def prepare_speech_commands(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.0, help="std of light white noise added to each clip (e.g. 0.005)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel espeak-ng processes")
-    p.add_argument("--force", action="store_true", help="rebuild even if --out already holds a prepared set")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)
     out = Path(a.out)
-    if a.noise < 0:
-        raise UserError(f"--noise must be >= 0, got {a.noise}")
-    if (out / "validation_list.txt").is_file() and not a.force:
-        print(f"{out} already holds a prepared set; kept (pass --force to rebuild)")
-        return
+    if not (a.noise >= 0 and math.isfinite(a.noise)):
+        raise UserError(f"--noise must be a finite number >= 0, got {a.noise}")
+    if a.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {a.jobs}")
     words = resolve_words(a.words)
-    stats = build(out, words, a.per_word, a.seed, a.noise, a.jobs)
+    args = {"words": words, "per_word": a.per_word, "seed": a.seed, "noise": a.noise}
+    if already_prepared(out, "ssm sashimi prepare speech-commands", args, a.force):
+        return
+    with building(out, "ssm sashimi prepare speech-commands", args) as staging:
+        stats = build(staging, words, a.per_word, a.seed, a.noise, a.jobs)
     print(f"wrote {stats['clips']} clips of {len(words)} words under {out} "
           f"in {stats['seconds']:.1f} s ({stats['clips_per_s']:.0f} clips/s, {a.jobs} jobs)")
     for name in ("validation_list.txt", "testing_list.txt", "voices.csv", "_background_noise_"):

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
+from apps.common.prepared import already_prepared, building
 
 SPLITS = ("train", "val", "test")
 IGNORE = -100
@@ -102,11 +103,25 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--delay", type=int, default=16)
     p.add_argument("--sizes", default="2048,256,256", help="train,val,test sizes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)
-    sizes = [int(s) for s in a.sizes.split(",")]
-    if len(sizes) != 3:
-        raise UserError(f"--sizes needs three comma-separated numbers (train,val,test), got {a.sizes!r}")
-    for i, (name, n) in enumerate(zip(SPLITS, sizes)):
-        x, y = delayed_recall(n, a.length, a.vocab, a.delay, a.seed + i)
-        path = atomic_torch_save({"x": x, "y": y}, Path(a.out) / f"{name}.pt")
-        print(f"wrote {path} ({n} sequences of length {a.length})")
+    try:
+        sizes = [int(s) for s in a.sizes.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise UserError(f"--sizes needs three positive comma-separated numbers (train,val,test), got {a.sizes!r}")
+    if a.vocab < 2 or a.length < 2 or not 0 < a.delay < a.length:
+        raise UserError(f"need --vocab >= 2 and 0 < --delay < --length "
+                        f"(got {a.vocab}, {a.length}, {a.delay})")
+    out = Path(a.out)
+    settings = {"vocab": a.vocab, "length": a.length, "delay": a.delay, "sizes": sizes, "seed": a.seed}
+    if already_prepared(out, "ssm smoke prepare", settings, a.force):
+        return
+    with building(out, "ssm smoke prepare", settings) as tmp:
+        for i, (name, n) in enumerate(zip(SPLITS, sizes)):
+            x, y = delayed_recall(n, a.length, a.vocab, a.delay, a.seed + i)
+            atomic_torch_save({"x": x, "y": y}, tmp / f"{name}.pt")
+    for name, n in zip(SPLITS, sizes):
+        print(f"wrote {out / f'{name}.pt'} ({n} sequences of length {a.length})")

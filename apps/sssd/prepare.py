@@ -24,6 +24,7 @@ from rich.progress import Progress
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_write, atomic_write_text
+from apps.common.prepared import already_prepared, building
 
 DATASETS = ("mujoco", "stocks", "eeg")
 #: dm_control's planar Hopper (Apache-2.0, see assets/LICENSE); its includes sit beside it in common/
@@ -109,13 +110,21 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--out", default=None, help="output folder (default $SSM_DATA/<dataset>, SSM_DATA=data)")
     p.add_argument("--n", type=int, default=10000, help="mujoco: number of trajectories (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="mujoco: random seed")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)
-    out = Path(a.out) if a.out else Path(os.environ.get("SSM_DATA", "data")) / a.dataset
-    if a.dataset == "mujoco":
-        paths = prepare_mujoco(out, a.n, a.seed)
-    elif a.dataset == "stocks":
-        paths = prepare_stocks(out)
-    else:
-        paths = prepare_eeg(out)
+    final = Path(a.out) if a.out else Path(os.environ.get("SSM_DATA", "data")) / a.dataset
+    settings = {"dataset": a.dataset, **({"n": a.n, "seed": a.seed} if a.dataset == "mujoco" else {})}
+    if a.dataset == "mujoco" and a.n < 5:
+        raise UserError(f"--n must be at least 5 (train and test splits), got {a.n}")
+    if already_prepared(final, "ssm sssd prepare", settings, a.force):
+        return
+    with building(final, "ssm sssd prepare", settings) as out:
+        if a.dataset == "mujoco":
+            paths = prepare_mujoco(out, a.n, a.seed)
+        elif a.dataset == "stocks":
+            paths = prepare_stocks(out)
+        else:
+            paths = prepare_eeg(out)
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {final / path.relative_to(out)}")

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
+from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
 from apps.common.mnist import MNIST_SIDE, load_mnist5k
+from apps.common.prepared import check_writable
 from apps.vis4mer.backbone import IMAGENET_MEAN, IMAGENET_STD
 from apps.vis4mer.prepare import INSTANCE_RANGES
 from apps.vis4mer.video import preprocess
@@ -92,7 +94,15 @@ def prepare_digit_backbone(argv: list[str]) -> None:
     p.add_argument("--image-size", type=int, default=32, help="backbone input side (use the same at extraction)")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
+    if args.epochs < 1 or args.image_size < 8 or args.canvas < 8:
+        raise UserError(f"need --epochs >= 1, --image-size >= 8 and --canvas >= 8 "
+                        f"(got {args.epochs}, {args.image_size}, {args.canvas})")
+    out = Path(args.out)
+    if out.exists() and not (args.force and out.is_file()):
+        raise UserError(f"--out {out} already exists; pass --force to replace it, or choose another --out")
+    check_writable(out.parent, "--out")
     scores = train_digit_backbone(args.out, args.canvas, args.image_size, args.epochs, seed=args.seed)
     print(f"prepare digit-backbone: ResNet-18, last-epoch train accuracy {scores['train_acc']:.3f}, "
           f"held-out digits {scores['heldout_acc']:.3f}")

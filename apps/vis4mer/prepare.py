@@ -19,7 +19,6 @@ Train, val and test videos draw their digits from disjoint MNIST-5k instances (7
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from rich.progress import Progress
 from apps.common.errors import UserError
 from apps.common.io import atomic_write, atomic_write_text
 from apps.common.mnist import MNIST_SIDE, load_mnist5k
+from apps.common.prepared import already_prepared, building
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 #: MNIST-5k instances per class used by each split (disjoint)
@@ -91,13 +91,27 @@ def prepare_moving_mnist(out: str | Path, videos: int = 300, seconds: float = 60
     out = Path(out)
     if canvas % 2 or canvas < MNIST_SIDE:
         raise UserError(f"--canvas must be even and at least {MNIST_SIDE}, got {canvas}")
-    if videos < 6 or seconds <= 0 or fps < 1:
+    if videos < 6 or not 0 < seconds < float("inf") or fps < 1:
         raise UserError(f"need --videos >= 6, --seconds > 0 and --fps >= 1 (got {videos}, {seconds}, {fps})")
-    if (out / "lvu_1.0").exists() and not force:
-        raise UserError(f"{out} already holds a dataset; pass --force to replace it")
-    if force:
-        for sub in ("videos", "lvu_1.0", "features"):
-            shutil.rmtree(out / sub, ignore_errors=True)
+    settings = {"videos": videos, "seconds": seconds, "fps": fps, "canvas": canvas, "seed": seed}
+    if already_prepared(out, "ssm vis4mer prepare moving-mnist", settings, force):
+        return read_rows(out)
+    with building(out, "ssm vis4mer prepare moving-mnist", settings) as tmp:
+        return _write_moving_mnist(tmp, videos, seconds, fps, canvas, seed, progress)
+
+
+def read_rows(out: Path) -> dict[str, list]:
+    """``split -> [(id, first_digit, seven_count)]`` of an already prepared set, from its label CSVs."""
+    rows: dict[str, list] = {}
+    for split in SPLIT_FRACTIONS:
+        first = (out / "lvu_1.0" / "first_digit" / f"{split}.csv").read_text().splitlines()[1:]
+        count = (out / "lvu_1.0" / "seven_count" / f"{split}.csv").read_text().splitlines()[1:]
+        rows[split] = [(f.split()[2], int(f.split()[0]), int(c.split()[0])) for f, c in zip(first, count)]
+    return rows
+
+
+def _write_moving_mnist(out: Path, videos: int, seconds: float, fps: int, canvas: int, seed: int,
+                        progress: bool) -> dict[str, list]:
     images, labels = load_mnist5k()
     by_class = [images[labels == d].numpy() for d in range(10)]
     rng = np.random.default_rng(seed)
@@ -143,7 +157,8 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help=f"demo/CI size: {TINY['videos']} videos of "
                                                        f"{TINY['seconds']} s")
-    p.add_argument("--force", action="store_true", help="replace an existing dataset")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     args = p.parse_args(argv)
     videos, seconds = (TINY["videos"], TINY["seconds"]) if args.tiny else (args.videos, args.seconds)
     rows = prepare_moving_mnist(args.out, videos, seconds, args.fps, args.canvas, args.seed, args.force)

@@ -17,7 +17,7 @@ from tests.apps.s4nd.conftest import CLASSES, write_image_folder
 
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*.png"))}
 
 
 def _fake_mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,12 +52,12 @@ def test_prepare_mnist_is_deterministic_imagefolder(tmp_path, capsys, monkeypatc
     names = {split: {p.name for p in (tmp_path / "a" / split).rglob("*.png")} for split in ("train", "val", "test")}
     assert not (names["train"] & names["val"]) and not (names["val"] & names["test"])
     prepare(["mnist", "--out", str(tmp_path / "a")])  # already there: kept as it is
-    assert "already prepared" in capsys.readouterr().out and _digest(tmp_path / "a") == a
+    assert "already holds a dataset" in capsys.readouterr().out and _digest(tmp_path / "a") == a
     prepare(["mnist", "--out", str(tmp_path / "a"), "--split", "1,1,1", "--force"])
     assert len(_digest(tmp_path / "a")) == 30
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not an MNIST-5k tree"):
+    with pytest.raises(UserError, match="not written by `ssm ... prepare`"):
         prepare(["mnist", "--out", str(tmp_path / "other")])
     with pytest.raises(UserError, match="--split"):
         prepare(["mnist", "--out", str(tmp_path / "c"), "--split", "400,100,100"])

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from apps.common.cli import main
+from apps.common.prepared import MARKER
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = str(ROOT / "recipes" / "smoke" / "tiny.yaml")
@@ -92,7 +93,7 @@ def test_prepare_then_fit_from_data_dir(tmp_path, capsys):
     out = tmp_path / "smoke-data"
     assert main(["smoke", "prepare", "--out", str(out), "--length", "32", "--delay", "4", "--sizes", "64,32,32",
                  "--vocab", "4"]) == 0
-    assert {p.name for p in out.iterdir()} == {"train.pt", "val.pt", "test.pt"}
+    assert {p.name for p in out.iterdir()} == {"train.pt", "val.pt", "test.pt", MARKER}
     assert main(["smoke", "fit", "-c", TINY, "--data.data_dir", str(out), "--trainer.max_epochs", "1"]) == 0
 
 
