@@ -17,6 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # uv must use an interpreter that is here: its own Python downloads come from outside the package registries
 export UV_PYTHON_DOWNLOADS := never
 export SSM_DATA ?= data
+DEMO_RUNS := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
@@ -75,38 +76,40 @@ test: lock-check setup lint core-check
 test-slow: setup
 	$(PY) -m pytest -m slow
 
+# Each demo writes its runs to a folder of its own (SSM_RUNS): a rerun never touches an earlier one.
+demo: export SSM_RUNS := $(DEMO_RUNS)
 demo: setup
 	@echo "== smoke: delayed recall with a 2-layer S4D model =="
 	$(SSM) smoke prepare --out $(SSM_DATA)/smoke
 	$(SSM) smoke fit -c recipes/smoke/copy.yaml --data.data_dir $(SSM_DATA)/smoke
-	$(SSM) smoke test -c recipes/smoke/copy.yaml --data.data_dir $(SSM_DATA)/smoke --ckpt_path runs/smoke/copy/checkpoints/best.ckpt
+	$(SSM) smoke test -c recipes/smoke/copy.yaml --data.data_dir $(SSM_DATA)/smoke --ckpt_path $(DEMO_RUNS)/smoke/copy/checkpoints/best.ckpt
 	@echo "== synthetic: DLR's Shift task with a tiny S4D, then a 2-task x 2-layer suite =="
 	$(SSM) synthetic fit -c recipes/synthetic/tiny.yaml --trainer.max_epochs 8 --data.steps_per_epoch 25
-	$(SSM) synthetic suite --layers s4d,dlr --tasks shift,cumsum --length 64 --steps 40 --d-model 16 --d-state 64 --out runs/synthetic/demo-suite
+	$(SSM) synthetic suite --layers s4d,dlr --tasks shift,cumsum --length 64 --steps 40 --d-model 16 --d-state 64 --out $(DEMO_RUNS)/synthetic/demo-suite
 	@echo "== s4nd: S4ND trained at 14x14, tested zero-shot at 7, 14 and 28 =="
 	$(SSM) s4nd prepare mnist --out $(SSM_DATA)/mnist5k
 	$(SSM) s4nd fit -c recipes/s4nd/tiny.yaml --data.root $(SSM_DATA)/mnist5k
-	$(SSM) s4nd zero-shot --ckpt runs/s4nd/tiny/checkpoints/best.ckpt --resolutions 7,14,28
+	$(SSM) s4nd zero-shot --ckpt $(DEMO_RUNS)/s4nd/tiny/checkpoints/best.ckpt --resolutions 7,14,28
 	@echo "== sashimi: SaShiMi on 1 minute of piano, then exact recurrent generation =="
 	$(SSM) sashimi prepare piano --out $(SSM_DATA)/piano_demo --minutes 1
 	$(SSM) sashimi fit -c recipes/sashimi/piano_tiny.yaml --data.root $(SSM_DATA)/piano_demo
-	$(SSM) sashimi generate --ckpt runs/sashimi/piano_tiny/checkpoints/last.ckpt --n 2 --seconds 0.5 --batch 2 --compare "$$(ls $(SSM_DATA)/piano_demo/test/*.wav | head -1)"
+	$(SSM) sashimi generate --ckpt $(DEMO_RUNS)/sashimi/piano_tiny/checkpoints/last.ckpt --n 2 --seconds 0.5 --batch 2 --compare "$$(ls $(SSM_DATA)/piano_demo/test/*.wav | head -1)"
 	@echo "== sashimi: Speech Commands yes/no/up from raw audio, zero-shot at 8 kHz, classifier scores =="
 	$(SSM) sashimi prepare speech-commands --out $(SSM_DATA)/speech_commands_tiny --words yes,no,up --per-word 30
 	$(SSM) sashimi fit -c recipes/sashimi/sc_tiny.yaml --data.root $(SSM_DATA)/speech_commands_tiny
-	$(SSM) sashimi zero-shot --ckpt runs/sashimi/sc_tiny/checkpoints/best.ckpt --rates 16000,8000 --data-root $(SSM_DATA)/speech_commands_tiny
-	$(SSM) sashimi score --classifier runs/sashimi/sc_tiny/checkpoints/best.ckpt --real $(SSM_DATA)/speech_commands_tiny
+	$(SSM) sashimi zero-shot --ckpt $(DEMO_RUNS)/sashimi/sc_tiny/checkpoints/best.ckpt --rates 16000,8000 --data-root $(SSM_DATA)/speech_commands_tiny
+	$(SSM) sashimi score --classifier $(DEMO_RUNS)/sashimi/sc_tiny/checkpoints/best.ckpt --real $(SSM_DATA)/speech_commands_tiny
 	@echo "== vis4mer: tiny Moving-MNIST videos -> cached tokens -> multi-scale S4 decoder =="
-	$(SSM) vis4mer prepare moving-mnist --out $(SSM_DATA)/moving_mnist_tiny --tiny --force
+	$(SSM) vis4mer prepare moving-mnist --out $(SSM_DATA)/moving_mnist_tiny --tiny
 	$(SSM) vis4mer extract-features --videos $(SSM_DATA)/moving_mnist_tiny/videos --out $(SSM_DATA)/moving_mnist_tiny/features
 	$(SSM) vis4mer fit -c recipes/vis4mer/tiny.yaml --data.root $(SSM_DATA)/moving_mnist_tiny
 	@echo "== sssd: SSSD^S4 imputation on a small MuJoCo Hopper set, test table vs baselines, a forecast =="
 	$(SSM) sssd prepare mujoco --n 500 --out $(SSM_DATA)/mujoco_small
 	$(SSM) sssd fit -c recipes/sssd/tiny.yaml --data.path $(SSM_DATA)/mujoco_small/train_mujoco.npy --data.test_path $(SSM_DATA)/mujoco_small/test_mujoco.npy
-	$(SSM) sssd test -c recipes/sssd/tiny.yaml --data.path $(SSM_DATA)/mujoco_small/train_mujoco.npy --data.test_path $(SSM_DATA)/mujoco_small/test_mujoco.npy --ckpt_path runs/sssd/tiny/checkpoints/last.ckpt
-	$(SSM) sssd forecast --ckpt runs/sssd/tiny/checkpoints/last.ckpt --input $(SSM_DATA)/mujoco_small/test_mujoco.npy --out runs/sssd/tiny/forecast.csv --horizon 10 --holdout --samples 4 --sampler ddim --steps 10 --max-plots 2
-	@echo "== demo done: outputs are under runs/ =="
-	@find runs \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
+	$(SSM) sssd test -c recipes/sssd/tiny.yaml --data.path $(SSM_DATA)/mujoco_small/train_mujoco.npy --data.test_path $(SSM_DATA)/mujoco_small/test_mujoco.npy --ckpt_path $(DEMO_RUNS)/sssd/tiny/checkpoints/last.ckpt
+	$(SSM) sssd forecast --ckpt $(DEMO_RUNS)/sssd/tiny/checkpoints/last.ckpt --input $(SSM_DATA)/mujoco_small/test_mujoco.npy --out $(DEMO_RUNS)/sssd/tiny/forecast.csv --horizon 10 --holdout --samples 4 --sampler ddim --steps 10 --max-plots 2
+	@echo "== demo done: outputs are under $(DEMO_RUNS)/ =="
+	@find $(DEMO_RUNS) \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
 
 bench: setup
 	$(PY) benchmarks/layers.py

@@ -5,7 +5,6 @@ and a one-line error for a bad recipe."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,12 +15,8 @@ from lightning.pytorch.cli import LightningCLI
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_write_text
+from apps.common.runs import fit_run_dir, run_of_checkpoint, runs_root
 from apps.common.training import AtomicCheckpointIO, default_callbacks, default_loggers
-
-
-def runs_root() -> Path:
-    """Where runs go: ``$SSM_RUNS`` or ``runs``."""
-    return Path(os.environ.get("SSM_RUNS", "runs"))
 
 
 def _config_paths(args: list[str]) -> list[Path]:
@@ -46,7 +41,7 @@ class SSMCLI(LightningCLI):
             parser.link_arguments(source, target)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        run_dir = Path(config.get("default_root_dir") or self.run_dir)
+        run_dir = self._run_dir(Path(config.get("default_root_dir") or self.run_dir))
         config["default_root_dir"] = str(run_dir)
         if config.get("logger") in (None, True):
             config["logger"] = default_loggers(run_dir)
@@ -60,6 +55,15 @@ class SSMCLI(LightningCLI):
         if not config.get("plugins"):
             config["plugins"] = [AtomicCheckpointIO()]
         return super()._instantiate_trainer(config, callbacks)
+
+    def _run_dir(self, requested: Path) -> Path:
+        """fit: a new run folder unless resuming (apps.common.runs); other verbs: the checkpoint's run."""
+        ckpt_path = self.config.get(str(self.subcommand), {}).get("ckpt_path")
+        if self.subcommand == "fit":
+            return fit_run_dir(self.run_dir, requested, ckpt_path)
+        if requested == self.run_dir and ckpt_path:
+            return run_of_checkpoint(ckpt_path) or requested
+        return requested
 
     def _report(self, what: str) -> None:
         trainer = self.trainer
@@ -80,7 +84,8 @@ class SSMCLI(LightningCLI):
         print("\n".join(lines), flush=True)
 
     def _save_config(self) -> None:
-        """Write the resolved config to ``<run_dir>/config.yaml`` (rank zero, atomically).
+        """Write the resolved config to ``<run_dir>/config.yaml`` for fit, ``config.<verb>.yaml`` for
+        validate and test (beside the run's, never over it); rank zero, atomically.
 
         Done here rather than by Lightning's SaveConfigCallback, whose parser cannot be pickled
         for ``ddp_spawn``.
@@ -90,7 +95,8 @@ class SSMCLI(LightningCLI):
         run_dir = Path(self.trainer.default_root_dir)
         parser = self._parser(self.subcommand)
         text = parser.dump(self.config.get(str(self.subcommand), self.config), skip_none=False)
-        atomic_write_text(run_dir / "config.yaml", text)
+        name = "config.yaml" if self.subcommand == "fit" else f"config.{self.subcommand}.yaml"
+        atomic_write_text(run_dir / name, text)
 
     def before_fit(self) -> None:
         self._save_config()

@@ -1,1 +1,0 @@
-"""ssm-suite applications, each a LightningModule + LightningDataModule driven by the ``ssm`` CLI."""

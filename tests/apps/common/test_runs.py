@@ -1,0 +1,67 @@
+"""A new fit never overwrites an earlier run; test and validate never rewrite the run's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apps.common.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = str(ROOT / "recipes" / "smoke" / "tiny.yaml")
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "runs"
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_second_fit_goes_to_a_new_version_and_resume_stays_in_its_run(runs_dir, capsys):
+    first = runs_dir / "smoke" / "tiny"
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1"]) == 0
+    before = _snapshot(first)
+    assert "checkpoints/best.ckpt" in before and "config.yaml" in before
+    capsys.readouterr()
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1", "--seed_everything", "3"]) == 0
+    out = capsys.readouterr().out
+    second = runs_dir / "smoke" / "tiny-v2"
+    assert f"this run writes under {second}" in out and (second / "checkpoints" / "best.ckpt").is_file()
+    assert _snapshot(first) == before  # the first run, byte for byte
+    # a resume writes into the run that holds the checkpoint, and only there
+    third_before = _snapshot(second)
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "2",
+                 "--ckpt_path", str(second / "checkpoints" / "last.ckpt")]) == 0
+    assert _snapshot(second) != third_before and _snapshot(first) == before
+    assert not (runs_dir / "smoke" / "tiny-v3").exists()
+
+
+def test_test_and_validate_write_beside_the_run(runs_dir):
+    run = runs_dir / "smoke" / "tiny"
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1"]) == 0
+    config, best = (run / "config.yaml").read_bytes(), (run / "checkpoints" / "best.ckpt").read_bytes()
+    metrics = {p: p.read_bytes() for p in run.rglob("metrics.csv")}
+    for verb in ("test", "validate"):
+        assert main(["smoke", verb, "-c", TINY, "--ckpt_path", str(run / "checkpoints" / "best.ckpt")]) == 0
+        assert (run / f"config.{verb}.yaml").is_file()
+    assert (run / "config.yaml").read_bytes() == config and (run / "checkpoints" / "best.ckpt").read_bytes() == best
+    assert all(p.read_bytes() == text for p, text in metrics.items())
+    assert len(list(run.rglob("metrics.csv"))) == len(metrics) + 2  # one new CSV log per verb
+
+
+def test_a_named_run_folder_that_holds_a_run_is_refused(runs_dir, tmp_path, capsys):
+    named = tmp_path / "my_run"
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(named)]) == 0
+    before = _snapshot(named)
+    capsys.readouterr()
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1",
+                 "--trainer.default_root_dir", str(named)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and "--ckpt_path" in err[0]
+    assert _snapshot(named) == before
