@@ -39,7 +39,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     Returns ``(wav, rate)`` with ``wav`` of shape (T,).  Audio that is not mono or not at
     ``sample_rate`` is downmixed / resampled, and the first such conversion is logged.
     Raises:
-        AudioError: the file is missing, unreadable, or holds no samples.
+        AudioError: the file is missing, unreadable, holds no samples, or NaN / infinite ones.
     """
     path = Path(path)
     try:
@@ -48,6 +48,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         raise AudioError(f"cannot read audio file {path}: {e}") from e
     if data.shape[0] == 0:
         raise AudioError(f"audio file {path} holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"audio file {path} holds {int((~np.isfinite(data)).sum())} NaN or infinite samples; "
+                         "fix or remove the file")
     wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))  # (T,)
     key = f"{data.shape[1]}ch@{rate}"
     if sample_rate is not None and (rate != sample_rate or data.shape[1] != 1) and key not in _converted_once:

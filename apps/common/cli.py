@@ -7,6 +7,7 @@ line and exits with code 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
 import sys
@@ -118,12 +119,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mod.VERBS[verb][0](rest)
             else:
                 raise UserError(f"unknown verb {verb!r} for app {name}; see `ssm {name} --help`")
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"ssm {' '.join(argv[:2])}: interrupted (files are written whole or not at all)", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 -- user errors become one line, everything else a traceback
         if debug or not _is_user_error(e):
             raise
+        from apps.common.config_checks import one_line
+
         where = " ".join(argv[:2])
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"ssm {where}: error: {message}", file=sys.stderr)
+        print(f"ssm {where}: error: {one_line(str(e)) or type(e).__name__}", file=sys.stderr)
         return USER_ERROR_EXIT
     return 0
 
@@ -131,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_user_error(e: Exception) -> bool:
     if isinstance(e, (UserError, ValueError, FileNotFoundError)):
         return True
+    if type(e).__name__ == "MisconfigurationException":  # Lightning's word for a bad trainer option
+        return True
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        return True  # a full disk or a folder we may not write: the message names the file
     try:
         from jsonargparse import ArgumentError
     except ModuleNotFoundError:  # the core install, without the [apps] extra

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from apps.common.errors import UserError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it over ``path``."""
@@ -46,3 +48,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Raise a UserError unless files can be created in ``folder`` (or in its nearest existing parent)."""
+    probe = Path(folder).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder}: {probe} is not a writable folder; choose another path")

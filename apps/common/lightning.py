@@ -5,6 +5,7 @@ and a one-line error for a bad recipe."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,10 +14,21 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from apps.common.config_checks import check_values, check_yaml
 from apps.common.errors import UserError
-from apps.common.io import atomic_write_text
+from apps.common.io import atomic_write_text, check_writable
 from apps.common.runs import fit_run_dir, run_of_checkpoint, runs_root
 from apps.common.training import AtomicCheckpointIO, default_callbacks, default_loggers
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's product tips ("Tip: try installing ..."), which bury the run's own lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless" not in record.getMessage()
+
+
+_NO_ADVERTS = _NoAdverts()
 
 
 def _config_paths(args: list[str]) -> list[Path]:
@@ -35,6 +47,9 @@ class SSMCLI(LightningCLI):
     def __init__(self, *args: Any, run_dir: Path, app_module: ModuleType, **kwargs: Any) -> None:
         self.run_dir, self.app_module = run_dir, app_module
         super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        check_values(self.config.get(str(self.subcommand), self.config))
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         for source, target in getattr(self.app_module, "LINKS", []):
@@ -60,10 +75,13 @@ class SSMCLI(LightningCLI):
         """fit: a new run folder unless resuming (apps.common.runs); other verbs: the checkpoint's run."""
         ckpt_path = self.config.get(str(self.subcommand), {}).get("ckpt_path")
         if self.subcommand == "fit":
-            return fit_run_dir(self.run_dir, requested, ckpt_path)
-        if requested == self.run_dir and ckpt_path:
-            return run_of_checkpoint(ckpt_path) or requested
-        return requested
+            run_dir = fit_run_dir(self.run_dir, requested, ckpt_path)
+        elif requested == self.run_dir and ckpt_path:
+            run_dir = run_of_checkpoint(ckpt_path) or requested
+        else:
+            run_dir = requested
+        check_writable(run_dir, "run folder")  # before any training, not at the first checkpoint
+        return run_dir
 
     def _report(self, what: str) -> None:
         trainer = self.trainer
@@ -127,6 +145,12 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
     for path in configs:
         if not path.is_file():
             raise UserError(f"recipe file not found: {path} (the recipes are in recipes/{app}/)")
+        check_yaml(path)
+    # we pass the arguments ourselves, so LightningCLI's warning about sys.argv is noise; so is its tip
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_NO_ADVERTS)
     if verb != "fit" and "--ckpt_path" not in " ".join(args) and not any(a in ("-h", "--help") for a in args):
         print(f"note: no --ckpt_path given; `ssm {app} {verb}` runs the freshly initialised model", flush=True)
     recipe = configs[0].stem if configs else "default"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.common.errors import UserError
+from apps.common.io import check_writable
 
 #: the manifest file a prepared folder carries
 MARKER = ".ssm-prepared.json"
@@ -44,15 +45,6 @@ def read_marker(out: Path) -> dict[str, Any] | None:
 def _foreign_files(out: Path, marker: dict[str, Any]) -> list[str]:
     own = set(marker["files"]) | {MARKER}
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and str(p.relative_to(out)) not in own)
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Raise a UserError unless files can be created in ``folder`` (or in its nearest existing parent)."""
-    probe = Path(folder).resolve()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {folder}: {probe} is not a writable folder; choose another path")
 
 
 def already_prepared(out: Path, command: str, args: dict[str, Any], force: bool) -> bool:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
 from ssmcore.optim import param_groups
 
@@ -113,11 +114,26 @@ class EpochTimer(Callback):
         pl_module.log("time/train_epoch_s", time.perf_counter() - self._start, on_step=False, on_epoch=True)
 
 
+class FiniteLoss(Callback):
+    """Stops training at the first non-finite loss, before its backward pass can reach the weights.
+
+    The run then ends with one line naming the step; the checkpoints written before it are kept and
+    no checkpoint is written from the broken state.
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise UserError(f"training stopped: the loss is {float(loss.detach().float().sum())} at epoch "
+                            f"{trainer.current_epoch}, step {trainer.global_step}; look for NaN/inf in the data or "
+                            "lower the learning rate (checkpoints written before this step are kept)")
+
+
 def default_callbacks(run_dir: Path, monitor: str, mode: str) -> list[Callback]:
     """Last and best checkpoints under ``run_dir/checkpoints``, a rich progress bar, LR logging,
-    and the training epoch's wall-clock time (``time/train_epoch_s``)."""
+    the training epoch's wall-clock time (``time/train_epoch_s``) and the finite-loss guard."""
     checkpoints = run_dir / "checkpoints"
     return [
+        FiniteLoss(),
         # best by the monitored metric
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                         enable_version_counter=False),

@@ -23,7 +23,9 @@ from torch import Tensor
 
 from apps.common.audio import load_audio, save_wav
 from apps.common.errors import UserError
+from apps.common.io import check_writable
 from apps.common.report import save_figure, write_csv
+from apps.common.runs import next_free
 from apps.sashimi.model import SaShiMi
 from apps.sashimi.waveform import dequantize, quantize
 
@@ -185,6 +187,20 @@ def spectrogram_png(path: str | Path, clips: dict[str, np.ndarray | Tensor], sam
     return save_figure(fig, path)
 
 
+def samples_folder(requested: str | None, ckpt: str) -> Path:
+    """Where generate writes: ``--out`` if it holds no samples yet (refused otherwise, so new and stale
+    clips never mix), by default ``<run>/samples`` or, when that is taken, ``samples-v2``, ..."""
+    if requested:
+        out = Path(requested)
+        if out.exists() and (not out.is_dir() or any(out.glob("sample_*.wav")) or (out / "loglik.csv").exists()):
+            raise UserError(f"--out {out} already holds samples (or is a file); choose a new folder, "
+                            "so that new and earlier clips do not mix")
+    else:
+        out = next_free(Path(ckpt).resolve().parent.parent / "samples")
+    check_writable(out, "--out")
+    return out
+
+
 def generate(argv: list[str]) -> None:
     """``ssm sashimi generate --ckpt CKPT --n 16 --seconds 4 --batch 16 [--temperature --top-p --prefix --seed]``."""
     p = argparse.ArgumentParser(prog="ssm sashimi generate", description=__doc__.splitlines()[0])
@@ -204,15 +220,19 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 for the native step, whose per-sample work is too small "
                         "to share unless the batch is large and the cores are idle; torch's otherwise)")
     args = p.parse_args(argv)
-    if args.n < 1 or args.batch < 1 or args.seconds <= 0:
-        raise UserError("--n and --batch must be positive and --seconds above 0")
-    if not 0 < args.top_p <= 1 or args.temperature < 0:
-        raise UserError("--top-p must be in (0, 1] and --temperature >= 0")
+    if args.n < 1 or args.batch < 1 or not 0 < args.seconds < math.inf:
+        raise UserError(f"--n and --batch must be at least 1 and --seconds a finite number above 0 "
+                        f"(got {args.n}, {args.batch}, {args.seconds})")
+    if not 0 < args.top_p <= 1 or not 0 <= args.temperature < math.inf:
+        raise UserError(f"--top-p must be in (0, 1] and --temperature a finite number >= 0 "
+                        f"(got {args.top_p}, {args.temperature})")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    out = samples_folder(args.out, args.ckpt)
     module = load_generator(args.ckpt, args.device)
     rate, method, bits = module.sample_rate, module.quantization, module.bits
     length = max(1, round(args.seconds * rate))
     prefix = load_prefix(args.prefix, rate, length, method, bits) if args.prefix else None
-    out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "samples"
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -65,12 +65,24 @@ def read_csv(path: str | Path) -> SeriesFile:
 
 
 def read_series(path: str | Path) -> SeriesFile:
-    """Read ``.npy`` (N, L, C) or ``.csv`` (T, C)."""
-    path = Path(path)
+    """Read ``.npy`` (N, L, C) or ``.csv`` (T, C).  NaN (an empty CSV cell) means missing; inf is an error."""
+    series = _read_series(Path(path))
+    infinite = np.isinf(series.values)
+    if infinite.any():
+        where = np.argwhere(infinite)[0].tolist()
+        raise UserError(f"{path}: {int(infinite.sum())} infinite value(s), the first at index {where}; "
+                        "missing values are NaN or empty cells, inf is not allowed")
+    return series
+
+
+def _read_series(path: Path) -> SeriesFile:
     if not path.is_file():
         raise UserError(f"data file not found: {path} (build a stand-in with `ssm sssd prepare mujoco|stocks|eeg`)")
     if path.suffix == ".npy":
-        values = np.load(path).astype(np.float32)
+        try:
+            values = np.load(path, allow_pickle=False).astype(np.float32)
+        except ValueError as e:
+            raise UserError(f"{path}: not a numeric .npy array ({e})") from e
         if values.ndim == 2:
             values = values[None]
         if values.ndim != 3:

@@ -19,7 +19,7 @@ import torch
 from rich.progress import Progress
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_write
+from apps.common.io import atomic_write, check_writable
 from apps.common.report import save_figure, write_csv
 from apps.sssd.data import SeriesFile, read_series
 from apps.sssd.diffusion import SAMPLERS
@@ -151,9 +151,24 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def check_options(a: argparse.Namespace) -> None:
+    """The checks that need no model: counts, and an --out that can be written and is not the input."""
+    if a.samples < 1 or (a.steps is not None and a.steps < 1) or a.max_plots < 0:
+        raise UserError(f"--samples and --steps must be at least 1 and --max-plots at least 0 "
+                        f"(got {a.samples}, {a.steps}, {a.max_plots})")
+    if getattr(a, "horizon", 1) < 1:
+        raise UserError(f"--horizon must be at least 1, got {a.horizon}")
+    out = Path(a.out)
+    if out.suffix not in (".csv", ".npy"):
+        raise UserError(f"--out {out}: use a .csv or .npy file name")
+    if out.resolve() == Path(a.input).resolve():
+        raise UserError(f"--out {out} is the --input file; choose another name (the input is never overwritten)")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a .csv or .npy file name")
+    check_writable(out.parent, "--out")
+
+
 def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, np.ndarray]:
-    if a.samples < 1:
-        raise UserError(f"--samples must be at least 1, got {a.samples}")
     data = read_series(a.input)
     values = data.values if data.values.ndim == 3 else data.values[None]
     check_series(values, int(model.hparams.channels), a.input)
@@ -163,6 +178,7 @@ def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, n
 def impute(argv: list[str]) -> None:
     """``ssm sssd impute --ckpt CKPT --input data.csv|npy --out imputed.csv --samples 100 [--sampler ddim --steps 50]``."""
     a = _parser("ssm sssd impute", "Impute the missing (NaN/empty) entries of series.").parse_args(argv)
+    check_options(a)
     model = load_model(a.ckpt)
     data, values = _load_input(a, model)
     observed = ~np.isnan(values)
@@ -179,6 +195,7 @@ def forecast(argv: list[str]) -> None:
     p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
     p.add_argument("--holdout", action="store_true", help="hide and forecast the last H steps, and score them")
     a = p.parse_args(argv)
+    check_options(a)
     model = load_model(a.ckpt)
     data, values = _load_input(a, model)
     N, T, C = values.shape

@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_torch_save
+from apps.common.io import atomic_torch_save, check_writable
 from apps.common.mnist import MNIST_SIDE, load_mnist5k
-from apps.common.prepared import check_writable
 from apps.vis4mer.backbone import IMAGENET_MEAN, IMAGENET_STD
 from apps.vis4mer.prepare import INSTANCE_RANGES
 from apps.vis4mer.video import preprocess
