@@ -9,6 +9,7 @@ reported with its file, line and column.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,6 +45,28 @@ def check_values(config: Any, skip: tuple[str, ...] = ("trainer", "seed_everythi
             raise UserError(f"{key}: a size must be at least 1, got {value}")
         if isinstance(value, int) and _COUNT.match(name) and value < 0:
             raise UserError(f"{key}: a count must be at least 0, got {value}")
+
+
+def data_root() -> Path:
+    """The data root: ``$SSM_DATA``, or ``data``."""
+    return Path(os.environ.get("SSM_DATA") or "data")
+
+
+def remap_data_paths(config: Any) -> list[str]:
+    """Point recipe paths under ``data/`` at ``$SSM_DATA`` (a Namespace, changed in place); returns the keys.
+
+    Recipes name their files under the default data root (``root: data/piano``); with
+    ``SSM_DATA=/big/disk`` the same recipe reads ``/big/disk/piano``.
+    """
+    root = data_root()
+    if root == Path("data"):
+        return []
+    changed = []
+    for key, value in list(config.items()):
+        if key.split(".")[0] in ("data", "model") and isinstance(value, str) and value.startswith("data/"):
+            config[key] = str(root / value[len("data/"):])
+            changed.append(key)
+    return changed
 
 
 def check_yaml(path: Path) -> None:

@@ -14,9 +14,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from apps.common.config_checks import check_values, check_yaml
+from apps.common.config_checks import check_values, check_yaml, remap_data_paths
 from apps.common.errors import UserError
 from apps.common.io import atomic_write_text, check_writable
+from apps.common.predictions import PredictionWriter, has_predict_step
 from apps.common.runs import fit_run_dir, run_of_checkpoint, runs_root
 from apps.common.training import AtomicCheckpointIO, default_callbacks, default_loggers
 
@@ -49,7 +50,9 @@ class SSMCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def before_instantiate_classes(self) -> None:
-        check_values(self.config.get(str(self.subcommand), self.config))
+        config = self.config.get(str(self.subcommand), self.config)
+        remap_data_paths(config)
+        check_values(config)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         for source, target in getattr(self.app_module, "LINKS", []):
@@ -69,6 +72,11 @@ class SSMCLI(LightningCLI):
                                                          getattr(model, "monitor_mode", "min"))]
         if not config.get("plugins"):
             config["plugins"] = [AtomicCheckpointIO()]
+        if self.subcommand == "predict":
+            if not has_predict_step(self.model):
+                raise UserError(f"{type(self.model).__name__} has no predictions to write; use `test` or the app's "
+                                "own verbs (see its --help)")
+            callbacks = [*callbacks, PredictionWriter(run_dir)]
         return super()._instantiate_trainer(config, callbacks)
 
     def _run_dir(self, requested: Path) -> Path:
@@ -96,8 +104,9 @@ class SSMCLI(LightningCLI):
                 lines.append(f"  best {ckpt.monitor}: {float(ckpt.best_model_score):.4g}")
         for logger in trainer.loggers:
             lines.append(f"  {type(logger).__name__.replace('Logger', '')} logs: {logger.log_dir}")
-        extra = getattr(self.model, "written_paths", None)
-        for path in extra or []:
+        extra = list(getattr(self.model, "written_paths", None) or [])
+        extra += [p for c in trainer.callbacks if isinstance(c, PredictionWriter) for p in c.written]
+        for path in extra:
             lines.append(f"  {path}")
         print("\n".join(lines), flush=True)
 

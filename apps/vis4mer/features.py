@@ -162,6 +162,13 @@ def extract_features_cli(argv: list[str]) -> None:
     args = p.parse_args(argv)
     if args.fps is not None and args.num_frames is not None:
         raise UserError("give --fps or --num-frames, not both")
+    if args.fps is not None and not 0 < args.fps < float("inf"):
+        raise UserError(f"--fps must be a finite number above 0, got {args.fps}")
+    for name in ("num_frames", "image_size", "patch", "grid", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be at least 0, got {args.workers}")
     fps = args.fps if args.fps is not None or args.num_frames is not None else 1.0
     source = Path(args.videos)
     if source.suffix == ".txt":
@@ -182,3 +189,6 @@ def extract_features_cli(argv: list[str]) -> None:
     print(f"  failed videos: {Path(args.out) / FAILED}")
     for video, reason in list(failed.items())[:5]:
         print(f"  skipped {video}: {reason}")
+    if failed and not manifest["videos"]:
+        raise UserError(f"every video failed ({len(failed)}; reasons in {Path(args.out) / FAILED}), "
+                        "so no features were written")

@@ -65,3 +65,32 @@ def test_a_named_run_folder_that_holds_a_run_is_refused(runs_dir, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already holds a run" in err[0] and "--ckpt_path" in err[0]
     assert _snapshot(named) == before
+
+
+def test_predict_writes_its_predictions_and_never_over_earlier_ones(runs_dir, capsys):
+    import torch
+
+    run = runs_dir / "smoke" / "tiny"
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1"]) == 0
+    ckpt = str(run / "checkpoints" / "best.ckpt")
+    for name in ("predictions.pt", "predictions-v2.pt"):
+        capsys.readouterr()
+        assert main(["smoke", "predict", "-c", TINY, "--ckpt_path", ckpt]) == 0
+        assert str(run / name) in capsys.readouterr().out
+        batches = torch.load(run / name, weights_only=True)["batches"]
+        assert len(batches) >= 1 and all(isinstance(b, torch.Tensor) for b in batches)
+
+
+def test_predict_of_an_app_without_predictions_is_refused(runs_dir, capsys):
+    recipe = str(ROOT / "recipes" / "sashimi" / "piano_tiny.yaml")
+    assert main(["sashimi", "predict", "-c", recipe, "--data.root", str(runs_dir)]) == 2
+    assert "has no predictions to write" in capsys.readouterr().err
+
+
+def test_ssm_data_moves_the_recipes_data_paths(runs_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SSM_DATA", str(tmp_path / "elsewhere"))
+    assert main(["smoke", "prepare", "--out", str(tmp_path / "elsewhere" / "smoke"), "--sizes", "32,16,16",
+                 "--vocab", "4", "--length", "32", "--delay", "4"]) == 0
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1", "--data.data_dir", "data/smoke"]) == 0
+    # there is no ./data/smoke here: the run read $SSM_DATA/smoke, and its config says so
+    assert f"data_dir: {tmp_path / 'elsewhere' / 'smoke'}" in (runs_dir / "smoke" / "tiny" / "config.yaml").read_text()
