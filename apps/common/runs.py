@@ -1,7 +1,7 @@
 """Run folders: a new ``fit`` never writes into an earlier run.
 
 ``runs/<app>/<recipe>/`` is the first run of a recipe; a second ``fit`` of the same recipe goes
-to ``runs/<app>/<recipe>-v2/`` (then ``-v3``, ...).  Only ``--ckpt_path`` resumes into an
+to ``runs/<app>/<recipe>-v2/`` (then ``-v3``, ...) once the first has written a checkpoint.  Only ``--ckpt_path`` resumes into an
 existing run: the run that holds the checkpoint.  A folder named with
 ``--trainer.default_root_dir`` is used as given, and refused if it already holds a run.
 """
@@ -20,8 +20,12 @@ def runs_root() -> Path:
 
 
 def holds_a_run(folder: Path) -> bool:
-    """Whether ``folder`` exists with anything in it."""
-    return folder.is_dir() and any(folder.iterdir())
+    """Whether ``folder`` holds a run: a checkpoint under ``checkpoints/``.
+
+    A folder left by a fit that failed before its first checkpoint (a config and empty logs) is
+    reused, so that fixing a recipe and running again does not pile up empty versions.
+    """
+    return (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("*.ckpt"))
 
 
 def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:

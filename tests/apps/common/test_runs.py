@@ -94,3 +94,12 @@ def test_ssm_data_moves_the_recipes_data_paths(runs_dir, tmp_path, monkeypatch, 
     assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1", "--data.data_dir", "data/smoke"]) == 0
     # there is no ./data/smoke here: the run read $SSM_DATA/smoke, and its config says so
     assert f"data_dir: {tmp_path / 'elsewhere' / 'smoke'}" in (runs_dir / "smoke" / "tiny" / "config.yaml").read_text()
+
+
+def test_a_folder_left_by_a_failed_fit_is_reused(runs_dir, capsys):
+    run = runs_dir / "smoke" / "tiny"
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1", "--data.data_dir", "nowhere"]) == 2
+    (run / "csv").mkdir(parents=True, exist_ok=True)  # what a fit that failed in its first step leaves
+    (run / "config.yaml").write_text("# the failed run's config\n")
+    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1"]) == 0
+    assert (run / "checkpoints" / "best.ckpt").is_file() and not (runs_dir / "smoke" / "tiny-v2").exists()

@@ -33,8 +33,8 @@ def test_user_errors_are_one_line_with_exit_2(moving_mnist, tmp_path, runs_dir, 
                  str(moving_mnist / "features"), "--model.d_input", "192"]) == 2
     assert "lvu_1.0/first_digit/train.csv" in capsys.readouterr().err
     assert main(["vis4mer", "extract-features", "--videos", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
-    assert main(["vis4mer", "prepare", "moving-mnist", "--out", str(moving_mnist)]) == 2
-    assert "--force" in capsys.readouterr().err
+    assert main(["vis4mer", "prepare", "moving-mnist", "--out", str(moving_mnist)]) == 0  # prepared: kept
+    assert "--force" in capsys.readouterr().out
 
 
 def test_sequences_hide_the_first_digit_from_counts():
