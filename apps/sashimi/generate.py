@@ -60,7 +60,7 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     prefix: Tensor | None = None,
-    start_token: int = 128,
+    start_token: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
     stepper: Any = None,
@@ -69,7 +69,8 @@ def sample(
 
     ``prefix`` (P,) tokens, ``P <= length``, is copied to the start of every clip and consumed in
     convolution mode; ``loglik`` sums the model's (untempered) log-probabilities of the generated
-    tokens.  ``stepper`` (default: :class:`apps.sashimi.stepper.FastStepper` of ``model``) does the
+    tokens.  ``start_token`` is the first input (default ``n_classes // 2``, the silence level of
+    mu-law and linear quantisation); it must lie in ``[0, n_classes)``.  ``stepper`` (default: :class:`apps.sashimi.stepper.FastStepper` of ``model``) does the
     recurrent steps; with the native backend the sampling runs in C too, ``_CHUNK`` steps per call
     (the same rule as :func:`sample_logits`, drawn by inverse CDF, so the same seed gives other clips
     than the torch backends).
@@ -80,6 +81,10 @@ def sample(
     model.eval()
     device = model.embedding.weight.device
     batch = min(batch or n, n)
+    if start_token is None:
+        start_token = model.n_classes // 2
+    if not 0 <= start_token < model.n_classes:
+        raise ValueError(f"start_token must be in [0, {model.n_classes}) for this model, got {start_token}")
     stepper = stepper or FastStepper(model)
     P = 0 if prefix is None else int(prefix.shape[-1])
     out = torch.empty(n, length, dtype=torch.long, device=device)

@@ -69,7 +69,7 @@ def library() -> Any:
             raise RuntimeError(_error)
         os.replace(tmp, target)
     lib = ctypes.CDLL(str(target))
-    lib.sashimi_step.restype = None
+    lib.sashimi_step.restype = ctypes.c_int
     lib.sashimi_step.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int, ctypes.c_int, ctypes.c_float]
     lib.sashimi_generate.restype = None
     lib.sashimi_generate.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
@@ -212,9 +212,12 @@ class NativeRun:
 
     @torch.no_grad()
     def step(self, token: Tensor) -> Tensor:
-        """``token`` (B,) long -> logits (B, n_classes) of the next token."""
+        """``token`` (B,) long -> logits (B, n_classes) of the next token; IndexError for a token
+        outside ``[0, n_classes)`` (the state is then left as it was)."""
         self.tokens.copy_(token)
-        self.s.lib.sashimi_step(*self._args, self._batch, self.s.threads, self.s.eps)
+        if self.s.lib.sashimi_step(*self._args, self._batch, self.s.threads, self.s.eps):
+            K = self.logits.shape[1]
+            raise IndexError(f"token out of range: the model has {K} classes (0..{K - 1}), got {token.tolist()}")
         return self.logits.clone()
 
     @torch.no_grad()
