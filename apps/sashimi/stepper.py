@@ -53,24 +53,18 @@ def _real_pair(z: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def recurrence_terms(layer: SSMLayer, dtype: torch.dtype) -> dict[str, Tensor]:
-    """The diagonal-plus-low-rank terms of ``layer`` at rate 1 (see the module docstring), real tensors."""
-    if isinstance(layer, S4):
-        t = layer.step_terms(1.0)
-        E, P, half = t["E"], t["P"], t["half"]  # (H, M), (r, H, M), (H, 1)
-        lam1, b = 2 * E - 1, E * t["dtB"]
-        a = 4 * P * E  # (r, H, M)
-        c = 2 * (P * b).sum(-1).real  # (r, H)
-        G = torch.einsum("khm,hkj->jhm", half * E * P.conj(), t["S"].to(P.dtype))  # (r, H, M)
-        Cy = 2 * t["C"][0]
+    """The diagonal-plus-low-rank terms of ``layer`` at rate 1 (its public ``recurrence()``), real tensors."""
+    rec = layer.recurrence(1.0)
+    lam = rec.lam
+    if rec.rank:
+        a, c, G = rec.a, rec.c, rec.G
     else:
-        dA, dB, C = layer._step_terms(1.0)
-        lam1, b, Cy = dA, dB, layer.output_scale * C[0]
-        a = G = lam1.new_zeros((0, *lam1.shape))
-        c = lam1.real.new_zeros((0, lam1.shape[0]))
+        a = G = lam.new_zeros((0, *lam.shape))
+        c = lam.real.new_zeros((0, lam.shape[0]))
     out = {}
-    for name, z in (("lam", lam1), ("b", b), ("a", a), ("G", G), ("C", Cy)):
+    for name, z in (("lam", lam), ("b", rec.b), ("a", a), ("G", G), ("C", rec.C[0])):
         out[name + "_r"], out[name + "_i"] = (v.to(dtype) for v in _real_pair(z))
-    out["c"], out["D"] = c.to(dtype), layer.D[0].detach().to(dtype)
+    out["c"], out["D"] = c.to(dtype), rec.D[0].detach().to(dtype)
     return out
 
 
