@@ -11,7 +11,7 @@ Layers by name: ``make_layer("s4d", d_model=H, ...)``; see :data:`ssmcore.regist
 """
 
 from ssmcore._version import __version__
-from ssmcore.blocks import AvgPool, DownPool, FeedForward, ResidualBlock, SequenceModel, UpPool
+from ssmcore.blocks import FeedForward, ResidualBlock, SequenceModel
 from ssmcore.layers.base import ConvSSMLayer, SSMLayer
 from ssmcore.layers.dlr import DLR
 from ssmcore.layers.dss import DSS
@@ -21,6 +21,7 @@ from ssmcore.layers.s4d import S4D
 from ssmcore.layers.s4nd import S4ND
 from ssmcore.layers.s5 import S5
 from ssmcore.optim import param_groups
+from ssmcore.pooling import AvgPool, DownPool, UpPool
 from ssmcore.registry import layer_class, layer_names, make_layer
 
 __all__ = [

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from ssmcore.blocks import AvgPool, DownPool, FeedForward, ResidualBlock, SequenceModel, UpPool
+from ssmcore.blocks import FeedForward, ResidualBlock, SequenceModel
 from ssmcore.layers.s4d import S4D
+from ssmcore.pooling import AvgPool, DownPool, UpPool
 from tests.ssmcore.helpers import (
     check_causal,
     check_chunked_matches_whole,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from apps.sashimi.generate import sample
 from apps.sashimi.model import SaShiMi, shift_right
 from apps.sashimi.native import NativeStepper
+from apps.sashimi.sampling import sample
 
 
 def _model(d_state: int = 20, n_classes: int = 43, d_model: int = 12) -> SaShiMi:
