@@ -23,7 +23,7 @@ calls (of any length) and steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -199,26 +199,28 @@ class SequenceModel(nn.Module):
     Args:
         d_model: width H of the outermost level.
         n_layers: SSM blocks per level.
-        layer: registry name of the SSM layer (see :func:`ssmcore.make_layer`).
+        layer: the SSM layer as one value: its registry name (see :func:`ssmcore.make_layer`) or a spec
+            mapping ``{"name": "s4d", "d_state": 64, ...}`` of the name and the layer's own arguments.
         d_input: if given, an encoder ``Linear(d_input, H)``; input (B, L, d_input).
         d_output: if given, a decoder ``Linear(H, d_output)``; output (B, L, d_output).
         ff_expand: expansion of the feed-forward block after each SSM block (0: none).
         norm: ``layer``, ``batch`` or ``none``.
         prenorm: pre- or post-norm residual blocks; the final norm is applied with prenorm only
             (postnorm blocks already end in a norm).
-        dropout: residual dropout, also passed to the SSM layers and feed-forward blocks.
+        dropout: residual dropout, also passed to the SSM layers (unless the layer spec sets its own
+            ``dropout``) and feed-forward blocks.
         pool: SaShiMi pooling factors, outermost first; None for a flat stack.
         pool_expand: width multiplier of each pooling stage.
         unet: also put ``n_layers`` blocks on the way down, at each level before its DownPool (the
             U-Net variant of SaShiMi); the level's skip is then taken after those blocks.
-        **layer_kwargs: passed to the SSM layer (``d_state``, ``bidirectional``, ...).
+        **layer_kwargs: more SSM layer arguments (``d_state``, ``bidirectional``, ...); the spec's win.
     """
 
     def __init__(
         self,
         d_model: int,
         n_layers: int,
-        layer: str = "s4d",
+        layer: str | Mapping[str, Any] = "s4d",
         d_input: int | None = None,
         d_output: int | None = None,
         ff_expand: int = 2,
@@ -237,10 +239,15 @@ class SequenceModel(nn.Module):
         self.pool = tuple(pool or ())
         self.unet = bool(unet and self.pool)
 
+        spec = {"name": layer} if isinstance(layer, str) else dict(layer)
+        if "name" not in spec:
+            raise ValueError(f"a layer spec needs a name, e.g. {{'name': 's4d', 'd_state': 64}}; got {spec}")
+        layer_options = {"dropout": dropout, **layer_kwargs, **{k: v for k, v in spec.items() if k != "name"}}
+
         def stage(width: int) -> nn.ModuleList:
             blocks = []
             for _ in range(n_layers):
-                ssm = make_layer(layer, d_model=width, dropout=dropout, **layer_kwargs)
+                ssm = make_layer(spec["name"], d_model=width, **layer_options)
                 blocks.append(ResidualBlock(width, ssm, norm, prenorm, dropout))
                 if ff_expand:
                     blocks.append(

@@ -252,6 +252,8 @@ class SSMLayer(nn.Module):
         steps, ``load_state_dict``) or moved to another dtype / device; a returned tensor that a caller
         wrote into is recomputed too.  Values are built as normal tensors even under ``inference_mode``.
         At most :data:`CACHE_SIZE` values of one kind are kept.  Under autograd ``compute()`` always runs.
+        (Writes through ``param.data`` bypass the version counter: edit parameters in place under
+        ``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do.)
         """
         if torch.is_grad_enabled():
             return compute()
