@@ -108,3 +108,28 @@ def test_every_convolutional_layer_reuses_its_kernel_while_parameters_are_unchan
         for n in range(1, CACHE_SIZE + 4):  # bounded
             layer.kernel((n,) if name == "s4nd" else n)
         assert len([key for key in layer._cache if key[0] == "kernel"]) == CACHE_SIZE
+
+
+def test_inference_mode_steps_reuse_the_recurrence():
+    layer = _layer("s4")
+    x = torch.randn(2, 4)
+    with torch.inference_mode():
+        rec = layer.recurrence()
+        y, state = layer.step(x, layer.default_state(2))
+        assert layer.recurrence() is rec and not rec.lam.is_inference()
+    with torch.no_grad():
+        assert torch.equal(layer.step(x, layer.default_state(2))[0], y)
+
+
+def test_shared_layer_arguments_are_declared_once_in_the_base_class():
+    import inspect
+
+    from ssmcore.layers.base import SSMLayer
+
+    shared = set(inspect.signature(SSMLayer.__init__).parameters) - {"self", "d_model"}
+    assert shared == {"d_state", "channels", "bidirectional", "dropout", "activation", "postact"}
+    own_default = {"dlr": {"d_state"}, "s4_ptd": {"d_state"}, "s5_ptd": {"d_state"}, "s4nd": {"bidirectional"}}
+    for name in layer_names():
+        params = inspect.signature(layer_class(name).__init__).parameters
+        assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), name
+        assert shared & set(params) == own_default.get(name, set()), name
