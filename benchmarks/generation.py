@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from apps.sashimi.generate import sample_logits
 from apps.sashimi.model import SaShiMi, shift_right
+from apps.sashimi.sampling import sample_logits
 from apps.sashimi.stepper import FastStepper, _ModuleRun
 
 

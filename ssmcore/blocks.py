@@ -23,7 +23,7 @@ calls (of any length) and steps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,12 +31,45 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmcore.layers.base import make_activation
-from ssmcore.pooling import AvgPool, DownPool, UpPool
+from ssmcore.pooling import DownPool, UpPool
 from ssmcore.registry import make_layer
 
-__all__ = ["AvgPool", "DownPool", "FeatureNorm", "FeedForward", "ResidualBlock", "SequenceModel", "UpPool"]
+__all__ = ["FeatureNorm", "FeedForward", "ResidualBlock", "SequenceModel", "unet_step"]
 
 NORMS = ("layer", "batch", "none")
+
+
+def unet_step(
+    n_levels: int,
+    x: Tensor,
+    tier: Callable[[tuple, Tensor], Tensor],
+    down: Callable[[int, Tensor], Tensor | None],
+    up: Callable[[int, Tensor | None], Tensor],
+) -> Tensor:
+    """One recurrent step through a SaShiMi U-Net of ``n_levels`` pooling levels: the traversal, once.
+
+    ``tier(key, x)`` runs a stack of blocks (``key`` as in :meth:`SequenceModel.tiers`); ``down(i, x)``
+    feeds level ``i``'s DownPool and returns its output on the steps where it emits, else None (the
+    levels below are then not stepped); ``up(i, x_or_None)`` returns level ``i``'s next UpPool output
+    (taking the level below's output on the step where its buffer runs empty).  Per level on the way
+    down: blocks (U-Net variant), skip, DownPool; the centre blocks with a skip around them; per level
+    on the way up: UpPool + skip, blocks with a skip around them.  ``x`` (B, H) -> (B, H).
+    """
+    skips = []
+    below: Tensor | None = x
+    for i in range(n_levels):
+        below = tier(("down_blocks", i), below)
+        skips.append(below)
+        below = down(i, below)
+        if below is None:
+            break
+    if below is not None:
+        centre = tier(("center",), below)
+        below = centre + below if n_levels else centre
+    for i in reversed(range(len(skips))):  # the levels that received a step
+        x = up(i, below) + skips[i]
+        below = tier(("up", i), x) + x
+    return below
 
 
 class FeatureNorm(nn.Module):
@@ -60,6 +93,12 @@ class FeatureNorm(nn.Module):
             self.norm = nn.BatchNorm1d(d_model)
         else:
             self.norm = nn.Identity()
+
+    def affine(self) -> tuple[Tensor, Tensor, float]:
+        """``(weight (H,), bias (H,), eps)`` of the layer norm (``kind="layer"``), for fused steppers."""
+        if self.kind != "layer":
+            raise ValueError(f"affine() is the layer norm's; this norm is {self.kind!r}")
+        return self.norm.weight, self.norm.bias, self.norm.eps
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (B, L, H) -> (B, L, H)."""
@@ -160,26 +199,28 @@ class SequenceModel(nn.Module):
     Args:
         d_model: width H of the outermost level.
         n_layers: SSM blocks per level.
-        layer: registry name of the SSM layer (see :func:`ssmcore.make_layer`).
+        layer: the SSM layer as one value: its registry name (see :func:`ssmcore.make_layer`) or a spec
+            mapping ``{"name": "s4d", "d_state": 64, ...}`` of the name and the layer's own arguments.
         d_input: if given, an encoder ``Linear(d_input, H)``; input (B, L, d_input).
         d_output: if given, a decoder ``Linear(H, d_output)``; output (B, L, d_output).
         ff_expand: expansion of the feed-forward block after each SSM block (0: none).
         norm: ``layer``, ``batch`` or ``none``.
         prenorm: pre- or post-norm residual blocks; the final norm is applied with prenorm only
             (postnorm blocks already end in a norm).
-        dropout: residual dropout, also passed to the SSM layers and feed-forward blocks.
+        dropout: residual dropout, also passed to the SSM layers (unless the layer spec sets its own
+            ``dropout``) and feed-forward blocks.
         pool: SaShiMi pooling factors, outermost first; None for a flat stack.
         pool_expand: width multiplier of each pooling stage.
         unet: also put ``n_layers`` blocks on the way down, at each level before its DownPool (the
             U-Net variant of SaShiMi); the level's skip is then taken after those blocks.
-        **layer_kwargs: passed to the SSM layer (``d_state``, ``bidirectional``, ...).
+        **layer_kwargs: more SSM layer arguments (``d_state``, ``bidirectional``, ...); the spec's win.
     """
 
     def __init__(
         self,
         d_model: int,
         n_layers: int,
-        layer: str = "s4d",
+        layer: str | Mapping[str, Any] = "s4d",
         d_input: int | None = None,
         d_output: int | None = None,
         ff_expand: int = 2,
@@ -198,10 +239,15 @@ class SequenceModel(nn.Module):
         self.pool = tuple(pool or ())
         self.unet = bool(unet and self.pool)
 
+        spec = {"name": layer} if isinstance(layer, str) else dict(layer)
+        if "name" not in spec:
+            raise ValueError(f"a layer spec needs a name, e.g. {{'name': 's4d', 'd_state': 64}}; got {spec}")
+        layer_options = {"dropout": dropout, **layer_kwargs, **{k: v for k, v in spec.items() if k != "name"}}
+
         def stage(width: int) -> nn.ModuleList:
             blocks = []
             for _ in range(n_layers):
-                ssm = make_layer(layer, d_model=width, dropout=dropout, **layer_kwargs)
+                ssm = make_layer(spec["name"], d_model=width, **layer_options)
                 blocks.append(ResidualBlock(width, ssm, norm, prenorm, dropout))
                 if ff_expand:
                     blocks.append(
@@ -287,40 +333,43 @@ class SequenceModel(nn.Module):
             return y, None
         return y, {"down": new_down, "down_blocks": new_down_blocks, "center": new_center, "up": new_up}
 
+    def tiers(self) -> list[tuple[tuple, nn.ModuleList]]:
+        """Every stack of blocks with its key, in :meth:`default_state` order: ``("down_blocks", i)`` per
+        level (empty unless ``unet``), ``("center",)``, ``("up", i)`` per level."""
+        return ([(("down_blocks", i), blocks) for i, blocks in enumerate(self.down_blocks)]
+                + [(("center",), self.center)]
+                + [(("up", i), stage["blocks"]) for i, stage in enumerate(self.up)])
+
+    @staticmethod
+    def tier_state(state: dict, key: tuple) -> list:
+        """The block states of the tier ``key`` (see :meth:`tiers`) in a model ``state``."""
+        if key[0] == "up":
+            return state["up"][key[1]][1]
+        return state[key[0]] if len(key) == 1 else state[key[0]][key[1]]
+
     def step(self, x_t: Tensor, state: dict, rate: float = 1.0) -> tuple[Tensor, dict]:
         """One step through the whole stack: ``x_t`` (B, d_input or H) -> ``(y_t (B, d_output or H), state)``.
 
-        Levels below a DownPool that did not emit this step are not stepped.
+        Levels below a DownPool that did not emit this step are not stepped (:func:`unet_step`).
         """
-        new = {"down": list(state["down"]), "down_blocks": list(state["down_blocks"]),
-               "center": list(state["center"]), "up": list(state["up"])}
-        x: Tensor | None = self.encoder(x_t)
-        skips = []
-        for i, down in enumerate(self.down):
-            if self.unet:
-                block_states = list(state["down_blocks"][i])
-                for j, block in enumerate(self.down_blocks[i]):
-                    x, block_states[j] = block.step(x, block_states[j], rate=rate)
-                new["down_blocks"][i] = block_states
-            skips.append(x)
-            x, new["down"][i] = down.step(x, state["down"][i])
-            if x is None:
-                break
-        if x is not None:
-            center_in = x
-            for j, block in enumerate(self.center):
-                x, new["center"][j] = block.step(x, state["center"][j], rate=rate)
-            if self.pool:
-                x = x + center_in
-        for i in reversed(range(len(skips))):  # levels that received a step
-            stage = self.up[i]
-            pool_state, block_states = state["up"][i]
-            x, pool_state = stage["pool"].step(x, pool_state)
-            x = x + skips[i]
-            skip = x
-            block_states = list(block_states)
-            for j, block in enumerate(stage["blocks"]):
-                x, block_states[j] = block.step(x, block_states[j], rate=rate)
-            x = x + skip
-            new["up"][i] = (pool_state, block_states)
-        return self.decoder(self.norm.step(x)), new
+        new = {"down": list(state["down"]), "down_blocks": [list(b) for b in state["down_blocks"]],
+               "center": list(state["center"]), "up": [(p, list(b)) for p, b in state["up"]]}
+        tiers = dict(self.tiers())
+
+        def tier(key: tuple, x: Tensor) -> Tensor:
+            states = self.tier_state(new, key)
+            for j, block in enumerate(tiers[key]):
+                x, states[j] = block.step(x, states[j], rate=rate)
+            return x
+
+        def down(i: int, x: Tensor) -> Tensor | None:
+            y, new["down"][i] = self.down[i].step(x, new["down"][i])
+            return y
+
+        def up(i: int, x: Tensor | None) -> Tensor:
+            y, pool_state = self.up[i]["pool"].step(x, new["up"][i][0])
+            new["up"][i] = (pool_state, new["up"][i][1])
+            return y
+
+        y = unet_step(len(self.pool), self.encoder(x_t), tier, down, up)
+        return self.decoder(self.norm.step(y)), new

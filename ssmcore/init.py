@@ -5,7 +5,7 @@ State Space Models"), Sec. 4: S4D-Lin, S4D-Inv, S4D-LegS, S4D-Real, random.
 
 All functions return the ``M = N // 2`` modes kept from each conjugate pair (a real
 state of size N), in complex128; layers cast them.  The perturb-then-diagonalise (PTD)
-initialisation lives in :mod:`ssmcore.ptd` and is re-exported here.
+initialisation lives in :mod:`ssmcore.ptd`.
 """
 
 from __future__ import annotations
@@ -16,17 +16,13 @@ import torch
 from torch import Tensor
 
 from ssmcore.hippo import nplr
-from ssmcore.ptd import load_ptd, perturb_then_diagonalize, ptd_half  # PTD initialisation (Yu et al. 2023)
 
 __all__ = [
     "DIAGONAL_INITS",
     "REAL_TRANSFORMS",
     "diagonal_init",
     "inverse_real_transform",
-    "load_ptd",
     "log_dt_init",
-    "perturb_then_diagonalize",
-    "ptd_half",
     "real_transform",
 ]
 

@@ -11,7 +11,8 @@ Both are computed without ever building an (H, N, L) tensor.
   error accumulates along L (float32 keeps ~1e-6 relative accuracy at L = 65536).
 * :func:`vandermonde_transpose` is its adjoint, ``x_n = sum_l u_l z_n^l`` -- the state that a
   diagonal recurrence reaches after consuming a sequence.
-* :func:`cauchy_kernel` evaluates ``sum_n v_n / (w - lambda_n)`` in chunks over ``w``.
+* :func:`cauchy_conj_bilinear` evaluates S4's conjugate-pair Cauchy sums at the bilinear
+  frequencies in (feature, frequency) blocks.
 """
 
 from __future__ import annotations
@@ -228,24 +229,6 @@ def vandermonde_transpose(u: Tensor, log_z: Tensor) -> Tensor:
     coarse = torch.complex(*_powers(log_z, torch.arange(Q, device=u.device) * T))  # (H, Q, N)
     x = (partial * coarse[:, None]).sum(dim=2)  # (H, B, N)
     return x.transpose(0, 1).reshape(*batch, H, N)
-
-
-def cauchy_kernel(v: Tensor, w: Tensor, lam: Tensor, chunk: int = 1024) -> Tensor:
-    """``out[..., h, k] = sum_n v[..., h, n] / (w[h, k] - lam[h, n])``, chunked over ``k``.
-
-    Args:
-        v: (..., H, N) complex numerators (a leading batch, e.g. the four Woodbury terms).
-        w: (H, K) complex evaluation points.
-        lam: (H, N) complex poles.
-        chunk: evaluation points per chunk; memory is O(H N chunk).
-    Returns:
-        (..., H, K) complex.
-    """
-    outs = []
-    for start in range(0, w.shape[-1], chunk):
-        r = 1.0 / (w[:, start : start + chunk, None] - lam[:, None, :])  # (H, k, N)
-        outs.append(torch.einsum("...hn,hkn->...hk", v, r))
-    return torch.cat(outs, dim=-1)
 
 
 def _blocks(H: int, M: int, K: int, chunk: int | None, device: torch.device | None = None) -> list[tuple[slice, slice]]:

@@ -13,12 +13,10 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
 from apps.common.audio import load_audio, save_wav
@@ -26,119 +24,14 @@ from apps.common.errors import UserError
 from apps.common.io import check_writable
 from apps.common.report import save_figure, write_csv
 from apps.common.runs import next_free
-from apps.sashimi.model import SaShiMi
+from apps.sashimi.generator import WaveformGenerator
+from apps.sashimi.sampling import sample
+from apps.sashimi.stepper import FastStepper
 from apps.sashimi.waveform import dequantize, quantize
 
 
-def sample_logits(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> Tensor:
-    """Draw one token per row of ``logits`` (B, K) at ``temperature`` from the top-p nucleus: (B,) long."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # keep the smallest set reaching top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_p, 1, generator=generator)
-        return order.gather(-1, choice)[:, 0]
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
-
-
-_CHUNK = 2048  # native steps per call between progress updates
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total} samples"), TextColumn("{task.fields[rate]}"),
-                    TimeRemainingColumn())
-
-
-@torch.no_grad()
-def sample(
-    model: SaShiMi,
-    n: int,
-    length: int,
-    batch: int | None = None,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    prefix: Tensor | None = None,
-    start_token: int = 128,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-    stepper: Any = None,
-) -> tuple[Tensor, Tensor]:
-    """Generate ``n`` clips of ``length`` tokens: ``(tokens (n, length) long, loglik (n,) nats)``.
-
-    ``prefix`` (P,) tokens, ``P <= length``, is copied to the start of every clip and consumed in
-    convolution mode; ``loglik`` sums the model's (untempered) log-probabilities of the generated
-    tokens.  ``stepper`` (default: :class:`apps.sashimi.stepper.FastStepper` of ``model``) does the
-    recurrent steps; with the native backend the sampling runs in C too, ``_CHUNK`` steps per call
-    (the same rule as :func:`sample_logits`, drawn by inverse CDF, so the same seed gives other clips
-    than the torch backends).
-    """
-    from apps.sashimi.stepper import FastStepper
-
-    was_training = model.training
-    model.eval()
-    device = model.embedding.weight.device
-    batch = min(batch or n, n)
-    stepper = stepper or FastStepper(model)
-    P = 0 if prefix is None else int(prefix.shape[-1])
-    out = torch.empty(n, length, dtype=torch.long, device=device)
-    loglik = torch.zeros(n, dtype=torch.float64, device=device)
-    bar = _progress() if progress else None
-    task = bar.add_task("generating", total=n * length, rate="") if bar else None
-    began, done = time.perf_counter(), 0
-    if bar:
-        bar.start()
-    try:
-        for first in range(0, n, batch):
-            b = min(batch, n - first)
-            state = model.default_state(b, device)
-            if P:
-                out[first:first + b, :P] = prefix.to(device)
-                inputs = torch.cat([torch.full((b, 1), start_token, device=device), out[first:first + b, :P]], 1)
-                logits, state = model(inputs, state=state)  # convolution mode, state passed along
-                logits = logits[:, -1]
-                run = stepper.start(state)
-            else:
-                run = stepper.start(state)
-                logits = run.step(torch.full((b,), start_token, dtype=torch.long, device=device))
-            if hasattr(run, "generate"):  # the native step samples in C, many steps per call
-                t = P
-                while t < length:
-                    steps = min(_CHUNK, length - t)
-                    tokens, ll = run.generate(logits, steps, temperature, top_p, generator, t + steps < length)
-                    out[first:first + b, t:t + steps] = tokens
-                    loglik[first:first + b] += ll
-                    logits, t = run.logits, t + steps
-                    if bar:
-                        rate = (done + b * t) / max(1e-9, time.perf_counter() - began)
-                        bar.update(task, completed=first * length + b * t, rate=f"{rate:,.0f} samples/s")
-                done += b * length
-                continue
-            for t in range(P, length):
-                token = sample_logits(logits, temperature, top_p, generator)
-                loglik[first:first + b] += torch.log_softmax(logits.double(), -1).gather(-1, token[:, None])[:, 0]
-                out[first:first + b, t] = token
-                if t + 1 < length:
-                    logits = run.step(token)
-                if bar and (t % 256 == 255 or t + 1 == length):
-                    done_now = done + b * (t + 1)
-                    rate = done_now / max(1e-9, time.perf_counter() - began)
-                    bar.update(task, completed=first * length + b * (t + 1), rate=f"{rate:,.0f} samples/s")
-            done += b * length
-    finally:
-        if bar:
-            bar.stop()
-        model.train(was_training)
-    return out, loglik
-
-
-def load_generator(path: str | Path, device: str = "cpu") -> Any:
+def load_generator(path: str | Path, device: str = "cpu") -> WaveformGenerator:
     """Load a :class:`apps.sashimi.generator.WaveformGenerator` checkpoint (eval mode)."""
-    from apps.sashimi.generator import WaveformGenerator
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}; train one with `ssm sashimi fit -c recipes/sashimi/"
@@ -236,8 +129,6 @@ def generate(argv: list[str]) -> None:
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from apps.sashimi.stepper import FastStepper
-
     stepper = FastStepper(module.model, backend=args.backend, threads=args.threads)
     began = time.perf_counter()
     tokens, loglik = sample(module.model, args.n, length, args.batch, args.temperature, args.top_p, prefix,

@@ -20,6 +20,7 @@ from torch import Tensor
 from apps.common.errors import UserError
 from apps.common.training import TaskModule
 from apps.sashimi.model import SaShiMi, shift_right
+from apps.sashimi.sampling import sample
 from apps.sashimi.waveform import dequantize, silence_level
 
 
@@ -132,8 +133,6 @@ class WaveformGenerator(TaskModule):
             return
         if not self.trainer.is_global_zero:
             return
-        from apps.sashimi.generate import sample
-
         length = max(1, int(self.sample_seconds * self.sample_rate))
         generator = torch.Generator(device=self.device).manual_seed(self.current_epoch)
         tokens, _ = sample(self.model, self.n_samples, length, start_token=self.start_token,

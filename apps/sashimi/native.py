@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from apps.sashimi.model import SaShiMi
+from apps.sashimi.recurrent import block_terms, pool_states, tier_states
 
 SOURCE = Path(__file__).with_name("native_step.c")
 REC, LREC, HEAD = 16, 10, 11  # record sizes of native_step.c
@@ -69,7 +70,7 @@ def library() -> Any:
             raise RuntimeError(_error)
         os.replace(tmp, target)
     lib = ctypes.CDLL(str(target))
-    lib.sashimi_step.restype = None
+    lib.sashimi_step.restype = ctypes.c_int
     lib.sashimi_step.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int, ctypes.c_int, ctypes.c_float]
     lib.sashimi_generate.restype = None
     lib.sashimi_generate.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
@@ -118,10 +119,10 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
     """``(program int64, weights float32, state floats per sequence, state map)`` of ``model``.
 
     The state map lists where each model state goes: ``("ssm", (offset, H, M))`` per SSM block in
-    :meth:`ssmcore.blocks.SequenceModel.default_state` order, then ``("down"/"pend", (offset, p, H))``.
+    :meth:`ssmcore.blocks.SequenceModel.tiers` order, then ``("down"/"pend", (offset, p, H))``.
+    Everything is read through :func:`apps.sashimi.recurrent.block_terms` (the layers' public
+    recurrences) and the modules' public attributes.
     """
-    from apps.sashimi.stepper import _block_params
-
     bb, w = model.backbone, _Packer()
     prog: list[int] = [0] * HEAD
     levels: list[list[int]] = [[0] * LREC for _ in bb.pool]
@@ -132,13 +133,13 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
         at = len(prog)
         prog.append(len(mods))
         for block in mods:
-            kind, p = _block_params(block, torch.float32)
+            kind, p = block_terms(block, torch.float32)
             rec = [0] * REC
             rec[4], rec[5] = w.add(p[0]), w.add(p[1])
             if kind == "ff":
                 rec[0], rec[1], rec[2] = 0, p[2].shape[0], p[2].shape[1]
                 rec[6:10] = [w.add(pack_strips(p[2])), w.add(p[3]), w.add(pack_strips(p[4])), w.add(p[5])]
-            else:
+            elif kind == "ssm":
                 lam_r, lam_i, b_r, b_i, a_r, a_i, c, G_r, G_i, C_r, C_i, D, W, bias = p[2:]
                 H, M = lam_r.shape
                 pair = lambda re, im: torch.cat([re, im], -1)  # noqa: E731 -- split complex: M re, then M im
@@ -148,13 +149,12 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
                 rec[15] = state_size
                 state_map.append(("ssm", (state_size, H, M)))
                 state_size += 2 * H * M
+            else:
+                raise ValueError(f"the native step runs per-feature SSM blocks, not {kind!r} ones (use the torch backend)")
             prog.extend(rec)
         return at
 
-    # SSM blocks in default_state order: down_blocks, center, up blocks
-    down_at = [blocks(b) for b in bb.down_blocks]
-    center_at = blocks(bb.center)
-    up_at = [blocks(stage["blocks"]) for stage in bb.up]
+    at = {key: blocks(mods) for key, mods in bb.tiers()}  # SSM blocks in state order
     for i, p in enumerate(bb.pool):
         H = bb.down[i].d_model
         lv = levels[i]
@@ -164,11 +164,12 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
         lv[6], lv[7] = state_size, state_size + p * H
         state_map += [("down", (state_size, p, H)), ("pend", (state_size + p * H, p, H))]
         state_size += 2 * p * H
-        lv[8], lv[9] = down_at[i], up_at[i]
+        lv[8], lv[9] = at[("down_blocks", i)], at[("up", i)]
     widths = [bb.d_model * 1] + [d.d_output for d in bb.down]
+    norm_weight, norm_bias, _ = bb.norm.affine()
     prog[0:HEAD] = [len(bb.pool), model.n_classes, bb.d_model, w.add(model.embedding.weight),
-                    w.add(bb.norm.norm.weight), w.add(bb.norm.norm.bias), w.add(pack_strips(bb.decoder.weight.t())),
-                    w.add(bb.decoder.bias), state_size, widths[-1], center_at]
+                    w.add(norm_weight), w.add(norm_bias), w.add(pack_strips(bb.decoder.weight.t())),
+                    w.add(bb.decoder.bias), state_size, widths[-1], at[("center",)]]
     program = torch.tensor(prog[:HEAD] + [v for lv in levels for v in lv] + prog[HEAD:], dtype=torch.int64)
     shift = len(levels) * LREC  # the level records sit between the header and the block lists
     for i in range(len(levels)):
@@ -186,9 +187,7 @@ class NativeRun:
         bb = stepper.model.backbone
         batch = state["down"][0].shape[0] if bb.pool else next(iter(state["center"])).shape[0]
         self.state = torch.zeros(batch, stepper.state_size, dtype=torch.float32)
-        ssm_states = [s for blocks in state["down_blocks"] for s in blocks if s is not None]
-        ssm_states += [s for s in state["center"] if s is not None]
-        ssm_states += [s for _, blocks in state["up"] for s in blocks if s is not None]
+        ssm_states = [s for tier in tier_states(stepper.model, state) for s in tier if s is not None]
         maps = [m for kind, m in stepper.state_map if kind == "ssm"]
         for (at, H, M), s in zip(maps, ssm_states, strict=True):
             split = torch.cat([s.real, s.imag], -1).to(torch.float32)  # (B, H, 2M): M re, then M im
@@ -196,9 +195,8 @@ class NativeRun:
         self.count = torch.zeros(len(bb.pool), dtype=torch.int64)
         self.next = torch.zeros(len(bb.pool), dtype=torch.int64)
         pools = [m for kind, m in stepper.state_map if kind != "ssm"]
-        for i in range(len(bb.pool)):
+        for i, (buffered, pending) in enumerate(pool_states(stepper.model, state)):
             (d_at, p, H), (p_at, _, _) = pools[2 * i], pools[2 * i + 1]
-            buffered, pending = state["down"][i], state["up"][i][0]
             k, j, Hp = buffered.shape[1], pending.shape[1], pending.shape[2]
             self.state[:, d_at:d_at + k * H] = buffered.reshape(batch, -1)
             self.state[:, p_at + (p - j) * Hp:p_at + p * Hp] = pending.reshape(batch, -1)
@@ -212,9 +210,12 @@ class NativeRun:
 
     @torch.no_grad()
     def step(self, token: Tensor) -> Tensor:
-        """``token`` (B,) long -> logits (B, n_classes) of the next token."""
+        """``token`` (B,) long -> logits (B, n_classes) of the next token; IndexError for a token
+        outside ``[0, n_classes)`` (the state is then left as it was)."""
         self.tokens.copy_(token)
-        self.s.lib.sashimi_step(*self._args, self._batch, self.s.threads, self.s.eps)
+        if self.s.lib.sashimi_step(*self._args, self._batch, self.s.threads, self.s.eps):
+            K = self.logits.shape[1]
+            raise IndexError(f"token out of range: the model has {K} classes (0..{K - 1}), got {token.tolist()}")
         return self.logits.clone()
 
     @torch.no_grad()
@@ -224,7 +225,7 @@ class NativeRun:
 
         Starts from ``logits`` (B, K), the distribution of the next token; each drawn token is fed back
         (no Python per step, no per-step thread synchronisation).  The sampling rule is
-        :func:`apps.sashimi.generate.sample_logits`' (temperature, top-p nucleus; temperature 0 is
+        :func:`apps.sashimi.sampling.sample_logits`' (temperature, top-p nucleus; temperature 0 is
         greedy), drawn by inverse CDF from ``torch.rand`` numbers of ``generator``; ``loglik`` sums the
         untempered log-probabilities.  With ``step_last`` the model also steps on the last token, and
         :attr:`logits` then holds the next distribution (to continue with another call).
@@ -245,7 +246,8 @@ class NativeRun:
 
 
 class NativeStepper:
-    """Native stepping of a float32 CPU :class:`SaShiMi` whose blocks :func:`apps.sashimi.stepper.supported`."""
+    """Native stepping of a float32 CPU :class:`SaShiMi` whose blocks are feed-forward or per-feature SSM
+    blocks (:func:`apps.sashimi.recurrent.block_kind` ``"ff"`` / ``"ssm"``)."""
 
     def __init__(self, model: SaShiMi, threads: int | None = None) -> None:
         self.lib = library()

@@ -310,10 +310,14 @@ static void slice_bounds(int B, int t, int threads, int *b0, int *nb) {
     *nb = (int)((i64)B * (t + 1) / threads) - *b0;
 }
 
-/* One step for the batch: tokens (B,) -> logits (B, K); count/next: the pooling phases (updated). */
-void sashimi_step(const i64 *prog, const float *w, float *state, const i64 *tokens, float *logits,
-                  i64 *count, i64 *next, int B, int threads, float eps) {
+/* One step for the batch: tokens (B,) -> logits (B, K); count/next: the pooling phases (updated).
+ * Returns 0, or -1 (and touches nothing) when a token is outside [0, K): it indexes the embedding
+ * table, and an out-of-range one would read past the parameter buffer. */
+int sashimi_step(const i64 *prog, const float *w, float *state, const i64 *tokens, float *logits,
+                 i64 *count, i64 *next, int B, int threads, float eps) {
     const int K = (int)prog[NCLS];
+    for (int b = 0; b < B; b++)
+        if (tokens[b] < 0 || tokens[b] >= K) return -1;
     if (threads > B) threads = B;
     if (threads < 1) threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
@@ -323,6 +327,7 @@ void sashimi_step(const i64 *prog, const float *w, float *state, const i64 *toke
         if (nb > 0) step_slice(prog, w, state, tokens + b0, logits + (i64)b0 * K, b0, nb, count, next, eps);
     }
     advance(prog, count, next);
+    return 0;
 }
 
 static int cmp_desc(const void *a, const void *b) {

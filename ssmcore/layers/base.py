@@ -7,8 +7,19 @@ forward / step / state plumbing.  A subclass supplies the SSM:
 * ``ssm_forward(u, state, rate) -> (y, next_state)`` on ``u`` (B, H, L), ``y`` (B, C, H, L).
   :class:`ConvSSMLayer` implements it from ``ssm_kernel`` + FFT convolution +
   ``state_forward``; scan layers implement it directly.
-* ``ssm_step(u_t, state, rate) -> (y_t, next_state)`` with ``y_t`` (B, C, H).
 * ``default_state(batch_size, device)``.
+* a steppable layer (class attribute ``can_step = True``): ``discrete_recurrence(rate) ->``
+  :class:`Recurrence`, its discrete terms; ``recurrence(rate)`` caches them per parameter version
+  and ``step()`` / ``ssm_step()`` run them.
+
+Shared arguments (declared once, here; subclasses take their own options explicitly and pass
+these through ``**kwargs``): ``d_model``, ``d_state``, ``channels``, ``bidirectional``,
+``dropout``, ``activation``, ``postact``.
+
+Caching: without autograd, whatever a layer derives from its parameters (the discrete recurrence,
+convolution kernels per length and rate) is computed once and reused while no parameter or buffer
+changes (:meth:`SSMLayer.cached`), so samplers and evaluation loops that call a layer many times
+with fixed weights skip that work; under autograd it is always recomputed.
 
 ``C`` is ``channels`` (output channels per feature).  A bidirectional layer has a second
 set of ``channels`` kernels for the anti-causal direction.
@@ -16,7 +27,8 @@ set of ``channels`` kernels for the anti-causal direction.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
@@ -26,6 +38,8 @@ from ssmcore.fftconv import fftconv, two_sided
 
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
 POSTACTS = ("glu", "linear", "none")
+#: entries of one kind (kernels, recurrences) kept by a layer's no-grad cache
+CACHE_SIZE = 8
 
 
 def make_activation(name: str | None) -> nn.Module:
@@ -37,16 +51,81 @@ def make_activation(name: str | None) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+
+class Recurrence(NamedTuple):
+    """The discrete recurrence of a steppable layer at one rate: its ``step()`` in closed form.
+
+    Per feature (H features, M kept complex modes, r low-rank terms; ``u`` the layer input)::
+
+        q_k = Re(a_k . x) + c_k u                 (k < r; none for a diagonal layer)
+        x'  = lam * x + b u - sum_k G_k q_k
+        y   = Re(C . x') + D u                    (one row of C and D per output channel)
+
+    ``C`` already carries the factor 2 of conjugate-symmetric layers (only one mode of each pair
+    is kept), so ``Re(C . x)`` is the whole output.  A diagonal layer (S4D, DSS, DLR, S4-PTD) has
+    ``a = c = G = None``; S4's bilinear DPLR step is exact in this form with r = rank (the Woodbury
+    identity, see :meth:`ssmcore.layers.s4.S4.discrete_recurrence`).  A MIMO layer (S5: ``mimo``)
+    shares one state (M,) across features: ``x' = lam * x + b @ u`` with ``b`` (M, H), and
+    ``y_h = Re(C_h . x') + D_h u_h``.
+
+    Fields (complex in the parameters' complex dtype, real ones real):
+        lam: (H, M), or (M,) for MIMO.
+        b: (H, M), or (M, H) for MIMO.
+        C: (channels, H, M).
+        D: (channels, H) real.
+        a: (r, H, M) or None.
+        c: (r, H) real or None.
+        G: (r, H, M) or None.
+    """
+
+    lam: Tensor
+    b: Tensor
+    C: Tensor
+    D: Tensor
+    a: Tensor | None = None
+    c: Tensor | None = None
+    G: Tensor | None = None
+
+    @property
+    def rank(self) -> int:
+        """r, the number of low-rank terms (0 for a diagonal or MIMO layer)."""
+        return 0 if self.a is None else self.a.shape[0]
+
+    @property
+    def mimo(self) -> bool:
+        """Whether the state is shared by all features (S5)."""
+        return self.lam.dim() == 1
+
+    def advance(self, state: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The bare SSM: ``state`` (B, H, M) or (B, M), ``u`` (B, H) -> ``(Re(C . x') (B, C, H), x')``."""
+        uc = u.to(self.b.dtype)
+        if self.mimo:
+            x = self.lam * state + torch.einsum("mh,bh->bm", self.b, uc)  # (B, M)
+            return torch.einsum("chm,bm->bch", self.C, x).real.to(u.dtype), x
+        x = self.lam * state + self.b * uc.unsqueeze(-1)  # (B, H, M)
+        if self.rank:
+            q = torch.einsum("khm,bhm->bkh", self.a, state).real + self.c * u.unsqueeze(1)  # (B, r, H)
+            x = x - torch.einsum("khm,bkh->bhm", self.G, q.to(self.G.dtype))
+        return torch.einsum("chm,bhm->bch", self.C, x).real.to(u.dtype), x
+
+    def step(self, state: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """One step with the D skip: ``u`` (B, H) -> ``(y (B, C, H), next_state)``."""
+        y, x = self.advance(state, u)
+        return y + self.D.to(y.dtype) * u.unsqueeze(1), x
+
+
 class SSMLayer(nn.Module):
     """Base of every ssmcore layer; see the module docstring for what a subclass supplies.
 
+    The shared arguments of every layer (a subclass passes them on through ``**kwargs``):
+
     Args:
         d_model: features H.
-        d_state: state size N (each subclass documents what it counts).
+        d_state: state size N (each subclass documents what it counts, and may change the default).
         channels: output channels per feature C (mixed back to H by the output projection).
-        bidirectional: add an anti-causal SSM with its own output weights.
+        bidirectional: add an anti-causal SSM with its own output weights (no ``step()`` then).
         dropout: dropout after the activation.
-        activation: applied after the SSM + D skip.
+        activation: applied after the SSM + D skip (``gelu``, ``silu``, ``relu``, ``tanh``, ``identity``).
         postact: output projection: ``glu`` (Linear(C H, 2H) + GLU), ``linear`` or ``none``.
     """
 
@@ -54,6 +133,9 @@ class SSMLayer(nn.Module):
     ssm_parameter_names: tuple[str, ...] = ()
     #: True when ``ssm_forward`` already includes the D skip (convolutional layers fold it into the kernel)
     skip_in_ssm_forward: bool = False
+    #: whether this kind of layer, built causal (``bidirectional=False``), has a recurrent ``step()``
+    #: through :meth:`recurrence`; apps derive their lists of causal layers from it
+    can_step: bool = False
 
     def __init__(
         self,
@@ -77,6 +159,7 @@ class SSMLayer(nn.Module):
         postact = postact or "none"
         if postact not in POSTACTS:
             raise ValueError(f"unknown postact {postact!r}; choose one of {', '.join(POSTACTS)}")
+        self.postact = postact
         width = channels * d_model
         if postact == "glu":
             self.output = nn.Sequential(nn.Linear(width, 2 * d_model), nn.GLU(dim=-1))
@@ -86,20 +169,46 @@ class SSMLayer(nn.Module):
             if channels != 1:
                 raise ValueError("postact='none' needs channels=1 (nothing maps C*H back to H)")
             self.output = nn.Identity()
-        self._step_cache: tuple[Any, Any] | None = None
+        self._cache: dict[Any, tuple[Any, tuple[int, ...]]] = {}
+        self._cache_signature: Any = None
+
+    @property
+    def output_linear(self) -> nn.Linear | None:
+        """The output projection's linear map: ``Linear(C H, 2H)`` before the GLU (``postact="glu"``),
+        ``Linear(C H, H)`` (``"linear"``), or None (``"none"``)."""
+        if self.postact == "glu":
+            return self.output[0]
+        return self.output if self.postact == "linear" else None
 
     # ----------------------------------------------------------------- subclass API
     def ssm_forward(self, u: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, Any]:
         """The bare SSM on ``u`` (B, H, L) -> ``(y (B, C, H, L), next_state or None)``."""
         raise NotImplementedError
 
-    def ssm_step(self, u_t: Tensor, state: Any, rate: float = 1.0) -> tuple[Tensor, Any]:
-        """One step of the bare SSM: ``u_t`` (B, H) -> ``(y_t (B, C, H), next_state)``."""
+    def discrete_recurrence(self, rate: float = 1.0) -> Recurrence:
+        """The discrete terms at ``rate``, computed afresh (steppable layers; use :meth:`recurrence`)."""
         raise NotImplementedError
 
     def default_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
         """The zero state for ``batch_size`` sequences."""
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- recurrence
+    def recurrence(self, rate: float = 1.0) -> Recurrence:
+        """The discrete recurrence at ``rate`` (see :class:`Recurrence`): what ``step()`` runs and what a
+        fused or native stepper needs.  Cached while no parameter or buffer changes (and without
+        autograd; see :meth:`cached`): an optimiser step, ``load_state_dict``, an in-place edit or a
+        dtype / device move recomputes it.  Raises RuntimeError for a layer without a recurrent step
+        (``can_step`` False, or built bidirectional)."""
+        if not self.can_step:
+            raise RuntimeError(f"{type(self).__name__} has no recurrent step (can_step is False)")
+        if self.bidirectional:
+            raise RuntimeError("step() needs a causal layer: this one was built with bidirectional=True")
+        return self.cached(("recurrence", float(rate)), lambda: self.discrete_recurrence(rate))
+
+    def ssm_step(self, u_t: Tensor, state: Any, rate: float = 1.0) -> tuple[Tensor, Any]:
+        """One step of the bare SSM (no D skip): ``u_t`` (B, H) -> ``(y_t (B, C, H), next_state)``."""
+        return self.recurrence(rate).advance(state, u_t)
 
     # ----------------------------------------------------------------- contract
     def forward(self, x: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, Any]:
@@ -119,29 +228,51 @@ class SSMLayer(nn.Module):
 
     def step(self, x_t: Tensor, state: Any, rate: float = 1.0) -> tuple[Tensor, Any]:
         """One recurrent step: ``x_t`` (B, H) -> ``(y_t (B, H), next_state)``."""
-        if self.bidirectional:
-            raise RuntimeError("step() needs a causal layer: this one was built with bidirectional=True")
-        y, state = self.ssm_step(x_t, state, rate)  # (B, C, H)
-        y = y + self.D.to(y.dtype) * x_t.unsqueeze(1).to(y.dtype)
+        y, state = self.recurrence(rate).step(state, x_t)  # (B, C, H)
         return self._post(rearrange(y, "b c h -> b (c h)")), state
 
     def _post(self, y: Tensor) -> Tensor:
         return self.output(self.dropout(self.activation(y)))
 
     # ----------------------------------------------------------------- helpers
-    def cached(self, key: Any, compute):
-        """``compute()``, memoised while no parameter changes (and recomputed under autograd).
+    def _signature(self) -> tuple | None:
+        """Identity, in-place version, dtype and device of every parameter and buffer; None for inference
+        tensors (no version counter: nothing is cached then)."""
+        try:
+            return tuple((t.data_ptr(), t._version, t.dtype, t.device)
+                         for t in (*self.parameters(), *self.buffers()))
+        except RuntimeError:
+            return None
 
-        Used for whatever ``step()`` needs (discretised matrices, ...): it is computed lazily
-        on the first step and recomputed automatically after an optimiser step, a
-        ``load_state_dict`` or a device / dtype move.
+    def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()``, memoised under ``key`` while no parameter or buffer changes; ``key[0]`` names the kind.
+
+        Without autograd (``no_grad``, ``inference_mode``, evaluation and sampling loops) a value is
+        computed once and reused until a parameter or buffer is replaced, edited in place (optimiser
+        steps, ``load_state_dict``) or moved to another dtype / device; a returned tensor that a caller
+        wrote into is recomputed too.  Values are built as normal tensors even under ``inference_mode``.
+        At most :data:`CACHE_SIZE` values of one kind are kept.  Under autograd ``compute()`` always runs.
+        (Writes through ``param.data`` bypass the version counter: edit parameters in place under
+        ``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do.)
         """
         if torch.is_grad_enabled():
             return compute()
-        signature = (key, tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters()))
-        if self._step_cache is None or self._step_cache[0] != signature:
-            self._step_cache = (signature, compute())
-        return self._step_cache[1]
+        signature = self._signature()
+        if signature is None:
+            return compute()
+        if self._cache_signature != signature:
+            self._cache.clear()
+            self._cache_signature = signature
+        hit = self._cache.get(key)
+        if hit is not None and _versions(hit[0]) == hit[1]:
+            return hit[0]
+        with torch.inference_mode(False), torch.no_grad():  # normal tensors, with version counters
+            value = compute()
+        same_kind = [k for k in self._cache if k[0] == key[0]]
+        if key not in self._cache and len(same_kind) >= CACHE_SIZE:
+            del self._cache[same_kind[0]]  # the oldest of this kind
+        self._cache[key] = (value, _versions(value))
+        return value
 
     def extra_repr(self) -> str:
         return (
@@ -150,13 +281,21 @@ class SSMLayer(nn.Module):
         )
 
 
+def _versions(value: Any) -> tuple[int, ...]:
+    """The version counters of the tensors in ``value`` (a tensor or a tuple of them)."""
+    items = value if isinstance(value, tuple) else (value,)
+    return tuple(t._version for t in items if isinstance(t, Tensor))
+
+
 class ConvSSMLayer(SSMLayer):
     """A layer whose SSM is a convolution with ``kernel(L, rate)``.
 
     Subclasses supply ``ssm_kernel(L, rate) -> (n_kernels, H, L)`` (forward kernels
-    first, then the anti-causal ones) and, if causal, ``state_forward`` and ``ssm_step``.
-    The D skip is folded into the kernel's lag-0 tap (``conv(u, k) + D u = conv(u, k + D delta)``),
-    which saves a pass over the (B, C, H, L) output and its backward.
+    first, then the anti-causal ones) and, if causal, ``state_forward`` and
+    ``discrete_recurrence``.  The D skip is folded into the kernel's lag-0 tap
+    (``conv(u, k) + D u = conv(u, k + D delta)``), which saves a pass over the (B, C, H, L)
+    output and its backward.  Without autograd ``kernel()`` is cached per length and rate
+    (:meth:`SSMLayer.cached`).
     """
 
     skip_in_ssm_forward = True
@@ -169,14 +308,15 @@ class ConvSSMLayer(SSMLayer):
         raise NotImplementedError
 
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
-        """The bare SSM kernel (n_kernels, H, L), computed in full precision even under autocast."""
+        """The bare SSM kernel (n_kernels, H, L), in full precision even under autocast; without autograd,
+        reused while the parameters are unchanged."""
         if L < 1:
             raise ValueError(f"kernel length must be positive, got {L}")
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         device_type = self.D.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            return self.ssm_kernel(L, rate)
+            return self.cached(("kernel", int(L), float(rate)), lambda: self.ssm_kernel(L, rate))
 
     def ssm_forward(self, u: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, Any]:
         L = u.shape[-1]

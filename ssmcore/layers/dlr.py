@@ -14,6 +14,7 @@ a Vandermonde product (:func:`ssmcore.kernels.vandermonde_kernel`, chunked so th
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +49,9 @@ class DLR(DiagonalConvLayer):
         W_scale: when given, ``W = W_scale * W'`` with the trained ``W'`` initialised standard normal,
             so that optimiser steps on W are relative to ``W_scale`` (the paper initialises W at 1/N);
             default: W itself is trained, initialised at ``1 / sqrt(N)``.
-        (the rest as :class:`ssmcore.layers.base.SSMLayer`)
+        d_state: N complex modes; listed here because DLR's default (1024) differs from the base's.
+        **kwargs: the other shared layer arguments of :class:`ssmcore.layers.base.SSMLayer`
+            (``channels``, ``bidirectional``, ``dropout``, ``activation``, ``postact``).
     """
 
     output_scale = 1.0
@@ -58,19 +61,16 @@ class DLR(DiagonalConvLayer):
         self,
         d_model: int,
         d_state: int = 1024,
-        channels: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        *,
         variant: str = "dlr",
         real_W: bool = False,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         theta_init: str = "omega",
         W_scale: float | None = None,
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(d_model, d_state, channels, bidirectional, dropout, activation, postact)
+        super().__init__(d_model, d_state=d_state, **kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         if theta_init not in THETA_INITS:

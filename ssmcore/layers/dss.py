@@ -23,6 +23,8 @@ smaller ``l_max``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -43,7 +45,8 @@ class DSS(DiagonalConvLayer):
         version: ``exp`` or ``softmax``.
         init: initial ``lambda`` (``legs`` as in the paper, or any of :data:`ssmcore.init.DIAGONAL_INITS`).
         l_max: fixed normalisation length of DSS-softmax (needed for ``step`` and state passing).
-        (the rest as :class:`ssmcore.layers.base.SSMLayer`)
+        **kwargs: the shared layer arguments of :class:`ssmcore.layers.base.SSMLayer` (``d_state``,
+            ``channels``, ``bidirectional``, ``dropout``, ``activation``, ``postact``).
     """
 
     ssm_parameter_names = ("log_dt", "Lambda_real", "Lambda_imag")
@@ -51,19 +54,16 @@ class DSS(DiagonalConvLayer):
     def __init__(
         self,
         d_model: int,
-        d_state: int = 64,
-        channels: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        *,
         version: str = "exp",
         init: str = "legs",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         l_max: int | None = None,
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(d_model, d_state, channels, bidirectional, dropout, activation, postact)
+        super().__init__(d_model, **kwargs)
+        d_state = self.d_state
         if version not in VERSIONS:
             raise ValueError(f"unknown DSS version {version!r}; choose one of {', '.join(VERSIONS)}")
         if init not in DIAGONAL_INITS:

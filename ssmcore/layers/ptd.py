@@ -19,6 +19,7 @@ the ``2 Re`` output counts them once).  The number of complex modes kept is ther
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,27 +38,25 @@ class S4PTD(S4D):
     ``M = (N + n_real) / 2`` complex modes (see the module docstring) and the output is 2 Re(C x).
     ``C`` is ``C~ = C V`` for a random complex ``C`` (H x N per output channel).
 
-    Args as :class:`ssmcore.layers.s4d.S4D`, without ``init`` and ``B_init``.
+    Args as :class:`ssmcore.layers.s4d.S4D`, without ``init`` and ``B_init``; ``d_state`` is listed
+    here because it selects the shipped decomposition.
     """
 
     def __init__(
         self,
         d_model: int,
         d_state: int = 64,
-        channels: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        *,
         disc: str = "zoh",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         real_transform: str = "exp",
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
+        **kwargs: Any,
     ) -> None:
         Lambda, V, W = ptd_half(d_state)  # (M,), (N, M), (M, N); raises if N is not shipped
         super().__init__(
-            d_model, d_state, channels, bidirectional, dropout, init="legs", disc=disc, dt_min=dt_min,
-            dt_max=dt_max, real_transform=real_transform, activation=activation, postact=postact,
+            d_model, d_state=d_state, init="legs", disc=disc, dt_min=dt_min, dt_max=dt_max,
+            real_transform=real_transform, **kwargs,
         )
         H, M = d_model, Lambda.shape[0]
         _, B = transition("legs", d_state)
@@ -79,31 +78,29 @@ class S5PTD(S5):
 
     ``d_state`` is P and ``d_state / blocks`` must be a shipped size (8, 16, ..., 256).  With
     ``conj_sym`` the state has ``blocks * (P / blocks + n_real) / 2`` complex modes (see the module
-    docstring), otherwise P.  Args as :class:`ssmcore.layers.s5.S5`.
+    docstring), otherwise P.  Args as :class:`ssmcore.layers.s5.S5`; ``d_state`` is listed here because
+    it selects the shipped decomposition.
     """
 
     def __init__(
         self,
         d_model: int,
         d_state: int = 64,
-        channels: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        *,
         blocks: int = 1,
         conj_sym: bool = True,
         clip_eigs: bool = True,
         disc: str = "zoh",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
+        **kwargs: Any,
     ) -> None:
         if d_state % blocks:
             raise ValueError(f"d_state={d_state} must be divisible by blocks={blocks}")
         self._eigen = ptd_blocks(d_state // blocks, blocks, conj_sym)
         super().__init__(
-            d_model, d_state, channels, bidirectional, dropout, blocks=blocks, conj_sym=conj_sym,
-            clip_eigs=clip_eigs, disc=disc, dt_min=dt_min, dt_max=dt_max, activation=activation, postact=postact,
+            d_model, d_state=d_state, blocks=blocks, conj_sym=conj_sym, clip_eigs=clip_eigs, disc=disc,
+            dt_min=dt_min, dt_max=dt_max, **kwargs,
         )
 
     def _init_from_eigen(self, Lambda: Tensor, V: Tensor, V_inv: Tensor, dt_min: float, dt_max: float) -> None:

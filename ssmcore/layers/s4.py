@@ -16,6 +16,7 @@ inverse real FFT gives the kernel.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,14 +24,12 @@ from torch import Tensor, nn
 from ssmcore.hippo import MEASURES, low_rank_correction, nplr
 from ssmcore.init import REAL_TRANSFORMS, inverse_real_transform, log_dt_init, real_transform
 from ssmcore.kernels import cauchy_conj_bilinear
-from ssmcore.layers.base import ConvSSMLayer
+from ssmcore.layers.base import ConvSSMLayer, Recurrence
 
 #: LegT and FouT have Re Lambda = 0; it is clamped to this so that ``exp``/``softplus`` can represent it
 MAX_REAL_LAMBDA = -1e-4
 #: the reference length of C~ when ``step()`` comes before any ``forward()`` and no ``l_max`` was given
 DEFAULT_REFERENCE_LENGTH = 1024
-#: kernels (one per length and rate) kept by the no-grad kernel cache of one layer
-KERNEL_CACHE_SIZE = 8
 
 
 def conj_full(x: Tensor) -> Tensor:
@@ -99,13 +98,10 @@ class S4(ConvSSMLayer):
     forward it is fixed at 1024).  ``kernel(L)`` with ``L <= L0`` at rate 1 is computed at L0 and
     truncated (exact); any other length or rate converts C~ exactly with dense (H, N, N)
     matrices in complex128, ``C~_req = C~ (I - Abar^L0)^{-1} (I - Abar_rate^L)``.  ``step()`` uses
-    the true ``C`` and an O(N r) Woodbury update (no diagonalisation of A).
-
-    Without autograd (``torch.no_grad()``, ``inference_mode``, ``eval`` loops such as diffusion
-    sampling, which call the layer many times with the same weights) the kernel is computed once per
-    length and rate and reused while the SSM parameters are unchanged: the cache is keyed on their
-    storage (``data_ptr``), in-place version counters (``_version``, bumped by optimiser steps and
-    ``load_state_dict``), dtype and device, and on ``l_ref``.  Under autograd it is never used.
+    the true ``C`` and an O(N r) Woodbury update (no diagonalisation of A), see
+    :meth:`discrete_recurrence`.  Kernels and the recurrence are cached without autograd like every
+    layer's (:meth:`ssmcore.layers.base.SSMLayer.cached`; ``l_ref`` is a buffer, so fixing it
+    invalidates them too).
 
     Args:
         measure: HiPPO matrix ``legs``, ``legt`` or ``fout`` (:mod:`ssmcore.hippo`).
@@ -113,28 +109,27 @@ class S4(ConvSSMLayer):
         dt_min, dt_max: range of the log-uniform step-size init.
         real_transform: ``exp``/``softplus`` keep Re Lambda < 0; ``none`` leaves it free (no stability guarantee).
         l_max: reference length L0 of C~ (None: the first forward's length).
-        (the rest as :class:`ssmcore.layers.base.SSMLayer`)
+        **kwargs: the shared layer arguments of :class:`ssmcore.layers.base.SSMLayer` (``d_state``,
+            ``channels``, ``bidirectional``, ``dropout``, ``activation``, ``postact``).
     """
 
     ssm_parameter_names = ("log_dt", "Lambda_real", "Lambda_imag", "P", "B")
+    can_step = True
 
     def __init__(
         self,
         d_model: int,
-        d_state: int = 64,
-        channels: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        *,
         measure: str = "legs",
         rank: int | None = None,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         real_transform: str = "exp",
         l_max: int | None = None,
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(d_model, d_state, channels, bidirectional, dropout, activation, postact)
+        super().__init__(d_model, **kwargs)
+        d_state = self.d_state
         if measure not in MEASURES:
             raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
         if d_state % 2:
@@ -159,7 +154,6 @@ class S4(ConvSSMLayer):
         C_tilde = torch.randn(self.n_kernels, H, d_state // 2, dtype=torch.complex64)
         self.C = nn.Parameter(torch.view_as_real(C_tilde))  # C~ (n_kernels, H, M, 2)
         self.register_buffer("l_ref", torch.tensor(l_max or 0, dtype=torch.long))
-        self._kernel_cache: tuple[tuple, dict] | None = None  # see ssm_kernel
 
     # ----------------------------------------------------------------- parameters
     def continuous(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -244,39 +238,13 @@ class S4(ConvSSMLayer):
             correction = torch.einsum("cjhk,hkjn->cnhk", k_CP, solved)
         return k_Cb - beta * correction
 
-    def _kernel_signature(self) -> tuple | None:
-        """What the kernel depends on besides (L, rate): the SSM parameters' identity, version, dtype and
-        device, and ``l_ref``.  None for inference tensors (no version counter): no caching then."""
-        try:
-            params = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in
-                           (getattr(self, name) for name in (*self.ssm_parameter_names, "C")))
-        except RuntimeError:
-            return None
-        return params, int(self.l_ref), self.transform
+    def kernel(self, L: int, rate: float = 1.0) -> Tensor:
+        """The kernel (n_kernels, H, L); fixes ``l_ref`` first (so that a cached kernel sees its final value)."""
+        if L >= 1:
+            self.reference_length(L)
+        return super().kernel(L, rate)
 
     def ssm_kernel(self, L: int, rate: float = 1.0) -> Tensor:
-        """The kernel (n_kernels, H, L); without autograd, from a cache while the SSM parameters are unchanged."""
-        if torch.is_grad_enabled():
-            return self._ssm_kernel(L, rate)
-        self.reference_length(L)  # fixes l_ref first, so that the signature sees its final value
-        signature = self._kernel_signature()
-        if signature is None:
-            return self._ssm_kernel(L, rate)
-        cache = getattr(self, "_kernel_cache", None)
-        if cache is None or cache[0] != signature:
-            cache = self._kernel_cache = (signature, {})
-        key = (L, float(rate))
-        hit = cache[1].get(key)
-        if hit is not None and hit[0]._version == hit[1]:  # (a caller may have written into the tensor)
-            return hit[0]
-        with torch.inference_mode(False), torch.no_grad():  # a normal tensor (with a version counter)
-            k = self._ssm_kernel(L, rate)
-        if key not in cache[1] and len(cache[1]) >= KERNEL_CACHE_SIZE:
-            cache[1].pop(next(iter(cache[1])))
-        cache[1][key] = (k, k._version)
-        return k
-
-    def _ssm_kernel(self, L: int, rate: float = 1.0) -> Tensor:
         L0 = self.reference_length(L)
         dt, _, _, B, C = self.continuous()
         if rate == 1.0 and L <= L0:
@@ -320,7 +288,8 @@ class S4(ConvSSMLayer):
 
     # ----------------------------------------------------------------- step
     def step_terms(self, rate: float = 1.0) -> dict[str, Tensor]:
-        """What the O(N r) Woodbury step needs at ``rate`` (computed once, see ``cached``)."""
+        """The pieces of the O(N r) bilinear step at ``rate``: ``lam``, ``P``, ``dtB = dt B``, ``half = dt/2``,
+        ``E = (1 - dt/2 Lambda)^{-1}``, ``S = (I + dt/2 P E P^*)^{-1}`` (H, r, r) and the true ``C``."""
         dt, lam, P, B, _ = self.continuous()
         M = self.d_state // 2
         C = self.true_C()[: self.channels, :, :M].to(lam.dtype)  # (C, H, M)
@@ -331,20 +300,24 @@ class S4(ConvSSMLayer):
         S = torch.linalg.inv(eye + half[..., None] * PEP)  # (H, r, r)
         return {"lam": lam, "P": P, "dtB": (dt * rate)[:, None] * B, "half": half, "E": E, "S": S, "C": C}
 
-    def ssm_step(self, u_t: Tensor, state: Tensor, rate: float = 1.0) -> tuple[Tensor, Tensor]:
-        """``x' = (I - dt/2 A)^{-1} ((I + dt/2 A) x + dt B u)``, ``y = 2 Re(C x')``, all in O(N r)."""
-        key = ("step", float(rate), self.reference_length())
-        t = self.cached(key, lambda: self.step_terms(rate))
-        P, E, half = t["P"], t["E"], t["half"]
-        x = state
-        Px = 2 * torch.einsum("rhm,bhm->bhr", P, x).real  # P z, (B, H, r)
-        Ax = t["lam"] * x - torch.einsum("rhm,bhr->bhm", P.conj(), Px.to(P.dtype))
-        v = x + half * Ax + t["dtB"] * u_t.unsqueeze(-1).to(x.dtype)
-        w = E * v
-        s = torch.einsum("hij,bhj->bhi", t["S"], 2 * torch.einsum("rhm,bhm->bhr", P, w).real)
-        x = w - half * E * torch.einsum("rhm,bhr->bhm", P.conj(), s.to(P.dtype))
-        y = 2 * torch.einsum("chm,bhm->bch", t["C"], x).real
-        return y.to(u_t.dtype), x
+    def discrete_recurrence(self, rate: float = 1.0) -> Recurrence:
+        """The bilinear step ``x' = (I - dt/2 A)^{-1} ((I + dt/2 A) x + dt B u)``, ``y = 2 Re(C x')`` as a
+        diagonal-plus-low-rank recurrence (:class:`ssmcore.layers.base.Recurrence`).
+
+        With ``E = (1 - dt/2 Lambda)^{-1}``, Woodbury turns the inverse into ``lam = 2E - 1``,
+        ``b = E dt B``, ``a_k = 4 P_k E``, ``c_k = 2 Re(P_k . b)``, ``G = dt/2 E P^* S``: exact, O(N r) per
+        feature, no diagonalisation of A.
+        """
+        self.reference_length()
+        t = self.step_terms(rate)
+        E, P, half = t["E"], t["P"], t["half"]  # (H, M), (r, H, M), (H, 1)
+        b = E * t["dtB"]
+        G = torch.einsum("khm,hkj->jhm", half * E * P.conj(), t["S"].to(P.dtype))  # (r, H, M)
+        return Recurrence(lam=2 * E - 1, b=b, C=2 * t["C"], D=self.D.clone(), a=4 * P * E, c=2 * (P * b).sum(-1).real, G=G)
+
+    def recurrence(self, rate: float = 1.0) -> Recurrence:
+        self.reference_length()  # fixed before the cache looks at the buffers
+        return super().recurrence(rate)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", measure={self.measure}, rank={self.rank}, l_ref={int(self.l_ref)}"

@@ -7,12 +7,14 @@ product (:func:`ssmcore.kernels.vandermonde_kernel`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from ssmcore.init import DIAGONAL_INITS, diagonal_init, inverse_real_transform, log_dt_init, real_transform
 from ssmcore.kernels import vandermonde_kernel, vandermonde_transpose
-from ssmcore.layers.base import ConvSSMLayer
+from ssmcore.layers.base import ConvSSMLayer, Recurrence
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 
@@ -41,8 +43,11 @@ class DiagonalConvLayer(ConvSSMLayer):
 
     A subclass defines ``discrete(rate) -> (log_dA (H, M), dB (H, M), C (n_kernels, H, M))``.
     The kernel is ``K_l = scale * Re sum_m C_m dB_m exp(l log_dA_m)``; the state is
-    (B, H, M) complex with x_k = dA x_{k-1} + dB u_k and y_k = scale * Re(C x_k).
+    (B, H, M) complex with x_k = dA x_{k-1} + dB u_k and y_k = scale * Re(C x_k) (its
+    :meth:`recurrence`: ``lam = dA``, ``b = dB``, ``C = scale * C``, no low-rank terms).
     """
+
+    can_step = True
 
     #: 2 for conjugate-symmetric modes (only one of each pair is kept), 1 otherwise
     output_scale: float = 2.0
@@ -65,15 +70,9 @@ class DiagonalConvLayer(ConvSSMLayer):
         next_state = torch.exp(L * log_dA) * state + dB * vandermonde_transpose(u.flip(-1), log_dA)
         return y, next_state
 
-    def ssm_step(self, u_t: Tensor, state: Tensor, rate: float = 1.0) -> tuple[Tensor, Tensor]:
-        dA, dB, C = self.cached(("step", rate), lambda: self._step_terms(rate))
-        state = dA * state + dB * u_t.unsqueeze(-1).to(dB.dtype)  # (B, H, M)
-        y = self.output_scale * torch.einsum("chm,bhm->bch", C, state).real
-        return y.to(u_t.dtype), state
-
-    def _step_terms(self, rate: float) -> tuple[Tensor, Tensor, Tensor]:
+    def discrete_recurrence(self, rate: float = 1.0) -> Recurrence:
         log_dA, dB, C = self.discrete(rate)
-        return torch.exp(log_dA), dB, C[: self.channels]
+        return Recurrence(lam=torch.exp(log_dA), b=dB, C=self.output_scale * C[: self.channels], D=self.D.clone())
 
     def default_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
         ref = self.D
@@ -98,7 +97,8 @@ class S4D(DiagonalConvLayer):
         dt_min, dt_max: range of the log-uniform step-size init.
         real_transform: ``exp``/``softplus`` keep Re A < 0; ``none`` leaves it free.
         B_init: ``init`` (from the chosen init), ``constant`` (ones) or ``random`` (complex normal).
-        (the rest as :class:`ssmcore.layers.base.SSMLayer`)
+        **kwargs: the shared layer arguments of :class:`ssmcore.layers.base.SSMLayer` (``d_state``,
+            ``channels``, ``bidirectional``, ``dropout``, ``activation``, ``postact``).
     """
 
     ssm_parameter_names = ("log_dt", "A_real", "A_imag", "B")
@@ -106,20 +106,17 @@ class S4D(DiagonalConvLayer):
     def __init__(
         self,
         d_model: int,
-        d_state: int = 64,
-        channels: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        *,
         init: str = "legs",
         disc: str = "zoh",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         real_transform: str = "exp",
         B_init: str = "init",
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(d_model, d_state, channels, bidirectional, dropout, activation, postact)
+        super().__init__(d_model, **kwargs)
+        d_state = self.d_state
         if init not in DIAGONAL_INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(DIAGONAL_INITS)}")
         if disc not in DISCRETIZATIONS:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -70,7 +71,12 @@ class S4ND(SSMLayer):
         real_transform: ``exp``/``softplus`` keep Re A < 0; ``none`` leaves it free.
         align_rate: at ``rate != 1`` keep the half-step offset of the rate-1 kernel (see :meth:`discrete`);
             off by default, where ``rate`` only rescales the step.
-        activation, postact: as :class:`ssmcore.layers.base.SSMLayer`.
+        **kwargs: the other shared layer arguments of :class:`ssmcore.layers.base.SSMLayer` (``d_state``,
+            ``channels``, ``dropout``, ``activation``, ``postact``); ``bidirectional`` is S4ND's own (per axis).
+
+    Without autograd the N-D kernel is cached per shape and rate while the parameters are unchanged
+    (:meth:`ssmcore.layers.base.SSMLayer.cached`), so zero-shot evaluation at a new resolution
+    computes it once.
     """
 
     ssm_parameter_names = ("log_dt", "A_real", "A_imag", "B")
@@ -78,22 +84,20 @@ class S4ND(SSMLayer):
     def __init__(
         self,
         d_model: int,
-        d_state: int = 64,
+        *,
         dim: int = 2,
-        channels: int = 1,
         bidirectional: bool | Sequence[bool] = True,
-        dropout: float = 0.0,
         init: str = "legs",
         disc: str = "zoh",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         bandlimit: float | None = None,
         real_transform: str = "exp",
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
         align_rate: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(d_model, d_state, channels, False, dropout, activation, postact)
+        super().__init__(d_model, bidirectional=False, **kwargs)
+        d_state, channels = self.d_state, self.channels
         if dim not in (1, 2, 3):
             raise ValueError(f"S4ND supports dim 1, 2 or 3, got {dim}")
         if isinstance(bidirectional, bool):
@@ -208,12 +212,17 @@ class S4ND(SSMLayer):
 
         Computed in full precision even under autocast.
         """
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        with torch.autocast(device_type=self.D.device.type, enabled=False):
-            kernels = self.axis_kernels(shape, rate)
+        shape = tuple(int(s) for s in ((shape,) if isinstance(shape, int) else shape))
+        rates = self._rates(rate)
+
+        def compute() -> Tensor:
+            kernels = self.axis_kernels(shape, rates)
             letters = _AXIS_LETTERS[: self.dim]
             spec = ",".join(f"ch{a}" for a in letters) + f"->ch{letters}"
             return torch.einsum(spec, *kernels)  # (C, H, *K)
+
+        with torch.autocast(device_type=self.D.device.type, enabled=False):
+            return self.cached(("kernel", shape, rates), compute)
 
     def ssm_forward(
         self, u: Tensor, state: None = None, rate: float | Sequence[float] = 1.0

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ssmcore.hippo import nplr
 from ssmcore.init import log_dt_init
-from ssmcore.layers.base import SSMLayer
+from ssmcore.layers.base import Recurrence, SSMLayer
 from ssmcore.scan import complex_exp, linear_scan
 
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -66,32 +66,34 @@ class S5(SSMLayer):
         clip_eigs: clamp ``Re Lambda <= -1e-4`` (always stable); otherwise ``Re Lambda`` is free.
         disc: ``zoh`` or ``bilinear``.
         dt_min, dt_max: range of the log-uniform per-state step-size init.
-        (the rest as :class:`ssmcore.layers.base.SSMLayer`)
+        **kwargs: the shared layer arguments of :class:`ssmcore.layers.base.SSMLayer` (``d_state``,
+            ``channels``, ``bidirectional``, ``dropout``, ``activation``, ``postact``).
 
     ``forward(x, state=None, rate=1.0, dt=None)``: ``dt`` (B, L) multiplies every state's step at
     each position (irregular sampling: the time since the previous sample, in units of the
     nominal step); ``rate`` multiplies all steps.
+
+    Recurrent mode: :meth:`recurrence` is MIMO (:class:`ssmcore.layers.base.Recurrence` with ``lam``
+    (M,), ``b = B_bar`` (M, H), ``C`` = scale * C~ (channels, H, M)).
     """
 
     ssm_parameter_names = ("Lambda_re", "Lambda_im", "B", "log_step")
+    can_step = True
 
     def __init__(
         self,
         d_model: int,
-        d_state: int = 64,
-        channels: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        *,
         blocks: int = 1,
         conj_sym: bool = True,
         clip_eigs: bool = True,
         disc: str = "zoh",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
-        activation: str | None = "gelu",
-        postact: str | None = "glu",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(d_model, d_state, channels, bidirectional, dropout, activation, postact)
+        super().__init__(d_model, **kwargs)
+        d_state = self.d_state
         if disc not in DISCRETIZATIONS:
             raise ValueError(f"unknown disc {disc!r}; choose one of {', '.join(DISCRETIZATIONS)}")
         self.disc, self.conj_sym, self.clip_eigs, self.blocks = disc, conj_sym, clip_eigs, blocks
@@ -175,17 +177,12 @@ class S5(SSMLayer):
         return torch.einsum("blk,chk->blch", x_ri, rearrange(C_ri, "c h m r -> c h (m r)"))
 
     # ----------------------------------------------------------------- recurrent mode
-    def ssm_step(self, u_t: Tensor, state: Tensor, rate: float = 1.0) -> tuple[Tensor, Tensor]:
-        a, B_bar, C_tilde = self.cached(("step", rate), lambda: self._step_terms(rate))
-        state = a * state + torch.einsum("mh,bh->bm", B_bar, u_t.to(B_bar.dtype))  # (B, M)
-        scale = 2.0 if self.conj_sym else 1.0
-        y = scale * torch.einsum("chm,bm->bch", C_tilde, state).real
-        return y.to(u_t.dtype), state
-
-    def _step_terms(self, rate: float) -> tuple[Tensor, Tensor, Tensor]:
+    def discrete_recurrence(self, rate: float = 1.0) -> Recurrence:
         log_a, b_scale = self.discretize(torch.exp(self.log_step) * rate)
         B_bar = b_scale[:, None] * torch.view_as_complex(self.B)  # (M, H)
-        return torch.exp(log_a), B_bar, torch.view_as_complex(self.C)[: self.channels]
+        scale = 2.0 if self.conj_sym else 1.0
+        C = scale * torch.view_as_complex(self.C)[: self.channels]  # (channels, H, M)
+        return Recurrence(lam=torch.exp(log_a), b=B_bar, C=C, D=self.D.clone())
 
     def default_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
         ref = self.log_step

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from ssmcore.blocks import AvgPool, DownPool, FeedForward, ResidualBlock, SequenceModel, UpPool
+from ssmcore.blocks import FeedForward, ResidualBlock, SequenceModel
 from ssmcore.layers.s4d import S4D
+from ssmcore.pooling import AvgPool, DownPool, UpPool
 from tests.ssmcore.helpers import (
     check_causal,
     check_chunked_matches_whole,
@@ -236,3 +237,14 @@ def test_sashimi_chunks_of_any_length_and_prime_then_step():
     with torch.no_grad():
         y_rest, _ = model(x[:, 50:], state=state)  # and a forward continues from steps
     assert rel_err(torch.cat([*pieces, y_steps, y_rest], dim=1), y) < 1e-4
+
+
+def test_the_layer_is_one_value_and_its_own_dropout_wins():
+    model = SequenceModel(d_model=8, n_layers=1, layer={"name": "s4d", "d_state": 16, "dropout": 0.3}, dropout=0.1)
+    ssm = model.center[0].layer
+    assert type(ssm).__name__ == "S4D" and ssm.d_state == 16 and ssm.dropout.p == 0.3
+    assert model.center[0].dropout.p == 0.1  # the residual dropout is the model's
+    same = SequenceModel(d_model=8, n_layers=1, layer="s4d", d_state=16, dropout=0.1)
+    assert same.center[0].layer.dropout.p == 0.1
+    with pytest.raises(ValueError, match="needs a name"):
+        SequenceModel(d_model=8, n_layers=1, layer={"d_state": 16})

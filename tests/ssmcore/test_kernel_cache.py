@@ -1,4 +1,5 @@
-"""S4's no-grad kernel cache: exact, per length and rate, never stale after a parameter change."""
+"""The no-grad kernel cache (S4 here; every layer in test_recurrence.py): exact, per length and rate, never
+stale after a parameter change."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import copy
 
 import torch
 
-from ssmcore.layers.s4 import KERNEL_CACHE_SIZE, S4
+from ssmcore.layers.base import CACHE_SIZE as KERNEL_CACHE_SIZE
+from ssmcore.layers.s4 import S4
 from tests.ssmcore.helpers import rel_err
 from tests.ssmcore.test_s4 import perturb
 
@@ -91,7 +93,7 @@ def test_cache_is_bounded():
     with torch.no_grad():
         for L in range(1, KERNEL_CACHE_SIZE + 5):
             layer.kernel(L)
-    assert len(layer._kernel_cache[1]) == KERNEL_CACHE_SIZE
+    assert len([key for key in layer._cache if key[0] == "kernel"]) == KERNEL_CACHE_SIZE
 
 
 def test_inference_mode_uses_the_cache():

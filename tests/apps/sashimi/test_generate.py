@@ -13,7 +13,7 @@ import torch
 
 from apps.common.audio import save_wav
 from apps.common.cli import main
-from apps.sashimi.generate import sample_logits
+from apps.sashimi.sampling import sample_logits
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = str(ROOT / "recipes" / "sashimi" / "piano_tiny.yaml")

@@ -91,7 +91,9 @@ def test_native_step_splits_the_batch_over_threads_without_changing_it():
 
 
 def test_auto_backend_choice():
-    assert FastStepper(_small("s5")).backend == "module"  # S5's state is shared across features
+    # S5's state is shared across features: the fused torch path runs its MIMO recurrence (the C step does not)
+    assert FastStepper(_small("s5")).backend == "torch"
+    assert FastStepper(_small("s5"), backend="native").backend == "torch"
     assert FastStepper(_small("s4", dtype=torch.float64)).backend == "torch"
     assert native_available()
     assert FastStepper(_small("s4")).backend == "native"
@@ -133,6 +135,42 @@ def test_step_cache_follows_parameter_updates():
         r = run.start(model.default_state(2))
         out = [r.step(torch.full((2,), 16))] + [r.step(tokens[:, t]) for t in range(11)]
     assert _rel(torch.stack(out, 1), full) < 1e-4 and first
+
+
+@pytest.mark.parametrize("prefix", [0, 5])
+def test_s5_fast_generation_equals_its_forward(prefix):
+    """S5 steps through the fused path on its public MIMO recurrence, exactly, from a prefix state too."""
+    model = _small("s5", unet=True)
+    L = 30
+    tokens = torch.randint(0, 32, (2, L))
+    with torch.no_grad():
+        full = model(shift_right(tokens, 16))[0]
+        stepper = FastStepper(model)
+        assert stepper.backend == "torch"
+        inputs = torch.cat([torch.full((2, 1), 16), tokens[:, :prefix]], 1)
+        head, state = model(inputs, state=model.default_state(2))
+        run = stepper.start(state)
+        tail = [run.step(tokens[:, t]) for t in range(prefix, L - 1)]
+        out = torch.cat([head, torch.stack(tail, 1)], 1)
+    assert _rel(out, full) < 1e-4
+    with torch.no_grad():  # the terms follow a parameter change
+        model.backbone.center[0].layer.log_step.add_(0.3)
+        full = model(shift_right(tokens, 16))[0]
+        run = stepper.start(model.default_state(2))
+        out = [run.step(torch.full((2,), 16))] + [run.step(tokens[:, t]) for t in range(L - 1)]
+    assert _rel(torch.stack(out, 1), full) < 1e-4
+
+
+def test_steppers_read_only_public_terms():
+    """The fused and native steppers use the layers' public recurrence(), not private internals."""
+    import inspect
+
+    from apps.sashimi import native, recurrent, stepper
+
+    for module in (stepper, native, recurrent):
+        source = inspect.getsource(module)
+        for private in ("_step_terms", "output[0]", "norm.norm", "_block_params", "step_terms("):
+            assert private not in source, (module.__name__, private)
 
 
 def test_a_non_causal_or_unknown_layer_is_refused():

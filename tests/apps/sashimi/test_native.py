@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from apps.sashimi.generate import sample
 from apps.sashimi.model import SaShiMi, shift_right
 from apps.sashimi.native import NativeStepper
+from apps.sashimi.sampling import sample
 
 
 def _model(d_state: int = 20, n_classes: int = 43, d_model: int = 12) -> SaShiMi:
@@ -101,3 +101,37 @@ def test_sample_uses_the_native_loop_and_honours_the_seed():
     x2, ll2 = sample(model, 3, 50, batch=2, generator=torch.Generator().manual_seed(5), progress=False, stepper=stepper)
     assert x1.shape == (3, 50) and torch.equal(x1, x2) and torch.equal(ll1, ll2)
     assert int(x1.max()) < 32 and int(x1.min()) >= 0
+
+
+def _poisoned(stepper: NativeStepper, pad: int = 4096) -> NativeStepper:
+    """Surround the stepper's packed parameters with NaN: a read outside them makes the output NaN
+    deterministically (instead of whatever the allocator left there, which was usually finite)."""
+    n = stepper.weights.numel()
+    buffer = torch.full((n + 2 * pad,), float("nan"))
+    buffer[pad:pad + n] = stepper.weights
+    stepper.weights = buffer[pad:pad + n]  # a view: the poison stays allocated around it
+    return stepper
+
+
+def test_steps_and_generation_read_only_inside_the_parameter_buffer():
+    model = _model(d_state=16, n_classes=32, d_model=8)
+    stepper = _poisoned(NativeStepper(model))
+    run = stepper.start(model.default_state(32))
+    logits = run.step(torch.arange(32))  # every embedding row
+    assert torch.isfinite(logits).all()
+    tokens, loglik = run.generate(logits, 40, 1.0, 1.0, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loglik).all()
+    x, ll = sample(model, 3, 50, batch=2, generator=torch.Generator().manual_seed(5), progress=False, stepper=stepper)
+    assert torch.isfinite(ll).all()
+
+
+def test_an_out_of_range_token_is_refused_and_leaves_the_state():
+    model = _model(d_state=16, n_classes=32, d_model=8)
+    stepper = NativeStepper(model)
+    run, fresh = stepper.start(model.default_state(2)), stepper.start(model.default_state(2))
+    for bad in (32, 128, -1):
+        with pytest.raises(IndexError, match="32 classes"):
+            run.step(torch.tensor([3, bad]))
+    assert torch.equal(run.step(torch.tensor([3, 4])), fresh.step(torch.tensor([3, 4])))
+    with pytest.raises(ValueError, match="start_token"):
+        sample(model, 1, 5, start_token=128, progress=False, stepper=stepper)
