@@ -41,6 +41,26 @@ class SSMCLI(LightningCLI):
         self.run_dir, self.app_module = run_dir, app_module
         super().__init__(*args, **kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """With ``--ckpt_path``, the checkpoint's model hyper-parameters fill the config (as Lightning does), read
+        by :func:`apps.common.checkpoint.read_checkpoint` (allow-listed, once) and upgraded from older spellings."""
+        from apps.common.checkpoint import module_class, read_checkpoint, upgrade_hparams
+
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        class_path = hparams.pop("_class_path", None)
+        cls = module_class({"_class_path": class_path}, self._model_class)
+        hparams = upgrade_hparams(cls, hparams)
+        if class_path:
+            hparams = {"class_path": class_path, "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         for source, target in getattr(self.app_module, "LINKS", []):
             parser.link_arguments(source, target)
