@@ -109,6 +109,20 @@ def default_callbacks(run_dir: Path, monitor: str, mode: str) -> list[Callback]:
     ]
 
 
+def quick_trainer(run_dir: Path, name: str, accelerator: str = "auto", **options: Any) -> pl.Trainer:
+    """A Trainer for a verb that trains many small models in a row (a suite, a study): CSV logs under
+    ``run_dir/name``, a transient progress bar, gradient clipping at 1, no checkpoints, no sanity check.
+
+    ``options`` are further :class:`lightning.pytorch.Trainer` arguments (``max_steps``, ``max_epochs``, ...).
+    """
+    settings: dict[str, Any] = dict(
+        accelerator=accelerator, devices=1, logger=CSVLogger(run_dir, name=name), enable_checkpointing=False,
+        callbacks=[RichProgressBar(leave=False)], enable_model_summary=False, gradient_clip_val=1.0,
+        num_sanity_val_steps=0, log_every_n_steps=10,
+    )
+    return pl.Trainer(**{**settings, **options})
+
+
 def default_loggers(run_dir: Path) -> list:
     """CSV and TensorBoard loggers under ``run_dir``."""
     return [CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tensorboard", default_hp_metric=False)]
