@@ -24,7 +24,7 @@ def build(recipe: str, layer: str | None) -> SpeechNet:
     """The recipe's network, built by the classifier it names (optionally with another SSM layer)."""
     args = dict(yaml.safe_load(open(recipe))["model"]["init_args"])
     if layer:
-        args["layer"] = layer
+        args["layer"] = {**args.get("layer", {}), "name": layer}
     return SpeechClassifier(**args).net
 
 

@@ -93,18 +93,19 @@ def upgrade_hparams(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, Any]], str | None] | None = None
-                ) -> tuple[Any, dict[str, Any]]:
+def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, Any]], str | None] | None = None,
+                kind: str | None = None) -> tuple[Any, dict[str, Any]]:
     """The LightningModule saved at ``path`` (eval mode, CPU) and the checkpoint dict, from one read.
 
     ``cls`` is the expected class (a subclass named in the checkpoint is used instead); ``check``
-    returns a reason when the checkpoint holds another model.
+    returns a reason when the checkpoint holds another model; ``kind`` names the model in messages
+    (``a Speech Commands classifier``; default ``a <class name>``).
     Raises:
         UserError: unreadable file (see :func:`read_checkpoint`), not a fit checkpoint of ``cls``, or
             weights that do not fit the model its hyper-parameters describe.
     """
     blob = read_checkpoint(path)
-    what = f"{path} is not a {cls.__name__} checkpoint (from `ssm <app> fit`)"
+    what = f"{path} is not {kind or 'a ' + cls.__name__} checkpoint (from `ssm <app> fit`)"
     if "state_dict" not in blob or not isinstance(blob.get("hyper_parameters"), dict):
         raise UserError(what)
     reason = check(blob) if check else None

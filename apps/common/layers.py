@@ -18,6 +18,10 @@ from ssmcore.registry import layer_spec as _checked_spec
 LayerSpec = dict[str, Any]
 
 
+class LayerError(UserError, ValueError):
+    """A layer spec that cannot be built; the message names the recipe key (``model.layer.d_state: ...``)."""
+
+
 def layer_spec(spec: str | Mapping[str, Any] | None, key: str = "model.layer", default: str = "s4d",
                **defaults: Any) -> LayerSpec:
     """The checked spec (``{"name": ..., **options}``, values coerced to the layer's types).
@@ -25,12 +29,12 @@ def layer_spec(spec: str | Mapping[str, Any] | None, key: str = "model.layer", d
     ``spec`` may be a bare name; None means ``default``.  ``defaults`` are options the app sets unless
     the spec does (``bidirectional=True`` for a bidirectional model).
     Raises:
-        UserError: an unknown layer or option, or a bad value, naming ``key`` (``model.layer.d_state: ...``).
+        LayerError: an unknown layer or option, or a bad value, naming ``key`` (``model.layer.d_state: ...``).
     """
     try:
         return _checked_spec(default if spec is None else spec, **defaults)
     except LayerSpecError as e:
-        raise UserError(f"{key}.{e.key}: {e.reason}") from None
+        raise LayerError(f"{key}.{e.key}: {e.reason}") from None
 
 
 def causal_layer_spec(spec: str | Mapping[str, Any] | None, key: str = "model.layer", **defaults: Any) -> LayerSpec:
@@ -38,9 +42,9 @@ def causal_layer_spec(spec: str | Mapping[str, Any] | None, key: str = "model.la
     checked = layer_spec(spec, key, **defaults)
     causal = causal_layer_names()
     if checked["name"] not in causal:
-        raise UserError(f"{key}.name: {checked['name']!r} cannot generate; choose a causal layer: {', '.join(causal)}")
+        raise LayerError(f"{key}.name: {checked['name']!r} cannot generate; choose a causal layer: {', '.join(causal)}")
     if checked.get("bidirectional"):
-        raise UserError(f"{key}.bidirectional: a model that steps needs a causal layer; set it to false")
+        raise LayerError(f"{key}.bidirectional: a model that steps needs a causal layer; set it to false")
     return checked
 
 

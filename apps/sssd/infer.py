@@ -35,7 +35,7 @@ def load_model(path: str | Path) -> SSSDModule:
     if not Path(path).is_file():
         raise UserError(f"checkpoint not found: {path} (train one with `ssm sssd fit -c recipes/sssd/<recipe>.yaml`)")
     module, _ = load_module(path, SSSDModule, check=lambda blob: None if "data_mean" in blob["state_dict"]
-                            else "no data statistics in its state")
+                            else "no data statistics in its state", kind="an sssd")
     return module
 
 

@@ -85,3 +85,14 @@ def test_old_checkpoint_tests_through_the_cli(tmp_path, monkeypatch, capsys):
     assert main(["smoke", "test", "-c", recipe, "--data.length", "16", "--data.delay", "2",
                  "--ckpt_path", str(ckpt)]) == 0
     assert "test done" in capsys.readouterr().out
+
+
+def test_old_speech_classifier_with_flattened_layer_options_loads():
+    """Before the change the classifier spelled its layer ``layer`` + ``d_state`` + ``bidirectional`` + ``layer_kwargs``."""
+    from apps.sashimi.classifier import load_speech_classifier
+
+    model, data = load_speech_classifier(FIXTURES / "speech_classifier_v0.ckpt")
+    assert model.hparams.layer == {"name": "s4d", "d_state": 4, "bidirectional": True, "dt_min": 0.001, "dt_max": 0.01}
+    assert model.optim.lr == 0.02 and model.optim.ssm_lr == 0.005 and model.optim.weight_decay == 0.0
+    assert data["words"] == ["yes", "no", "up"] and float(model.train_sample_rate) == 16000.0
+    assert model(torch.randn(2, 64, 1)).shape == (2, 3)
