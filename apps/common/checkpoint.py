@@ -76,10 +76,13 @@ def module_class(hparams: dict[str, Any], default: type | None = None) -> type:
 def upgrade_hparams(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
     """``hparams`` with older spellings mapped onto ``cls``'s parameters ``layer`` and ``optim`` (a new dict).
 
-    Only keys that ``cls.__init__`` no longer takes are moved, so current checkpoints pass unchanged.
+    Only keys that ``cls.__init__`` no longer takes are moved, so current checkpoints pass unchanged.  A class
+    with app-specific older spellings maps them first in its static ``legacy_hparams(hparams) -> hparams``.
     """
     params = inspect.signature(cls.__init__).parameters
     out = dict(hparams)
+    if hasattr(cls, "legacy_hparams"):
+        out = cls.legacy_hparams(out)
     if "layer" in params:
         moved = {k: out.pop(k) for k in LEGACY_LAYER_KEYS if k in out and k not in params}
         option_maps = [moved.pop(k, None) for k in ("layer_kwargs", "layer_options")]

@@ -96,3 +96,18 @@ def test_old_speech_classifier_with_flattened_layer_options_loads():
     assert model.optim.lr == 0.02 and model.optim.ssm_lr == 0.005 and model.optim.weight_decay == 0.0
     assert data["words"] == ["yes", "no", "up"] and float(model.train_sample_rate) == 16000.0
     assert model(torch.randn(2, 64, 1)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(("mixer", "expected"), [
+    ("s4nd", {"name": "s4nd", "d_state": 16, "bandlimit": 0.5, "dt_min": 0.01, "dt_max": 0.1, "align_rate": False}),
+    ("conv2d", {"name": "conv2d", "d_state": 16, "kernel_size": None}),
+])
+def test_key_map_of_the_s4nd_mixer_options(mixer, expected):
+    from apps.s4nd.module import ImageClassifier
+
+    old = {"backbone": "isotropic", "mixer": mixer, "d_state": 16, "bandlimit": 0.5, "dt_min": 0.01, "dt_max": 0.1,
+           "align_rate": False, "conv_kernel": None, "d_model": 8, "n_layers": 1, "lr": 0.01, "ssm_lr": 0.003}
+    new = upgrade_hparams(ImageClassifier, old)
+    assert new["layer"] == expected and new["optim"] == {"lr": 0.01, "ssm_lr": 0.003}
+    model = ImageClassifier(**new)
+    assert model(torch.zeros(1, 8, 8, 1)).shape == (1, 10)
