@@ -160,35 +160,31 @@ def _coerce(value: Any, hint: Any, default: Any) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ValueError(f"expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ValueError(f"expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"expected a number, got {value!r}")
+    if hint in (int, float):
+        return _number(value, hint)
     if hint is str:
         if isinstance(value, str):
             return value
         raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+def _number(value: Any, kind: type) -> int | float:
+    """``value`` as an ``int`` (whole floats and integer text too) or a ``float`` (numbers and numeric text)."""
+    what = "an integer" if kind is int else "a number"
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ValueError(f"expected {what}, got {value!r}")
+    if kind is float:
+        return float(number)
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError(f"expected {what}, got {value!r}")
+    return int(number)
 
 
 def layer_spec(spec: str | Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
