@@ -28,6 +28,8 @@ from apps.common.optim import OPTIM_FIELDS
 
 #: the types besides tensors and plain containers that our checkpoints may hold (data-only classes)
 SAFE_GLOBALS: list[Any] = [pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath]
+#: LightningModules that moved to another module path, as older checkpoints name them
+MOVED_CLASSES = {"apps.sashimi.classifier.SpeechClassifier": "apps.speech.module.SpeechClassifier"}
 #: the older spellings of layer options, folded into ``layer`` when the module no longer takes them
 LEGACY_LAYER_KEYS = ("layer_kwargs", "layer_options", "d_state", "bidirectional")
 
@@ -64,6 +66,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 def module_class(hparams: dict[str, Any], default: type | None = None) -> type:
     """The LightningModule class a checkpoint's hyper-parameters name (``_class_path``), else ``default``."""
     class_path = hparams.get("_class_path")
+    class_path = MOVED_CLASSES.get(class_path, class_path)
     if class_path:
         module, _, name = str(class_path).rpartition(".")
         if module.startswith("apps."):

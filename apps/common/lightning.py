@@ -44,7 +44,7 @@ class SSMCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """With ``--ckpt_path``, the checkpoint's model hyper-parameters fill the config (as Lightning does), read
         by :func:`apps.common.checkpoint.read_checkpoint` (allow-listed, once) and upgraded from older spellings."""
-        from apps.common.checkpoint import module_class, read_checkpoint, upgrade_hparams
+        from apps.common.checkpoint import read_checkpoint, upgrade_hparams
 
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -54,11 +54,8 @@ class SSMCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         if not hparams:
             return
-        class_path = hparams.pop("_class_path", None)
-        cls = module_class({"_class_path": class_path}, self._model_class)
-        hparams = upgrade_hparams(cls, hparams)
-        if class_path:
-            hparams = {"class_path": class_path, "dict_kwargs": hparams}
+        hparams.pop("_class_path", None)  # one LightningModule per app: the checkpoint's class is the app's
+        hparams = upgrade_hparams(self._model_class, hparams)
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -145,9 +142,6 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
         print(f"note: no --ckpt_path given; `ssm {app} {verb}` runs the freshly initialised model", flush=True)
     recipe = configs[0].stem if configs else "default"
     run_dir = runs_root() / app / recipe
-    # An app with several tasks (sashimi: classifier and generator) names its classes in the recipe:
-    # ``model: {class_path: ..., init_args: ...}``; MODULE and DATAMODULE are then base classes.
-    subclass_mode = bool(getattr(mod, "SUBCLASS_MODE", False))
     return SSMCLI(
         model_class=mod.MODULE,
         datamodule_class=mod.DATAMODULE,
@@ -159,6 +153,4 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
         save_config_callback=None,
         parser_kwargs={"exit_on_error": False, verb: {"exit_on_error": False}},
         auto_configure_optimizers=False,
-        subclass_mode_model=subclass_mode,
-        subclass_mode_data=subclass_mode,
     )

@@ -89,7 +89,7 @@ def test_old_checkpoint_tests_through_the_cli(tmp_path, monkeypatch, capsys):
 
 def test_old_speech_classifier_with_flattened_layer_options_loads():
     """Before the change the classifier spelled its layer ``layer`` + ``d_state`` + ``bidirectional`` + ``layer_kwargs``."""
-    from apps.sashimi.classifier import load_speech_classifier
+    from apps.speech.module import load_speech_classifier
 
     model, data = load_speech_classifier(FIXTURES / "speech_classifier_v0.ckpt")
     assert model.hparams.layer == {"name": "s4d", "d_state": 4, "bidirectional": True, "dt_min": 0.001, "dt_max": 0.01}

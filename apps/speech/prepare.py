@@ -1,4 +1,4 @@
-"""``ssm sashimi prepare speech-commands``: an offline stand-in for Speech Commands v0.02.
+"""``ssm speech prepare``: an offline stand-in for Speech Commands v0.02.
 
 The real dataset (Warden 2018, "Speech Commands: A Dataset for Limited-Vocabulary Speech
 Recognition") is one folder per word of 1-second 16 kHz mono WAVs named
@@ -33,7 +33,7 @@ from rich.progress import Progress
 from scipy.signal import lfilter, resample_poly
 
 from apps.common.errors import UserError
-from apps.sashimi.speech import SAMPLE_RATE, WORD_SETS
+from apps.common.speech_commands import SAMPLE_RATE, WORD_SETS
 
 #: espeak-ng's English accents (mbrola voices need an extra package, so they are left out)
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -223,8 +223,8 @@ def resolve_words(text: str) -> list[str]:
 
 
 def prepare_speech_commands(argv: list[str]) -> None:
-    """``ssm sashimi prepare speech-commands --out DIR --words sc35|sc10|sc09 --per-word N``."""
-    p = argparse.ArgumentParser(prog="ssm sashimi prepare speech-commands",
+    """``ssm speech prepare --out DIR --words sc35|sc10|sc09 --per-word N``."""
+    p = argparse.ArgumentParser(prog="ssm speech prepare",
                                 description="Speak the Speech Commands words with espeak-ng into the v0.02 layout.")
     p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
     p.add_argument("--words", default="sc35", help="sc35, sc10, sc09 or comma-separated words (default sc35)")

@@ -12,10 +12,11 @@ import torch
 from apps.common.audio import resample
 from apps.common.cli import main
 from apps.common.errors import UserError
-from apps.sashimi.classifier import SpeechClassifier, SpeechNet, load_speech_classifier
-from apps.sashimi.speech import SpeechCommandsData
+from apps.speech.data import SpeechCommandsData
+from apps.speech.model import SpeechNet
+from apps.speech.module import SpeechClassifier, load_speech_classifier
 from ssmcore.layers.base import SSMLayer
-from tests.apps.sashimi.speech_sets import TINY_RECIPE, WORDS, tiny_checkpoint, tiny_set
+from tests.apps.speech.speech_sets import TINY_RECIPE, WORDS, tiny_checkpoint, tiny_set
 
 
 def _metrics(run: Path) -> list[dict[str, str]]:
@@ -95,7 +96,7 @@ def test_pooled_features_agree_across_sample_rates(pool_mode):
 def test_test_verb_at_8khz_sets_rate_2(tmp_path_factory, tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path_factory)
     data = tiny_set(tmp_path_factory, per_word=30, name="learn")
-    base = ["sashimi", "test", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
+    base = ["speech", "test", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
             "--model.num_classes", "3", "--ckpt_path", str(ckpt)]
     for extra, rate in ((["--data.sample_rate", "8000"], 2.0), (["--data.sample_rate", "8000", "--model.rate_change",
                                                                   "false"], 1.0)):
@@ -108,7 +109,7 @@ def test_test_verb_at_8khz_sets_rate_2(tmp_path_factory, tmp_path, capsys):
 
 def test_class_count_and_input_mismatch_are_one_line_errors(tmp_path_factory, tmp_path, capsys):
     data = tiny_set(tmp_path_factory)
-    args = ["sashimi", "fit", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
+    args = ["speech", "fit", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
             "--trainer.default_root_dir", str(tmp_path / "r")]
     assert main([*args, "--model.num_classes", "10"]) == 2  # the data has 3
     assert "model.num_classes is 10 but" in capsys.readouterr().err
