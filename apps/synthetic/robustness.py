@@ -27,7 +27,7 @@ from apps.common.lightning import runs_root
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.common.training import quick_trainer
 from apps.synthetic.classifier import SequenceClassifier
-from apps.synthetic.mnist import SequentialMNIST, fourier_noise
+from apps.synthetic.sequential_mnist import SequentialMNIST, fourier_noise
 from apps.synthetic.suite import check_layers, parse_names
 from ssmcore.registry import LAYERS
 
