@@ -111,3 +111,15 @@ def test_key_map_of_the_s4nd_mixer_options(mixer, expected):
     assert new["layer"] == expected and new["optim"] == {"lr": 0.01, "ssm_lr": 0.003}
     model = ImageClassifier(**new)
     assert model(torch.zeros(1, 8, 8, 1)).shape == (1, 10)
+
+
+def test_ckpt_path_of_a_crafted_checkpoint_is_refused_by_the_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
+    target = tmp_path / "created-by-unpickling"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _CreatesAFile(target)}}, evil)
+    recipe = str(ROOT / "recipes" / "smoke" / "tiny.yaml")
+    assert main(["smoke", "test", "-c", recipe, "--ckpt_path", str(evil)]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {evil} holds" in err and "refused" in err
+    assert not target.exists()
