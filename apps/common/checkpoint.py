@@ -70,7 +70,11 @@ def module_class(hparams: dict[str, Any], default: type | None = None) -> type:
     if class_path:
         module, _, name = str(class_path).rpartition(".")
         if module.startswith("apps."):
-            return getattr(importlib.import_module(module), name)
+            try:
+                return getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                raise UserError(f"the checkpoint holds a {class_path}, which this version of ssm-suite does not "
+                                f"have") from None
     if default is None:
         raise UserError("the checkpoint does not say which model it holds")
     return default
