@@ -7,9 +7,9 @@ modules when called.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
+from apps.common.cli import lazy_verb, load_app
 from apps.common.errors import UserError
 from apps.sashimi.generator import WaveformGenerator
 from apps.sashimi.waveform import WaveformData
@@ -18,26 +18,17 @@ MODULE = WaveformGenerator
 DATAMODULE = WaveformData
 
 
-def _lazy(module: str, name: str) -> Callable[[list[str]], None]:
-    def run(argv: list[str]) -> None:
-        getattr(importlib.import_module(module), name)(argv)
-
-    return run
-
-
 def _speech_verb(verb: str) -> Callable[[list[str]], None]:
     """The speech app's ``verb``, looked up through the app registry (no import of another app)."""
 
     def run(argv: list[str]) -> None:
-        from apps.common.cli import load_app
-
         load_app("speech").VERBS[verb][0](argv)
 
     return run
 
 
 #: what ``ssm sashimi prepare <what>`` can build
-PREPARERS = {"speech-commands": _speech_verb("prepare"), "piano": _lazy("apps.sashimi.piano", "prepare_piano")}
+PREPARERS = {"speech-commands": _speech_verb("prepare"), "piano": lazy_verb("apps.sashimi.piano", "prepare_piano")}
 
 
 def prepare(argv: list[str]) -> None:
@@ -54,7 +45,7 @@ def prepare(argv: list[str]) -> None:
 VERBS = {
     "prepare": (prepare, "build an offline stand-in: ssm sashimi prepare piano --out data/piano --minutes M | "
                          "prepare speech-commands --words sc09 --out data/sc09 (= ssm speech prepare)"),
-    "generate": (_lazy("apps.sashimi.generate", "generate"),
+    "generate": (lazy_verb("apps.sashimi.generate", "generate"),
                  "sample audio in recurrent mode: ssm sashimi generate --ckpt CKPT --n 16 --seconds 4 --batch 16"),
     "score": (_speech_verb("score"),
               "IS, mIS, AM and FID of generated SC09 clips (= ssm speech score --classifier CKPT --samples DIR)"),
