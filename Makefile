@@ -94,11 +94,11 @@ demo: setup
 	$(SSM) sashimi prepare piano --out $(SSM_DATA)/piano_demo --minutes 1
 	$(SSM) sashimi fit -c recipes/sashimi/piano_tiny.yaml --data.root $(SSM_DATA)/piano_demo
 	$(SSM) sashimi generate --ckpt $(DEMO_RUNS)/sashimi/piano_tiny/checkpoints/last.ckpt --n 2 --seconds 0.5 --batch 2 --compare "$$(ls $(SSM_DATA)/piano_demo/test/*.wav | head -1)"
-	@echo "== sashimi: Speech Commands yes/no/up from raw audio, zero-shot at 8 kHz, classifier scores =="
-	$(SSM) sashimi prepare speech-commands --out $(SSM_DATA)/speech_commands_tiny --words yes,no,up --per-word 30
-	$(SSM) sashimi fit -c recipes/sashimi/sc_tiny.yaml --data.root $(SSM_DATA)/speech_commands_tiny
-	$(SSM) sashimi zero-shot --ckpt $(DEMO_RUNS)/sashimi/sc_tiny/checkpoints/best.ckpt --rates 16000,8000 --data-root $(SSM_DATA)/speech_commands_tiny
-	$(SSM) sashimi score --classifier $(DEMO_RUNS)/sashimi/sc_tiny/checkpoints/best.ckpt --real $(SSM_DATA)/speech_commands_tiny
+	@echo "== speech: Speech Commands yes/no/up from raw audio, zero-shot at 8 kHz, classifier scores =="
+	$(SSM) speech prepare --out $(SSM_DATA)/speech_commands_tiny --words yes,no,up --per-word 30
+	$(SSM) speech fit -c recipes/speech/sc_tiny.yaml --data.root $(SSM_DATA)/speech_commands_tiny
+	$(SSM) speech zero-shot --ckpt $(DEMO_RUNS)/speech/sc_tiny/checkpoints/best.ckpt --rates 16000,8000 --data-root $(SSM_DATA)/speech_commands_tiny
+	$(SSM) speech score --classifier $(DEMO_RUNS)/speech/sc_tiny/checkpoints/best.ckpt --real $(SSM_DATA)/speech_commands_tiny
 	@echo "== vis4mer: tiny Moving-MNIST videos -> cached tokens -> multi-scale S4 decoder =="
 	$(SSM) vis4mer prepare moving-mnist --out $(SSM_DATA)/moving_mnist_tiny --tiny
 	$(SSM) vis4mer extract-features --videos $(SSM_DATA)/moving_mnist_tiny/videos --out $(SSM_DATA)/moving_mnist_tiny/features

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-MODEL = dict(d_model=32, n_layers=3, d_state=16)
+MODEL = dict(d_model=32, n_layers=3)
 
 
 def _rss_mib() -> float:
@@ -35,7 +35,7 @@ def worker(mixer: str, resolution: int, batch: int, device: str, repeats: int, t
     from apps.s4nd.model import IsotropicNet, count_parameters
 
     torch.manual_seed(0)
-    model = IsotropicNet(1, 10, train_resolution=14, mixer=mixer, **MODEL).to(device)
+    model = IsotropicNet(1, 10, train_resolution=14, layer={"name": mixer, "d_state": 16}, **MODEL).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, resolution, resolution, 1, device=device)
     y = torch.randint(0, 10, (batch,), device=device)

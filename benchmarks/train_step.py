@@ -1,8 +1,8 @@
 """Time one training step (forward + backward + AdamW) of a classifier recipe's model on random input,
 and list the costliest operators: where an epoch's time goes, without the data loader.
 
-    python benchmarks/train_step.py recipes/sashimi/sc35_s4.yaml --length 16000 --batch 16
-    python benchmarks/train_step.py recipes/sashimi/sc35_s4.yaml --layer s4d --profile
+    python benchmarks/train_step.py recipes/speech/sc35_s4.yaml --length 16000 --batch 16
+    python benchmarks/train_step.py recipes/speech/sc35_s4.yaml --layer s4d --profile
 
 Prints milliseconds per step (median of ``--steps`` after warm-up) on CUDA when present, else CPU.
 """
@@ -17,14 +17,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from apps.sashimi.classifier import SpeechClassifier, SpeechNet
+from apps.speech.model import SpeechNet
+from apps.speech.module import SpeechClassifier
 
 
 def build(recipe: str, layer: str | None) -> SpeechNet:
     """The recipe's network, built by the classifier it names (optionally with another SSM layer)."""
-    args = dict(yaml.safe_load(open(recipe))["model"]["init_args"])
+    args = dict(yaml.safe_load(open(recipe))["model"])
     if layer:
-        args["layer"] = layer
+        args["layer"] = {**args.get("layer", {}), "name": layer}
     return SpeechClassifier(**args).net
 
 

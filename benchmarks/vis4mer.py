@@ -38,8 +38,8 @@ def worker(mixer: str, L: int, d_model: int, device: str, repeats: int, backend:
     from apps.vis4mer.model import ViS4merDecoder
 
     torch.manual_seed(0)
-    model = ViS4merDecoder(d_model, 10, d_model=d_model, n_stages=3, layer=layer, d_state=64, dropout=0.0,
-                           mixer=mixer).to(device)
+    model = ViS4merDecoder(d_input=d_model, num_outputs=10, d_model=d_model, n_stages=3,
+                           layer={"name": layer, "d_state": 64}, dropout=0.0, mixer=mixer).to(device)
     x = torch.randn(1, L, d_model, device=device)
     labels = torch.zeros(1, dtype=torch.long, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -11,7 +11,7 @@ import errno
 import importlib
 import pkgutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +21,15 @@ from apps.common.errors import USER_ERROR_EXIT, UserError
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 #: the pip extra of the shared plumbing (Lightning, the CLI, plots); each app names its own in EXTRA
 BASE_EXTRA = "apps"
+
+
+def lazy_verb(module: str, name: str) -> Callable[[list[str]], None]:
+    """A verb that imports ``module`` only when run (so ``ssm <app> --help`` stays fast) and calls its ``name``."""
+
+    def run(argv: list[str]) -> None:
+        getattr(importlib.import_module(module), name)(argv)
+
+    return run
 
 
 def app_names() -> list[str]:

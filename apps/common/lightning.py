@@ -54,6 +54,23 @@ class SSMCLI(LightningCLI):
         remap_data_paths(config)
         check_values(config)
 
+    def _parse_ckpt_path(self) -> None:
+        """With ``--ckpt_path``, the checkpoint's model hyper-parameters fill the config (as Lightning does), read
+        by :func:`apps.common.checkpoint.read_checkpoint` (allow-listed, once) and upgraded from older spellings."""
+        from apps.common.checkpoint import read_checkpoint, upgrade_hparams
+
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        hparams.pop("_class_path", None)  # one LightningModule per app: the checkpoint's class is the app's
+        hparams = upgrade_hparams(self._model_class, hparams)
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         for source, target in getattr(self.app_module, "LINKS", []):
             parser.link_arguments(source, target)
@@ -164,9 +181,6 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
         print(f"note: no --ckpt_path given; `ssm {app} {verb}` runs the freshly initialised model", flush=True)
     recipe = configs[0].stem if configs else "default"
     run_dir = runs_root() / app / recipe
-    # An app with several tasks (sashimi: classifier and generator) names its classes in the recipe:
-    # ``model: {class_path: ..., init_args: ...}``; MODULE and DATAMODULE are then base classes.
-    subclass_mode = bool(getattr(mod, "SUBCLASS_MODE", False))
     return SSMCLI(
         model_class=mod.MODULE,
         datamodule_class=mod.DATAMODULE,
@@ -178,6 +192,4 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
         save_config_callback=None,
         parser_kwargs={"exit_on_error": False, verb: {"exit_on_error": False}},
         auto_configure_optimizers=False,
-        subclass_mode_model=subclass_mode,
-        subclass_mode_data=subclass_mode,
     )

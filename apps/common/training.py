@@ -1,10 +1,11 @@
-"""Training defaults shared by every app: the base LightningModule (optimiser groups and
-LR schedules from the recipe), atomic checkpoints, loggers and callbacks."""
+"""Training defaults shared by every app: the base LightningModule (the optimiser of its ``optim``
+section), atomic checkpoints, loggers and callbacks."""
 
 from __future__ import annotations
 
-import math
+import inspect
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,78 +18,56 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
-from ssmcore.optim import param_groups
-
-SCHEDULERS = ("constant", "cosine", "plateau", "step")
+from apps.common.optim import OPTIM_FIELDS, OptimConfig, configure_optimizers
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written to a temporary file and renamed, so a crash never leaves a torn file."""
+    """Checkpoints are written to a temporary file and renamed, so a crash never leaves a torn file; they are read
+    with ``weights_only=True`` and the allow-list of :mod:`apps.common.checkpoint` (``--ckpt_path`` included)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any = None) -> None:
         atomic_torch_save(checkpoint, path)
 
+    def load_checkpoint(self, path: _PATH, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        from apps.common.checkpoint import read_checkpoint
+
+        return read_checkpoint(path, map_location=map_location)
+
 
 class TaskModule(pl.LightningModule):
-    """Base LightningModule: optimiser with SSM parameter groups and an LR schedule.
+    """Base LightningModule: the optimiser and LR schedule of ``optim`` (:class:`apps.common.optim.OptimConfig`).
 
     Args:
-        lr: learning rate of all non-SSM parameters.
-        weight_decay: AdamW weight decay of non-SSM matrices.
-        ssm_lr: learning rate of the SSM parameters (A, B, dt, P); defaults to ``lr``.
-        ssm_weight_decay: weight decay of the SSM parameters (0 as in the papers).
-        scheduler: ``constant``, ``cosine`` (per step, with linear warmup), ``plateau`` or ``step``.
-        warmup_steps: linear warmup steps (constant and cosine).
+        optim: an :class:`OptimConfig`, or a mapping of its fields laid over ``default``.
+        default: the subclass's default optimiser settings.
         monitor / monitor_mode: the metric that picks the best checkpoint and drives ``plateau``.
+
+    The older call ``TaskModule(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps[,
+    monitor, monitor_mode])`` is still accepted (a number first).
     """
 
-    def __init__(
-        self,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        ssm_lr: float | None = None,
-        ssm_weight_decay: float = 0.0,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
-        monitor: str = "val/loss",
-        monitor_mode: str = "min",
-    ) -> None:
+    def __init__(self, optim: OptimConfig | Mapping[str, Any] | float | None = None, *legacy: Any,
+                 default: OptimConfig | None = None, monitor: str = "val/loss", monitor_mode: str = "min") -> None:
         super().__init__()
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"model.scheduler: unknown {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-        if lr <= 0 or (ssm_lr is not None and ssm_lr <= 0):
-            raise ValueError(f"model.lr and model.ssm_lr must be positive, got {lr} and {ssm_lr}")
+        if isinstance(optim, (int, float)) and not isinstance(optim, bool):  # the positional form
+            values = dict(zip((*OPTIM_FIELDS, "monitor", "monitor_mode"), (optim, *legacy), strict=False))
+            monitor, monitor_mode = values.pop("monitor", monitor), values.pop("monitor_mode", monitor_mode)
+            optim = values
+        self.optim = OptimConfig.of(optim, default)
         if monitor_mode not in ("min", "max"):
             raise ValueError(f"model.monitor_mode must be min or max, got {monitor_mode!r}")
-        self.optim_config = dict(lr=lr, weight_decay=weight_decay, ssm_lr=ssm_lr, ssm_weight_decay=ssm_weight_decay)
-        self.scheduler_name, self.warmup_steps = scheduler, warmup_steps
         self.monitor, self.monitor_mode = monitor, monitor_mode
 
+    def save_hyperparameters(self, *args: Any, ignore: Sequence[str] | str | None = None, frame: Any = None,
+                             logger: bool = True) -> None:
+        """Lightning's, with ``optim`` saved as plain values (a checkpoint then needs no class to load)."""
+        super().save_hyperparameters(*args, ignore=ignore, frame=frame or inspect.currentframe().f_back, logger=logger)
+        for hparams in (self._hparams, getattr(self, "_hparams_initial", None)):
+            if hparams is not None and "optim" in hparams:
+                hparams["optim"] = self.optim.as_dict()
+
     def configure_optimizers(self) -> Any:
-        groups = param_groups(self, **self.optim_config)
-        optimizer = torch.optim.AdamW(groups, lr=self.optim_config["lr"])
-        if self.scheduler_name == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=self.monitor_mode, factor=0.5, patience=3)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
-        if self.scheduler_name == "step":
-            sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, self._epochs() // 3), gamma=0.3)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup, cosine = self.warmup_steps, self.scheduler_name == "cosine"
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if not cosine:
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _epochs(self) -> int:
-        return self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 10
+        return configure_optimizers(self, self.optim, self.monitor, self.monitor_mode)
 
 
 class EpochTimer(Callback):
@@ -144,6 +123,20 @@ def default_callbacks(run_dir: Path, monitor: str, mode: str) -> list[Callback]:
         LearningRateMonitor(logging_interval="step"),
         EpochTimer(),
     ]
+
+
+def quick_trainer(run_dir: Path, name: str, accelerator: str = "auto", **options: Any) -> pl.Trainer:
+    """A Trainer for a verb that trains many small models in a row (a suite, a study): CSV logs under
+    ``run_dir/name``, a transient progress bar, gradient clipping at 1, no checkpoints, no sanity check.
+
+    ``options`` are further :class:`lightning.pytorch.Trainer` arguments (``max_steps``, ``max_epochs``, ...).
+    """
+    settings: dict[str, Any] = dict(
+        accelerator=accelerator, devices=1, logger=CSVLogger(run_dir, name=name), enable_checkpointing=False,
+        callbacks=[RichProgressBar(leave=False)], enable_model_summary=False, gradient_clip_val=1.0,
+        num_sanity_val_steps=0, log_every_n_steps=10,
+    )
+    return pl.Trainer(**{**settings, **options})
 
 
 def default_loggers(run_dir: Path) -> list:

@@ -11,8 +11,10 @@ given, so no user ever computes a rate:
   width, pooled head (the paper's S4ND-ISO).
 * :class:`ConvNeXtNet` -- ConvNeXt (Liu et al. 2022) stages whose depthwise convolutions are
   S4ND layers (the paper's S4ND-ConvNeXt), joined by antialiased half-size resampling.
-* ``mixer="conv2d"`` swaps every S4ND layer for a depthwise convolution of matched parameter
-  count (:func:`matched_conv_kernel`): the Conv2D baseline.  At a new resolution it simply runs
+The mixer is one layer spec, as in every app: ``layer: {name: s4nd, d_state: 32, bandlimit: 0.5}``
+(any registry layer that takes ``dim``), or ``layer: {name: conv2d, d_state: 16}``, which swaps every
+S4ND layer for a depthwise convolution of matched parameter count (:func:`matched_conv_kernel`; or
+``kernel_size``): the Conv2D baseline.  At a new resolution it simply runs
   its kernels on the larger grid, which is why it fails there.
 
 What makes zero-shot meaningful: every part must see the same piece of the continuous image at
@@ -32,11 +34,18 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from apps.common.layers import LayerError, LayerSpec, layer_spec
 from ssmcore.blocks import FeedForward, ResidualBlock
 from ssmcore.layers.base import make_activation
 from ssmcore.layers.s4nd import S4ND
+from ssmcore.registry import make_layer
 
+#: the mixers: registry layers that take ``dim`` (s4nd; ccnn once it exists) and the Conv2D baseline
 MIXERS = ("s4nd", "conv2d")
+#: the options of the Conv2D baseline's spec: the S4ND state size it matches, or its kernel size
+CONV_OPTIONS = {"d_state": 32, "kernel_size": None}
+#: the default mixer: S4ND as in the paper's MNIST / CIFAR settings here
+S4ND_LAYER: LayerSpec = {"name": "s4nd", "d_state": 32, "bandlimit": 0.5, "dt_min": 0.01, "dt_max": 0.1}
 STEMS = ("pixel", "patch")
 Rate = float | Sequence[float]
 
@@ -88,17 +97,42 @@ class ConvMixer(nn.Module):
         return self.output(self.dropout(self.activation(y))), None
 
 
-def make_mixer(mixer: str, d_model: int, dim: int, d_state: int, bandlimit: float | None, conv_kernel: int | None,
-               dropout: float, depthwise_only: bool, dt_min: float, dt_max: float, align_rate: bool = False) -> nn.Module:
-    """An S4ND layer or its Conv2D stand-in; ``depthwise_only`` drops activation and projection (ConvNeXt)."""
+def mixer_spec(spec: LayerSpec | None, key: str = "model.layer") -> LayerSpec:
+    """The checked mixer spec: ``conv2d`` with :data:`CONV_OPTIONS`, or a registry layer that takes ``dim``.
+
+    An ``s4nd`` spec takes the options it leaves out from :data:`S4ND_LAYER` (this app's S4ND settings).
+
+    Raises:
+        LayerError: an unknown mixer or option, or a bad value, naming ``key``.
+    """
+    spec = dict(S4ND_LAYER if spec is None else spec)
+    if spec.get("name") == "conv2d":
+        unknown = sorted(set(spec) - {"name", *CONV_OPTIONS})
+        if unknown:
+            raise LayerError(f"{key}.{unknown[0]}: conv2d has no option {unknown[0]!r}; its options are "
+                             f"{', '.join(CONV_OPTIONS)}")
+        out = {"name": "conv2d", **CONV_OPTIONS, **spec}
+        for option in CONV_OPTIONS:
+            if out[option] is not None and (not isinstance(out[option], int) or isinstance(out[option], bool)):
+                raise LayerError(f"{key}.{option}: expected an integer, got {out[option]!r}")
+        return out
+    if spec.get("name") not in MIXERS:
+        raise LayerError(f"{key}.name: unknown mixer {spec.get('name')!r}; choose one of {', '.join(MIXERS)}")
+    if spec["name"] == S4ND_LAYER["name"]:
+        spec = {**S4ND_LAYER, **spec}
+    return layer_spec(spec, key)
+
+
+def make_mixer(spec: LayerSpec, d_model: int, dim: int, dropout: float, depthwise_only: bool) -> nn.Module:
+    """The mixer of a checked ``spec`` (:func:`mixer_spec`): a bidirectional S4ND layer or its Conv2D stand-in;
+    ``depthwise_only`` drops activation and projection (ConvNeXt) unless the spec sets them."""
     activation, postact = (None, "none") if depthwise_only else ("gelu", "glu")
-    if mixer == "s4nd":
-        return S4ND(d_model, d_state=d_state, dim=dim, bidirectional=True, dropout=dropout, bandlimit=bandlimit,
-                    dt_min=dt_min, dt_max=dt_max, activation=activation, postact=postact, align_rate=align_rate)
-    if mixer == "conv2d":
-        kernel = conv_kernel or matched_conv_kernel(d_state, dim)
-        return ConvMixer(d_model, kernel, dim, dropout, activation, postact)
-    raise ValueError(f"model.mixer: unknown {mixer!r}; choose one of {', '.join(MIXERS)}")
+    if spec["name"] == "conv2d":
+        kernel = spec["kernel_size"] or matched_conv_kernel(spec["d_state"], dim)
+        return ConvMixer(d_model=d_model, kernel_size=kernel, dim=dim, dropout=dropout, activation=activation,
+                         postact=postact)
+    return make_layer(spec, d_model=d_model, dim=dim, bidirectional=True, dropout=dropout, activation=activation,
+                      postact=postact)
 
 
 class Stem(nn.Module):
@@ -180,28 +214,26 @@ class IsotropicNet(_Backbone):
         train_resolution: the resolution (int, or one size per axis) that rate 1 refers to.
         dim: 2 for images (B, H, W, C), 3 for videos (B, T, H, W, C).
         d_model, n_layers, ff_expand, dropout: width, depth, feed-forward expansion, dropout.
-        mixer: ``s4nd`` or ``conv2d`` (the baseline); ``conv_kernel`` None matches S4ND's parameters.
-        d_state, bandlimit, dt_min, dt_max: S4ND options (``bandlimit`` None turns it off).
-        align_rate: S4ND keeps the half-step offset of its training grid at other rates
-            (:meth:`ssmcore.layers.s4nd.S4ND.discrete`).
+        layer: the mixer spec (see :func:`mixer_spec`): ``{name: s4nd, d_state, bandlimit, dt_min, dt_max,
+            align_rate, ...}`` (``bandlimit`` None turns it off; ``align_rate`` keeps the half-step offset of the
+            training grid at other rates, :meth:`ssmcore.layers.s4nd.S4ND.discrete`), or ``{name: conv2d, d_state}``
+            (the baseline; ``kernel_size`` None matches S4ND's parameters).
         stem, patch_size: see :class:`Stem`.
     """
 
     def __init__(self, in_channels: int, num_classes: int, train_resolution: int | Sequence[int], dim: int = 2,
-                 d_model: int = 64, n_layers: int = 4, mixer: str = "s4nd", d_state: int = 32,
-                 bandlimit: float | None = 0.5, stem: str = "pixel", patch_size: int = 2, ff_expand: int = 2,
-                 dropout: float = 0.0, conv_kernel: int | None = None, dt_min: float = 0.01,
-                 dt_max: float = 0.1, align_rate: bool = False) -> None:
+                 d_model: int = 64, n_layers: int = 4, layer: LayerSpec = S4ND_LAYER, stem: str = "pixel",
+                 patch_size: int = 2, ff_expand: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
+        spec = mixer_spec(layer)
         self.dim, self.in_channels = dim, in_channels
         self.train_size = as_sizes(train_resolution, dim)
         self.stem = Stem(stem, in_channels, d_model, dim, self.train_size, patch_size)
         self.train_grid = self.stem.grid(self.train_size)
         blocks = []
         for _ in range(n_layers):
-            layer = make_mixer(mixer, d_model, dim, d_state, bandlimit, conv_kernel, dropout, False, dt_min, dt_max,
-                               align_rate)
-            blocks.append(ResidualBlock(d_model, layer, "layer", True, dropout))
+            mixer = make_mixer(spec, d_model=d_model, dim=dim, dropout=dropout, depthwise_only=False)
+            blocks.append(ResidualBlock(d_model, mixer, "layer", True, dropout))
             if ff_expand:
                 blocks.append(ResidualBlock(d_model, FeedForward(d_model, ff_expand, dropout=dropout), "layer"))
         self.blocks = nn.ModuleList(blocks)
@@ -264,11 +296,10 @@ class ConvNeXtNet(_Backbone):
     norm, mean pool, linear head.  Arguments as :class:`IsotropicNet`; ``depths`` and ``dims`` per stage."""
 
     def __init__(self, in_channels: int, num_classes: int, train_resolution: int | Sequence[int], dim: int = 2,
-                 depths: Sequence[int] = (2, 2), dims: Sequence[int] = (32, 64), mixer: str = "s4nd",
-                 d_state: int = 32, bandlimit: float | None = 0.5, stem: str = "pixel", patch_size: int = 2,
-                 ff_expand: int = 4, dropout: float = 0.0, conv_kernel: int | None = None, dt_min: float = 0.01,
-                 dt_max: float = 0.1, align_rate: bool = False) -> None:
+                 depths: Sequence[int] = (2, 2), dims: Sequence[int] = (32, 64), layer: LayerSpec = S4ND_LAYER,
+                 stem: str = "pixel", patch_size: int = 2, ff_expand: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
+        spec = mixer_spec(layer)
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"model.depths and model.dims need one entry per stage, got {depths} and {dims}")
         self.dim, self.in_channels = dim, in_channels
@@ -277,8 +308,8 @@ class ConvNeXtNet(_Backbone):
         self.downs = nn.ModuleList(Downsample(dims[i - 1], dims[i]) for i in range(1, len(dims)))
         self.stages = nn.ModuleList(
             nn.ModuleList(
-                ConvNeXtBlock(width, make_mixer(mixer, width, dim, d_state, bandlimit, conv_kernel, dropout, True,
-                                                dt_min, dt_max, align_rate), ff_expand, dropout)
+                ConvNeXtBlock(width, make_mixer(spec, d_model=width, dim=dim, dropout=dropout, depthwise_only=True),
+                              ff_expand, dropout)
                 for _ in range(depth)
             )
             for depth, width in zip(depths, dims)

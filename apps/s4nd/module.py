@@ -17,11 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from apps.common.errors import UserError
+from apps.common.layers import LayerSpec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.s4nd.data import resize_images
-from apps.s4nd.model import MIXERS, ConvNeXtNet, IsotropicNet
+from apps.s4nd.model import S4ND_LAYER, ConvNeXtNet, IsotropicNet, mixer_spec
 
 BACKBONES = ("isotropic", "convnext")
+S4ND_OPTIM = OptimConfig(lr=3e-3, weight_decay=0.05, ssm_lr=1e-3)
+#: the mixer options the module took one by one before the mixer became one ``layer`` spec
+LEGACY_MIXER_KEYS = ("mixer", "d_state", "bandlimit", "dt_min", "dt_max", "align_rate", "conv_kernel")
 
 
 class ImageClassifier(TaskModule):
@@ -30,25 +35,26 @@ class ImageClassifier(TaskModule):
     Args:
         backbone: ``isotropic`` (:class:`apps.s4nd.model.IsotropicNet`) or ``convnext``
             (:class:`apps.s4nd.model.ConvNeXtNet`).
-        mixer: ``s4nd`` or ``conv2d`` (the baseline of matched size and depth).
+        layer: the mixer, one spec: ``{name: s4nd, d_state: 32, bandlimit: 0.5, dt_min: 0.01, dt_max: 0.1}``
+            (``bandlimit: null`` turns it off; ``align_rate: true`` keeps S4ND's half-step kernel offset of the
+            training grid at other resolutions, experimental: on MNIST-5k 14 -> 28 it gained 2.2 points on one
+            model, lost 0.6 on another), or ``{name: conv2d, d_state: 16}``, the baseline of matched size and
+            depth (``kernel_size`` instead of the matched one).
         in_channels: image channels (linked from ``data.channels``).
         num_classes: classes; must match the data.
         train_resolution: the resolution rate 1 refers to (linked from ``data.resolution``).
         eval_resolutions: resolutions evaluated at validation/test (linked from ``data.eval_resolutions``).
         d_model, n_layers: isotropic width and depth.  depths, dims: ConvNeXt stages.
-        d_state, bandlimit, dt_min, dt_max: S4ND options (``bandlimit: null`` turns it off).
-        align_rate: keep S4ND's half-step kernel offset of the training grid at other resolutions
-            (experimental, off: on MNIST-5k 14 -> 28 it gained 2.2 points on one model, lost 0.6 on another).
         stem, patch_size: ``pixel`` or ``patch`` (see :class:`apps.s4nd.model.Stem`).
         ff_expand: feed-forward expansion (None: 2 isotropic, 4 ConvNeXt).
-        dropout: dropout.  conv_kernel: baseline kernel size (None: matched to S4ND's parameters).
-        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+        dropout: dropout.
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
     """
 
     def __init__(
         self,
         backbone: str = "isotropic",
-        mixer: str = "s4nd",
+        layer: LayerSpec = S4ND_LAYER,
         in_channels: int = 1,
         num_classes: int = 10,
         train_resolution: int = 28,
@@ -57,44 +63,42 @@ class ImageClassifier(TaskModule):
         n_layers: int = 4,
         depths: Sequence[int] = (2, 2),
         dims: Sequence[int] = (32, 64),
-        d_state: int = 32,
-        bandlimit: float | None = 0.5,
-        dt_min: float = 0.01,
-        dt_max: float = 0.1,
-        align_rate: bool = False,
         stem: str = "pixel",
         patch_size: int = 2,
         ff_expand: int | None = None,
         dropout: float = 0.0,
-        conv_kernel: int | None = None,
-        lr: float = 3e-3,
-        weight_decay: float = 0.05,
-        ssm_lr: float | None = 1e-3,
-        ssm_weight_decay: float = 0.0,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
+        optim: OptimConfig = S4ND_OPTIM,
     ) -> None:
-        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps,
-                         monitor="val/acc", monitor_mode="max")
+        super().__init__(optim, default=S4ND_OPTIM, monitor="val/acc", monitor_mode="max")
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone: unknown {backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if mixer not in MIXERS:
-            raise ValueError(f"model.mixer: unknown {mixer!r}; choose one of {', '.join(MIXERS)}")
         self.save_hyperparameters()
-        common = dict(mixer=mixer, d_state=d_state, bandlimit=bandlimit, stem=stem, patch_size=patch_size,
-                      dropout=dropout, conv_kernel=conv_kernel, dt_min=dt_min, dt_max=dt_max,
-                      align_rate=align_rate)
+        common = dict(in_channels=in_channels, num_classes=num_classes, train_resolution=train_resolution,
+                      layer=mixer_spec(layer), stem=stem, patch_size=patch_size, dropout=dropout)
         if backbone == "isotropic":
             self.net: IsotropicNet | ConvNeXtNet = IsotropicNet(
-                in_channels, num_classes, train_resolution, d_model=d_model, n_layers=n_layers,
-                ff_expand=2 if ff_expand is None else ff_expand, **common)
+                d_model=d_model, n_layers=n_layers, ff_expand=2 if ff_expand is None else ff_expand, **common)
         else:
-            self.net = ConvNeXtNet(in_channels, num_classes, train_resolution, depths=depths, dims=dims,
-                                   ff_expand=4 if ff_expand is None else ff_expand, **common)
+            self.net = ConvNeXtNet(depths=depths, dims=dims, ff_expand=4 if ff_expand is None else ff_expand, **common)
         self.eval_resolutions = sorted(set(eval_resolutions or []) | {train_resolution})
         #: resolution of the training batches; a ProgressiveResizing callback changes it by epoch
         self.train_batch_resolution = train_resolution
         self._train_seconds = 0.0
+
+    @staticmethod
+    def legacy_hparams(hparams: dict) -> dict:
+        """Older checkpoints' mixer options (``mixer``, ``d_state``, ``bandlimit``, ...) as one ``layer`` spec."""
+        if "layer" in hparams or not any(k in hparams for k in LEGACY_MIXER_KEYS):
+            return hparams
+        out = {k: v for k, v in hparams.items() if k not in LEGACY_MIXER_KEYS}
+        old = {k: hparams[k] for k in LEGACY_MIXER_KEYS if k in hparams}
+        name = old.pop("mixer", "s4nd")
+        if name == "conv2d":
+            out["layer"] = {"name": name, "d_state": old.get("d_state", 32), "kernel_size": old.get("conv_kernel")}
+        else:
+            old.pop("conv_kernel", None)
+            out["layer"] = {"name": name, **old}
+        return out
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

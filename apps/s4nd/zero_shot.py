@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from rich.progress import Progress
 
+from apps.common.checkpoint import datamodule_options, load_module
 from apps.common.errors import UserError
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.s4nd.data import ImageData
@@ -37,11 +38,9 @@ def load_classifier(path: Path) -> tuple[ImageClassifier, dict]:
     """The model of a fit checkpoint and the data options saved with it."""
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (train one with `ssm s4nd fit -c recipes/s4nd/<recipe>.yaml`)")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if blob.get("hyper_parameters", {}).get("backbone") is None:
-        raise UserError(f"{path} is not an s4nd checkpoint (no model.backbone in its hyper-parameters)")
-    model = ImageClassifier.load_from_checkpoint(path, map_location="cpu")
-    return model.eval(), dict(blob.get("datamodule_hyper_parameters") or {})
+    model, blob = load_module(path, ImageClassifier, kind="an s4nd", check=lambda blob: None if blob[
+        "hyper_parameters"].get("backbone") is not None else "no model.backbone in its hyper-parameters")
+    return model, datamodule_options(blob)
 
 
 @torch.no_grad()
@@ -122,13 +121,13 @@ def zero_shot(argv: list[str]) -> None:
     resolutions = _parse_resolutions(a.resolutions)
     ckpt = Path(a.ckpt)
     model, data_options = load_classifier(ckpt)
-    models = {f"{MIXER_NAMES[model.hparams.mixer]} ({ckpt.stem})": model}
+    models = {f"{MIXER_NAMES[model.hparams.layer['name']]} ({ckpt.stem})": model}
     if a.baseline:
         baseline, _ = load_classifier(Path(a.baseline))
         if baseline.hparams.train_resolution != model.hparams.train_resolution:
             print(f"note: the baseline was trained at {baseline.hparams.train_resolution}, "
                   f"the model at {model.hparams.train_resolution}")
-        models[f"{MIXER_NAMES[baseline.hparams.mixer]} baseline"] = baseline
+        models[f"{MIXER_NAMES[baseline.hparams.layer['name']]} baseline"] = baseline
     options = {k: v for k, v in data_options.items() if k in ("dataset", "root", "channels", "image_size", "val_size")}
     if a.root:
         options["root"] = a.root

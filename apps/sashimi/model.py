@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from apps.common.layers import LayerSpec, causal_layer_spec, legacy_layer_spec
 from ssmcore.blocks import SequenceModel
-from ssmcore.registry import layer_class
 
-#: layers that SaShiMi can generate with (causal, with ``step()``)
-CAUSAL_LAYERS = ("s4", "s4d", "s5", "dlr", "dss", "s4_ptd", "s5_ptd")
+#: the paper's SSM: S4 (DPLR) with 64 states
+SASHIMI_LAYER: LayerSpec = {"name": "s4", "d_state": 64}
 
 
 def shift_right(tokens: Tensor, start: int) -> Tensor:
@@ -42,12 +42,13 @@ class SaShiMi(nn.Module):
         pool: pooling factors, outermost first ([4, 4] in the paper); ``[]`` gives a flat stack.
         expand: width multiplier of each pooling stage (2).
         ff_expand: feed-forward expansion (2).
-        layer: any causal ssmcore layer name (``s4`` DPLR by default, ``s4d``, ``s5``, ``dlr``, ...).
-        d_state: state size passed to the layer.
-        dropout: residual / layer dropout.
+        layer: the SSM layer spec, any causal layer that steps (``{name: s4, d_state: 64}`` by default;
+            ``s4d``, ``s5``, ``dlr``, ...); a bare name is that layer with its defaults.
+        dropout: residual / layer dropout (``layer.dropout`` sets the layer's own).
         unet: the U-Net variant (blocks on the way down too).
         norm, prenorm: residual-block normalisation (layer norm, prenorm in the paper).
-        layer_kwargs: further options of the layer (``measure``, ``dt_min``, ``real_transform`` ...).
+        d_state, layer_kwargs: the older spelling of layer options, folded into ``layer`` (kept while
+            :class:`apps.sashimi.generator.WaveformGenerator` passes them).
     """
 
     def __init__(
@@ -58,8 +59,8 @@ class SaShiMi(nn.Module):
         pool: Sequence[int] = (4, 4),
         expand: int = 2,
         ff_expand: int = 2,
-        layer: str = "s4",
-        d_state: int = 64,
+        layer: LayerSpec | str = SASHIMI_LAYER,
+        d_state: int | None = None,
         dropout: float = 0.0,
         unet: bool = False,
         norm: str = "layer",
@@ -67,14 +68,14 @@ class SaShiMi(nn.Module):
         layer_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if layer.lower() not in CAUSAL_LAYERS:
-            layer_class(layer)  # an unknown name gets the registry's message
-            raise ValueError(f"model.layer: {layer!r} cannot generate; choose a causal layer: {', '.join(CAUSAL_LAYERS)}")
+        if isinstance(layer, str) and d_state is None:
+            d_state = SASHIMI_LAYER["d_state"]  # a bare name keeps the paper's state size
+        spec = causal_layer_spec(legacy_layer_spec(layer, layer_kwargs, d_state=d_state))
         self.n_classes, self.d_model, self.pool = n_classes, d_model, tuple(pool)
         self.embedding = nn.Embedding(n_classes, d_model)
         self.backbone = SequenceModel(
-            d_model, n_layers, layer=layer, d_output=n_classes, ff_expand=ff_expand, norm=norm, prenorm=prenorm,
-            dropout=dropout, pool=self.pool, pool_expand=expand, unet=unet, d_state=d_state, **(layer_kwargs or {}),
+            d_model=d_model, n_layers=n_layers, layer=spec, d_output=n_classes, ff_expand=ff_expand, norm=norm,
+            prenorm=prenorm, dropout=dropout, pool=self.pool, pool_expand=expand, unet=unet,
         )
 
     @property

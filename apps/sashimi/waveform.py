@@ -163,11 +163,11 @@ class WaveformData(SplitDataModule):
     def split_files(self) -> dict[str, list[Path]]:
         """The audio files of each split."""
         if not self.root.is_dir():
-            hint = ("ssm sashimi prepare speech-commands --words sc09 --out " if self.dataset == "sc09"
+            hint = ("ssm speech prepare --words sc09 --out " if self.dataset == "sc09"
                     else "ssm sashimi prepare piano --out ")
             raise UserError(f"data.root: folder {self.root} not found; build a stand-in with `{hint}{self.root}`")
         if self.dataset == "sc09":
-            from apps.sashimi.speech import WORD_SETS, speech_commands_items
+            from apps.common.speech_commands import WORD_SETS, speech_commands_items
 
             split_names = {"train": "train", "val": "val", "test": "test"}
             files = {s: [_item_path(i) for i in speech_commands_items(self.root, WORD_SETS["sc09"], split_names[s])]

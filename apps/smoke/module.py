@@ -6,18 +6,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from apps.common.layers import LayerSpec, layer_spec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.smoke.data import IGNORE
 from ssmcore.blocks import SequenceModel
+
+#: the default SSM layer and optimiser of the smoke model
+SMOKE_LAYER: LayerSpec = {"name": "s4d", "d_state": 64}
+SMOKE_OPTIM = OptimConfig(lr=3e-3, ssm_lr=1e-3)
 
 
 class RecallModel(nn.Module):
     """Embedding, a causal SSM stack and a linear read-out: (B, L) tokens -> (B, L, vocab) logits."""
 
-    def __init__(self, vocab: int, d_model: int, n_layers: int, layer: str, dropout: float, layer_kwargs: dict):
+    def __init__(self, vocab: int, d_model: int, n_layers: int, layer: LayerSpec, dropout: float = 0.0):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
-        self.backbone = SequenceModel(d_model, n_layers, layer=layer, d_output=vocab, dropout=dropout, **layer_kwargs)
+        self.backbone = SequenceModel(d_model=d_model, n_layers=n_layers, layer=layer, d_output=vocab, dropout=dropout)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         y, _ = self.backbone(self.embed(tokens))
@@ -30,10 +36,9 @@ class DelayedRecallModule(TaskModule):
     Args:
         vocab: token values (linked from ``data.vocab``).
         d_model, n_layers: backbone size.
-        layer: any ssmcore layer name (``s4d``, ``s4``, ``dss``, ``s5``, ``dlr``, ...).
-        layer_kwargs: options of that layer (``d_state``, ``init``, ...).
-        dropout: dropout in the backbone.
-        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+        layer: the SSM layer spec, ``{name: s4d, d_state: 32, ...}`` (any ssmcore layer and its options).
+        dropout: dropout in the backbone (the layer's own unless ``layer.dropout`` is set).
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
     """
 
     def __init__(
@@ -41,20 +46,13 @@ class DelayedRecallModule(TaskModule):
         vocab: int = 8,
         d_model: int = 64,
         n_layers: int = 2,
-        layer: str = "s4d",
-        layer_kwargs: dict | None = None,
+        layer: LayerSpec = SMOKE_LAYER,
         dropout: float = 0.0,
-        lr: float = 3e-3,
-        weight_decay: float = 0.01,
-        ssm_lr: float | None = 1e-3,
-        ssm_weight_decay: float = 0.0,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
+        optim: OptimConfig = SMOKE_OPTIM,
     ) -> None:
-        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps,
-                         monitor="val/acc", monitor_mode="max")
+        super().__init__(optim, default=SMOKE_OPTIM, monitor="val/acc", monitor_mode="max")
         self.save_hyperparameters()
-        self.net = RecallModel(vocab, d_model, n_layers, layer, dropout, dict(layer_kwargs or {}))
+        self.net = RecallModel(vocab=vocab, d_model=d_model, n_layers=n_layers, layer=layer_spec(layer), dropout=dropout)
 
     def _shared(self, batch, stage: str) -> torch.Tensor:
         x, y = batch

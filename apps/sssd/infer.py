@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from apps.common.checkpoint import load_module
 from apps.common.errors import UserError
 from apps.common.io import atomic_write, check_writable
 from apps.common.report import save_figure, write_csv
@@ -31,13 +32,11 @@ QUANTILES = (0.05, 0.95)
 
 def load_model(path: str | Path) -> SSSDModule:
     """The SSSD model of a fit checkpoint, in eval mode on the CPU."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise UserError(f"checkpoint not found: {path} (train one with `ssm sssd fit -c recipes/sssd/<recipe>.yaml`)")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if "data_mean" not in str(list(blob.get("state_dict", {}))):
-        raise UserError(f"{path} is not an sssd checkpoint (no data statistics in its state)")
-    return SSSDModule.load_from_checkpoint(path, map_location="cpu").eval()
+    module, _ = load_module(path, SSSDModule, check=lambda blob: None if "data_mean" in blob["state_dict"]
+                            else "no data statistics in its state", kind="an sssd")
+    return module
 
 
 def check_series(values: np.ndarray, channels: int, source: str) -> None:

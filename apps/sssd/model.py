@@ -24,8 +24,12 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from apps.common.layers import LayerSpec, layer_spec
 from apps.sssd.evaluate import linear_fill
 from ssmcore.registry import make_layer
+
+#: the paper's SSM: a bidirectional S4 with 64 states
+SSSD_LAYER: LayerSpec = {"name": "s4", "d_state": 64}
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -54,13 +58,9 @@ class SSMBlock(nn.Module):
     Input and output (B, H, L), channels first like the surrounding convolutions.
     """
 
-    def __init__(self, d_model: int, layer: str, dropout: float, layer_kwargs: dict) -> None:
+    def __init__(self, d_model: int, layer: LayerSpec, dropout: float = 0.0) -> None:
         super().__init__()
-        try:
-            self.ssm = make_layer(layer, d_model=d_model, bidirectional=True, **layer_kwargs)
-        except TypeError as e:
-            raise ValueError(f"model.layer {layer!r} cannot be built bidirectionally with "
-                             f"model.layer_kwargs {layer_kwargs}: {e}") from e
+        self.ssm = make_layer(layer, d_model=d_model)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.norm = nn.LayerNorm(d_model)
 
@@ -77,14 +77,14 @@ class ResidualLayer(nn.Module):
     sampler can do it once for all its denoising steps."""
 
     def __init__(self, res_channels: int, skip_channels: int, cond_channels: int, embed_dim: int,
-                 layer: str, dropout: float, layer_kwargs: dict) -> None:
+                 layer: LayerSpec, dropout: float = 0.0) -> None:
         super().__init__()
         self.res_channels = res_channels
         self.fc_t = nn.Linear(embed_dim, res_channels)
         self.conv = nn.Conv1d(res_channels, 2 * res_channels, kernel_size=3, padding=1)
-        self.ssm_1 = SSMBlock(2 * res_channels, layer, dropout, layer_kwargs)
+        self.ssm_1 = SSMBlock(d_model=2 * res_channels, layer=layer, dropout=dropout)
         self.cond_conv = nn.Conv1d(cond_channels, 2 * res_channels, kernel_size=1)
-        self.ssm_2 = SSMBlock(2 * res_channels, layer, dropout, layer_kwargs)
+        self.ssm_2 = SSMBlock(d_model=2 * res_channels, layer=layer, dropout=dropout)
         self.res_conv = nn.Conv1d(res_channels, res_channels, kernel_size=1)
         self.skip_conv = nn.Conv1d(res_channels, skip_channels, kernel_size=1)
         for conv in (self.conv, self.cond_conv, self.res_conv, self.skip_conv):
@@ -109,8 +109,8 @@ class SSSDS4(nn.Module):
         in_channels: series channels C_in.
         res_channels, skip_channels: widths of the residual and skip paths (paper: 256, 256).
         n_layers: residual layers (paper: 36).
-        layer: ssmcore layer name (``s4`` default; ``s4d``, ``dss``, ... any that takes ``bidirectional``).
-        layer_kwargs: that layer's options (``d_state``: paper 64).
+        layer: the SSM layer spec (``{name: s4, d_state: 64}`` as in the paper; ``s4d``, ``dss``, ... any layer
+            that takes ``bidirectional``, which is true unless the spec says otherwise).
         embed_dim_in, embed_dim_mid, embed_dim_out: diffusion-step embedding sizes (paper: 128, 512, 512).
         dropout: dropout after each SSM.
         interp_cond: also condition on the linear interpolation of the observed values (as PriSTI,
@@ -123,8 +123,8 @@ class SSSDS4(nn.Module):
     """
 
     def __init__(self, in_channels: int, res_channels: int = 64, skip_channels: int = 64, n_layers: int = 4,
-                 layer: str = "s4", layer_kwargs: dict | None = None, embed_dim_in: int = 128,
-                 embed_dim_mid: int = 512, embed_dim_out: int = 512, dropout: float = 0.0, interp_cond: bool = False) -> None:
+                 layer: LayerSpec = SSSD_LAYER, embed_dim_in: int = 128, embed_dim_mid: int = 512,
+                 embed_dim_out: int = 512, dropout: float = 0.0, interp_cond: bool = False) -> None:
         super().__init__()
         if min(in_channels, res_channels, skip_channels, n_layers) < 1:
             raise ValueError("model.in_channels, res_channels, skip_channels and n_layers must be positive")
@@ -133,9 +133,10 @@ class SSSDS4(nn.Module):
         self.init_conv = nn.Sequential(nn.Conv1d(in_channels, res_channels, kernel_size=1), nn.ReLU())
         nn.init.kaiming_normal_(self.init_conv[0].weight)
         self.embed = StepEmbedding(embed_dim_in, embed_dim_mid, embed_dim_out)
+        spec = layer_spec(layer, bidirectional=True)
         self.layers = nn.ModuleList(
-            ResidualLayer(res_channels, skip_channels, cond_channels, embed_dim_out, layer, dropout,
-                          dict(layer_kwargs or {}))
+            ResidualLayer(res_channels=res_channels, skip_channels=skip_channels, cond_channels=cond_channels,
+                          embed_dim=embed_dim_out, layer=spec, dropout=dropout)
             for _ in range(n_layers)
         )
         self.final_conv = nn.Sequential(nn.Conv1d(skip_channels, skip_channels, kernel_size=1), nn.ReLU())

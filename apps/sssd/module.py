@@ -9,11 +9,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from apps.common.layers import LayerSpec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
 from apps.sssd.evaluate import MetricSums, add_baselines, linear_fill, summary_lines, write_metrics
 from apps.sssd.masks import MASK_TYPES, batch_masks
-from apps.sssd.model import SSSDS4
+from apps.sssd.model import SSSD_LAYER, SSSDS4
+
+#: the paper's optimiser: Adam(W) at 2e-4, no schedule
+SSSD_OPTIM = OptimConfig(lr=2e-4, weight_decay=0.0, scheduler="constant")
 
 
 class SSSDModule(TaskModule):
@@ -22,7 +27,7 @@ class SSSDModule(TaskModule):
     Args:
         channels: series channels (linked from ``data.channels``).
         res_channels, skip_channels, n_layers: denoiser size (paper: 256, 256, 36).
-        layer, layer_kwargs: the bidirectional SSM (``s4`` with ``d_state: 64`` in the paper).
+        layer: the bidirectional SSM's spec (``{name: s4, d_state: 64}`` in the paper).
         dropout: dropout after each SSM.
         interp_cond: also condition on the linear interpolation of the observed values (PriSTI-style; not in
             the paper, off by default).
@@ -38,7 +43,7 @@ class SSSDModule(TaskModule):
         test_samples: imputations per series at test (median = point estimate, all of them for CRPS).
         sampler, sampler_steps: ``ddpm`` (ancestral, every step), ``ddim`` or ``dpm`` with that many steps.
         sample_batch_size: series x samples denoised at once.
-        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
     """
 
     def __init__(
@@ -47,8 +52,7 @@ class SSSDModule(TaskModule):
         res_channels: int = 64,
         skip_channels: int = 64,
         n_layers: int = 4,
-        layer: str = "s4",
-        layer_kwargs: dict | None = None,
+        layer: LayerSpec = SSSD_LAYER,
         dropout: float = 0.0,
         interp_cond: bool = False,
         interp_residual: bool = False,
@@ -68,14 +72,9 @@ class SSSDModule(TaskModule):
         sampler: str = "ddpm",
         sampler_steps: int | None = None,
         sample_batch_size: int = 256,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        ssm_lr: float | None = None,
-        ssm_weight_decay: float = 0.0,
-        scheduler: str = "constant",
-        warmup_steps: int = 0,
+        optim: OptimConfig = SSSD_OPTIM,
     ) -> None:
-        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps)
+        super().__init__(optim, default=SSSD_OPTIM)
         for key, value, choices in (("mask", mask, MASK_TYPES), ("test_mask", test_mask or mask, MASK_TYPES),
                                     ("loss_on", loss_on, LOSS_ON), ("sampler", sampler, SAMPLERS)):
             if value not in choices:
@@ -83,8 +82,9 @@ class SSSDModule(TaskModule):
         if test_samples < 1:
             raise ValueError(f"model.test_samples must be at least 1, got {test_samples}")
         self.save_hyperparameters()
-        self.net = SSSDS4(channels, res_channels, skip_channels, n_layers, layer, layer_kwargs,
-                          embed_dim_in, embed_dim_mid, embed_dim_out, dropout, interp_cond)
+        self.net = SSSDS4(in_channels=channels, res_channels=res_channels, skip_channels=skip_channels,
+                          n_layers=n_layers, layer=layer, embed_dim_in=embed_dim_in, embed_dim_mid=embed_dim_mid,
+                          embed_dim_out=embed_dim_out, dropout=dropout, interp_cond=interp_cond)
         self.noise_scheduler = make_scheduler(diffusion_steps, beta_start, beta_end)
         # per-channel standardisation, saved in the checkpoint; set from the training split at fit start
         self.register_buffer("data_mean", torch.zeros(channels))

@@ -6,8 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from apps.common.layers import LayerSpec, layer_spec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from ssmcore.blocks import SequenceModel
+
+#: the default layer and optimiser of the robustness classifier
+CLASSIFIER_LAYER: LayerSpec = {"name": "s4d", "d_state": 64}
+CLASSIFIER_OPTIM = OptimConfig(lr=3e-3, ssm_lr=1e-3)
 
 
 class SequenceClassifier(TaskModule):
@@ -17,9 +23,9 @@ class SequenceClassifier(TaskModule):
 
     Args:
         d_input, n_classes: input channels and classes.
-        d_model, n_layers, layer, layer_kwargs, ff_expand, dropout: the backbone
+        d_model, n_layers, layer (a layer spec), ff_expand, dropout: the backbone
             (:class:`ssmcore.blocks.SequenceModel`).
-        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
     """
 
     def __init__(
@@ -28,29 +34,15 @@ class SequenceClassifier(TaskModule):
         n_classes: int = 10,
         d_model: int = 64,
         n_layers: int = 2,
-        layer: str = "s4d",
-        layer_kwargs: dict | None = None,
+        layer: LayerSpec = CLASSIFIER_LAYER,
         ff_expand: int = 2,
         dropout: float = 0.0,
-        lr: float = 3e-3,
-        weight_decay: float = 0.01,
-        ssm_lr: float | None = 1e-3,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
+        optim: OptimConfig = CLASSIFIER_OPTIM,
     ) -> None:
-        super().__init__(
-            lr, weight_decay, ssm_lr, 0.0, scheduler, warmup_steps, monitor="val/acc", monitor_mode="max"
-        )
+        super().__init__(optim, default=CLASSIFIER_OPTIM, monitor="val/acc", monitor_mode="max")
         self.save_hyperparameters()
-        self.backbone = SequenceModel(
-            d_model,
-            n_layers,
-            layer=layer,
-            d_input=d_input,
-            ff_expand=ff_expand,
-            dropout=dropout,
-            **dict(layer_kwargs or {}),
-        )
+        self.backbone = SequenceModel(d_model=d_model, n_layers=n_layers, layer=layer_spec(layer), d_input=d_input,
+                                      ff_expand=ff_expand, dropout=dropout)
         self.head = nn.Linear(d_model, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -11,9 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from apps.common.layers import LayerSpec, layer_spec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.synthetic.tasks import task_dims
 from ssmcore.blocks import SequenceModel
+
+#: the default layer and optimiser of a synthetic task model
+SYNTHETIC_LAYER: LayerSpec = {"name": "s4d", "d_state": 64}
+SYNTHETIC_OPTIM = OptimConfig(lr=3e-3, weight_decay=0.0, ssm_lr=1e-3)
 
 
 class TaskModel(nn.Module):
@@ -22,30 +28,11 @@ class TaskModel(nn.Module):
     ``x`` (B, L_in, d_in) -> (B, L_out, d_out): the read-out of the last ``L_out`` steps.
     """
 
-    def __init__(
-        self,
-        d_input: int,
-        d_output: int,
-        d_model: int,
-        n_layers: int,
-        layer: str,
-        ff_expand: int,
-        norm: str,
-        dropout: float,
-        layer_kwargs: dict,
-    ) -> None:
+    def __init__(self, d_input: int, d_output: int, d_model: int, n_layers: int, layer: LayerSpec,
+                 ff_expand: int = 2, norm: str = "layer", dropout: float = 0.0) -> None:
         super().__init__()
-        self.backbone = SequenceModel(
-            d_model,
-            n_layers,
-            layer=layer,
-            d_input=d_input,
-            d_output=d_output,
-            ff_expand=ff_expand,
-            norm=norm,
-            dropout=dropout,
-            **layer_kwargs,
-        )
+        self.backbone = SequenceModel(d_model=d_model, n_layers=n_layers, layer=layer, d_input=d_input,
+                                      d_output=d_output, ff_expand=ff_expand, norm=norm, dropout=dropout)
 
     def forward(self, x: Tensor, out_len: int) -> Tensor:
         y, _ = self.backbone(x)  # (B, L_in, d_out)
@@ -58,13 +45,12 @@ class SyntheticModule(TaskModule):
     Args:
         task, num_shifts, mips_dim: the task (linked from ``data.*``); they fix the in/out widths.
         d_model, n_layers: backbone size.
-        layer: any ssmcore layer name (``s4d``, ``dlr``, ``s5``, ``s4``, ``dss``, ...).
-        layer_kwargs: options of that layer (``d_state``, ...).
+        layer: the SSM layer spec, ``{name: dlr, d_state: 512, ...}`` (any ssmcore layer and its options).
         ff_expand: feed-forward expansion after each SSM block (0: none).
         norm: ``layer``, ``batch`` or ``none`` in the residual blocks (``none`` keeps a stack of linear
             layers exactly linear, which the kernel tasks such as Shift reward).
         dropout: dropout in the backbone.
-        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
     """
 
     def __init__(
@@ -74,33 +60,17 @@ class SyntheticModule(TaskModule):
         mips_dim: int = 4,
         d_model: int = 64,
         n_layers: int = 2,
-        layer: str = "s4d",
-        layer_kwargs: dict | None = None,
+        layer: LayerSpec = SYNTHETIC_LAYER,
         ff_expand: int = 2,
         norm: str = "layer",
         dropout: float = 0.0,
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
-        ssm_lr: float | None = 1e-3,
-        ssm_weight_decay: float = 0.0,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
+        optim: OptimConfig = SYNTHETIC_OPTIM,
     ) -> None:
-        super().__init__(
-            lr,
-            weight_decay,
-            ssm_lr,
-            ssm_weight_decay,
-            scheduler,
-            warmup_steps,
-            monitor="val/r2",
-            monitor_mode="max",
-        )
+        super().__init__(optim, default=SYNTHETIC_OPTIM, monitor="val/r2", monitor_mode="max")
         self.save_hyperparameters()
         d_input, d_output = task_dims(task, num_shifts, mips_dim)
-        self.net = TaskModel(
-            d_input, d_output, d_model, n_layers, layer, ff_expand, norm, dropout, dict(layer_kwargs or {})
-        )
+        self.net = TaskModel(d_input=d_input, d_output=d_output, d_model=d_model, n_layers=n_layers,
+                             layer=layer_spec(layer), ff_expand=ff_expand, norm=norm, dropout=dropout)
         self._sums: dict[str, Tensor] = {}
 
     def forward(self, x: Tensor, out_len: int) -> Tensor:

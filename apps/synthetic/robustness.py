@@ -25,8 +25,9 @@ import torch
 from apps.common.errors import UserError
 from apps.common.lightning import runs_root
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
+from apps.common.training import quick_trainer
 from apps.synthetic.classifier import SequenceClassifier
-from apps.synthetic.mnist import SequentialMNIST, fourier_noise
+from apps.synthetic.sequential_mnist import SequentialMNIST, fourier_noise
 from apps.synthetic.suite import check_layers, parse_names
 from ssmcore.registry import LAYERS
 
@@ -48,33 +49,16 @@ def train_classifier(
     layer: str, data: SequentialMNIST, args: argparse.Namespace, run_dir: Path
 ) -> SequenceClassifier:
     """Train a mean-pooled classifier with ``layer`` on clean sequences for ``args.epochs`` epochs."""
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
-
     pl.seed_everything(args.seed, verbose=False)
     model = SequenceClassifier(
         d_input=1,
         n_classes=10,
         d_model=args.d_model,
         n_layers=args.n_layers,
-        layer=layer,
-        layer_kwargs={"d_state": args.d_state},
-        lr=args.lr,
-        ssm_lr=args.ssm_lr,
+        layer={"name": layer, "d_state": args.d_state},
+        optim={"lr": args.lr, "ssm_lr": args.ssm_lr},
     )
-    trainer = pl.Trainer(
-        max_epochs=args.epochs,
-        max_steps=args.max_steps,
-        accelerator=args.accelerator,
-        devices=1,
-        logger=CSVLogger(run_dir, name=layer),
-        enable_checkpointing=False,
-        callbacks=[RichProgressBar(leave=False)],
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-    )
+    trainer = quick_trainer(run_dir, layer, args.accelerator, max_epochs=args.epochs, max_steps=args.max_steps)
     trainer.fit(model, datamodule=data)
     return model
 

@@ -8,7 +8,6 @@ be inspected while it runs and an interrupted one keeps what it finished.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import textwrap
 import time
@@ -18,24 +17,23 @@ import lightning.pytorch as pl
 import torch
 
 from apps.common.errors import UserError
+from apps.common.layers import LayerSpec, layer_spec
 from apps.common.lightning import runs_root
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
+from apps.common.training import quick_trainer
 from apps.synthetic.data import SyntheticData
 from apps.synthetic.module import SyntheticModule
 from apps.synthetic.tasks import TASKS
-from ssmcore.registry import LAYERS, layer_class, layer_names
+from ssmcore.registry import LAYERS, layer_names
 
-#: the suite's default layer options, each passed only to layers that take it: a linear SSM
-#: (no activation, linear output) whose step covers a kernel of a few hundred steps; the model's
-#: feed-forward blocks supply the nonlinearity
+#: the suite's default layer options: a linear SSM (no activation, linear output) whose step covers a
+#: kernel of a few hundred steps; the model's feed-forward blocks supply the nonlinearity
 SUITE_LAYER_DEFAULTS = {"activation": None, "postact": "linear", "dt_min": 0.002, "dt_max": 0.02}
 
 
-def suite_layer_kwargs(layer: str, d_state: int, extra: dict) -> dict:
-    """``d_state``, the :data:`SUITE_LAYER_DEFAULTS` that ``layer`` accepts, then the user's ``extra``."""
-    accepted = inspect.signature(layer_class(layer).__init__).parameters
-    defaults = {k: v for k, v in SUITE_LAYER_DEFAULTS.items() if k in accepted}
-    return {"d_state": d_state, **defaults, **extra}
+def suite_layer_spec(layer: str, d_state: int, extra: dict) -> LayerSpec:
+    """The checked spec of ``layer``: ``d_state``, the :data:`SUITE_LAYER_DEFAULTS`, then the user's ``extra``."""
+    return layer_spec({"name": layer, "d_state": d_state, **SUITE_LAYER_DEFAULTS, **extra}, key="--layer-kwargs")
 
 
 def parse_names(text: str, valid: list[str], what: str, flag: str) -> list[str]:
@@ -76,37 +74,18 @@ def train_one(task: str, layer: str, args: argparse.Namespace, run_dir: Path) ->
         val_size=args.val_size,
         seed=args.seed,
     )
-    layer_kwargs = suite_layer_kwargs(layer, args.d_state, args.layer_kwargs)
     model = SyntheticModule(
         task=task,
         num_shifts=args.num_shifts,
         mips_dim=args.mips_dim,
         d_model=args.d_model,
         n_layers=args.n_layers,
-        layer=layer,
-        layer_kwargs=layer_kwargs,
+        layer=suite_layer_spec(layer, args.d_state, args.layer_kwargs),
         ff_expand=args.ff_expand,
         norm=args.norm,
-        lr=args.lr,
-        ssm_lr=args.ssm_lr,
-        warmup_steps=min(args.steps // 10, 100),
+        optim={"lr": args.lr, "ssm_lr": args.ssm_lr, "warmup_steps": min(args.steps // 10, 100)},
     )
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
-
-    trainer = pl.Trainer(
-        max_steps=args.steps,
-        max_epochs=-1,
-        accelerator=args.accelerator,
-        devices=1,
-        logger=CSVLogger(run_dir, name=f"{task}-{layer}"),
-        enable_checkpointing=False,
-        callbacks=[RichProgressBar(leave=False)],
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-    )
+    trainer = quick_trainer(run_dir, f"{task}-{layer}", args.accelerator, max_steps=args.steps, max_epochs=-1)
     start = time.time()
     trainer.fit(model, datamodule=data)
     train_s = time.time() - start

@@ -3,7 +3,19 @@
 from apps.vis4mer.data import VideoData
 from apps.vis4mer.features import extract_features_cli
 from apps.vis4mer.module import VideoClassifier
-from apps.vis4mer.prepare import prepare
+from apps.vis4mer.prepare import prepare_moving_mnist_cli
+
+
+def prepare(argv: list[str]) -> None:
+    """``ssm vis4mer prepare moving-mnist ...`` (:mod:`apps.vis4mer.prepare`) or ``ssm vis4mer prepare
+    digit-backbone ...`` (:mod:`apps.vis4mer.digit_backbone`, which reads the video splits of the former)."""
+    if argv[:1] == ["digit-backbone"]:
+        from apps.vis4mer.digit_backbone import prepare_digit_backbone
+
+        prepare_digit_backbone(argv[1:])
+        return
+    prepare_moving_mnist_cli(argv)
+
 
 MODULE = VideoClassifier
 DATAMODULE = VideoData

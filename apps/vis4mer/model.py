@@ -9,7 +9,7 @@ through ``n_stages`` multi-scale stages.  Each stage at width d is
 
 so 3 stages take (B, 11820, 1024) to (B, 1477, 128); the tokens are then mean-pooled and a
 linear head gives class logits (cross-entropy) or a regression value (MSE).  The SSM is any
-:func:`ssmcore.make_layer` name (``s4`` with ``d_state=64`` as in the paper); ``mixer:
+:func:`ssmcore.make_layer` spec (``{name: s4, d_state: 64}`` as in the paper); ``mixer:
 attention`` puts multi-head self-attention (torch ``scaled_dot_product_attention``) in its
 place, the baseline of the paper's efficiency claim.  :class:`MeanPoolBaseline` is the
 order-blind reference: mean of the tokens, then an MLP head.
@@ -21,9 +21,12 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
+from apps.common.layers import LayerSpec, layer_spec
 from ssmcore import make_layer
 
 MIXERS = ("ssm", "attention")
+#: the paper's SSM: S4 with 64 states
+VIS4MER_LAYER: LayerSpec = {"name": "s4", "d_state": 64}
 
 
 class SelfAttention(nn.Module):
@@ -57,14 +60,14 @@ class ViS4merStage(nn.Module):
     (B, L, d) -> (B, ceil(L / 2), d // 2).
     """
 
-    def __init__(self, d_model: int, layer: str = "s4", d_state: int = 64, dropout: float = 0.1,
-                 mixer: str = "ssm", heads: int = 8, **layer_options) -> None:
+    def __init__(self, d_model: int, layer: LayerSpec = VIS4MER_LAYER, dropout: float = 0.1,
+                 mixer: str = "ssm", heads: int = 8) -> None:
         super().__init__()
         if mixer not in MIXERS:
             raise ValueError(f"model.mixer: unknown {mixer!r}; choose one of {', '.join(MIXERS)}")
         self.norm = nn.LayerNorm(d_model)
         if mixer == "ssm":
-            self.mixer = make_layer(layer, d_model=d_model, d_state=d_state, **layer_options)
+            self.mixer = make_layer(layer, d_model=d_model)
         else:
             self.mixer = SelfAttention(d_model, heads)
         self.dropout = nn.Dropout(dropout)
@@ -84,22 +87,23 @@ class ViS4merDecoder(nn.Module):
         num_outputs: classes (logits) or 1 (regression).
         d_model: width of the first stage (1024 in the paper); each stage halves it.
         n_stages: stages (3 in the paper); ``d_model`` must be divisible by ``2 ** n_stages``.
-        layer, d_state, layer_options: the SSM (any registry name; S4 with d_state 64 by default).
+        layer: the SSM layer spec (any registry layer; ``{name: s4, d_state: 64}`` by default).
         dropout: after each SSM block.  mixer: ``ssm`` or ``attention`` (benchmark baseline).
 
     Input (B, L, d_input) with L = frames x tokens per frame; output (B, num_outputs).
     """
 
     def __init__(self, d_input: int, num_outputs: int, d_model: int = 1024, n_stages: int = 3,
-                 layer: str = "s4", d_state: int = 64, dropout: float = 0.1, mixer: str = "ssm",
-                 heads: int = 8, layer_options: dict | None = None) -> None:
+                 layer: LayerSpec = VIS4MER_LAYER, dropout: float = 0.1, mixer: str = "ssm",
+                 heads: int = 8) -> None:
         super().__init__()
         if n_stages < 1 or d_model % (2 ** n_stages):
             raise ValueError(f"model.d_model {d_model} must be divisible by 2 ** n_stages = {2 ** n_stages}")
         self.input = nn.Linear(d_input, d_model) if d_input != d_model else nn.Identity()
         widths = [d_model // 2 ** i for i in range(n_stages)]
+        spec = layer_spec(layer) if mixer == "ssm" else None
         self.stages = nn.ModuleList(
-            ViS4merStage(w, layer, d_state, dropout, mixer, min(heads, w), **(layer_options or {})) for w in widths)
+            ViS4merStage(d_model=w, layer=spec, dropout=dropout, mixer=mixer, heads=min(heads, w)) for w in widths)
         self.head = nn.Linear(d_model // 2 ** n_stages, num_outputs)
 
     def stage_outputs(self, x: Tensor) -> list[Tensor]:

@@ -14,9 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from apps.common.errors import UserError
+from apps.common.layers import LayerSpec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.vis4mer.data import task_outputs
-from apps.vis4mer.model import MeanPoolBaseline, ViS4merDecoder
+from apps.vis4mer.model import VIS4MER_LAYER, MeanPoolBaseline, ViS4merDecoder
+
+VIS4MER_OPTIM = OptimConfig(lr=1e-3, weight_decay=0.01, ssm_lr=1e-3)
 
 DECODERS = ("vis4mer", "meanpool")
 
@@ -52,29 +56,27 @@ class VideoClassifier(TaskModule):
         dataset, task: linked from ``data``; fix the output size and classification vs regression.
         d_input: channels of the cached tokens (the backbone's: 768 ViT-B, 1024 ViT-L, 3 p^2 linear).
         decoder: ``vis4mer`` (:class:`apps.vis4mer.model.ViS4merDecoder`) or ``meanpool``.
-        d_model, n_stages, layer, d_state, dropout, mixer, layer_options: decoder options.
+        d_model, n_stages, dropout, mixer: decoder options.
+        layer: the SSM layer spec (``{name: s4, d_state: 64}`` by default).
         label_smoothing: cross-entropy label smoothing.
-        (optimiser and schedule options as :class:`apps.common.training.TaskModule`)
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
     """
 
     def __init__(self, dataset: str = "lvu", task: str = "first_digit", d_input: int = 1024,
-                 decoder: str = "vis4mer", d_model: int = 1024, n_stages: int = 3, layer: str = "s4",
-                 d_state: int = 64, dropout: float = 0.1, mixer: str = "ssm", layer_options: dict | None = None,
-                 label_smoothing: float = 0.0, lr: float = 1e-3, weight_decay: float = 0.01,
-                 ssm_lr: float | None = 1e-3, ssm_weight_decay: float = 0.0, scheduler: str = "cosine",
-                 warmup_steps: int = 0) -> None:
+                 decoder: str = "vis4mer", d_model: int = 1024, n_stages: int = 3,
+                 layer: LayerSpec = VIS4MER_LAYER, dropout: float = 0.1, mixer: str = "ssm",
+                 label_smoothing: float = 0.0, optim: OptimConfig = VIS4MER_OPTIM) -> None:
         self.regression, outputs = task_outputs(dataset, task)
-        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps,
-                         monitor="val/mse" if self.regression else "val/acc",
+        super().__init__(optim, default=VIS4MER_OPTIM, monitor="val/mse" if self.regression else "val/acc",
                          monitor_mode="min" if self.regression else "max")
         if decoder not in DECODERS:
             raise ValueError(f"model.decoder: unknown {decoder!r}; choose one of {', '.join(DECODERS)}")
         self.save_hyperparameters()
         if decoder == "vis4mer":
-            self.net: torch.nn.Module = ViS4merDecoder(d_input, outputs, d_model, n_stages, layer, d_state,
-                                                       dropout, mixer, layer_options=layer_options)
+            self.net: torch.nn.Module = ViS4merDecoder(d_input=d_input, num_outputs=outputs, d_model=d_model,
+                                                       n_stages=n_stages, layer=layer, dropout=dropout, mixer=mixer)
         else:
-            self.net = MeanPoolBaseline(d_input, outputs, d_model, dropout)
+            self.net = MeanPoolBaseline(d_input=d_input, num_outputs=outputs, d_model=d_model, dropout=dropout)
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
         self._outputs: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []

@@ -138,17 +138,11 @@ def _write_moving_mnist(out: Path, videos: int, seconds: float, fps: int, canvas
     return rows
 
 
-def prepare(argv: list[str]) -> None:
-    """``ssm vis4mer prepare moving-mnist --out DIR [--videos N --seconds S | --tiny]``, or
-    ``ssm vis4mer prepare digit-backbone`` (:mod:`apps.vis4mer.digit_backbone`)."""
-    if argv[:1] == ["digit-backbone"]:
-        from apps.vis4mer.digit_backbone import prepare_digit_backbone
-
-        prepare_digit_backbone(argv[1:])
-        return
+def prepare_moving_mnist_cli(argv: list[str]) -> None:
+    """``ssm vis4mer prepare moving-mnist --out DIR [--videos N --seconds S | --tiny]``."""
     p = argparse.ArgumentParser(prog="ssm vis4mer prepare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=["moving-mnist", "digit-backbone"])
+    p.add_argument("dataset", choices=["moving-mnist"])
     p.add_argument("--out", default="data/moving_mnist")
     p.add_argument("--videos", type=int, default=300)
     p.add_argument("--seconds", type=float, default=60.0)

@@ -30,7 +30,7 @@ def test_fit_logs_each_resolution_then_zero_shot_writes_table_and_plot(image_fol
     header = _metrics(run)[0].keys()
     assert {"val/acc@4", "val/acc@8", "val/acc@16", "val/acc", "train/epoch_time_s"} <= set(header)
     best = run / "checkpoints" / "best.ckpt"
-    assert _fit(image_folder, "--model.mixer", "conv2d", "--trainer.max_epochs", "1",
+    assert _fit(image_folder, "--model.layer", "{name: conv2d, d_state: 8}", "--trainer.max_epochs", "1",
                 "--trainer.default_root_dir", str(runs_dir / "conv")) == 0
     baseline = runs_dir / "conv" / "checkpoints" / "best.ckpt"
     capsys.readouterr()
@@ -73,9 +73,11 @@ def test_progressive_schedule_must_start_at_epoch_0():
         (["--data.channels", "2"], "data.channels must be 1 (grey) or 3 (RGB), got 2"),
         (["--model.num_classes", "10"], "model.num_classes is 10 but"),
         (["--data.root", "nowhere/mnist5k"], "data.root not found: nowhere/mnist5k"),
-        (["--model.mixer", "attention"], "model.mixer"),
+        (["--model.layer.name", "attention"], "model.layer.name: unknown mixer 'attention'"),
+        (["--model.layer", "{name: conv2d, bandlimit: 0.5}"], "model.layer.bandlimit: conv2d has no option"),
+        (["--model.layer.bandlimit", "wide"], "model.layer.bandlimit: expected a number"),
     ],
-    ids=["bad-channels", "class-count", "missing-root", "bad-mixer"],
+    ids=["bad-channels", "class-count", "missing-root", "bad-mixer", "bad-conv-option", "bad-s4nd-value"],
 )
 def test_user_errors_are_one_line_with_exit_2(image_folder, args, expected, capsys):
     assert _fit(image_folder, *args) == 2

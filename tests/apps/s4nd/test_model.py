@@ -27,7 +27,7 @@ def _recorded_rates(model: torch.nn.Module, x: torch.Tensor, monkeypatch) -> lis
 
 def test_isotropic_rate_is_derived_from_the_resolution(monkeypatch):
     torch.manual_seed(0)
-    net = IsotropicNet(1, 10, train_resolution=14, d_model=8, n_layers=2, d_state=8)
+    net = IsotropicNet(1, 10, train_resolution=14, d_model=8, n_layers=2, layer={"name": "s4nd", "d_state": 8})
     assert net.rate((14, 14)) == (1.0, 1.0)
     assert net.rate((28, 28)) == (0.5, 0.5)  # a layer trained at 14 runs on 28 at half the step
     assert net.rate((7, 28)) == (2.0, 0.5)
@@ -37,7 +37,7 @@ def test_isotropic_rate_is_derived_from_the_resolution(monkeypatch):
 
 def test_convnext_rate_per_stage(monkeypatch):
     torch.manual_seed(0)
-    net = ConvNeXtNet(1, 10, train_resolution=14, depths=(1, 1), dims=(8, 16), d_state=8)
+    net = ConvNeXtNet(1, 10, train_resolution=14, depths=(1, 1), dims=(8, 16), layer={"name": "s4nd", "d_state": 8})
     assert net.grids((14, 14)) == [(14, 14), (7, 7)]
     assert net.rate((28, 28)) == [(0.5, 0.5), (0.5, 0.5)]
     assert net.rate((7, 7)) == [(2.0, 2.0), (7 / 4, 7 / 4)]  # 7 -> 4 after the half-size resampling
@@ -49,7 +49,7 @@ def test_convnext_rate_per_stage(monkeypatch):
 @pytest.mark.parametrize("mixer", ["s4nd", "conv2d"])
 def test_rate_one_is_the_identity_at_the_training_resolution(backbone, mixer):
     torch.manual_seed(0)
-    net = backbone(3, 5, train_resolution=12, d_state=8, mixer=mixer).eval()
+    net = backbone(3, 5, train_resolution=12, layer={"name": mixer, "d_state": 8}).eval()
     x = torch.randn(2, 12, 12, 3)
     with torch.no_grad():
         assert torch.equal(net(x), net(x, rate=1.0))
@@ -62,7 +62,8 @@ def test_patch_stem_covers_the_same_fraction_of_the_image():
     torch.manual_seed(0)
     stem = Stem("patch", 1, 4, dim=2, train_size=(8, 8), patch_size=2)
     assert stem.patch_sizes((16, 16)) == (4, 4) and stem.grid((16, 16)) == (4, 4) == stem.grid((8, 8))
-    net = IsotropicNet(1, 10, train_resolution=8, stem="patch", patch_size=2, d_model=8, n_layers=1, d_state=8)
+    net = IsotropicNet(1, 10, train_resolution=8, stem="patch", patch_size=2, d_model=8, n_layers=1,
+                       layer={"name": "s4nd", "d_state": 8})
     assert net.rate((16, 16)) == (1.0, 1.0) and net.rate((4, 4)) == (1.0, 1.0)
     # a constant image gives the same tokens at every resolution (the resampled weights keep their sum)
     const = torch.full((1, 8, 8, 1), 0.3)
@@ -74,9 +75,9 @@ def test_patch_stem_covers_the_same_fraction_of_the_image():
 
 def test_conv2d_baseline_matches_size_and_depth_and_ignores_rate():
     assert matched_conv_kernel(16) == 11 and matched_conv_kernel(32) == 17
-    kw = dict(d_model=32, n_layers=3, d_state=16)
-    s4nd = IsotropicNet(1, 10, 14, mixer="s4nd", **kw)
-    conv = IsotropicNet(1, 10, 14, mixer="conv2d", **kw)
+    kw = dict(d_model=32, n_layers=3)
+    s4nd = IsotropicNet(1, 10, 14, layer={"name": "s4nd", "d_state": 16}, **kw)
+    conv = IsotropicNet(1, 10, 14, layer={"name": "conv2d", "d_state": 16}, **kw)
     assert abs(count_parameters(conv) / count_parameters(s4nd) - 1) < 0.05
     assert len(conv.blocks) == len(s4nd.blocks)
     x = torch.randn(2, 14, 14, 1)
@@ -89,7 +90,7 @@ def test_video_tensors_run_with_3d_s4nd(backbone, monkeypatch):
     """(B, T, H, W, C) videos: S4ND 3-D layers, one rate per axis (time included)."""
     torch.manual_seed(0)
     kw = dict(d_model=8, n_layers=1) if backbone is IsotropicNet else dict(depths=(1, 1), dims=(8, 8))
-    net = backbone(3, 4, train_resolution=(4, 8, 8), dim=3, d_state=8, **kw)
+    net = backbone(3, 4, train_resolution=(4, 8, 8), dim=3, layer={"name": "s4nd", "d_state": 8}, **kw)
     assert all(m.dim == 3 for m in net.modules() if isinstance(m, S4ND))
     video = torch.randn(2, 8, 16, 12, 3)  # twice the frames and height, 1.5x the width
     assert net(video).shape == (2, 4)
@@ -99,10 +100,10 @@ def test_video_tensors_run_with_3d_s4nd(backbone, monkeypatch):
 
 
 def test_wrong_channel_count_or_shape_is_a_clear_error():
-    net = IsotropicNet(1, 10, 14, d_model=8, n_layers=1, d_state=8)
+    net = IsotropicNet(1, 10, 14, d_model=8, n_layers=1, layer={"name": "s4nd", "d_state": 8})
     with pytest.raises(ValueError, match=r"expects \(batch, height, width, 1\) channels-last.*in_channels=1"):
         net(torch.randn(2, 14, 14, 3))
     with pytest.raises(ValueError, match="channels-last"):
         net(torch.randn(2, 1, 14, 14)[:, :, :, :, None])
-    with pytest.raises(ValueError, match="model.mixer"):
-        IsotropicNet(1, 10, 14, mixer="attention")
+    with pytest.raises(ValueError, match="model.layer.name: unknown mixer"):
+        IsotropicNet(1, 10, 14, layer={"name": "attention"})

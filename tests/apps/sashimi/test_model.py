@@ -14,7 +14,7 @@ LAYERS = ["s4", "s4d", "s5", "dlr"]
 
 def _small(layer: str = "s4", unet: bool = False, dtype: torch.dtype = torch.float32) -> SaShiMi:
     torch.manual_seed(0)
-    model = SaShiMi(n_classes=32, d_model=8, n_layers=2, pool=(2, 2), layer=layer, d_state=8, unet=unet)
+    model = SaShiMi(n_classes=32, d_model=8, n_layers=2, pool=(2, 2), layer={"name": layer, "d_state": 8}, unet=unet)
     with torch.no_grad():  # larger C / dt than the init, so that the state carries real signal
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

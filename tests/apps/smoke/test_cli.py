@@ -67,9 +67,14 @@ def test_print_config():
         (["-c", "recipes/smoke/missing.yaml"], "recipe file not found: recipes/smoke/missing.yaml"),
         (["-c", TINY, "--trainer.max_epochs", "three"], "max_epochs"),
         (["-c", TINY, "--data.data_dir", "nowhere/smoke"], "data.data_dir not found: nowhere/smoke"),
-        (["-c", TINY, "--model.scheduler", "sometimes"], "model.scheduler"),
+        (["-c", TINY, "--model.optim.scheduler", "sometimes"], "model.optim.scheduler"),
+        (["-c", TINY, "--model.layer.d_state", "many"], "model.layer.d_state: expected an integer"),
+        (["-c", TINY, "--model.layer.colour", "red"], "model.layer.colour: s4d has no option"),
+        (["-c", TINY, "--model.layer.name", "lstm"], "model.layer.name: unknown layer"),
+        (["-c", TINY, "--model.optim.ssm_lr", "{Q: 0.1}"], "unknown parameter kind"),
     ],
-    ids=["unknown-key", "missing-recipe", "bad-value", "missing-data-dir", "bad-choice"],
+    ids=["unknown-key", "missing-recipe", "bad-value", "missing-data-dir", "bad-choice", "bad-layer-value",
+         "unknown-layer-option", "unknown-layer", "bad-ssm-lr-kind"],
 )
 def test_user_errors_are_one_line_with_exit_2(args, expected, capsys):
     assert main(["smoke", "fit", *args]) == 2

@@ -43,9 +43,10 @@ class SpyNet(SSSDS4):
 
 
 def _module(**kw) -> SSSDModule:
-    m = SSSDModule(channels=3, res_channels=8, skip_channels=8, n_layers=1, layer="s4d",
-                   layer_kwargs={"d_state": 4}, embed_dim_in=8, embed_dim_mid=16, embed_dim_out=16, **kw)
-    m.net = SpyNet(3, 8, 8, 1, "s4d", {"d_state": 4}, 8, 16, 16)
+    m = SSSDModule(channels=3, res_channels=8, skip_channels=8, n_layers=1, layer={"name": "s4d", "d_state": 4},
+                   embed_dim_in=8, embed_dim_mid=16, embed_dim_out=16, **kw)
+    m.net = SpyNet(in_channels=3, res_channels=8, skip_channels=8, n_layers=1, layer={"name": "s4d", "d_state": 4},
+                   embed_dim_in=8, embed_dim_mid=16, embed_dim_out=16)
     torch.nn.init.normal_(m.net.out_conv.weight, std=0.1)  # a non-trivial output
     m.set_stats(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 1.0, 2.0]))
     return m
@@ -68,7 +69,8 @@ def test_nan_is_masked_never_fed_to_the_network_nor_a_target():
 
 def test_loss_counts_only_the_chosen_entries():
     torch.manual_seed(0)
-    net = SSSDS4(2, 8, 8, 1, "s4d", {"d_state": 4}, 8, 16, 16)
+    net = SSSDS4(in_channels=2, res_channels=8, skip_channels=8, n_layers=1, layer={"name": "s4d", "d_state": 4},
+                 embed_dim_in=8, embed_dim_mid=16, embed_dim_out=16)
     sched = make_scheduler()
     x0 = torch.randn(2, 12, 2)
     available = torch.ones_like(x0, dtype=torch.bool)
@@ -111,7 +113,8 @@ def test_samplers_take_any_step_count_within_the_schedule():
 
 
 def test_impute_with_a_clean_condition_reimposes_observed_values_at_the_end():
-    net = SSSDS4(1, 4, 4, 1, "s4d", {"d_state": 2}, 8, 8, 8)
+    net = SSSDS4(in_channels=1, res_channels=4, skip_channels=4, n_layers=1, layer={"name": "s4d", "d_state": 2},
+                 embed_dim_in=8, embed_dim_mid=8, embed_dim_out=8)
     x0 = torch.arange(10.0).reshape(1, 10, 1)
     cond = torch.zeros_like(x0, dtype=torch.bool)
     cond[0, ::3] = True

@@ -9,7 +9,8 @@ from apps.sssd.model import SSSDS4
 
 
 def _net(layer: str = "s4", **kw) -> SSSDS4:
-    return SSSDS4(3, 8, 8, 2, layer, {"d_state": 4}, 8, 16, 16, **kw)
+    return SSSDS4(in_channels=3, res_channels=8, skip_channels=8, n_layers=2, layer={"name": layer, "d_state": 4},
+                  embed_dim_in=8, embed_dim_mid=16, embed_dim_out=16, **kw)
 
 
 def test_shapes_and_zero_output_at_initialisation():

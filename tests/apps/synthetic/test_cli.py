@@ -64,7 +64,7 @@ def test_fit_links_the_task_to_the_model(runs_dir):
     ("args", "expected"),
     [
         (["--data.task", "juggle"], "unknown 'juggle'"),
-        (["--model.layer", "nope"], "unknown layer 'nope'"),
+        (["--model.layer.name", "nope"], "unknown layer 'nope'"),
     ],
     ids=["unknown-task", "unknown-layer"],
 )

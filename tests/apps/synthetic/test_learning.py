@@ -13,7 +13,7 @@ from apps.synthetic.module import SyntheticModule
 
 #: one linear DLR layer with 512 modes on the roots of unity (its default init): a delta kernel at
 #: any delay below 512 is then exactly representable; little decay (rho^2 = 5e-4)
-SHIFT_LAYER = {"d_state": 512, "activation": None, "postact": "linear", "dt_min": 1e-3, "dt_max": 1e-3}
+SHIFT_LAYER = {"name": "dlr", "d_state": 512, "activation": None, "postact": "linear", "dt_min": 1e-3, "dt_max": 1e-3}
 
 
 @pytest.mark.slow
@@ -27,12 +27,10 @@ def test_dlr_shift_at_512_reaches_r2_above_0_99():
         num_shifts=2,
         d_model=16,
         n_layers=1,
-        layer="dlr",
-        layer_kwargs=SHIFT_LAYER,
+        layer=SHIFT_LAYER,
         ff_expand=0,
         norm="batch",
-        lr=1e-2,
-        ssm_lr=1e-3,
+        optim={"lr": 1e-2, "ssm_lr": 1e-3},
     )
     trainer = pl.Trainer(
         max_steps=300,

@@ -17,7 +17,7 @@ RECIPES = Path(__file__).resolve().parents[3] / "recipes" / "synthetic"
 def test_every_task_has_its_recipe(task):
     recipe = yaml.safe_load((RECIPES / f"{task}.yaml").read_text())
     assert recipe["data"]["task"] == task
-    assert recipe["model"]["layer"] in LAYERS
+    assert recipe["model"]["layer"]["name"] in LAYERS
     assert set(recipe) == {"seed_everything", "trainer", "model", "data"}
 
 

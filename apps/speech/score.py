@@ -1,4 +1,4 @@
-"""``ssm sashimi score``: IS, mIS, AM and FID of a folder of generated clips, judged by an SC09 classifier.
+"""``ssm speech score``: IS, mIS, AM and FID of a folder of generated clips, judged by an SC09 classifier.
 
 SaShiMi (Goel et al. 2022, Sec. 5.2, Table 3) scores unconditional SC09 samples with a classifier
 trained on SC09: the inception scores and the AM score come from its softmax, the FID from its
@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader
 
 from apps.common.errors import UserError
 from apps.common.report import markdown_table, write_csv, write_markdown
-from apps.sashimi.classifier import SpeechClassifier, load_speech_classifier
-from apps.sashimi.metrics import am_score, frechet_distance, inception_score, modified_inception_score
-from apps.sashimi.speech import SAMPLE_RATE, SpeechCommandsData, SpeechCommandsDataset, readable
-from apps.sashimi.zero_shot import DATA_KEYS
+from apps.common.speech_commands import SAMPLE_RATE, readable
+from apps.speech.data import SpeechCommandsData, SpeechCommandsDataset
+from apps.speech.metrics import am_score, frechet_distance, inception_score, modified_inception_score
+from apps.speech.module import SpeechClassifier, load_speech_classifier
+from apps.speech.zero_shot import DATA_KEYS
 
 
 @torch.no_grad()
@@ -94,10 +95,10 @@ def write_scores(out: Path, rows: list[dict], ckpt: Path, classes: int) -> list[
 
 
 def score(argv: list[str]) -> None:
-    """``ssm sashimi score --classifier CKPT --samples DIR [--real DATA_ROOT --out FILE]``."""
-    p = argparse.ArgumentParser(prog="ssm sashimi score",
+    """``ssm speech score --classifier CKPT --samples DIR [--real DATA_ROOT --out FILE]``."""
+    p = argparse.ArgumentParser(prog="ssm speech score",
                                 description="IS, mIS, AM and FID of generated clips from an SC09 classifier.")
-    p.add_argument("--classifier", required=True, help="SC09 classifier checkpoint (recipes/sashimi/sc09_classifier.yaml)")
+    p.add_argument("--classifier", required=True, help="SC09 classifier checkpoint (recipes/speech/sc09_classifier.yaml)")
     p.add_argument("--samples", help="folder of generated .wav clips (omit to score only the real sets)")
     p.add_argument("--real", help="real dataset folder (default: the one the classifier was trained on)")
     p.add_argument("--batch-size", type=int, default=50)

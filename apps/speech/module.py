@@ -1,12 +1,4 @@
-"""Raw-waveform SSM classifiers for Speech Commands (S4 Sec. 4.4; S4D, S5, Liquid-S4 SC35).
-
-The papers' model: a linear encoder of the 1-channel waveform, about 6 bidirectional SSM blocks
-of width 128 with GLU outputs and BatchNorm (post-norm), mean pooling over time and a linear head.
-Any registry layer fits (``model.layer: s4d | s4 | s5 | dlr ...``).  Optional average pooling
-between blocks (``pool``) makes a CPU-sized variant.  A pooling window is a duration: ``p`` samples
-at the training rate become ``p / rate`` samples at rate ``rate`` (16 at 16 kHz -> 8 at 8 kHz), so
-the pooled sequence has the training resolution again and the blocks after the first pooling run
-at rate 1; ``p / rate`` must be a whole number.
+"""The Speech Commands classifier as a LightningModule: training, rate-changed evaluation, calibration.
 
 The classifier remembers the sample rate it was trained at (a buffer filled when fitting begins).
 When it is validated or tested on data at another ``sample_rate`` it runs every SSM layer with
@@ -20,109 +12,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
+from apps.common.checkpoint import datamodule_options, load_module
 from apps.common.errors import UserError
+from apps.common.layers import LayerSpec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
-from ssmcore.blocks import SequenceModel
+from apps.speech.model import SPEECH_LAYER, SpeechNet
 
-POOL_MODES = ("mean", "abs")
-
-
-class SpeechNet(nn.Module):
-    """Deep bidirectional SSM over a waveform: ``x`` (B, L, d_input) -> logits (B, classes).
-
-    Args:
-        d_input: input channels (1 for a raw waveform, n_mfcc for MFCCs).
-        num_classes: classes of the head.
-        d_model, n_layers, layer, d_state, bidirectional, ff_expand, norm, prenorm, dropout: the
-            backbone (see :class:`ssmcore.blocks.SequenceModel`).
-        pool: average-pooling factor after each block (length ``n_layers``; None: no pooling).
-        layer_kwargs: extra options of the SSM layer (``dt_min``, ``init``, ...).
-        pool_mode: ``mean`` averages the features in each pooling window; ``abs`` averages their
-            magnitude (rectify, then low-pass: an envelope detector, so a filter bank's band energies
-            survive a pooling that a plain mean would average away).
-        pool_expand: width multiplier at each pooling (SaShiMi's ``pool_expand``): the blocks after
-            a pooling by > 1 are ``pool_expand`` times wider, entered through a linear map.  Shorter
-            sequences then carry more features at the same cost per block.
-    """
-
-    def __init__(self, d_input: int, num_classes: int, d_model: int = 128, n_layers: int = 6, layer: str = "s4d",
-                 d_state: int = 64, bidirectional: bool = True, ff_expand: int = 0, norm: str = "batch",
-                 prenorm: bool = False, dropout: float = 0.0, pool: list[int] | None = None,
-                 layer_kwargs: dict[str, Any] | None = None, pool_mode: str = "mean", pool_expand: int = 1) -> None:
-        super().__init__()
-        if pool_expand < 1:
-            raise UserError(f"model.pool_expand must be >= 1, got {pool_expand}")
-        if pool_mode not in POOL_MODES:
-            raise UserError(f"model.pool_mode: unknown {pool_mode!r}; choose {' or '.join(POOL_MODES)}")
-        self.pool_mode = pool_mode
-        pool = list(pool) if pool else [1] * n_layers
-        if len(pool) != n_layers or min(pool) < 1:
-            raise UserError(f"model.pool needs {n_layers} factors >= 1 (one per layer), got {pool}")
-        self.pool = pool
-        # consecutive blocks without pooling between them share one SequenceModel stage
-        stages, sizes, factors = nn.ModuleList(), [], []
-        count = 0
-        for i, p in enumerate(pool):
-            count += 1
-            if p > 1 or i == n_layers - 1:
-                sizes.append(count)
-                factors.append(p)
-                count = 0
-        width = d_model
-        for j, n in enumerate(sizes):
-            entry = d_input if j == 0 else (width if pool_expand > 1 else None)
-            width_j = d_model * pool_expand**j
-            stages.append(SequenceModel(width_j, n, layer, d_input=entry, ff_expand=ff_expand,
-                                        norm=norm, prenorm=prenorm, dropout=dropout, d_state=d_state,
-                                        bidirectional=bidirectional, **(layer_kwargs or {})))
-            width = width_j
-        if not sizes:  # n_layers == 0: encoder only
-            stages.append(SequenceModel(d_model, 0, layer, d_input=d_input, norm=norm, prenorm=prenorm))
-            factors.append(1)
-        self.stages, self.factors = stages, factors
-        self.head = nn.Linear(width, num_classes)
-
-    @staticmethod
-    def pool_window(p: int, rate: float) -> int:
-        """The pooling window in samples at SSM ``rate`` for a window of ``p`` training-rate samples: ``p / rate``.
-
-        Raises:
-            UserError: ``p / rate`` is not a whole number (e.g. a window of 16 at rate 3).
-        """
-        window = p / rate
-        if p == 1:
-            return 1
-        if abs(window - round(window)) > 1e-6 or round(window) < 1:
-            raise UserError(f"model.pool window {p} (samples at the training rate) is {window:g} samples at rate "
-                            f"{rate:g}: test at a sample rate that makes it whole, or choose pool factors "
-                            f"divisible by the rate")
-        return round(window)
-
-    def features(self, x: Tensor, rate: float = 1.0) -> Tensor:
-        """Penultimate features: ``x`` (B, L, d_input) -> mean over time of the last block (B, d_model).
-
-        ``rate`` is the SSM rate of the input (training sample rate / input sample rate); each
-        pooling window is ``p / rate`` samples, after which the sequence is back at the training
-        resolution and later stages run at rate 1.
-        """
-        for stage, p in zip(self.stages, self.factors, strict=True):
-            x, _ = stage(x, rate=rate)  # (B, L_i, H)
-            if p > 1:
-                window = self.pool_window(p, rate)
-                if self.pool_mode == "abs":
-                    x = x.abs()
-                if window > 1:
-                    x = rearrange(F.avg_pool1d(rearrange(x, "b l h -> b h l"), window, ceil_mode=True),
-                                  "b h l -> b l h")
-                rate = 1.0
-        return x.mean(dim=1)
-
-    def forward(self, x: Tensor, rate: float = 1.0) -> Tensor:
-        """``x`` (B, L, d_input) -> logits (B, num_classes)."""
-        return self.head(self.features(x, rate))
+SPEECH_OPTIM = OptimConfig(lr=0.01, weight_decay=0.05, ssm_lr=0.001)
 
 
 class SpeechClassifier(TaskModule):
@@ -134,24 +33,22 @@ class SpeechClassifier(TaskModule):
         train_rate: sample rate the model is trained at (None: the data's rate when fitting starts).
         rate_change: at another test rate, rescale the SSM step (``rate = train_rate / sample_rate``);
             False keeps rate 1 (the "no rate change" baseline).
-        (backbone options as :class:`SpeechNet`; optimiser options as :class:`apps.common.training.TaskModule`)
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
+        (backbone options as :class:`SpeechNet`)
     """
 
     def __init__(self, num_classes: int = 10, d_input: int = 1, d_model: int = 128, n_layers: int = 6,
-                 layer: str = "s4d", d_state: int = 64, bidirectional: bool = True, ff_expand: int = 0,
-                 norm: str = "batch", prenorm: bool = False, dropout: float = 0.0, pool: list[int] | None = None,
-                 pool_mode: str = "mean", layer_kwargs: dict[str, Any] | None = None, train_rate: int | None = None, rate_change: bool = True,
-                 pool_expand: int = 1,
-                 lr: float = 0.01, weight_decay: float = 0.05, ssm_lr: float | None = 0.001,
-                 ssm_weight_decay: float = 0.0, scheduler: str = "cosine", warmup_steps: int = 0,
-                 calibrate_batches: int = 0) -> None:
-        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps,
-                         monitor="val/acc", monitor_mode="max")
+                 layer: LayerSpec = SPEECH_LAYER, ff_expand: int = 0, norm: str = "batch", prenorm: bool = False,
+                 dropout: float = 0.0, pool: list[int] | None = None, pool_mode: str = "mean",
+                 train_rate: int | None = None, rate_change: bool = True, pool_expand: int = 1,
+                 calibrate_batches: int = 0, optim: OptimConfig = SPEECH_OPTIM) -> None:
+        super().__init__(optim, default=SPEECH_OPTIM, monitor="val/acc", monitor_mode="max")
         # rate_change is an evaluation switch, not part of the model: left out of the saved hyper-parameters,
         # or LightningCLI would restore the checkpoint's value over ``--model.rate_change false``
         self.save_hyperparameters(ignore=["rate_change"])
-        self.net = SpeechNet(d_input, num_classes, d_model, n_layers, layer, d_state, bidirectional, ff_expand,
-                             norm, prenorm, dropout, pool, layer_kwargs, pool_mode, pool_expand)
+        self.net = SpeechNet(d_input=d_input, num_classes=num_classes, d_model=d_model, n_layers=n_layers, layer=layer,
+                             ff_expand=ff_expand, norm=norm, prenorm=prenorm, dropout=dropout, pool=pool,
+                             pool_mode=pool_mode, pool_expand=pool_expand)
         # filled when fitting starts, saved in the checkpoint: the training rate and input statistics
         self.register_buffer("train_sample_rate", torch.tensor(float(train_rate or 0)))
         self.register_buffer("input_mean", torch.zeros(d_input))
@@ -294,20 +191,14 @@ def load_speech_classifier(path: str | Path) -> tuple[SpeechClassifier, dict[str
     """The classifier of a fit checkpoint (eval mode, CPU) and the data options saved with it.
 
     Raises:
-        UserError: the file is missing, is not a Lightning checkpoint, or holds another model.
+        UserError: the file is missing or unreadable, is not a Lightning checkpoint, or holds another model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path} (train one with `ssm sashimi fit -c recipes/sashimi/<recipe>.yaml`)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 -- torch raises several types for a bad file
-        raise UserError(f"cannot read checkpoint {path}: {e}") from e
-    if "state_dict" not in blob or "net.head.weight" not in blob["state_dict"] or "train_sample_rate" not in blob[
-            "state_dict"]:
-        raise UserError(f"{path} is not a Speech Commands classifier checkpoint (SpeechClassifier)")
-    model = SpeechClassifier.load_from_checkpoint(path, map_location="cpu")
-    data = dict(blob.get("datamodule_hyper_parameters") or {})
-    data.pop("_instantiator", None)
-    data.pop("_class_path", None)
-    return model.eval(), data
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint not found: {path} (train one with `ssm speech fit -c recipes/speech/<recipe>.yaml`)")
+
+    def check(blob: dict[str, Any]) -> str | None:
+        keys = blob["state_dict"]
+        return None if "net.head.weight" in keys and "train_sample_rate" in keys else "no classifier head in its state"
+
+    model, blob = load_module(path, SpeechClassifier, check=check, kind="a Speech Commands classifier (SpeechClassifier)")
+    return model, datamodule_options(blob)

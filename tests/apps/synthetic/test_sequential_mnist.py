@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from apps.synthetic.mnist import SequentialMNIST, fourier_noise, to_sequences
+from apps.synthetic.sequential_mnist import SequentialMNIST, fourier_noise, to_sequences
 
 
 def test_sequences_are_row_major_pixels():

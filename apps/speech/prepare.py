@@ -1,4 +1,4 @@
-"""``ssm sashimi prepare speech-commands``: an offline stand-in for Speech Commands v0.02.
+"""``ssm speech prepare``: an offline stand-in for Speech Commands v0.02.
 
 The real dataset (Warden 2018, "Speech Commands: A Dataset for Limited-Vocabulary Speech
 Recognition") is one folder per word of 1-second 16 kHz mono WAVs named
@@ -34,7 +34,7 @@ from scipy.signal import lfilter, resample_poly
 
 from apps.common.errors import UserError
 from apps.common.prepared import already_prepared, building
-from apps.sashimi.speech import SAMPLE_RATE, WORD_SETS
+from apps.common.speech_commands import SAMPLE_RATE, WORD_SETS
 
 #: espeak-ng's English accents (mbrola voices need an extra package, so they are left out)
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -222,8 +222,8 @@ def resolve_words(text: str) -> list[str]:
 
 
 def prepare_speech_commands(argv: list[str]) -> None:
-    """``ssm sashimi prepare speech-commands --out DIR --words sc35|sc10|sc09 --per-word N``."""
-    p = argparse.ArgumentParser(prog="ssm sashimi prepare speech-commands",
+    """``ssm speech prepare --out DIR --words sc35|sc10|sc09 --per-word N``."""
+    p = argparse.ArgumentParser(prog="ssm speech prepare",
                                 description="Speak the Speech Commands words with espeak-ng into the v0.02 layout.")
     p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
     p.add_argument("--words", default="sc35", help="sc35, sc10, sc09 or comma-separated words (default sc35)")
@@ -242,9 +242,9 @@ def prepare_speech_commands(argv: list[str]) -> None:
         raise UserError(f"--jobs must be at least 1, got {a.jobs}")
     words = resolve_words(a.words)
     args = {"words": words, "per_word": a.per_word, "seed": a.seed, "noise": a.noise}
-    if already_prepared(out, "ssm sashimi prepare speech-commands", args, a.force):
+    if already_prepared(out, "ssm speech prepare", args, a.force):
         return
-    with building(out, "ssm sashimi prepare speech-commands", args) as staging:
+    with building(out, "ssm speech prepare", args) as staging:
         stats = build(staging, words, a.per_word, a.seed, a.noise, a.jobs)
     print(f"wrote {stats['clips']} clips of {len(words)} words under {out} "
           f"in {stats['seconds']:.1f} s ({stats['clips_per_s']:.0f} clips/s, {a.jobs} jobs)")

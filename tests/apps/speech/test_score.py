@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from apps.common.cli import main
-from apps.sashimi.metrics import am_score, frechet_distance, inception_score, modified_inception_score
-from tests.apps.sashimi.speech_sets import tiny_checkpoint, tiny_set
+from apps.speech.metrics import am_score, frechet_distance, inception_score, modified_inception_score
+from tests.apps.speech.speech_sets import tiny_checkpoint, tiny_set
 
 
 def test_inception_scores_bounds():
@@ -55,5 +55,5 @@ def test_score_cli_on_samples_and_the_real_test_set(tmp_path_factory, tmp_path, 
     assert float(real["FID"]) == pytest.approx(0.0, abs=1e-6) and float(gen["FID"]) == pytest.approx(0.0, abs=1e-6)
     assert float(gen["IS"]) == pytest.approx(float(real["IS"]), rel=1e-6)
     assert 1.0 <= float(real["IS"]) <= 3.0 and float(real["classifier accuracy (%)"]) >= 0
-    assert main(["sashimi", "score", "--classifier", str(ckpt), "--samples", str(tmp_path / "none")]) == 2
+    assert main(["speech", "score", "--classifier", str(ckpt), "--samples", str(tmp_path / "none")]) == 2
     assert "--samples folder not found" in capsys.readouterr().err

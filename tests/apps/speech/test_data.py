@@ -11,8 +11,9 @@ import soundfile
 import torch
 
 from apps.common.errors import UserError
-from apps.sashimi.speech import WORD_SETS, SpeechCommandsData, change_rate, speech_commands_items
-from tests.apps.sashimi.speech_sets import WORDS, copy_of, tiny_set
+from apps.common.speech_commands import WORD_SETS, speech_commands_items
+from apps.speech.data import SpeechCommandsData, change_rate
+from tests.apps.speech.speech_sets import WORDS, copy_of, tiny_set
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``ssm sashimi prepare speech-commands``: the v0.02 layout, deterministic from the seed, voice-disjoint splits."""
+"""``ssm speech prepare``: the v0.02 layout, deterministic from the seed, voice-disjoint splits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import hashlib
 import soundfile
 
 from apps.common.cli import main
-from apps.sashimi.speak import build, plan_clips, trim_silence
-from tests.apps.sashimi.speech_sets import WORDS, tiny_set
+from apps.speech.prepare import build, plan_clips, trim_silence
+from tests.apps.speech.speech_sets import WORDS, tiny_set
 
 
 def _digest(root) -> dict[str, str]:
@@ -74,12 +74,12 @@ def test_trim_silence_keeps_the_loud_part():
 
 def test_cli_keeps_an_existing_set_and_reports_mistakes(tmp_path, capsys):
     out = tmp_path / "sc"
-    assert main(["sashimi", "prepare", "speech-commands", "--out", str(out), "--words", "yes,no",
+    assert main(["speech", "prepare", "--out", str(out), "--words", "yes,no",
                  "--per-word", "3", "--jobs", "2"]) == 0
     assert "wrote 6 clips of 2 words" in capsys.readouterr().out
-    assert main(["sashimi", "prepare", "speech-commands", "--out", str(out), "--words", "yes"]) == 0
+    assert main(["speech", "prepare", "--out", str(out), "--words", "yes"]) == 0
     assert "kept (pass --force to rebuild" in capsys.readouterr().out
-    assert main(["sashimi", "prepare", "speech-commands", "--out", str(tmp_path / "x"), "--per-word", "2"]) == 2
+    assert main(["speech", "prepare", "--out", str(tmp_path / "x"), "--per-word", "2"]) == 2
     assert "--per-word must be at least 3" in capsys.readouterr().err
-    assert main(["sashimi", "prepare", "speech-commands", "--out", str(tmp_path / "x"), "--words", "sc99"]) == 2
+    assert main(["speech", "prepare", "--out", str(tmp_path / "x"), "--words", "sc99"]) == 2
     assert "--words takes sc35, sc10, sc09" in capsys.readouterr().err

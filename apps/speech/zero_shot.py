@@ -1,4 +1,4 @@
-"""``ssm sashimi zero-shot``: a Speech Commands classifier tested at other sample rates, untrained for them.
+"""``ssm speech zero-shot``: a Speech Commands classifier tested at other sample rates, untrained for them.
 
 S4 (Gu, Goel, Re 2022, Sec. 4.4 / Table 5) trains on 16 kHz SC10 and tests on 8 kHz audio by
 doubling every layer's step size (``rate = 2``).  For each rate this verb evaluates the test split
@@ -17,8 +17,9 @@ from rich.progress import Progress
 
 from apps.common.errors import UserError
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
-from apps.sashimi.classifier import SpeechClassifier, load_speech_classifier
-from apps.sashimi.speech import SAMPLE_RATE, SpeechCommandsData
+from apps.common.speech_commands import SAMPLE_RATE
+from apps.speech.data import SpeechCommandsData
+from apps.speech.module import SpeechClassifier, load_speech_classifier
 
 METHODS = {"proper": "resampled", "naive": "naive decimation"}
 DATA_KEYS = ("root", "words", "features", "n_mfcc", "normalize")
@@ -122,10 +123,10 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> l
 
 
 def zero_shot(argv: list[str]) -> None:
-    """``ssm sashimi zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR]``."""
-    p = argparse.ArgumentParser(prog="ssm sashimi zero-shot",
+    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR]``."""
+    p = argparse.ArgumentParser(prog="ssm speech zero-shot",
                                 description="Test a Speech Commands classifier at other sample rates.")
-    p.add_argument("--ckpt", required=True, help="checkpoint of `ssm sashimi fit` with a SpeechClassifier recipe")
+    p.add_argument("--ckpt", required=True, help="checkpoint of `ssm speech fit` with a SpeechClassifier recipe")
     p.add_argument("--rates", default="16000,8000,4000", help="comma-separated sample rates (default 16000,8000,4000)")
     p.add_argument("--data-root", help="dataset folder (default: the one the checkpoint was trained on)")
     p.add_argument("--batch-size", type=int, default=50)

@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 from apps.common.cli import main
-from apps.sashimi.speak import build
+from apps.speech.prepare import build
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY_RECIPE = str(ROOT / "recipes" / "sashimi" / "sc_tiny.yaml")
+TINY_RECIPE = str(ROOT / "recipes" / "speech" / "sc_tiny.yaml")
 WORDS = ["yes", "no", "up"]
 _cache: dict[str, Path] = {}
 
@@ -38,7 +38,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     if "ckpt" not in _cache:
         data = tiny_set(tmp_path_factory, per_word=30, name="learn")
         runs = tmp_path_factory.mktemp("runs")
-        code = main(["sashimi", "fit", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
+        code = main(["speech", "fit", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
                      "--trainer.default_root_dir",
                      str(runs / "tiny")])
         assert code == 0

@@ -1,4 +1,4 @@
-"""``ssm sashimi zero-shot`` writes its table (markdown, CSV, PNG) for every rate x input x rate change."""
+"""``ssm speech zero-shot`` writes its table (markdown, CSV, PNG) for every rate x input x rate change."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import csv
 import pytest
 
 from apps.common.cli import main
-from apps.sashimi.zero_shot import parse_rates
-from tests.apps.sashimi.speech_sets import tiny_checkpoint
+from apps.speech.zero_shot import parse_rates
+from tests.apps.speech.speech_sets import tiny_checkpoint
 
 
 def test_zero_shot_writes_its_table(tmp_path_factory, tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path_factory)
     out = tmp_path / "zs"
-    assert main(["sashimi", "zero-shot", "--ckpt", str(ckpt), "--rates", "8000,16000,4000", "--out", str(out)]) == 0
+    assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--rates", "8000,16000,4000", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in ("zero_shot.md", "zero_shot.csv", "zero_shot.png"):
         assert (out / name).is_file() and str(out / name) in printed
@@ -36,5 +36,5 @@ def test_rates_and_checkpoint_mistakes(tmp_path, capsys):
     assert parse_rates("16000, 8000,8000") == [16000, 8000]
     with pytest.raises(Exception, match="--rates needs"):
         parse_rates("32000")
-    assert main(["sashimi", "zero-shot", "--ckpt", str(tmp_path / "none.ckpt")]) == 2
+    assert main(["speech", "zero-shot", "--ckpt", str(tmp_path / "none.ckpt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

@@ -12,10 +12,11 @@ import torch
 from apps.common.audio import resample
 from apps.common.cli import main
 from apps.common.errors import UserError
-from apps.sashimi.classifier import SpeechClassifier, SpeechNet, load_speech_classifier
-from apps.sashimi.speech import SpeechCommandsData
+from apps.speech.data import SpeechCommandsData
+from apps.speech.model import SpeechNet
+from apps.speech.module import SpeechClassifier, load_speech_classifier
 from ssmcore.layers.base import SSMLayer
-from tests.apps.sashimi.speech_sets import TINY_RECIPE, WORDS, tiny_checkpoint, tiny_set
+from tests.apps.speech.speech_sets import TINY_RECIPE, WORDS, tiny_checkpoint, tiny_set
 
 
 def _metrics(run: Path) -> list[dict[str, str]]:
@@ -36,7 +37,7 @@ def test_tiny_classifier_learns_above_chance(tmp_path_factory):
 
 def test_layers_before_the_pooling_get_the_rate_and_after_it_rate_1(tmp_path_factory):
     seen: list[float] = []
-    net = SpeechNet(1, 3, d_model=8, n_layers=3, d_state=8, pool=[1, 4, 1])
+    net = SpeechNet(d_input=1, num_classes=3, d_model=8, n_layers=3, layer={"name": "s4d", "d_state": 8}, pool=[1, 4, 1])
     for m in net.modules():
         if isinstance(m, SSMLayer):
             m.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["rate"]), with_kwargs=True)
@@ -44,21 +45,23 @@ def test_layers_before_the_pooling_get_the_rate_and_after_it_rate_1(tmp_path_fac
     # the window of 4 becomes 2 samples at rate 2, so the pooled sequence is back at the training resolution
     assert logits.shape == (2, 3) and seen == [2.0, 2.0, 1.0]
     assert net.features(torch.randn(2, 64, 1)).shape == (2, 8)
-    model = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=16000)
+    model = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, layer={"name": "s4d", "d_state": 8}, train_rate=16000)
     assert model.rate_for(8000) == 2.0 and model.rate_for(4000) == 4.0
     assert model.use_sample_rate(8000, "mfcc") == 1.0  # MFCC frames stay 10 ms apart at any sample rate
-    frozen = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=16000, rate_change=False)
+    frozen = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, layer={"name": "s4d", "d_state": 8}, train_rate=16000,
+                              rate_change=False)
     assert frozen.rate_for(8000) == 1.0
 
 
 def test_pool_expand_widens_the_blocks_after_each_pooling():
-    net = SpeechNet(1, 3, d_model=8, n_layers=3, d_state=8, pool=[4, 2, 1], pool_expand=2)
+    net = SpeechNet(d_input=1, num_classes=3, d_model=8, n_layers=3, layer={"name": "s4d", "d_state": 8}, pool=[4, 2, 1],
+                    pool_expand=2)
     widths = [stage.d_model for stage in net.stages]
     assert widths == [8, 16, 32] and net.head.in_features == 32
     assert net(torch.randn(2, 64, 1), rate=2.0).shape == (2, 3)
     assert net.features(torch.randn(2, 64, 1)).shape == (2, 32)
     with pytest.raises(UserError, match="model.pool_expand must be >= 1"):
-        SpeechNet(1, 3, d_model=8, n_layers=1, pool_expand=0)
+        SpeechNet(d_input=1, num_classes=3, d_model=8, n_layers=1, pool_expand=0)
 
 
 def test_pooling_window_is_a_duration():
@@ -75,8 +78,8 @@ def test_pooled_features_agree_across_sample_rates(pool_mode):
     # a smooth (band-limited, < 500 Hz) signal at 16 kHz and its 8 kHz resampling give nearly the same
     # pooled features at rate 1 and rate 2: the SSM step and the pooling window both scale with the rate
     torch.manual_seed(0)
-    net = SpeechNet(1, 3, d_model=8, n_layers=2, d_state=16, pool=[16, 1], norm="layer", pool_mode=pool_mode,
-                    layer_kwargs={"dt_min": 1e-3, "dt_max": 1e-2}).double().eval()
+    net = SpeechNet(d_input=1, num_classes=3, d_model=8, n_layers=2, pool=[16, 1], norm="layer", pool_mode=pool_mode,
+                    layer={"name": "s4d", "d_state": 16, "dt_min": 1e-3, "dt_max": 1e-2}).double().eval()
     t = torch.arange(4096, dtype=torch.float64) / 16000
     freqs, phases = torch.tensor([60.0, 170.0, 330.0]), torch.tensor([0.3, 1.1, 2.0])
     wave = torch.sin(2 * torch.pi * freqs[:, None] * t + phases[:, None]).sum(0)
@@ -93,7 +96,7 @@ def test_pooled_features_agree_across_sample_rates(pool_mode):
 def test_test_verb_at_8khz_sets_rate_2(tmp_path_factory, tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path_factory)
     data = tiny_set(tmp_path_factory, per_word=30, name="learn")
-    base = ["sashimi", "test", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
+    base = ["speech", "test", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
             "--model.num_classes", "3", "--ckpt_path", str(ckpt)]
     for extra, rate in ((["--data.sample_rate", "8000"], 2.0), (["--data.sample_rate", "8000", "--model.rate_change",
                                                                   "false"], 1.0)):
@@ -106,13 +109,13 @@ def test_test_verb_at_8khz_sets_rate_2(tmp_path_factory, tmp_path, capsys):
 
 def test_class_count_and_input_mismatch_are_one_line_errors(tmp_path_factory, tmp_path, capsys):
     data = tiny_set(tmp_path_factory)
-    args = ["sashimi", "fit", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
+    args = ["speech", "fit", "-c", TINY_RECIPE, "--data.root", str(data), "--data.words", str(WORDS),
             "--trainer.default_root_dir", str(tmp_path / "r")]
     assert main([*args, "--model.num_classes", "10"]) == 2  # the data has 3
     assert "model.num_classes is 10 but" in capsys.readouterr().err
     assert main([*args, "--model.num_classes", "3", "--data.features", "mfcc"]) == 2
     assert "model.d_input is 1 but the data gives 20" in capsys.readouterr().err
-    model = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, d_state=8, train_rate=8000)
+    model = SpeechClassifier(num_classes=3, d_model=8, n_layers=1, layer={"name": "s4d", "d_state": 8}, train_rate=8000)
     with pytest.raises(Exception, match="model.train_rate is 8000 Hz"):
         model.check_data(SpeechCommandsData(root=str(data), words=WORDS), fitting=True)
 
@@ -146,7 +149,8 @@ def test_batch_norm_on_the_contiguous_tensor_matches_the_transposed_view():
 
 def test_calibrated_batch_norms_make_eval_match_training_statistics():
     torch.manual_seed(0)
-    model = SpeechClassifier(num_classes=3, d_model=8, n_layers=2, d_state=8, pool=[4, 1], calibrate_batches=1)
+    model = SpeechClassifier(num_classes=3, d_model=8, n_layers=2, layer={"name": "s4d", "d_state": 8}, pool=[4, 1],
+                             calibrate_batches=1)
     for m in model.net.modules():
         if isinstance(m, torch.nn.BatchNorm1d):
             m.running_mean.fill_(5.0)  # statistics that lag the model, as at a high learning rate
