@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from apps.common.audio import load_audio, save_wav
+from apps.common.checkpoint import load_module
 from apps.common.errors import UserError
 from apps.common.io import check_writable
 from apps.common.report import save_figure, write_csv
@@ -31,16 +32,14 @@ from apps.sashimi.waveform import dequantize, quantize
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> WaveformGenerator:
-    """Load a :class:`apps.sashimi.generator.WaveformGenerator` checkpoint (eval mode)."""
+    """Load a :class:`apps.sashimi.generator.WaveformGenerator` checkpoint (eval mode), safely
+    (:func:`apps.common.checkpoint.load_module`: ``weights_only=True``, older spellings upgraded)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}; train one with `ssm sashimi fit -c recipes/sashimi/"
                         "piano_tiny.yaml` (it writes runs/sashimi/piano_tiny/checkpoints/last.ckpt)")
-    try:
-        module = WaveformGenerator.load_from_checkpoint(path, map_location=device, weights_only=False)
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"{path} is not a SaShiMi generator checkpoint ({type(e).__name__}: {e})") from e
-    return module.eval()
+    module, _ = load_module(path, WaveformGenerator, kind="a SaShiMi generator")
+    return module.to(device).eval()
 
 
 def load_prefix(path: str | Path, sample_rate: int, length: int, quantization: str, bits: int) -> Tensor:

@@ -18,24 +18,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from apps.common.errors import UserError
+from apps.common.layers import LayerSpec
+from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
-from apps.sashimi.model import SaShiMi, shift_right
+from apps.sashimi.model import SASHIMI_LAYER, SaShiMi, shift_right
 from apps.sashimi.sampling import sample
 from apps.sashimi.waveform import dequantize, silence_level
+
+#: the paper's optimiser for SaShiMi (AdamW, lr 4e-3, no weight decay, cosine)
+GENERATOR_OPTIM = OptimConfig(lr=4e-3, weight_decay=0.0)
 
 
 class WaveformGenerator(TaskModule):
     """SaShiMi trained by teacher forcing on batches ``(tokens (B, L) long, mask (B, L) bool)``.
 
     Args:
-        d_model, n_layers, pool, expand, ff_expand, layer, d_state, dropout, unet, layer_kwargs:
-            the backbone (:class:`apps.sashimi.model.SaShiMi`).
+        d_model, n_layers, pool, expand, ff_expand, dropout, unet: the backbone
+            (:class:`apps.sashimi.model.SaShiMi`).
+        layer: the SSM layer spec, ``{name: s4, d_state: 64, ...}`` (a causal layer).
         quantization, sample_rate: None (default) takes the data's at setup; a value must match it.
         bits: levels are ``2**bits`` (must match the data).  The three are stored in the checkpoint
             so that ``ssm sashimi generate`` decodes the way the model was trained.
         sample_every_n_epochs: log generated audio every N validation epochs (0: never).
         sample_seconds, n_samples: length and number of the logged clips.
-        (lr, weight_decay, ssm_lr, scheduler, ...: :class:`apps.common.training.TaskModule`)
+        optim: the optimiser (:class:`apps.common.optim.OptimConfig`; default lr 4e-3, no weight decay).
     """
 
     def __init__(
@@ -45,33 +51,26 @@ class WaveformGenerator(TaskModule):
         pool: Sequence[int] = (4, 4),
         expand: int = 2,
         ff_expand: int = 2,
-        layer: str = "s4",
-        d_state: int = 64,
+        layer: LayerSpec = SASHIMI_LAYER,
         dropout: float = 0.0,
         unet: bool = False,
-        layer_kwargs: dict[str, Any] | None = None,
         quantization: str | None = None,
         bits: int = 8,
         sample_rate: int | None = None,
         sample_every_n_epochs: int = 5,
         sample_seconds: float = 1.0,
         n_samples: int = 2,
-        lr: float = 4e-3,
-        weight_decay: float = 0.0,
-        ssm_lr: float | None = None,
-        ssm_weight_decay: float = 0.0,
-        scheduler: str = "cosine",
-        warmup_steps: int = 0,
+        optim: OptimConfig = GENERATOR_OPTIM,
         monitor: str = "val/nll",
         monitor_mode: str = "min",
     ) -> None:
-        super().__init__(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps, monitor, monitor_mode)
+        super().__init__(optim, default=GENERATOR_OPTIM, monitor=monitor, monitor_mode=monitor_mode)
         self.save_hyperparameters()
         self.quantization, self.bits, self.sample_rate = quantization or "mu-law", bits, sample_rate or 16000
         self._adopt = {"quantization": quantization is None, "sample_rate": sample_rate is None}
         self.model = SaShiMi(
             n_classes=2**bits, d_model=d_model, n_layers=n_layers, pool=pool, expand=expand, ff_expand=ff_expand,
-            layer=layer, d_state=d_state, dropout=dropout, unet=unet, layer_kwargs=layer_kwargs,
+            layer=layer, dropout=dropout, unet=unet,
         )
         self.sample_every_n_epochs, self.sample_seconds, self.n_samples = sample_every_n_epochs, sample_seconds, n_samples
 

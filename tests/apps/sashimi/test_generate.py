@@ -32,7 +32,7 @@ def checkpoint(tmp_path_factory) -> Path:
             save_wav(root / split / f"{i}.wav", _tone(0.1, 16000, 300 + 100 * i), 16000)
     runs = tmp_path_factory.mktemp("runs")
     code = main(["sashimi", "fit", "-c", TINY, "--data.root", str(root), "--data.segment_length", "256",
-                 "--model.d_model", "8", "--model.d_state", "8", "--trainer.max_epochs", "1",
+                 "--model.d_model", "8", "--model.layer.d_state", "8", "--trainer.max_epochs", "1",
                  "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1", "--model.sample_every_n_epochs", "1",
                  "--model.sample_seconds", "0.002", "--trainer.default_root_dir", str(runs)])
     assert code == 0
