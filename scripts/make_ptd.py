@@ -1,6 +1,6 @@
 """Build the shipped perturb-then-diagonalise data ``ssmcore/data/ptd_N{N}.npz``.
 
-Runs :func:`ssmcore.ptd.perturb_then_diagonalize` (Adam on ``kappa(V)^2 + gamma ||E||_F`` in
+Runs :func:`ssmcore.perturbation.perturb_then_diagonalize` (Adam on ``kappa(V)^2 + gamma ||E||_F`` in
 float64 from the deterministic ``normal`` start, one thread, so re-running reproduces the files) for
 each state size and writes ``A, B, E, Lambda, V, Vinv, kappa, rel_norm`` plus the settings used.
 Every size takes under a few minutes on one CPU core.
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssmcore.ptd import SHIPPED_SIZES, perturb_then_diagonalize  # noqa: E402
+from ssmcore.perturbation import SHIPPED_SIZES, perturb_then_diagonalize  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "ssmcore" / "data"
 

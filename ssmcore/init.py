@@ -5,7 +5,7 @@ State Space Models"), Sec. 4: S4D-Lin, S4D-Inv, S4D-LegS, S4D-Real, random.
 
 All functions return the ``M = N // 2`` modes kept from each conjugate pair (a real
 state of size N), in complex128; layers cast them.  The perturb-then-diagonalise (PTD)
-initialisation lives in :mod:`ssmcore.ptd`.
+initialisation lives in :mod:`ssmcore.perturbation`.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ from apps.common.optim import OPTIM_FIELDS
 #: the types besides tensors and plain containers that our checkpoints may hold (data-only classes)
 SAFE_GLOBALS: list[Any] = [pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath]
 #: LightningModules that moved to another module path, as older checkpoints name them
-MOVED_CLASSES = {"apps.sashimi.classifier.SpeechClassifier": "apps.speech.module.SpeechClassifier"}
+MOVED_CLASSES = {"apps.sashimi.classifier.SpeechClassifier": "apps.speech.module.SpeechClassifier",
+                 "apps.sashimi.generator.WaveformGenerator": "apps.sashimi.module.WaveformGenerator"}
 #: the older spellings of layer options, folded into ``layer`` when the module no longer takes them
 LEGACY_LAYER_KEYS = ("layer_kwargs", "layer_options", "d_state", "bidirectional")
 

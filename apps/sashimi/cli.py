@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from apps.common.cli import lazy_verb, load_app
 from apps.common.errors import UserError
-from apps.sashimi.generator import WaveformGenerator
+from apps.sashimi.module import WaveformGenerator
 from apps.sashimi.waveform import WaveformData
 
 MODULE = WaveformGenerator

@@ -25,14 +25,14 @@ from apps.common.errors import UserError
 from apps.common.io import check_writable
 from apps.common.report import save_figure, write_csv
 from apps.common.runs import next_free
-from apps.sashimi.generator import WaveformGenerator
+from apps.sashimi.module import WaveformGenerator
 from apps.sashimi.sampling import sample
 from apps.sashimi.stepper import FastStepper
 from apps.sashimi.waveform import dequantize, quantize
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> WaveformGenerator:
-    """Load a :class:`apps.sashimi.generator.WaveformGenerator` checkpoint (eval mode), safely
+    """Load a :class:`apps.sashimi.module.WaveformGenerator` checkpoint (eval mode), safely
     (:func:`apps.common.checkpoint.load_module`: ``weights_only=True``, older spellings upgraded)."""
     path = Path(path)
     if not path.is_file():

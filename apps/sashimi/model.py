@@ -48,7 +48,7 @@ class SaShiMi(nn.Module):
         unet: the U-Net variant (blocks on the way down too).
         norm, prenorm: residual-block normalisation (layer norm, prenorm in the paper).
         d_state, layer_kwargs: the older spelling of layer options, folded into ``layer`` (kept while
-            :class:`apps.sashimi.generator.WaveformGenerator` passes them).
+            :class:`apps.sashimi.module.WaveformGenerator` passes them).
     """
 
     def __init__(

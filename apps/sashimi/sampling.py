@@ -4,7 +4,7 @@ The prefix (if any) goes through the model once in convolution mode with state p
 leaves every layer's recurrent state and every pooling buffer where stepping would have left
 them; then the model steps one sample at a time at O(1) cost each (Goel, Gu et al. 2022, Sec. 3.3).
 Used by ``ssm sashimi generate`` (:mod:`apps.sashimi.generate`) and by the generator's
-training-time samples (:mod:`apps.sashimi.generator`).
+training-time samples (:mod:`apps.sashimi.module`).
 """
 
 from __future__ import annotations

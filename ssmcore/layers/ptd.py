@@ -7,7 +7,7 @@ of HiPPO-LegS (S4D-LegS, S5's HiPPO-N), the diagonal system is the eigendecompos
 conditioned, so its transfer function converges to HiPPO-LegS's as ``||E|| -> 0`` (strong
 convergence, unlike the normal-part initialisation).  The decompositions are computed
 offline by ``scripts/make_ptd.py`` and loaded from ``ssmcore/data/ptd_N{N}.npz``
-(:func:`ssmcore.ptd.load_ptd`); nothing is optimised at construction time.
+(:func:`ssmcore.perturbation.load_ptd`); nothing is optimised at construction time.
 
 ``A + E`` is real, so its eigenvalues come in conjugate pairs plus a few real ones; one mode
 of each pair is kept together with the real modes (whose input weights are halved so that
@@ -28,7 +28,7 @@ from ssmcore.hippo import transition
 from ssmcore.init import inverse_real_transform
 from ssmcore.layers.s4d import S4D
 from ssmcore.layers.s5 import S5
-from ssmcore.ptd import load_ptd, ptd_half
+from ssmcore.perturbation import load_ptd, ptd_half
 
 
 class S4PTD(S4D):
@@ -112,7 +112,7 @@ def ptd_blocks(size: int, blocks: int, conj_sym: bool) -> tuple[Tensor, Tensor, 
     """Block-diagonal PTD eigendecomposition: ``(Lambda (M,), V (P, M), V_inv (M, P))`` complex128.
 
     With ``conj_sym`` each block keeps one mode per conjugate pair plus its real modes (rows of
-    ``V_inv`` for real modes halved, see :func:`ssmcore.ptd.ptd_half`).
+    ``V_inv`` for real modes halved, see :func:`ssmcore.perturbation.ptd_half`).
     """
     if conj_sym:
         lam, V, W = ptd_half(size)

@@ -4,7 +4,7 @@ import torch
 
 from ssmcore.hippo import low_rank_correction, transition
 from ssmcore.layers.ptd import S4PTD, S5PTD
-from ssmcore.ptd import SHIPPED_SIZES, condition_number, load_ptd, perturb_then_diagonalize, ptd_half
+from ssmcore.perturbation import SHIPPED_SIZES, condition_number, load_ptd, perturb_then_diagonalize, ptd_half
 from ssmcore.registry import make_layer
 from tests.ssmcore.helpers import check_chunked_matches_whole, check_step_matches_forward, rel_err
 

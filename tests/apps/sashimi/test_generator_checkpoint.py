@@ -7,13 +7,13 @@ import torch
 
 from apps.common.errors import UserError
 from apps.sashimi.generate import load_generator
-from apps.sashimi.generator import WaveformGenerator
+from apps.sashimi.module import WaveformGenerator
 
 
 def test_an_old_spelling_generator_checkpoint_loads(tmp_path):
     new = WaveformGenerator(d_model=8, n_layers=1, pool=[2], layer={"name": "s4", "d_state": 8},
                             optim={"lr": 0.003, "scheduler": "constant"})
-    old_hparams = {"d_model": 8, "n_layers": 1, "pool": [2], "expand": 2, "ff_expand": 2, "layer": "s4", "d_state": 8,
+    old_hparams = {"_class_path": "apps.sashimi.generator.WaveformGenerator", "d_model": 8, "n_layers": 1, "pool": [2], "expand": 2, "ff_expand": 2, "layer": "s4", "d_state": 8,
                    "dropout": 0.0, "unet": False, "layer_kwargs": None, "quantization": None, "bits": 8,
                    "sample_rate": None, "lr": 0.003, "weight_decay": 0.0, "ssm_lr": None, "ssm_weight_decay": 0.0,
                    "scheduler": "constant", "warmup_steps": 0, "monitor": "val/nll", "monitor_mode": "min"}
