@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from ssmcore.blocks import SequenceModel
-from ssmcore.registry import make_layer
+from ssmcore.registry import causal_layer_names, make_layer
 from tests.ssmcore.helpers import rel_err
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 CUDA = torch.device("cuda")
-CAUSAL_LAYERS = ["s4", "s4d", "dss", "s5", "dlr", "s4_ptd", "s5_ptd"]
+CAUSAL_LAYERS = causal_layer_names()  # every steppable layer, new ones included
 TOL = 1e-4
 
 
