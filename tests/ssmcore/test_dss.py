@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -14,12 +16,36 @@ from tests.ssmcore.helpers import (
 
 
 def softmax_kernel_reference(layer: DSS, L: int) -> torch.Tensor:
-    """The DSS-softmax kernel straight from the definition, in float64 (no stabilisation)."""
-    dtlam, zoh, w = layer._modes(1.0)
+    """The DSS-softmax kernel from the paper's definition (Gupta et al. 2022, Prop. 1 / Sec. 3.2), in float64,
+    read from the raw parameters only (no stabilisation, none of the layer's helpers):
+
+        K = W . Lambda^{-1} . row-softmax(P),   P_{i,k} = k lambda_i dt   (k = 0 .. L-1)
+
+    with one mode of each conjugate pair kept, hence 2 Re(.).  There is no ZOH factor (e^{lambda dt} - 1)
+    here: that belongs to DSS-exp."""
+    lam = torch.complex(layer.Lambda_real.detach().double(), layer.Lambda_imag.detach().double())  # (H, M)
+    dt = torch.exp(layer.log_dt.detach().double())  # (H,)
+    W = torch.view_as_complex(layer.W.detach().double())  # (n_kernels, H, M)
     k = torch.arange(L, dtype=torch.float64)
-    powers = torch.exp(k[None, None, :] * dtlam[..., None])  # (H, M, L)
-    norm = powers.sum(-1)  # (H, M)
-    return 2 * torch.einsum("chm,hml->chl", w * zoh / norm, powers).real
+    P = k[None, None, :] * (dt[:, None] * lam)[..., None]  # (H, M, L)
+    softmax = torch.exp(P) / torch.exp(P).sum(-1, keepdim=True)  # over positions, per mode
+    return 2 * torch.einsum("chm,hml->chl", W / lam, softmax).real
+
+
+def test_softmax_kernel_has_no_zoh_factor():
+    """One decaying mode, worked by hand: K_k = 2 Re(w / lambda * z^k / sum_j z^j) with z = e^{lambda dt}."""
+    layer = DSS(d_model=1, d_state=2, version="softmax").double()
+    with torch.no_grad():
+        layer.Lambda_real.fill_(-0.5)
+        layer.Lambda_imag.fill_(2.0)
+        layer.log_dt.fill_(math.log(0.1))
+        layer.W.copy_(torch.tensor([1.0, 0.0]).view(1, 1, 1, 2))
+    L = 7
+    lam, dt = complex(-0.5, 2.0), 0.1
+    z = torch.exp(torch.tensor(lam * dt, dtype=torch.complex128))
+    powers = z ** torch.arange(L, dtype=torch.float64)
+    expected = 2 * (powers / powers.sum() / lam).real
+    assert rel_err(layer.kernel(L)[0, 0], expected) < 1e-12
 
 
 def test_exp_kernel_matches_float64_recurrence():
