@@ -30,6 +30,7 @@ LAYER_OPTIONS = {
     "s5": dict(d_state=256),
     "dlr": dict(d_state=1024),
     "s4nd": dict(d_state=64, dim=2),
+    "sgconv": dict(d_state=64),
 }
 
 
