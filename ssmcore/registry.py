@@ -17,6 +17,7 @@ LAYERS: dict[str, str] = {
     "s4_ptd": "ssmcore.layers.ptd:S4PTD",
     "s5_ptd": "ssmcore.layers.ptd:S5PTD",
     "sgconv": "ssmcore.layers.sgconv:SGConv",
+    "gss": "ssmcore.layers.gss:GSS",
 }
 
 
