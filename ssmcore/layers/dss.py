@@ -21,6 +21,13 @@ truncated), so ``step`` reproduces ``forward`` and chunked-with-state equals who
 state carries it rescaled by ``e^{-(l_max - 1) lambda dt}``, which must stay representable
 in the state's dtype (``step()`` says so clearly when it is not -- use ``.double()`` or a
 smaller ``l_max``).
+
+``rate`` multiplies ``dt`` (the same continuous system on a grid ``rate`` times coarser).  DSS-exp's
+factor ``(e^{lambda dt} - 1) / lambda`` grows with the step; DSS-softmax has no such factor, but its
+normalisation ``s_i`` is a sum over samples, about ``1 / rate`` times the rate-1 sum when the modes
+decay within the window.  So in both versions a step of ``rate`` training steps carries about
+``rate`` times the input (tested on smooth signals in ``tests/ssmcore/test_dss.py`` and
+``tests/ssmcore/test_rate_continuous.py``).
 """
 
 from __future__ import annotations

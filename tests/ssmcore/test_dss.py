@@ -111,3 +111,24 @@ def test_causal_bidirectional_and_registry():
     check_sees_future(make_layer("dss", d_model=4, d_state=8, version="softmax", bidirectional=True))
     with pytest.raises(ValueError, match="unknown DSS version"):
         DSS(d_model=2, version="relu")
+
+
+@pytest.mark.parametrize("l_max", [None, 8192])
+@pytest.mark.parametrize("rate", [2.0, 0.5])
+def test_softmax_rate_resamples_the_same_continuous_system(l_max, rate):
+    """As tests/ssmcore/test_rate_continuous.py does for DSS-exp: rate 2 on every other sample of a smooth
+    signal (or rate 1/2 on a twice finer one) gives rate 1's outputs at the shared times."""
+    torch.manual_seed(0)
+    layer = DSS(d_model=4, d_state=16, version="softmax", l_max=l_max).double().eval()
+    L = 4096
+    t = torch.arange(2 * L if rate < 1 else L, dtype=torch.float64) / (2 * L if rate < 1 else L)
+    fine = sum(torch.sin(2 * math.pi * f * t + f) for f in (3, 7, 12, 20)) * torch.exp(-((t - 0.5) / 0.2) ** 2)
+    fine = fine.expand(4, -1)[None]  # (1, H, L)
+    with torch.no_grad():
+        if rate > 1:
+            ref = layer.ssm_forward(fine)[0][..., ::2]
+            out = layer.ssm_forward(fine[..., ::2], rate=rate)[0]
+        else:
+            ref = layer.ssm_forward(fine[..., ::2])[0]
+            out = layer.ssm_forward(fine, rate=rate)[0][..., ::2]
+    assert rel_err(out, ref) < 0.03
