@@ -30,6 +30,8 @@ LAYER_OPTIONS = {
     "s5": dict(d_state=256),
     "dlr": dict(d_state=1024),
     "s4nd": dict(d_state=64, dim=2),
+    "sgconv": dict(d_state=64),
+    "gss": dict(d_state=64),  # expand 3 (F = 768), SSM width 64 (DSS-exp, N = 64), linear W4: the paper's block  # d = 64 taps per scale, l_max = 16384: S = 9 scales, 576 parameters per feature
 }
 
 

@@ -34,6 +34,8 @@ LAYERS: dict[str, str] = {
     "dlr": "ssmcore.layers.dlr:DLR",
     "s4_ptd": "ssmcore.layers.ptd:S4PTD",
     "s5_ptd": "ssmcore.layers.ptd:S5PTD",
+    "sgconv": "ssmcore.layers.sgconv:SGConv",
+    "gss": "ssmcore.layers.gss:GSS",
 }
 
 #: options a container (a backbone) sets for each layer itself; a spec does not carry them

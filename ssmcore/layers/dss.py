@@ -1,12 +1,14 @@
 """DSS: diagonal state spaces (Gupta, Gu, Berant 2022, "Diagonal State Spaces are as
 Effective as Structured State Spaces").
 
-Kernel ``K_k = Re sum_i w_i (e^{lambda_i dt} - 1) / lambda_i * e^{k lambda_i dt} / s_i`` with
+Kernel ``K_k = 2 Re sum_i w_i g_i e^{k lambda_i dt}`` (one mode of each conjugate pair kept), with
+the per-mode factor ``g_i`` of the paper's Proposition 1:
 
-* ``version="exp"`` (DSS-exp): ``s_i = 1`` and ``Re lambda < 0`` (kept negative by a transform);
-  this is ZOH with B = 1 and C = w.
-* ``version="softmax"`` (DSS-softmax): ``s_i = sum_{j<L} e^{j lambda_i dt}``, i.e. each mode's
-  powers are normalised over the kernel length like a softmax over positions; ``lambda`` is
+* ``version="exp"`` (DSS-exp): ``g_i = (e^{lambda_i dt} - 1) / lambda_i`` and ``Re lambda < 0`` (kept
+  negative by a transform); this is ZOH with B = 1 and C = w.
+* ``version="softmax"`` (DSS-softmax): ``g_i = 1 / (lambda_i s_i)`` with ``s_i = sum_{j<L} e^{j lambda_i dt}``,
+  i.e. ``K = W Lambda^{-1} row-softmax(P)``, ``P_{ik} = k lambda_i dt``: each mode's powers are normalised
+  over the kernel length like a softmax over positions, and there is no ZOH factor; ``lambda`` is
   unconstrained.  As in the paper, a mode with ``Re lambda > 0`` is evaluated from the far end
   (``e^{(k - L + 1) lambda dt}`` normalised by ``sum_m e^{-m lambda dt}``), so nothing overflows.
 
@@ -19,6 +21,13 @@ truncated), so ``step`` reproduces ``forward`` and chunked-with-state equals who
 state carries it rescaled by ``e^{-(l_max - 1) lambda dt}``, which must stay representable
 in the state's dtype (``step()`` says so clearly when it is not -- use ``.double()`` or a
 smaller ``l_max``).
+
+``rate`` multiplies ``dt`` (the same continuous system on a grid ``rate`` times coarser).  DSS-exp's
+factor ``(e^{lambda dt} - 1) / lambda`` grows with the step; DSS-softmax has no such factor, but its
+normalisation ``s_i`` is a sum over samples, about ``1 / rate`` times the rate-1 sum when the modes
+decay within the window.  So in both versions a step of ``rate`` training steps carries about
+``rate`` times the input (tested on smooth signals in ``tests/ssmcore/test_dss.py`` and
+``tests/ssmcore/test_rate_continuous.py``).
 """
 
 from __future__ import annotations
@@ -81,11 +90,14 @@ class DSS(DiagonalConvLayer):
         self.W = nn.Parameter(torch.view_as_real(W))  # (n_kernels, H, M, 2)
 
     def _modes(self, rate: float) -> tuple[Tensor, Tensor, Tensor]:
-        """``(lambda dt (H, M), (e^{lambda dt} - 1) / lambda (H, M), w (n_kernels, H, M))``."""
+        """``(lambda dt (H, M), g (H, M), w (n_kernels, H, M))`` with the mode factor ``g`` of Proposition 1:
+        ``(e^{lambda dt} - 1) / lambda`` for DSS-exp, ``1 / lambda`` for DSS-softmax (whose softmax
+        normalisation is applied by the callers)."""
         lam = torch.complex(real_transform(self.Lambda_real, self.transform), self.Lambda_imag)
         dt = torch.exp(self.log_dt) * rate
         dtlam = dt.unsqueeze(-1) * lam
-        return dtlam, torch.expm1(dtlam) / lam, torch.view_as_complex(self.W)
+        factor = torch.expm1(dtlam) / lam if self.version == "exp" else 1 / lam
+        return dtlam, factor, torch.view_as_complex(self.W)
 
     def _norm_length(self, L: int) -> int:
         if self.l_max is None:
@@ -97,13 +109,13 @@ class DSS(DiagonalConvLayer):
     def ssm_kernel(self, L: int, rate: float = 1.0) -> Tensor:
         if self.version == "exp":
             return super().ssm_kernel(L, rate)
-        dtlam, zoh, w = self._modes(rate)
+        dtlam, inv_lam, w = self._modes(rate)
         Ln = self._norm_length(L)
         grows = dtlam.real > 0
         log_z = torch.where(grows, -dtlam, dtlam)  # Re log_z <= 0 for every mode
         # sum_{m<Ln} e^{m log_z}; the limit Ln where log_z == 0
         norm = torch.where(log_z == 0, torch.full_like(log_z, Ln), torch.expm1(Ln * log_z) / torch.expm1(log_z))
-        coef = w * zoh / norm  # (n_kernels, H, M)
+        coef = w * inv_lam / norm  # (n_kernels, H, M)
         zero = torch.zeros((), dtype=coef.dtype, device=coef.device)
         decaying = torch.where(grows, zero, coef)
         growing = torch.where(grows, coef, zero)
@@ -114,9 +126,9 @@ class DSS(DiagonalConvLayer):
         return self.output_scale * (K[0] + K[1].flip(-1))
 
     def discrete(self, rate: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-        dtlam, zoh, w = self._modes(rate)
+        dtlam, factor, w = self._modes(rate)
         if self.version == "exp":
-            return dtlam, zoh, w
+            return dtlam, factor, w
         if self.l_max is None:
             raise ValueError(
                 "DSS-softmax normalises over the sequence length; step() and state passing need a fixed "
@@ -134,4 +146,4 @@ class DSS(DiagonalConvLayer):
                 f"DSS-softmax has a mode growing by e^{worst:.0f} over l_max={Ln} steps, beyond what "
                 f"{rescale.dtype} can carry in a recurrent state; use layer.double() or a smaller l_max"
             )
-        return dtlam, zoh / norm * rescale, w
+        return dtlam, factor / norm * rescale, w
