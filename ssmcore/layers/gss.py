@@ -20,10 +20,10 @@ state is the inner SSM's, (B, E, N // 2) complex.
 ``rate``: the inner SSM's (Delta = rate): the same continuous system on a grid ``rate`` times coarser.
 
 **Stepping.** The gates are position-wise, so ``step()`` is exact: the inner SSM's own step (its
-:meth:`~ssmcore.layers.base.SSMLayer.recurrence`) between the projections.  ``can_step`` is False all
-the same, because GSS itself has no :class:`~ssmcore.layers.base.Recurrence` (``recurrence()`` raises;
-the apps' fused steppers, which run Recurrence terms, must treat a GSS block as an opaque module and
-call its ``step()``); ``layer.ssm.recurrence()`` gives the inner terms.
+:meth:`~ssmcore.layers.base.SSMLayer.recurrence`) between the projections, so ``can_step`` is True.
+``has_recurrence`` is False, because GSS itself has no :class:`~ssmcore.layers.base.Recurrence`
+(``recurrence()`` raises; the apps' fused steppers, which run Recurrence terms, treat a GSS block as
+an opaque module and call its ``step()``); ``layer.ssm.recurrence()`` gives the inner terms.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ class GSS(SSMLayer):
             by default as in the paper, ``glu`` or ``none`` when F == H); ``channels`` must be 1.
     """
 
-    can_step = False  # exact step() through the inner SSM, but no Recurrence of its own
+    can_step = True  # exact step() through the inner SSM
+    has_recurrence = False  # ... but no Recurrence of its own (see the module docstring)
 
     def __init__(
         self,

@@ -23,9 +23,9 @@ step and sampled every ``rate`` steps (times ``rate``: a step of ``rate`` traini
 ``rate`` times the input, as for the state-space layers), so rate 2 halves the taps and rate 1/2
 doubles them.
 
-**Stepping.** SGConv has no finite-state recurrence, so ``can_step`` is False: there is no
-:meth:`recurrence` and the fused steppers of the apps must treat it as an opaque module.  Its
-``step()`` is nevertheless exact: an FIR step over a ring buffer of the last ``K_rate`` inputs
+**Stepping.** SGConv has no finite-state recurrence, so ``has_recurrence`` is False: there is no
+:meth:`recurrence` and the fused steppers of the apps treat it as an opaque module.  ``can_step``
+is True because its ``step()`` is exact: an FIR step over a ring buffer of the last ``K_rate`` inputs
 (``K_rate = ceil(K / rate)``), ``O(K)`` work per step and feature.  The state is
 ``(buffer (B, H, K_rate), position)`` -- ``position`` a 0-d long tensor, the slot of the newest
 input -- shared by ``step()`` and chunked ``forward(x, state)``; ``default_state(B, rate=r)``
@@ -60,7 +60,8 @@ class SGConv(ConvSSMLayer):
             ``channels``, ``bidirectional``, ``dropout``, ``activation``, ``postact``).
     """
 
-    can_step = False  # exact step() by FIR, but no Recurrence (see the module docstring)
+    can_step = True  # exact step() by FIR
+    has_recurrence = False  # ... but no Recurrence of its own (see the module docstring)
     ssm_parameter_names = ("weight",)
 
     def __init__(

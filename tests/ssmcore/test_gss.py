@@ -95,9 +95,9 @@ def test_step_and_chunks_match_forward(ssm):
     layer = _perturb(GSS(d_model=8, d_state=16, ssm=ssm))
     check_step_matches_forward(layer, L=300)
     check_chunked_matches_whole(layer, L=300, chunks=4)
-    with pytest.raises(RuntimeError, match="no recurrent step"):
+    with pytest.raises(RuntimeError, match="no recurrence"):
         layer.recurrence()  # no Recurrence of its own: step() is through the inner SSM
-    assert not GSS.can_step
+    assert GSS.can_step and not GSS.has_recurrence  # an exact step() of its own, no Recurrence
 
 
 def test_causal_and_bidirectional():

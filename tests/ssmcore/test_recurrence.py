@@ -11,7 +11,9 @@ from ssmcore.registry import layer_class, layer_names, make_layer
 from tests.ssmcore.helpers import rel_err
 
 OPTIONS = {"dlr": {"d_state": 16}, "s4_ptd": {"d_state": 16}, "s5_ptd": {"d_state": 16}, "s4nd": {"dim": 1}}
-STEPPABLE = [name for name in layer_names() if layer_class(name).can_step]
+STEPPABLE = [name for name in layer_names() if layer_class(name).can_step and layer_class(name).has_recurrence]
+#: layers whose exact step() is their own (not a Recurrence)
+OWN_STEP = [name for name in layer_names() if layer_class(name).can_step and not layer_class(name).has_recurrence]
 CONVOLUTIONAL = [name for name in layer_names() if hasattr(layer_class(name), "kernel")]
 
 
@@ -26,10 +28,12 @@ def _layer(name: str, **kw) -> torch.nn.Module:
 
 
 def test_every_layer_says_whether_it_steps():
-    assert set(STEPPABLE) == {"s4", "s4d", "dss", "dlr", "s5", "s4_ptd", "s5_ptd"}
+    assert {"s4", "s4d", "dss", "dlr", "s5", "s4_ptd", "s5_ptd"} <= set(STEPPABLE)
+    assert {"sgconv", "gss"} <= set(OWN_STEP)
     assert not layer_class("s4nd").can_step
-    with pytest.raises(RuntimeError, match="no recurrent step"):
-        _layer("s4nd").recurrence()
+    for name in ("s4nd", *OWN_STEP):
+        with pytest.raises(RuntimeError, match="no recurrence"):
+            _layer(name).recurrence()
 
 
 @pytest.mark.parametrize("name", STEPPABLE)

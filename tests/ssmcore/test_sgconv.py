@@ -133,7 +133,7 @@ def test_causal_and_bidirectional():
     check_sees_future(layer)
     with pytest.raises(RuntimeError, match="bidirectional"):
         layer.step(torch.zeros(1, 4), layer.default_state(1))
-    assert not SGConv.can_step  # no Recurrence: step() is the FIR
+    assert SGConv.can_step and not SGConv.has_recurrence  # no Recurrence: step() is the FIR
 
 
 def test_rate_resamples_the_continuous_kernel():
