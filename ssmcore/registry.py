@@ -16,6 +16,7 @@ LAYERS: dict[str, str] = {
     "dlr": "ssmcore.layers.dlr:DLR",
     "s4_ptd": "ssmcore.layers.ptd:S4PTD",
     "s5_ptd": "ssmcore.layers.ptd:S5PTD",
+    "ema": "ssmcore.layers.ema:EMA",
 }
 
 

@@ -26,7 +26,7 @@ def _layer(name: str, **kw) -> torch.nn.Module:
 
 
 def test_every_layer_says_whether_it_steps():
-    assert set(STEPPABLE) == {"s4", "s4d", "dss", "dlr", "s5", "s4_ptd", "s5_ptd"}
+    assert set(STEPPABLE) == {"s4", "s4d", "dss", "dlr", "s5", "s4_ptd", "s5_ptd", "ema"}
     assert not layer_class("s4nd").can_step
     with pytest.raises(RuntimeError, match="no recurrent step"):
         _layer("s4nd").recurrence()
