@@ -22,7 +22,7 @@ import time
 
 import torch
 
-DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,ema,floor2d,s4nd"
+DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,ema,mega,floor2d,s4nd"
 LAYER_OPTIONS = {
     "s4d": dict(d_state=64),
     "dss": dict(d_state=64),
@@ -31,6 +31,7 @@ LAYER_OPTIONS = {
     "dlr": dict(d_state=1024),
     "s4nd": dict(d_state=64, dim=2),
     "ema": dict(d_state=16),  # Mega's expansion dimension
+    "mega": dict(d_state=16, chunk_size=128),  # qk_dim 64, values 2H
 }
 
 

@@ -17,6 +17,7 @@ LAYERS: dict[str, str] = {
     "s4_ptd": "ssmcore.layers.ptd:S4PTD",
     "s5_ptd": "ssmcore.layers.ptd:S5PTD",
     "ema": "ssmcore.layers.ema:EMA",
+    "mega": "ssmcore.layers.mega:Mega",
 }
 
 
