@@ -25,6 +25,10 @@ from torch import Tensor, nn
 from ssmcore.kernels import vandermonde_kernel
 from ssmcore.layers.s4d import DiagonalConvLayer
 
+#: ``mega``: the paper's alpha and delta logits ~ N(0, init_std^2) (forgetting rates alpha delta ~ 1/4: a
+#: few steps of memory); ``multiscale``: forgetting rates log-uniform in [rate_min, rate_max]
+EMA_INITS = ("mega", "multiscale")
+
 
 class EMA(DiagonalConvLayer):
     """Mega's damped EMA + D skip (Mega's omega residual) + activation + dropout + output projection.
@@ -47,7 +51,15 @@ class EMA(DiagonalConvLayer):
     the output at rate 1 on the fine one at the shared times.
 
     Args:
-        init_std: standard deviation of the alpha and delta logits around 0 (Mega: 0.2).
+        init: ``mega`` (default, the paper's): alpha and delta logits ~ N(0, ``init_std``^2), forgetting
+            rates ``alpha delta`` near 1/4, a few steps of memory (in a Mega block the attention covers
+            the long range); ``multiscale``: the forgetting rates log-uniform in [``rate_min``,
+            ``rate_max``] (memories of ~3 to ~1000 steps, like S4D's range of dt), delta's logits as in Mega.
+            Either way the kernel is a sum of decaying real exponentials, which smooths but cannot
+            form a sharp delay (S4D's complex poles can): a bare EMA stack does not learn exact
+            delayed recall (the smoke copy task stays near 29%; Mega solves it).
+        init_std: standard deviation of the delta (and, ``init="mega"``, alpha) logits around 0 (Mega: 0.2).
+        rate_min, rate_max: the range of the ``multiscale`` forgetting rates (rate_max < 0.5).
         **kwargs: the shared layer arguments of :class:`ssmcore.layers.base.SSMLayer` (``d_state``
             defaults to 16 here, ``channels``, ``bidirectional``, ``dropout``, ``activation``, ``postact``).
     """
@@ -55,13 +67,33 @@ class EMA(DiagonalConvLayer):
     ssm_parameter_names = ("alpha", "delta", "beta")
     output_scale = 1.0
 
-    def __init__(self, d_model: int, *, init_std: float = 0.2, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        init: str = "mega",
+        init_std: float = 0.2,
+        rate_min: float = 1e-3,
+        rate_max: float = 0.3,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("d_state", 16)
         super().__init__(d_model, **kwargs)
+        if init not in EMA_INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(EMA_INITS)}")
+        if not 0 < rate_min <= rate_max < 0.5:
+            raise ValueError(f"need 0 < rate_min <= rate_max < 0.5, got {rate_min}, {rate_max}")
+        self.init = init
         H, N = d_model, self.d_state
         directions = 2 if self.bidirectional else 1
-        self.alpha = nn.Parameter(init_std * torch.randn(directions, H, N))  # logits
-        self.delta = nn.Parameter(init_std * torch.randn(directions, H, N))  # logits
+        delta = init_std * torch.randn(directions, H, N)  # logits
+        if init == "mega":
+            alpha = init_std * torch.randn(directions, H, N)
+        else:  # forgetting rates alpha delta log-uniform in [rate_min, rate_max], per feature and dimension
+            rates = torch.exp(torch.empty(directions, H, N).uniform_(math.log(rate_min), math.log(rate_max)))
+            alpha = torch.logit((rates / torch.sigmoid(delta)).clamp(max=0.99))  # alpha = rate / delta
+        self.alpha = nn.Parameter(alpha)  # logits
+        self.delta = nn.Parameter(delta)  # logits
         signs = torch.ones(N)
         signs[1::2] = -1  # Mega's alternating expansion signs, so that the N copies differ from the start
         self.beta = nn.Parameter(signs + 0.02 * torch.randn(directions, H, N))

@@ -70,7 +70,8 @@ class Mega(SSMLayer):
         attention: ``laplace`` (default) or ``softmax``.
         max_positions: relative offsets beyond +-(max_positions - 1) share the last bias (unchunked
             attention; chunked uses c).
-        ema_init_std: standard deviation of the EMA's alpha and delta logits.
+        ema_init, ema_init_std: the EMA's ``init`` (default ``mega``, the paper's; ``multiscale`` for
+            longer initial memories) and ``init_std`` (see :class:`~ssmcore.layers.ema.EMA`).
         **kwargs: the shared layer arguments of :class:`ssmcore.layers.base.SSMLayer`: ``d_state``
             (the EMA's N, default 16), ``bidirectional``, ``dropout`` (on the attention weights and on
             h), ``activation`` (Mega's ``act``, default ``silu``), ``postact`` (after y; default
@@ -88,6 +89,7 @@ class Mega(SSMLayer):
         expand: int = 2,
         attention: str = "laplace",
         max_positions: int = 1024,
+        ema_init: str = "mega",
         ema_init_std: float = 0.2,
         **kwargs: Any,
     ) -> None:
@@ -107,7 +109,7 @@ class Mega(SSMLayer):
         self.max_positions = chunk_size if chunk_size > 0 else max_positions
         activation = kwargs.get("activation", "silu")
         self.ema = EMA(H, d_state=self.d_state, bidirectional=self.bidirectional, activation=activation,
-                       postact="none", init_std=ema_init_std)
+                       postact="none", init=ema_init, init_std=ema_init_std)
         self.value = nn.Linear(H, self.v_dim)
         # from x': update gate phi (H), shared representation Z (z), reset gate gamma (v), W_h x' (H)
         self.mix = nn.Linear(H, 2 * H + qk_dim + self.v_dim)

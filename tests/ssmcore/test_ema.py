@@ -135,3 +135,14 @@ def test_make_layer_shapes_and_tagged_parameters():
     groups = {g["name"]: g for g in param_groups(layer, lr=1e-3, weight_decay=0.1)}
     assert {id(p) for p in groups["ssm"]["params"]} == {id(layer.alpha), id(layer.delta), id(layer.beta)}
     assert math.isclose(EMA(d_model=2).d_state, 16)
+
+
+def test_initialisations():
+    torch.manual_seed(0)
+    layer = EMA(d_model=64, d_state=32, init="multiscale")  # forgetting rates alpha delta log-uniform in [1e-3, 0.3]
+    rates = torch.sigmoid(layer.alpha) * torch.sigmoid(layer.delta)
+    assert 1e-3 * 0.999 <= rates.min() < 2e-3 and 0.2 < rates.max() <= 0.3 * 1.001
+    paper = EMA(d_model=64, d_state=32)  # the default, Mega's: both logits ~ N(0, 0.2^2)
+    assert abs(paper.alpha.std().item() - 0.2) < 0.02 and abs(paper.alpha.mean().item()) < 0.02
+    with pytest.raises(ValueError, match="unknown init"):
+        EMA(d_model=4, init="nope")
