@@ -22,7 +22,7 @@ import time
 
 import torch
 
-DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,floor2d,s4nd"
+DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,ema,mega,floor2d,s4nd"
 LAYER_OPTIONS = {
     "s4d": dict(d_state=64),
     "dss": dict(d_state=64),
@@ -30,8 +30,10 @@ LAYER_OPTIONS = {
     "s5": dict(d_state=256),
     "dlr": dict(d_state=1024),
     "s4nd": dict(d_state=64, dim=2),
-    "sgconv": dict(d_state=64),
-    "gss": dict(d_state=64),  # expand 3 (F = 768), SSM width 64 (DSS-exp, N = 64), linear W4: the paper's block  # d = 64 taps per scale, l_max = 16384: S = 9 scales, 576 parameters per feature
+    "sgconv": dict(d_state=64),  # d = 64 taps per scale, l_max = 16384: S = 9 scales, 576 parameters per feature
+    "gss": dict(d_state=64),  # expand 3 (F = 768), SSM width 64 (DSS-exp, N = 64), linear W4: the paper's block
+    "ema": dict(d_state=16),  # Mega's expansion dimension
+    "mega": dict(d_state=16, chunk_size=128),  # qk_dim 64, values 2H
 }
 
 

@@ -36,6 +36,8 @@ LAYERS: dict[str, str] = {
     "s5_ptd": "ssmcore.layers.ptd:S5PTD",
     "sgconv": "ssmcore.layers.sgconv:SGConv",
     "gss": "ssmcore.layers.gss:GSS",
+    "ema": "ssmcore.layers.ema:EMA",
+    "mega": "ssmcore.layers.mega:Mega",
 }
 
 #: options a container (a backbone) sets for each layer itself; a spec does not carry them

@@ -16,7 +16,7 @@ def _smooth(L: int) -> torch.Tensor:
     return sum(torch.sin(2 * math.pi * f * t + f) for f in (3, 7, 12, 20))[None] * torch.exp(-((t - 0.5) / 0.2) ** 2)
 
 
-@pytest.mark.parametrize("name", ["s4d", "s4", "dss", "s5", "s4_ptd"])
+@pytest.mark.parametrize("name", ["s4d", "s4", "dss", "s5", "s4_ptd", "ema"])
 @pytest.mark.parametrize("rate", [2.0, 0.5])
 def test_rate_resamples_the_same_continuous_system(name, rate):
     """On a smooth signal, the layer at rate 2 on every other sample (or rate 1/2 on a signal sampled

@@ -28,8 +28,8 @@ def _layer(name: str, **kw) -> torch.nn.Module:
 
 
 def test_every_layer_says_whether_it_steps():
-    assert {"s4", "s4d", "dss", "dlr", "s5", "s4_ptd", "s5_ptd"} <= set(STEPPABLE)
-    assert {"sgconv", "gss"} <= set(OWN_STEP)
+    assert {"s4", "s4d", "dss", "dlr", "s5", "s4_ptd", "s5_ptd", "ema"} <= set(STEPPABLE)
+    assert {"sgconv", "gss", "mega"} <= set(OWN_STEP)
     assert not layer_class("s4nd").can_step
     for name in ("s4nd", *OWN_STEP):
         with pytest.raises(RuntimeError, match="no recurrence"):
