@@ -22,7 +22,7 @@ import time
 
 import torch
 
-DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,floor2d,s4nd"
+DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,liquid_s4,floor2d,s4nd"
 LAYER_OPTIONS = {
     "s4d": dict(d_state=64),
     "dss": dict(d_state=64),
@@ -30,6 +30,7 @@ LAYER_OPTIONS = {
     "s5": dict(d_state=256),
     "dlr": dict(d_state=1024),
     "s4nd": dict(d_state=64, dim=2),
+    "liquid_s4": dict(d_state=64, liquid_degree=2),
 }
 
 

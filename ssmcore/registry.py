@@ -16,6 +16,7 @@ LAYERS: dict[str, str] = {
     "dlr": "ssmcore.layers.dlr:DLR",
     "s4_ptd": "ssmcore.layers.ptd:S4PTD",
     "s5_ptd": "ssmcore.layers.ptd:S5PTD",
+    "liquid_s4": "ssmcore.layers.liquid_s4:LiquidS4",
 }
 
 
