@@ -117,8 +117,13 @@ class LiquidS4(S4):
 
         ``Bbar = (I - dt/2 A)^{-1} dt B`` by Woodbury: ``E v - dt/2 E P^* S (P E v)`` with ``v = dt B``.
         """
-        t = self.step_terms(rate)
-        E, P, half, S, v = t["E"], t["P"], t["half"], t["S"], t["dtB"]
+        dt, lam, P, B, _ = self.continuous()
+        half = (dt * rate / 2)[:, None]  # (H, 1)
+        E = 1 / (1 - half * lam)  # (1 - dt/2 Lambda)^{-1}, (H, M)
+        PEP = 2 * torch.einsum("ihm,hm,jhm->hij", P, E, P.conj()).real  # (H, r, r)
+        eye = torch.eye(P.shape[0], dtype=PEP.dtype, device=PEP.device)
+        S = torch.linalg.inv(eye + half[..., None] * PEP)  # (H, r, r)
+        v = 2 * half * B  # dt B
         Pv = 2 * torch.einsum("rhm,hm->rh", P, E * v).real  # (r, H)
         SPv = torch.einsum("hij,jh->ih", S, Pv).to(P.dtype)  # (r, H)
         Bbar = E * v - half * E * torch.einsum("rhm,rh->hm", P.conj(), SPv)
