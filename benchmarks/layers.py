@@ -22,7 +22,7 @@ import time
 
 import torch
 
-DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,liquid_s4,floor2d,s4nd"
+DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,liquid_s4,ccnn,floor2d,s4nd,ccnn2d"
 LAYER_OPTIONS = {
     "s4d": dict(d_state=64),
     "dss": dict(d_state=64),
@@ -31,7 +31,13 @@ LAYER_OPTIONS = {
     "dlr": dict(d_state=1024),
     "s4nd": dict(d_state=64, dim=2),
     "liquid_s4": dict(d_state=64, liquid_degree=2),
+    "ccnn": dict(d_state=32),
+    "ccnn2d": dict(d_state=32, dim=2),
 }
+#: rows that run a registered layer under another name (its options above)
+ALIASES = {"ccnn2d": "ccnn"}
+#: 2-D rows, measured on a sqrt(L) x sqrt(L) grid against floor2d
+TWO_D = ("s4nd", "ccnn2d")
 
 
 class Floor(torch.nn.Module):
@@ -64,8 +70,8 @@ def build(name: str, H: int, L: int) -> tuple[torch.nn.Module, tuple[int, ...]]:
         return Floor(H, L, dim=2), _square(L)
     from ssmcore import make_layer
 
-    layer = make_layer(name, d_model=H, **LAYER_OPTIONS.get(name, {}))
-    return layer, (_square(L) if name == "s4nd" else (L,))
+    layer = make_layer(ALIASES.get(name, name), d_model=H, **LAYER_OPTIONS.get(name, {}))
+    return layer, (_square(L) if name in TWO_D else (L,))
 
 
 def worker(name: str, B: int, H: int, L: int, device: str, repeats: int) -> dict:
@@ -140,7 +146,7 @@ def main() -> None:
                 continue
             if name.startswith("floor"):
                 floors[name] = r
-            ref = floors.get("floor2d" if name == "s4nd" else "floor")
+            ref = floors.get("floor2d" if name in TWO_D else "floor")
             tr = f"{r['time_s'] / ref['time_s']:.2f}" if ref else ""
             cr = f"{r['cpu_s'] / ref['cpu_s']:.2f}" if ref else ""
             mr = f"{r['peak_gib'] / ref['peak_gib']:.2f}" if ref else ""

@@ -17,6 +17,7 @@ LAYERS: dict[str, str] = {
     "s4_ptd": "ssmcore.layers.ptd:S4PTD",
     "s5_ptd": "ssmcore.layers.ptd:S5PTD",
     "liquid_s4": "ssmcore.layers.liquid_s4:LiquidS4",
+    "ccnn": "ssmcore.layers.ccnn:CCNN",
 }
 
 
