@@ -84,6 +84,47 @@ def _monomial(sums: list[Tensor], exponents: tuple[int, ...]) -> Tensor | None:
     return out
 
 
+class _LiquidOrder2(torch.autograd.Function):
+    """``y = K_1 * u - K_2' * (u S) + S (K_2' * u)`` (K_2' the order-2 kernel shifted by one lag) in one pass.
+
+    Forward: rfft of u and u S, one irfft of ``U K_1 - V K_2`` and one of ``U K_2``; backward: rfft of the
+    gradient g and of g S, then the correlations with the saved spectra (real FFTs only, like
+    :class:`ssmcore.fftconv._FFTConv`).  u, S (B, H, L) real; k1, k2 (C, H, L) -> (B, C, H, L).
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, S: Tensor, k1: Tensor, k2: Tensor) -> Tensor:
+        L = u.shape[-1]
+        n = 2 * L
+        dtype = torch.promote_types(torch.promote_types(u.dtype, k1.dtype), torch.float32)
+        u, S = u.to(dtype), S.to(dtype)
+        U = torch.fft.rfft(u, n=n).unsqueeze(1)  # (B, 1, H, n/2+1)
+        V = torch.fft.rfft(u * S, n=n).unsqueeze(1)
+        K1, K2 = torch.fft.rfft(k1.to(dtype), n=n), torch.fft.rfft(k2.to(dtype), n=n)  # (C, H, n/2+1)
+        a = torch.fft.irfft(U * K1 - V * K2, n=n)[..., :L]  # (B, C, H, L)
+        z = torch.fft.irfft(U * K2, n=n)[..., :L]
+        ctx.save_for_backward(u, S, z, U, V, K1, K2)
+        ctx.dtypes = (k1.dtype, k2.dtype)
+        return a + S.unsqueeze(1) * z
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        u, S, z, U, V, K1, K2 = ctx.saved_tensors
+        L = u.shape[-1]
+        n = 2 * L
+        g = g.to(u.dtype)
+        Sg = S.unsqueeze(1) * g  # (B, C, H, L)
+        G, GS = torch.fft.rfft(g, n=n), torch.fft.rfft(Sg, n=n)
+        du = torch.fft.irfft((G * K1.conj() + GS * K2.conj()).sum(1), n=n)[..., :L]
+        duS = -torch.fft.irfft((G * K2.conj()).sum(1), n=n)[..., :L]  # gradient wrt u S
+        dS = (g * z).sum(1) + duS * u
+        du = du + duS * S
+        dk1 = torch.fft.irfft((G * U.conj()).sum(0), n=n)[..., :L].to(ctx.dtypes[0])
+        dk2 = torch.fft.irfft((GS * U.conj() - G * V.conj()).sum(0), n=n)[..., :L].to(ctx.dtypes[1])
+        return du, dS, dk1, dk2
+
+
 class LiquidS4(S4):
     """Liquid-S4 layer: S4 (DPLR) + liquid kernels of input correlations up to ``liquid_degree``.
 
@@ -194,6 +235,9 @@ class LiquidS4(S4):
                     y = y + gains[q - 2][None, :, :, None].to(work) * e[q].unsqueeze(1)
             return y
         sums = [s - s.mean(-1, keepdim=True) for s in sums]  # window sums are shift-invariant
+        if p == 2:
+            k2 = F.pad(kernels[1], (1, 0))[..., :L]  # K_2 shifted by one lag
+            return _LiquidOrder2.apply(uw, sums[0], k1, k2)
         # group the terms by their input signal u_i * b-monomial(i); each group is one FFT convolution
         groups: dict[tuple[int, ...], list[tuple[int, tuple[int, ...], float]]] = defaultdict(list)
         for q in range(2, p + 1):

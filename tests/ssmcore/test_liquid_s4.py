@@ -206,3 +206,11 @@ def test_bad_arguments():
         make_layer("liquid_s4", d_model=4, liquid_degree=0)
     with pytest.raises(ValueError):
         make_layer("liquid_s4", d_model=4, liquid_kernel="xyz")
+
+
+def test_fused_order_two_gradients():
+    from ssmcore.layers.liquid_s4 import _LiquidOrder2
+
+    torch.manual_seed(0)
+    args = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in [(2, 3, 10)] * 2 + [(2, 3, 10)] * 2]
+    assert torch.autograd.gradcheck(_LiquidOrder2.apply, tuple(args))
