@@ -29,7 +29,7 @@ def block_kind(block: nn.Module) -> str | None:
     layer = block.layer
     if isinstance(layer, FeedForward):
         return "ff"
-    if not isinstance(layer, SSMLayer) or not layer.can_step or layer.bidirectional or layer.channels != 1:
+    if not isinstance(layer, SSMLayer) or not (layer.can_step and layer.has_recurrence) or layer.bidirectional or layer.channels != 1:
         return None
     if not isinstance(layer.activation, nn.GELU) or layer.activation.approximate != "none" or layer.postact != "glu":
         return None

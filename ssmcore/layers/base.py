@@ -133,9 +133,12 @@ class SSMLayer(nn.Module):
     ssm_parameter_names: tuple[str, ...] = ()
     #: True when ``ssm_forward`` already includes the D skip (convolutional layers fold it into the kernel)
     skip_in_ssm_forward: bool = False
-    #: whether this kind of layer, built causal (``bidirectional=False``), has a recurrent ``step()``
-    #: through :meth:`recurrence`; apps derive their lists of causal layers from it
+    #: whether this kind of layer, built causal (``bidirectional=False``), has an exact recurrent
+    #: ``step()``; apps derive their lists of causal layers from it
     can_step: bool = False
+    #: whether that step runs through :meth:`recurrence` (diagonal / DPLR terms a fused stepper can use);
+    #: False for a layer with its own ``step()`` (SGConv's FIR ring buffer, GSS's inner SSM)
+    has_recurrence: bool = True
 
     def __init__(
         self,
@@ -200,8 +203,9 @@ class SSMLayer(nn.Module):
         autograd; see :meth:`cached`): an optimiser step, ``load_state_dict``, an in-place edit or a
         dtype / device move recomputes it.  Raises RuntimeError for a layer without a recurrent step
         (``can_step`` False, or built bidirectional)."""
-        if not self.can_step:
-            raise RuntimeError(f"{type(self).__name__} has no recurrent step (can_step is False)")
+        if not (self.can_step and self.has_recurrence):
+            raise RuntimeError(f"{type(self).__name__} has no recurrence() (can_step {self.can_step}, "
+                               f"has_recurrence {self.has_recurrence})")
         if self.bidirectional:
             raise RuntimeError("step() needs a causal layer: this one was built with bidirectional=True")
         return self.cached(("recurrence", float(rate)), lambda: self.discrete_recurrence(rate))

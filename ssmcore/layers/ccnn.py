@@ -178,8 +178,13 @@ class CCNN(SSMLayer):
             rms = self.continuous_kernel(grid).square().mean(0).sqrt().clamp_min(1e-6)  # (C H,)
             self.kernel_net.head.weight.div_(rms[:, None])
 
-    #: a causal 1-D CCNN steps (FIR over a ring buffer), but not through a linear ``Recurrence``
-    can_step = False
+    #: a causal 1-D CCNN (the default) steps exactly (FIR over a ring buffer) ...
+    can_step = True
+    #: ... but not through a linear ``Recurrence``: no :meth:`recurrence`, opaque to the fused steppers
+    has_recurrence = False
+
+    def recurrence(self, rate: float = 1.0):
+        raise RuntimeError("CCNN has no recurrence(): its exact step() is an FIR filter over a ring buffer")
 
     # ----------------------------------------------------------------- kernel
     def _rates(self, rate: float | Sequence[float]) -> tuple[float, ...]:

@@ -131,8 +131,9 @@ class LiquidS4(S4):
     ``d_state`` is S4's real state size N (M = N // 2 complex modes kept per feature).  The recurrent
     state holds ``1 + sum_{q=2}^p q`` such states (the S4 state, then each order's chain, KB or PB):
     (B, S, H, N // 2) complex.  ``kernel(L, rate)`` is the order-1 (S4) kernel; :meth:`liquid_kernels`
-    gives every order's.  ``can_step`` is False: the step is not a linear :class:`Recurrence` (the
-    fused steppers cannot run it), but :meth:`step` is exact for the truncated model.
+    gives every order's.  ``can_step`` is True (a causal layer: :meth:`step` is exact for the truncated
+    model) and ``has_recurrence`` False: the step is not a linear :class:`Recurrence`, so there is no
+    :meth:`recurrence` and the fused steppers treat the layer as an opaque module.
 
     Args:
         liquid_degree: p, the highest order of input correlations (1 is plain S4; default 2).
@@ -150,7 +151,11 @@ class LiquidS4(S4):
         self.liquid_degree, self.liquid_kernel = liquid_degree, liquid_kernel
         self.n_states = 1 + sum(range(2, liquid_degree + 1))
 
-    can_step = False
+    can_step = True  # exact step() of the truncated model ...
+    has_recurrence = False  # ... but not a linear Recurrence (the fused steppers cannot run it)
+
+    def recurrence(self, rate: float = 1.0):
+        raise RuntimeError("LiquidS4 has no recurrence(): its exact step() is its own (a chain of states per order)")
 
     # ----------------------------------------------------------------- discrete terms
     def bbar_powers(self, rate: float = 1.0) -> Tensor:

@@ -11,7 +11,7 @@ from ssmcore.registry import layer_class, layer_names, make_layer
 from tests.ssmcore.helpers import rel_err
 
 OPTIONS = {"dlr": {"d_state": 16}, "s4_ptd": {"d_state": 16}, "s5_ptd": {"d_state": 16}, "s4nd": {"dim": 1}}
-STEPPABLE = [name for name in layer_names() if layer_class(name).can_step]
+STEPPABLE = [name for name in layer_names() if layer_class(name).can_step and layer_class(name).has_recurrence]
 CONVOLUTIONAL = [name for name in layer_names() if hasattr(layer_class(name), "kernel")]
 
 
@@ -28,8 +28,10 @@ def _layer(name: str, **kw) -> torch.nn.Module:
 def test_every_layer_says_whether_it_steps():
     assert set(STEPPABLE) == {"s4", "s4d", "dss", "dlr", "s5", "s4_ptd", "s5_ptd"}
     assert not layer_class("s4nd").can_step
-    with pytest.raises(RuntimeError, match="no recurrent step"):
-        _layer("s4nd").recurrence()
+    for name in ("s4nd", "liquid_s4", "ccnn"):
+        with pytest.raises(RuntimeError, match="no recurrence"):
+            _layer(name).recurrence()
+    assert layer_class("liquid_s4").can_step and layer_class("ccnn").can_step
 
 
 @pytest.mark.parametrize("name", STEPPABLE)
