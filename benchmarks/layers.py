@@ -22,7 +22,7 @@ import time
 
 import torch
 
-DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,ema,mega,floor2d,s4nd"
+DEFAULT_LAYERS = "floor,s4d,dss,s4,s5,dlr,ema,mega,gss,sgconv,liquid_s4,ccnn,floor2d,s4nd,ccnn2d"
 LAYER_OPTIONS = {
     "s4d": dict(d_state=64),
     "dss": dict(d_state=64),
@@ -34,7 +34,14 @@ LAYER_OPTIONS = {
     "gss": dict(d_state=64),  # expand 3 (F = 768), SSM width 64 (DSS-exp, N = 64), linear W4: the paper's block
     "ema": dict(d_state=16),  # Mega's expansion dimension
     "mega": dict(d_state=16, chunk_size=128),  # qk_dim 64, values 2H
+    "liquid_s4": dict(d_state=64, liquid_degree=2),
+    "ccnn": dict(d_state=32),
+    "ccnn2d": dict(d_state=32, dim=2),
 }
+#: rows that run a registered layer under another name (its options above)
+ALIASES = {"ccnn2d": "ccnn"}
+#: 2-D rows, measured on a sqrt(L) x sqrt(L) grid against floor2d
+TWO_D = ("s4nd", "ccnn2d")
 
 
 class Floor(torch.nn.Module):
@@ -67,8 +74,8 @@ def build(name: str, H: int, L: int) -> tuple[torch.nn.Module, tuple[int, ...]]:
         return Floor(H, L, dim=2), _square(L)
     from ssmcore import make_layer
 
-    layer = make_layer(name, d_model=H, **LAYER_OPTIONS.get(name, {}))
-    return layer, (_square(L) if name == "s4nd" else (L,))
+    layer = make_layer(ALIASES.get(name, name), d_model=H, **LAYER_OPTIONS.get(name, {}))
+    return layer, (_square(L) if name in TWO_D else (L,))
 
 
 def worker(name: str, B: int, H: int, L: int, device: str, repeats: int) -> dict:
@@ -143,7 +150,7 @@ def main() -> None:
                 continue
             if name.startswith("floor"):
                 floors[name] = r
-            ref = floors.get("floor2d" if name == "s4nd" else "floor")
+            ref = floors.get("floor2d" if name in TWO_D else "floor")
             tr = f"{r['time_s'] / ref['time_s']:.2f}" if ref else ""
             cr = f"{r['cpu_s'] / ref['cpu_s']:.2f}" if ref else ""
             mr = f"{r['peak_gib'] / ref['peak_gib']:.2f}" if ref else ""

@@ -38,6 +38,8 @@ LAYERS: dict[str, str] = {
     "gss": "ssmcore.layers.gss:GSS",
     "ema": "ssmcore.layers.ema:EMA",
     "mega": "ssmcore.layers.mega:Mega",
+    "liquid_s4": "ssmcore.layers.liquid_s4:LiquidS4",
+    "ccnn": "ssmcore.layers.ccnn:CCNN",
 }
 
 #: options a container (a backbone) sets for each layer itself; a spec does not carry them

@@ -34,6 +34,7 @@ def test_every_layer_says_whether_it_steps():
     for name in ("s4nd", *OWN_STEP):
         with pytest.raises(RuntimeError, match="no recurrence"):
             _layer(name).recurrence()
+    assert {"liquid_s4", "ccnn"} <= set(OWN_STEP)
 
 
 @pytest.mark.parametrize("name", STEPPABLE)
@@ -132,7 +133,8 @@ def test_shared_layer_arguments_are_declared_once_in_the_base_class():
 
     shared = set(inspect.signature(SSMLayer.__init__).parameters) - {"self", "d_model"}
     assert shared == {"d_state", "channels", "bidirectional", "dropout", "activation", "postact"}
-    own_default = {"dlr": {"d_state"}, "s4_ptd": {"d_state"}, "s5_ptd": {"d_state"}, "s4nd": {"bidirectional"}}
+    own_default = {"dlr": {"d_state"}, "s4_ptd": {"d_state"}, "s5_ptd": {"d_state"}, "s4nd": {"bidirectional"},
+                   "ccnn": {"bidirectional"}}
     for name in layer_names():
         params = inspect.signature(layer_class(name).__init__).parameters
         assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), name
