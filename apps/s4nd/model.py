@@ -40,8 +40,8 @@ from ssmcore.layers.base import make_activation
 from ssmcore.layers.s4nd import S4ND
 from ssmcore.registry import make_layer
 
-#: the mixers: registry layers that take ``dim`` (s4nd; ccnn once it exists) and the Conv2D baseline
-MIXERS = ("s4nd", "conv2d")
+#: the mixers: registry layers that take ``dim`` (S4ND, CCNN's continuous kernels) and the Conv2D baseline
+MIXERS = ("s4nd", "ccnn", "conv2d")
 #: the options of the Conv2D baseline's spec: the S4ND state size it matches, or its kernel size
 CONV_OPTIONS = {"d_state": 32, "kernel_size": None}
 #: the default mixer: S4ND as in the paper's MNIST / CIFAR settings here
@@ -123,10 +123,15 @@ def mixer_spec(spec: LayerSpec | None, key: str = "model.layer") -> LayerSpec:
     return layer_spec(spec, key)
 
 
-def make_mixer(spec: LayerSpec, d_model: int, dim: int, dropout: float, depthwise_only: bool) -> nn.Module:
-    """The mixer of a checked ``spec`` (:func:`mixer_spec`): a bidirectional S4ND layer or its Conv2D stand-in;
-    ``depthwise_only`` drops activation and projection (ConvNeXt) unless the spec sets them."""
+def make_mixer(spec: LayerSpec, d_model: int, dim: int, dropout: float, depthwise_only: bool,
+               grid: Sequence[int] | None = None) -> nn.Module:
+    """The mixer of a checked ``spec`` (:func:`mixer_spec`): a bidirectional S4ND or CCNN layer, or the
+    Conv2D stand-in; ``depthwise_only`` drops activation and projection (ConvNeXt) unless the spec sets them.
+    ``grid``, the training grid of the mixer's stage, is CCNN's kernel extent (``l_max``) unless the spec
+    sets one: rate 1 then means that grid whatever resolution the first batch has."""
     activation, postact = (None, "none") if depthwise_only else ("gelu", "glu")
+    if spec["name"] == "ccnn" and grid is not None and spec.get("l_max") is None:
+        spec = {**spec, "l_max": list(grid)}
     if spec["name"] == "conv2d":
         kernel = spec["kernel_size"] or matched_conv_kernel(spec["d_state"], dim)
         return ConvMixer(d_model=d_model, kernel_size=kernel, dim=dim, dropout=dropout, activation=activation,
@@ -232,7 +237,8 @@ class IsotropicNet(_Backbone):
         self.train_grid = self.stem.grid(self.train_size)
         blocks = []
         for _ in range(n_layers):
-            mixer = make_mixer(spec, d_model=d_model, dim=dim, dropout=dropout, depthwise_only=False)
+            mixer = make_mixer(spec, d_model=d_model, dim=dim, dropout=dropout, depthwise_only=False,
+                               grid=self.train_grid)
             blocks.append(ResidualBlock(d_model, mixer, "layer", True, dropout))
             if ff_expand:
                 blocks.append(ResidualBlock(d_model, FeedForward(d_model, ff_expand, dropout=dropout), "layer"))
@@ -306,13 +312,14 @@ class ConvNeXtNet(_Backbone):
         self.train_size = as_sizes(train_resolution, dim)
         self.stem = Stem(stem, in_channels, dims[0], dim, self.train_size, patch_size)
         self.downs = nn.ModuleList(Downsample(dims[i - 1], dims[i]) for i in range(1, len(dims)))
+        grids = self.grids(self.train_size)
         self.stages = nn.ModuleList(
             nn.ModuleList(
-                ConvNeXtBlock(width, make_mixer(spec, d_model=width, dim=dim, dropout=dropout, depthwise_only=True),
-                              ff_expand, dropout)
+                ConvNeXtBlock(width, make_mixer(spec, d_model=width, dim=dim, dropout=dropout, depthwise_only=True,
+                                                grid=grid), ff_expand, dropout)
                 for _ in range(depth)
             )
-            for depth, width in zip(depths, dims)
+            for depth, width, grid in zip(depths, dims, grids)
         )
         self.norm = nn.LayerNorm(dims[-1])
         self.head = nn.Linear(dims[-1], num_classes)

@@ -21,7 +21,7 @@ from apps.common.report import markdown_table, save_figure, write_csv, write_mar
 from apps.s4nd.data import ImageData
 from apps.s4nd.module import ImageClassifier
 
-MIXER_NAMES = {"s4nd": "S4ND", "conv2d": "Conv2D"}
+MIXER_NAMES = {"s4nd": "S4ND", "ccnn": "CCNN", "conv2d": "Conv2D"}
 
 
 def _parse_resolutions(text: str) -> list[int]:
