@@ -15,6 +15,7 @@ under ``--out``.
 from __future__ import annotations
 
 import argparse
+import math
 import textwrap
 import time
 from pathlib import Path
@@ -159,12 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """One line for a count below 1 (``--max-steps`` -1 means no limit) or a non-finite / non-positive rate."""
+    for name in ("epochs", "train_size", "val_size", "batch_size", "d_model", "n_layers", "d_state", "downsample"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.max_steps < -1 or args.max_steps == 0:
+        raise UserError(f"--max-steps must be -1 (no limit) or at least 1, got {args.max_steps}")
+    for name in ("lr", "ssm_lr", "amplitude"):
+        value = getattr(args, name)
+        if not 0 <= value < math.inf or (name != "amplitude" and value == 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite positive number, got {value}")
+
+
 def robustness(argv: list[str]) -> None:
     """``ssm synthetic robustness [--layers ...] [--omegas ...] [--downsample 1] [--epochs 5] [--out DIR]``.
 
     Trains each layer's classifier, evaluates it clean and noisy, and writes the table and plot.
     """
     args = build_parser().parse_args(argv)
+    check_numbers(args)
     layers = parse_names(args.layers, sorted(LAYERS), "layer", "--layers")
     omegas = parse_omegas(args.omegas)
     check_layers(layers)

@@ -123,3 +123,10 @@ def test_numeric_options_are_range_checked(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], (argv, err)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--epochs", "-1"), ("--lr", "nan"), ("--max-steps", "0"),
+                                               ("--batch-size", "0")])
+def test_robustness_numbers_are_checked_before_any_work(option, value, capsys):
+    assert main(["synthetic", "robustness", option, value]) == 2
+    assert option in capsys.readouterr().err
