@@ -171,6 +171,8 @@ class CCNN(SSMLayer):
     def _normalise_init(self) -> None:
         """Scale the network's output layer so that ``net * mask`` has unit RMS over the support per feature:
         every kernel then has about unit l2 norm at rate 1, whatever ``l_ref`` (the 1 / sqrt(prod l_ref))."""
+        if self.kernel_net.head.weight.is_meta:  # built without storage (shapes only): nothing to scale
+            return
         points = {1: 256, 2: 48, 3: 16}[self.dim]
         axes = [torch.linspace(-1.0 if b else 0.0, 1.0, points + 1)[:-1] for b in self.bidirectional]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.dim)
