@@ -60,7 +60,7 @@ class MAGNet(nn.Module):
                 # the frequencies of the product of `layers` filters add up: each gets omega / sqrt(layers)
                 f.weight.normal_(0.0, omega / math.sqrt(layers))
                 f.bias.uniform_(-math.pi, math.pi)
-                self.gamma[layer_index].copy_(torch.distributions.Gamma(1.0, 0.1).sample((hidden, dim)))
+                self.gamma[layer_index].exponential_(0.1)  # Gamma(1, rate 0.1) is Exponential(rate 0.1)
             for lin in self.linears:
                 nn.init.uniform_(lin.weight, -math.sqrt(1 / hidden), math.sqrt(1 / hidden))
                 lin.bias.zero_()
