@@ -32,3 +32,23 @@ def train_moving_sum(layer: nn.Module, steps: int = 300, width: int = 4, L: int 
         opt.step()
         losses.append(loss.item())
     return losses[0], sum(losses[-20:]) / 20
+
+
+def train_delay(layer: nn.Module, steps: int, delay: int = 4, L: int = 32, lr: float = 1e-2) -> tuple[float, float]:
+    """Train ``layer -> Linear(H, 1)`` with Adam to output ``u_(t - delay)`` from white noise ``u`` fed to every
+    feature; returns the mean loss of the first and of the last 20 steps."""
+    torch.manual_seed(0)
+    head = nn.Linear(layer.d_model, 1)
+    opt = torch.optim.Adam([*layer.parameters(), *head.parameters()], lr=lr)
+    losses = []
+    for _ in range(steps):
+        u = torch.randn(16, L, 1)
+        target = torch.zeros(16, L)
+        target[:, delay:] = u[:, :-delay, 0]
+        y, _ = layer(u.expand(-1, -1, layer.d_model))
+        loss = (head(y)[..., 0] - target).square()[:, delay:].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return sum(losses[:20]) / 20, sum(losses[-20:]) / 20

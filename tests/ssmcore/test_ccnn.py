@@ -15,6 +15,7 @@ from tests.ssmcore.helpers import (
     check_step_matches_forward,
     rel_err,
 )
+from tests.ssmcore.learning import train_delay
 
 
 def _layer(dim=1, **kw):
@@ -157,17 +158,5 @@ def test_finite_gradients_at_16384():
 def test_learns_a_delay_task():
     torch.manual_seed(0)
     layer = make_layer("ccnn", d_model=8, d_state=16)
-    head = torch.nn.Linear(8, 1)
-    opt = torch.optim.Adam([*layer.parameters(), *head.parameters()], lr=1e-2)
-    losses = []
-    for _ in range(120):
-        u = torch.randn(16, 32, 1)
-        target = torch.zeros(16, 32)
-        target[:, 4:] = u[:, :-4, 0]
-        y, _ = layer(u.expand(-1, -1, 8))
-        loss = (head(y)[..., 0] - target).square()[:, 4:].mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert sum(losses[-20:]) / 20 < 0.3 * sum(losses[:20]) / 20
+    first, last = train_delay(layer, steps=120)
+    assert last < 0.3 * first

@@ -15,6 +15,7 @@ from tests.ssmcore.helpers import (
     check_step_matches_forward,
     rel_err,
 )
+from tests.ssmcore.learning import train_delay
 
 
 def _layer(p: int = 2, kind: str = "kb", H: int = 3, N: int = 8, seed: int = 0, **kw) -> LiquidS4:
@@ -185,20 +186,8 @@ def test_learns_a_delay_task():
     """A few hundred Adam steps on y_t = u_(t-4) (with the liquid terms on) bring the loss well down."""
     torch.manual_seed(0)
     layer = make_layer("liquid_s4", d_model=8, d_state=16, liquid_degree=2, dt_min=0.05, dt_max=0.5)
-    head = torch.nn.Linear(8, 1)
-    opt = torch.optim.Adam([*layer.parameters(), *head.parameters()], lr=1e-2)
-    losses = []
-    for _ in range(200):
-        u = torch.randn(16, 32, 1)
-        target = torch.zeros(16, 32)
-        target[:, 4:] = u[:, :-4, 0]
-        y, _ = layer(u.expand(-1, -1, 8))
-        loss = (head(y)[..., 0] - target).square()[:, 4:].mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert sum(losses[-20:]) / 20 < 0.3 * sum(losses[:20]) / 20
+    first, last = train_delay(layer, steps=200)
+    assert last < 0.3 * first
 
 
 def test_bad_arguments():
