@@ -52,6 +52,16 @@ def make_activation(name: str | None) -> nn.Module:
 
 
 
+def axis_flags(flags: bool | tuple[bool, ...] | list[bool], dim: int, name: str = "bidirectional") -> tuple[bool, ...]:
+    """One boolean per axis of an N-D layer: a single flag for every axis, or a sequence of ``dim`` flags."""
+    if isinstance(flags, bool):
+        flags = (flags,) * dim
+    flags = tuple(bool(b) for b in flags)
+    if len(flags) != dim:
+        raise ValueError(f"{name} needs one flag per axis ({dim}), got {len(flags)}")
+    return flags
+
+
 class Recurrence(NamedTuple):
     """The discrete recurrence of a steppable layer at one rate: its ``step()`` in closed form.
 

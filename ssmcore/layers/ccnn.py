@@ -38,7 +38,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ssmcore.fftconv import fftconv_nd
-from ssmcore.layers.base import SSMLayer
+from ssmcore.layers.base import SSMLayer, axis_flags
 
 KERNEL_NETS = ("magnet", "siren")
 #: reference extent used by a step() before any forward when no ``l_max`` was given
@@ -145,11 +145,7 @@ class CCNN(SSMLayer):
             raise ValueError(f"CCNN supports dim 1, 2 or 3, got {dim}")
         if bidirectional is None:
             bidirectional = dim > 1
-        if isinstance(bidirectional, bool):
-            bidirectional = (bidirectional,) * dim
-        bidirectional = tuple(bool(b) for b in bidirectional)
-        if len(bidirectional) != dim:
-            raise ValueError(f"bidirectional needs one flag per axis ({dim}), got {len(bidirectional)}")
+        bidirectional = axis_flags(bidirectional, dim)
         if kernel_net not in KERNEL_NETS:
             raise ValueError(f"unknown kernel_net {kernel_net!r}; choose one of {', '.join(KERNEL_NETS)}")
         if kernel_layers < 1 or mask_width <= 0:

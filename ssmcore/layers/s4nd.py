@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ssmcore.fftconv import fftconv_nd, two_sided
 from ssmcore.init import DIAGONAL_INITS, diagonal_init, inverse_real_transform, log_dt_init, real_transform
 from ssmcore.kernels import vandermonde_kernel
-from ssmcore.layers.base import SSMLayer
+from ssmcore.layers.base import SSMLayer, axis_flags
 from ssmcore.layers.s4d import DISCRETIZATIONS, discretize_diagonal
 
 _AXIS_LETTERS = "ijk"
@@ -100,11 +100,7 @@ class S4ND(SSMLayer):
         d_state, channels = self.d_state, self.channels
         if dim not in (1, 2, 3):
             raise ValueError(f"S4ND supports dim 1, 2 or 3, got {dim}")
-        if isinstance(bidirectional, bool):
-            bidirectional = (bidirectional,) * dim
-        bidirectional = tuple(bool(b) for b in bidirectional)
-        if len(bidirectional) != dim:
-            raise ValueError(f"bidirectional needs one flag per axis ({dim}), got {len(bidirectional)}")
+        bidirectional = axis_flags(bidirectional, dim)
         if init not in DIAGONAL_INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(DIAGONAL_INITS)}")
         if disc not in DISCRETIZATIONS:

@@ -104,3 +104,13 @@ def check_sees_future(layer, L: int = 64, t: int = 20) -> None:
         y1, _ = layer(x)
         y2, _ = layer(x2)
     assert not torch.allclose(y1[:, : t + 1], y2[:, : t + 1], atol=1e-5), "bidirectional layer ignores the future"
+
+
+def rate_pair(layer, fine: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, ref)``: the bare SSM at ``rate`` against itself at rate 1 on the same signal, ``fine`` (1, H, L)
+    sampled on the finer grid.  Rate 2 runs on every other sample of ``fine`` (ref: rate 1 on ``fine``,
+    decimated); rate 1/2 runs on ``fine`` (ref: rate 1 on every other sample); both compared on the coarse grid."""
+    with torch.no_grad():
+        if rate > 1:
+            return layer.ssm_forward(fine[..., ::2], rate=rate)[0], layer.ssm_forward(fine)[0][..., ::2]
+        return layer.ssm_forward(fine, rate=rate)[0][..., ::2], layer.ssm_forward(fine[..., ::2])[0]

@@ -11,6 +11,7 @@ from tests.ssmcore.helpers import (
     check_sees_future,
     check_step_matches_forward,
     diagonal_recurrence,
+    rate_pair,
     rel_err,
 )
 
@@ -124,11 +125,5 @@ def test_softmax_rate_resamples_the_same_continuous_system(l_max, rate):
     t = torch.arange(2 * L if rate < 1 else L, dtype=torch.float64) / (2 * L if rate < 1 else L)
     fine = sum(torch.sin(2 * math.pi * f * t + f) for f in (3, 7, 12, 20)) * torch.exp(-((t - 0.5) / 0.2) ** 2)
     fine = fine.expand(4, -1)[None]  # (1, H, L)
-    with torch.no_grad():
-        if rate > 1:
-            ref = layer.ssm_forward(fine)[0][..., ::2]
-            out = layer.ssm_forward(fine[..., ::2], rate=rate)[0]
-        else:
-            ref = layer.ssm_forward(fine[..., ::2])[0]
-            out = layer.ssm_forward(fine, rate=rate)[0][..., ::2]
+    out, ref = rate_pair(layer, fine, rate)
     assert rel_err(out, ref) < 0.03

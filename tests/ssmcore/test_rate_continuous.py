@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ssmcore.registry import make_layer
+from tests.ssmcore.helpers import rate_pair
 
 
 def _smooth(L: int) -> torch.Tensor:
@@ -27,11 +28,5 @@ def test_rate_resamples_the_same_continuous_system(name, rate):
     layer = make_layer(name, 4, d_state=16).double().eval()
     L = 4096
     fine = _smooth(2 * L if rate < 1 else L).expand(4, -1)[None]  # (1, H, L)
-    with torch.no_grad():
-        if rate > 1:
-            ref = layer.ssm_forward(fine)[0][..., ::2]
-            out = layer.ssm_forward(fine[..., ::2], rate=rate)[0]
-        else:
-            ref = layer.ssm_forward(fine[..., ::2])[0]
-            out = layer.ssm_forward(fine, rate=rate)[0][..., ::2]
+    out, ref = rate_pair(layer, fine, rate)
     assert float((out - ref).norm() / ref.norm()) < 0.03

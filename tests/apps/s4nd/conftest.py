@@ -35,7 +35,6 @@ def image_folder(tmp_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def runs_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "runs"
+def _runs_in_tmp(runs_dir: Path) -> Path:
+    """Every s4nd test runs with runs under tmp_path (``runs_dir``, tests/apps/conftest.py)."""
+    return runs_dir

@@ -20,11 +20,8 @@ ROOT = Path(__file__).resolve().parents[3]
 TINY = str(ROOT / "recipes" / "smoke" / "tiny.yaml")
 
 
-@pytest.fixture(autouse=True)
-def runs_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "runs"
+#: every test here runs with runs under tmp_path (tests/apps/conftest.py)
+pytestmark = pytest.mark.usefixtures("runs_dir")
 
 
 def ssm(*args: str, env_runs: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:

@@ -14,11 +14,8 @@ TINY = str(ROOT / "recipes" / "synthetic" / "tiny.yaml")
 SMALL_MODEL = ["--d-model", "8", "--n-layers", "1", "--d-state", "8"]
 
 
-@pytest.fixture(autouse=True)
-def runs_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "runs"
+#: every test here runs with runs under tmp_path (tests/apps/conftest.py)
+pytestmark = pytest.mark.usefixtures("runs_dir")
 
 
 def test_help_lists_the_verbs(capsys):

@@ -17,9 +17,3 @@ def moving_mnist(tmp_path_factory) -> Path:
     extract_features(videos, root / "features", "linear", fps=1.0, image_size=16, patch=8, progress=False)
     return root
 
-
-@pytest.fixture()
-def runs_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "runs"
