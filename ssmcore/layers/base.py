@@ -62,6 +62,16 @@ def axis_flags(flags: bool | tuple[bool, ...] | list[bool], dim: int, name: str 
     return flags
 
 
+def axis_rates(rate: float | tuple[float, ...] | list[float], dim: int) -> tuple[float, ...]:
+    """One positive rate per axis of an N-D layer: a single rate for every axis, or ``dim`` of them."""
+    rates = (float(rate),) * dim if isinstance(rate, (int, float)) else tuple(float(r) for r in rate)
+    if len(rates) != dim:
+        raise ValueError(f"rate needs one value per axis ({dim}), got {len(rates)}")
+    if any(not r > 0 for r in rates):
+        raise ValueError(f"rates must be positive, got {rates}")
+    return rates
+
+
 class Recurrence(NamedTuple):
     """The discrete recurrence of a steppable layer at one rate: its ``step()`` in closed form.
 

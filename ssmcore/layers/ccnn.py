@@ -38,7 +38,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ssmcore.fftconv import fftconv_nd
-from ssmcore.layers.base import SSMLayer, axis_flags
+from ssmcore.layers.base import SSMLayer, axis_flags, axis_rates
 
 KERNEL_NETS = ("magnet", "siren")
 #: reference extent used by a step() before any forward when no ``l_max`` was given
@@ -186,12 +186,7 @@ class CCNN(SSMLayer):
 
     # ----------------------------------------------------------------- kernel
     def _rates(self, rate: float | Sequence[float]) -> tuple[float, ...]:
-        rates = (float(rate),) * self.dim if isinstance(rate, (int, float)) else tuple(float(r) for r in rate)
-        if len(rates) != self.dim:
-            raise ValueError(f"rate needs one value per axis ({self.dim}), got {len(rates)}")
-        if any(r <= 0 for r in rates):
-            raise ValueError(f"rates must be positive, got {rates}")
-        return rates
+        return axis_rates(rate, self.dim)
 
     def reference_extent(self, shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """``l_ref`` per axis; fixed to ``shape`` (or 1024 per axis) if still unset."""

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ssmcore.fftconv import fftconv_nd, two_sided
 from ssmcore.init import DIAGONAL_INITS, diagonal_init, inverse_real_transform, log_dt_init, real_transform
 from ssmcore.kernels import vandermonde_kernel
-from ssmcore.layers.base import SSMLayer, axis_flags
+from ssmcore.layers.base import SSMLayer, axis_flags, axis_rates
 from ssmcore.layers.s4d import DISCRETIZATIONS, discretize_diagonal
 
 _AXIS_LETTERS = "ijk"
@@ -150,12 +150,7 @@ class S4ND(SSMLayer):
 
     # ----------------------------------------------------------------- the SSM
     def _rates(self, rate: float | Sequence[float]) -> tuple[float, ...]:
-        rates = (float(rate),) * self.dim if isinstance(rate, (int, float)) else tuple(float(r) for r in rate)
-        if len(rates) != self.dim:
-            raise ValueError(f"rate needs one value per axis ({self.dim}), got {len(rates)}")
-        if any(r <= 0 for r in rates):
-            raise ValueError(f"rates must be positive, got {rates}")
-        return rates
+        return axis_rates(rate, self.dim)
 
     def discrete(self, axis: int, rate: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
         """``(log dA (H, M), dB (H, M), C (n, H, M))`` of one axis at ``rate``; masked modes have C = 0.
