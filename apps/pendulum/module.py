@@ -7,7 +7,6 @@ Without, the same model treats the observations as evenly spaced: the time-stamp
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

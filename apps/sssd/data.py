@@ -9,8 +9,8 @@ training split, ignoring NaN) and inverts the standardisation on output.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
