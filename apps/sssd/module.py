@@ -19,7 +19,14 @@ from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
-from apps.sssd.evaluate import BASELINE_FILLS, MetricSums, add_baselines, linear_fill, summary_lines, write_metrics
+from apps.sssd.evaluate import (
+    BASELINE_FILLS,
+    MetricSums,
+    add_baselines,
+    linear_fill,
+    summary_lines,
+    write_metrics,
+)
 from apps.sssd.masks import MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4
 
