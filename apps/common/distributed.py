@@ -25,10 +25,11 @@ dataset index, and compute the metric from the whole set, identically on every p
 
         def on_validation_epoch_end(self):
             rows = self.results.gather(self.trainer, "val")   # every sample once, sorted by index
-            self.log("val/acc", rows["correct"].float().mean())  # the same value on every process
-            self.log("val/loss", rows["loss"].mean())
+            self.log("val/acc", rows["correct"].float().mean(), sync_dist=True)
+            self.log("val/loss", rows["loss"].mean(), sync_dist=True)
 
-No ``sync_dist`` is needed (or wanted) on the logged values: they are already global.  Rows are added
+The logged values are already global and equal on every process; ``sync_dist=True`` only tells Lightning so
+(its mean of equal values changes nothing, and without it Lightning warns on every epoch).  Rows are added
 in the order the process's dataloader yields its samples; :meth:`SampleResults.gather` reads that order
 from the dataloader's sampler, so the datasets need not return their index.  A step whose randomness
 must not depend on how samples fall into batches or processes can seed itself per sample with

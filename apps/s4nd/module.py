@@ -160,11 +160,11 @@ class ImageClassifier(TaskModule):
             return
         loss, acc = rows["loss"].double().mean(0), rows["correct"].double().mean(0)  # (resolutions,)
         for i, resolution in enumerate(self.eval_resolutions):
-            self.log(f"{stage}/acc@{resolution}", float(acc[i]))
-            self.log(f"{stage}/loss@{resolution}", float(loss[i]))
+            self.log(f"{stage}/acc@{resolution}", float(acc[i]), sync_dist=True)
+            self.log(f"{stage}/loss@{resolution}", float(loss[i]), sync_dist=True)
             if resolution == self.hparams.train_resolution:
-                self.log(f"{stage}/acc", float(acc[i]), prog_bar=True)
-                self.log(f"{stage}/loss", float(loss[i]))
+                self.log(f"{stage}/acc", float(acc[i]), prog_bar=True, sync_dist=True)
+                self.log(f"{stage}/loss", float(loss[i]), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch)

@@ -137,8 +137,8 @@ class WaveformGenerator(TaskModule):
         rows = self.results.gather(self.trainer, split)
         if rows:
             loss = float(rows["nll"].sum() / rows["count"].sum().clamp(min=1))
-            self.log(f"{split}/loss", loss)
-            self.log(f"{split}/nll", loss / math.log(2), prog_bar=True)
+            self.log(f"{split}/loss", loss, sync_dist=True)
+            self.log(f"{split}/nll", loss / math.log(2), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch)

@@ -82,8 +82,8 @@ class DelayedRecallModule(TaskModule):
         rows = self.results.gather(self.trainer, stage)
         if rows:
             count = rows["count"].sum().clamp_min(1)
-            self.log(f"{stage}/loss", float(rows["loss"].sum() / count), prog_bar=True)
-            self.log(f"{stage}/acc", float(rows["correct"].sum() / count), prog_bar=True)
+            self.log(f"{stage}/loss", float(rows["loss"].sum() / count), prog_bar=True, sync_dist=True)
+            self.log(f"{stage}/acc", float(rows["correct"].sum() / count), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)

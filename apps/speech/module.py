@@ -178,8 +178,8 @@ class SpeechClassifier(TaskModule):
         # over every clip of the split once, whatever the number of processes (apps.common.distributed)
         rows = self.results.gather(self.trainer, stage)
         if rows:
-            self.log(f"{stage}/loss", float(rows["loss"].double().mean()))
-            self.log(f"{stage}/acc", float(rows["correct"].double().mean()), prog_bar=True)
+            self.log(f"{stage}/loss", float(rows["loss"].double().mean()), sync_dist=True)
+            self.log(f"{stage}/acc", float(rows["correct"].double().mean()), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval(batch)
@@ -192,7 +192,7 @@ class SpeechClassifier(TaskModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
-        self.log("test/rate", self.rate)
+        self.log("test/rate", self.rate, sync_dist=True)
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(-1)

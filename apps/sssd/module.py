@@ -190,7 +190,7 @@ class SSSDModule(TaskModule):
     def on_validation_epoch_end(self) -> None:
         rows = self.results.gather(self.trainer, "val")
         if rows:
-            self.log("val/loss", float(rows["loss"].sum() / rows["count"].sum().clamp_min(1)), prog_bar=True)
+            self.log("val/loss", float(rows["loss"].sum() / rows["count"].sum().clamp_min(1)), prog_bar=True, sync_dist=True)
 
     # -- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -271,7 +271,7 @@ class SSSDModule(TaskModule):
         for (kind, ratio), by in results.items():
             for method, values in by.items():
                 for metric in ("MSE", "MAE", "CRPS"):
-                    self.log(f"test/{method}_{metric}@{kind}{ratio:g}", values[metric])
+                    self.log(f"test/{method}_{metric}@{kind}{ratio:g}", values[metric], sync_dist=True)
         if self.trainer.is_global_zero:
             self.written_paths = write_metrics(results, self.trainer.default_root_dir)
             print("\n".join(summary_lines(results)), flush=True)

@@ -100,8 +100,8 @@ class SyntheticModule(TaskModule):
             return
         sse, s1, s2, n = rows["sums"].sum(0).tolist()
         sst = max(s2 - s1 * s1 / n, 1e-12)
-        self.log(f"{stage}/loss", sse / n, prog_bar=True)
-        self.log(f"{stage}/r2", 1.0 - sse / sst, prog_bar=True)
+        self.log(f"{stage}/loss", sse / n, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/r2", 1.0 - sse / sst, prog_bar=True, sync_dist=True)
 
     def training_step(self, batch, batch_idx):
         return self._shared(batch, "train")

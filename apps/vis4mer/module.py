@@ -130,14 +130,14 @@ class VideoClassifier(TaskModule):
         if not rows:
             return
         pred, target = aggregate_per_video(rows["video"], rows["scores"], rows["target"], self.regression)
-        self.log(f"{stage}/loss", float(rows["loss"].double().mean()))
-        self.log(f"{stage}/videos", float(len(pred)))
+        self.log(f"{stage}/loss", float(rows["loss"].double().mean()), sync_dist=True)
+        self.log(f"{stage}/videos", float(len(pred)), sync_dist=True)
         if self.regression:
-            self.log(f"{stage}/mse", float(F.mse_loss(pred.double(), target.double())), prog_bar=True)
+            self.log(f"{stage}/mse", float(F.mse_loss(pred.double(), target.double())), prog_bar=True, sync_dist=True)
             self.log(f"{stage}/mse_mean", float(F.mse_loss(torch.full_like(target, float(self.target_mean)).double(),
-                                                           target.double())))
+                                                           target.double())), sync_dist=True)
         else:
-            self.log(f"{stage}/acc", float((pred == target.long()).double().mean()), prog_bar=True)
+            self.log(f"{stage}/acc", float((pred == target.long()).double().mean()), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch)
