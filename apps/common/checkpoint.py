@@ -163,7 +163,8 @@ def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, A
     try:
         module.load_state_dict(blob["state_dict"])
     except RuntimeError as e:
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3]) or str(e).splitlines()[0]
+        lines = str(e).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()  # the first mismatch
         if folder:
             raise UserError(f"{Path(path) / WEIGHTS_NAME}: its weights do not fit the model {CONFIG_NAME} describes "
                             f"({detail}); the two files come from different models: {fix}") from None

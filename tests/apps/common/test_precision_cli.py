@@ -63,7 +63,7 @@ def _speech(tmp: Path) -> list[str]:
     from apps.speech.prepare import build
 
     words = ["yes", "no", "up"]
-    build(tmp / "speech", words, 3, seed=0, noise=0.002, jobs=2, noise_seconds=1.0)
+    build(tmp / "speech", words, 10, seed=0, noise=0.002, jobs=2, noise_seconds=2.0)
     return ["speech", "fit", "-c", str(ROOT / "recipes/speech/sc_tiny.yaml"), "--data.root", str(tmp / "speech"),
             "--data.words", str(words)]
 
@@ -73,11 +73,11 @@ def _vis4mer(tmp: Path) -> list[str]:
     from apps.vis4mer.prepare import prepare_moving_mnist
 
     root = tmp / "moving_mnist"
-    prepare_moving_mnist(root, videos=6, seconds=4, fps=2, canvas=32, progress=False)
+    prepare_moving_mnist(root, videos=12, seconds=8, fps=4, canvas=32, progress=False)
     videos = sorted((root / "videos").glob("*.mp4"))
     extract_features(videos, root / "features", "linear", fps=1.0, image_size=16, patch=8, progress=False)
     return ["vis4mer", "fit", "-c", str(ROOT / "recipes/vis4mer/tiny.yaml"), "--data.root", str(root),
-            "--model.d_input", "192", "--data.l_secs", "2"]
+            "--model.d_input", "192", "--data.l_secs", "4"]
 
 
 APPS = {"smoke": _smoke, "synthetic": _synthetic, "sssd": _sssd, "sashimi": _sashimi, "s4nd": _s4nd,
