@@ -56,7 +56,7 @@ def _s4nd(tmp: Path) -> list[str]:
 
     root = write_image_folder(tmp / "images", side=14, per_split={"train": 4, "val": 2, "test": 2})
     return ["s4nd", "fit", "-c", str(ROOT / "recipes/s4nd/tiny.yaml"), "--data.root", str(root),
-            "--data.eval_resolutions", "[14]", "--data.batch_size", "4"]
+            "--data.eval_resolutions", "[14]", "--data.batch_size", "4", "--model.num_classes", "3"]
 
 
 def _speech(tmp: Path) -> list[str]:
