@@ -207,7 +207,7 @@ def load_speech_classifier(path: str | Path) -> tuple[SpeechClassifier, dict[str
     Raises:
         UserError: the file is missing or unreadable, is not a Lightning checkpoint, or holds another model.
     """
-    if not Path(path).is_file():
+    if not Path(path).exists():  # a .ckpt file or a save_pretrained folder
         raise UserError(f"checkpoint not found: {path} (train one with `ssm speech fit -c recipes/speech/<recipe>.yaml`)")
 
     def check(blob: dict[str, Any]) -> str | None:

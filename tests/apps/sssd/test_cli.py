@@ -114,3 +114,18 @@ def test_bad_input_is_rejected_with_one_line(trained, tmp_path, capsys):
     err = _error(capsys, ["sssd", "impute", "--ckpt", str(tmp_path / "nope.ckpt"), "--input", str(wrong),
                           "--out", str(tmp_path / "o.csv")])
     assert "checkpoint not found" in err
+
+
+def test_forecast_reads_an_exported_folder_with_identical_results(trained, tmp_path, capsys):
+    """``--ckpt`` takes a save_pretrained folder (``ssm sssd export-weights``) and gives the same numbers."""
+    folder = tmp_path / "exported"
+    assert main(["sssd", "export-weights", "--ckpt", str(trained["ckpt"]), "--out", str(folder)]) == 0
+    npy = tmp_path / "in.npy"
+    np.save(npy, _series(2, 4))
+    outs = []
+    for source in (trained["ckpt"], folder):
+        out = tmp_path / f"forecast_{len(outs)}.npy"
+        assert main(["sssd", "forecast", "--ckpt", str(source), "--input", str(npy), "--out", str(out),
+                     "--horizon", "4", "--samples", "2", "--steps", "3", "--sampler", "ddim"]) == 0
+        outs.append(np.load(out))
+    assert np.array_equal(outs[0], outs[1])
