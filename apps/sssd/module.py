@@ -1,8 +1,8 @@
 """LightningModule of SSSD (Lopez Alcaraz & Strodthoff 2022): conditional diffusion training on masked
 series, and ``ssm sssd test``: sampled imputations scored against baselines, one row per mask ratio.
 
-Validation and test draw their masks, diffusion steps and noise from a seed per series (its index in
-the split), one series at a time, and gather every series' sums from every DDP process
+Validation and test draw their masks, diffusion steps and noise from generators of each series' own
+(seeded by its index in the split) while the batch runs as one, and gather every series' sums from every DDP process
 (:mod:`apps.common.distributed`): the figures do not depend on batching or on the number of processes.
 """
 
@@ -159,17 +159,11 @@ class SSSDModule(TaskModule):
         return batch_masks(kind, B, L, C, ratio, self.hparams.mask_length, generator).to(self.device)
 
     def _loss(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self._loss_and_count(raw, generator)[0]
-
-    def _loss_and_count(self, raw: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """The diffusion loss of ``raw`` (B, L, C) and the number of entries it averages."""
         x, available = self.standardise(raw)
         cond_mask = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, generator) & available
         target, _ = self._diffused(x, cond_mask)
-        loss = diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
+        return diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
                               generator, cond_values=x)
-        counted = available & ~cond_mask if self.hparams.loss_on == "missing" else available
-        return loss, counted.sum()
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch[0])
@@ -179,13 +173,22 @@ class SSSDModule(TaskModule):
     def validation_step(self, batch, batch_idx):
         raw = batch[0]
         index = self.results.next_indices(self.trainer, "val", len(raw))
-        sums, counts = [], []
-        for i, series in zip(index.tolist(), raw, strict=True):
-            # the same masks, steps and noise every epoch, whatever the batching or the number of processes
-            loss, count = self._loss_and_count(series[None], torch.Generator().manual_seed(1000 + i))
-            sums.append(loss.detach().double() * count)
-            counts.append(count)
-        self.results.add(loss=torch.stack(sums), count=torch.stack(counts))
+        # the same masks, steps and noise every epoch, whatever the batching or the number of processes:
+        # series i draws them all from its own generator (seed 1000 + i), the batch runs as one
+        gens = [torch.Generator().manual_seed(1000 + i) for i in index.tolist()]
+        x, available = self.standardise(raw)
+        cond_mask = self._series_masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, gens) & available
+        target, _ = self._diffused(x, cond_mask)
+        sums = diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
+                              gens, cond_values=x, per_row=True)
+        counted = available & ~cond_mask if self.hparams.loss_on == "missing" else available
+        self.results.add(loss=sums.detach().double(), count=counted.sum(dim=(1, 2)))
+
+    def _series_masks(self, shape: torch.Size, kind: str, ratio, generators: list[torch.Generator]) -> Tensor:
+        """Conditioning masks (B, L, C), series b's drawn from ``generators[b]`` alone."""
+        _, L, C = shape
+        return torch.cat([batch_masks(kind, 1, L, C, ratio, self.hparams.mask_length, g) for g in generators]
+                         ).to(self.device)
 
     def on_validation_epoch_end(self) -> None:
         rows = self.results.gather(self.trainer, "val")
@@ -195,7 +198,7 @@ class SSSDModule(TaskModule):
     # -- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, raw: Tensor, cond_mask: Tensor, n_samples: int, sampler: str | None = None,
-               steps: int | None = None, generator: torch.Generator | None = None, on_step=None) -> Tensor:
+               steps: int | None = None, generator=None, on_step=None) -> Tensor:
         """Imputations in data units: raw (B, L, C) with NaN, cond_mask (B, L, C) -> (S, B, L, C).
 
         Entries where ``cond_mask`` is True (and not NaN) are returned unchanged."""
@@ -227,24 +230,27 @@ class SSSDModule(TaskModule):
 
     def test_step(self, batch, batch_idx):
         kind, ratios = self._test_settings()
-        index = self.results.next_indices(self.trainer, "test", len(batch[0]))
-        rows = []
-        for i, raw in zip(index.tolist(), batch[0], strict=True):
-            raw = raw[None]  # (1, L, C): one series at a time, seeded by its index in the split
-            available = ~torch.isnan(raw)
-            by_ratio = []
-            for ratio in ratios:
-                generator = torch.Generator().manual_seed((round(ratio * 1e6) << 32) + i)
-                _, L, C = raw.shape
-                cond_mask = batch_masks(kind, 1, L, C, ratio, self.hparams.mask_length, generator).to(self.device)
-                cond_mask &= available
-                target = available & ~cond_mask
-                samples = self.sample(raw, cond_mask, self.hparams.test_samples, generator=generator)
+        raw = batch[0]
+        index = self.results.next_indices(self.trainer, "test", len(raw)).tolist()
+        available = ~torch.isnan(raw)
+        S = self.hparams.test_samples
+        rows = [[] for _ in index]  # per series: per ratio, per method, the MetricSums fields
+        for ratio in ratios:
+            # series i's mask, and each of its S imputations, draw from generators of their own (seeded by the
+            # series' index in the split): the figures do not depend on batching or the number of processes;
+            # the whole batch is sampled at once
+            key = round(ratio * 1e6) << 32
+            masks = [torch.Generator().manual_seed(key + i) for i in index]
+            cond_mask = self._series_masks(raw.shape, kind, ratio, masks) & available
+            target = available & ~cond_mask
+            noise = [torch.Generator().manual_seed(((key + i) * 7919 + s + 1) % (1 << 62)) for s in range(S) for i in index]
+            samples = self.sample(raw, cond_mask, S, generator=noise)  # (S, B, L, C)
+            for b in range(len(index)):
+                one = slice(b, b + 1)
                 sums = {"SSSD": MetricSums()}
-                sums["SSSD"].add(samples.median(0).values, raw, target, samples)
-                add_baselines(sums, raw, cond_mask, target, self.data_mean)
-                by_ratio.append([[float(getattr(sums[m], f)) for f in self.SUM_FIELDS] for m in self.TEST_METHODS])
-            rows.append(by_ratio)
+                sums["SSSD"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
+                add_baselines(sums, raw[one], cond_mask[one], target[one], self.data_mean)
+                rows[b].append([[float(getattr(sums[m], f)) for f in self.SUM_FIELDS] for m in self.TEST_METHODS])
         self.results.add(sums=torch.tensor(rows, dtype=torch.float64))  # (B, ratios, methods, fields)
 
     def _test_results(self) -> dict[tuple[str, float], dict[str, dict[str, float]]]:
