@@ -5,10 +5,14 @@ recipes/pendulum/s5.yaml`` trains S5 with the observation times, ``recipes/pendu
 the same model without them.
 """
 
+from apps.common.pretrained import export_weights_verb
 from apps.pendulum.data import PendulumData, prepare
 from apps.pendulum.module import PendulumModule
 
 MODULE = PendulumModule
 DATAMODULE = PendulumData
 LINKS: list = []
-VERBS = {"prepare": (prepare, "generate the irregular pendulum frames: ssm pendulum prepare --out data/pendulum")}
+VERBS = {
+    "prepare": (prepare, "generate the irregular pendulum frames: ssm pendulum prepare --out data/pendulum"),
+    "export-weights": export_weights_verb("pendulum"),
+}

@@ -80,7 +80,14 @@ def _vis4mer(tmp: Path) -> list[str]:
             "--model.d_input", "192", "--data.l_secs", "4"]
 
 
-APPS = {"smoke": _smoke, "synthetic": _synthetic, "sssd": _sssd, "sashimi": _sashimi, "s4nd": _s4nd,
+def _pendulum(tmp: Path) -> list[str]:
+    from apps.pendulum.data import prepare
+
+    prepare(["--out", str(tmp / "pendulum"), "--sizes", "16,8,8"])
+    return ["pendulum", "fit", "-c", str(ROOT / "recipes/pendulum/tiny.yaml"), "--data.root", str(tmp / "pendulum")]
+
+
+APPS = {"pendulum": _pendulum, "smoke": _smoke, "synthetic": _synthetic, "sssd": _sssd, "sashimi": _sashimi, "s4nd": _s4nd,
         "speech": _speech, "vis4mer": _vis4mer}
 
 
