@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from apps.common.distributed import SampleResults
 from apps.common.layers import LayerError, LayerSpec, layer_spec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
@@ -57,6 +58,8 @@ class PendulumModule(TaskModule):
         if step <= 0:
             raise LayerError(f"model.step: must be positive (the grid step in seconds), got {step}")
         self.encoder = nn.Sequential(nn.Linear(frame_size * frame_size, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+        #: per-sequence squared errors of an evaluation epoch, gathered over every DDP process at its end
+        self.results = SampleResults()
         self.backbone = SequenceModel(d_model=d_model, n_layers=n_layers, layer=spec, d_output=2,
                                       ff_expand=ff_expand, norm=norm, dropout=dropout)
 
@@ -66,21 +69,32 @@ class PendulumModule(TaskModule):
         y, _ = self.backbone(self.encoder(frames), dt=dt)
         return y
 
-    def _shared(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+    def training_step(self, batch, batch_idx):
         frames, times, targets = batch
         loss = F.mse_loss(self(frames, times), targets)
-        # the mean over equal-sized sequences: the epoch mean of batch means, weighted by batch size
-        self.log(f"{stage}/mse", loss, prog_bar=True, sync_dist=stage != "train", batch_size=frames.shape[0])
+        self.log("train/mse", loss, prog_bar=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._shared(batch, "train")
+    def _evaluate(self, batch: tuple[Tensor, Tensor, Tensor]) -> None:
+        frames, times, targets = batch
+        self.results.add(sq=(self(frames, times) - targets).square().flatten(1).mean(1).double())
+
+    def _epoch_end(self, stage: str) -> None:
+        rows = self.results.gather(self.trainer, stage)  # every sequence once, from every DDP process
+        if rows:
+            self.log(f"{stage}/mse", float(rows["sq"].mean()), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
-        self._shared(batch, "val")
+        self._evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
 
     def test_step(self, batch, batch_idx):
-        self._shared(batch, "test")
+        self._evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
 
     def predict_step(self, batch, batch_idx):
         frames, times, _ = batch
