@@ -15,7 +15,7 @@ from ssmcore.registry import LayerSpecError, causal_layer_names
 from ssmcore.registry import layer_spec as _checked_spec
 
 #: a layer spec: the registry name and that layer's options
-LayerSpec = dict[str, Any]
+LayerSpec = str | dict[str, Any]
 
 
 class LayerError(UserError, ValueError):

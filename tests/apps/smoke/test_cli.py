@@ -130,3 +130,10 @@ def test_ddp_spawn_on_two_cpu_processes_trains(runs_dir):
     rows = list(csv.DictReader(open(next((runs_dir / "smoke" / "tiny" / "csv").rglob("metrics.csv")))))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 4 and min(losses[-2:]) < losses[0]
+
+
+def test_model_layer_takes_a_bare_name(runs_dir):
+    """``--model.layer NAME`` swaps the recipe's whole layer spec for that layer with its defaults."""
+    assert main(["smoke", "fit", "-c", TINY, "--model.layer", "dss", "--trainer.max_epochs", "1"]) == 0
+    config = (runs_dir / "smoke" / "tiny" / "config.yaml").read_text()
+    assert "layer: dss" in config
