@@ -250,7 +250,7 @@ class LiquidS4(S4):
         if p == 1:
             return fftconv(u, k1)
         work = torch.promote_types(u.dtype, torch.float32)
-        uw = u.to(work)
+        uw = u.to(work).contiguous()  # u arrives as a transposed view; the prefix sums and FFTs run faster on a copy
         powers = [uw]
         for _ in range(2, p + (self.liquid_kernel == "pb")):
             powers.append(powers[-1] * uw)
