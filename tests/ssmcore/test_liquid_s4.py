@@ -201,5 +201,7 @@ def test_fused_order_two_gradients():
     from ssmcore.layers.liquid_s4 import _LiquidOrder2
 
     torch.manual_seed(0)
-    args = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in [(2, 3, 10)] * 2 + [(2, 3, 10)] * 2]
-    assert torch.autograd.gradcheck(_LiquidOrder2.apply, tuple(args))
+    for channels in (2, 1):  # one output channel takes its own path (no channel axis in the products)
+        shapes = [(2, 3, 10)] * 2 + [(channels, 3, 10)] * 2
+        args = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
+        assert torch.autograd.gradcheck(_LiquidOrder2.apply, tuple(args))
