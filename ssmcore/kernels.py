@@ -141,8 +141,8 @@ class _Vandermonde(torch.autograd.Function):
             n_h = hs.stop - h
             fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=_slot(fine_ws, n_h))  # conj(z^p)
             coarse = torch.mul(w_out[hs].unsqueeze(3), c_in[hs, None, None], out=_slot(coarse_ws, n_h))  # W z^{qT}
-            A = torch.view_as_real(coarse).view(n_h, Bw * Q, 2 * N)
-            F = torch.view_as_real(fine).view(n_h, T, 2 * N)
+            A = torch.view_as_real(coarse).reshape(n_h, Bw * Q, 2 * N)  # a view (a copy only where tracing)
+            F = torch.view_as_real(fine).reshape(n_h, T, 2 * N)
             if traced:
                 out[hs] = torch.bmm(A, F.transpose(1, 2)).view(n_h, Bw, Q * T)
             else:
@@ -180,7 +180,7 @@ class _Vandermonde(torch.autograd.Function):
             hs = slice(h, min(H, h + block))
             n_h = hs.stop - h
             fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=_slot(fine_ws, n_h))  # conj(z^p)
-            F = torch.view_as_real(fine).view(n_h, T, 2 * N)
+            F = torch.view_as_real(fine).reshape(n_h, T, 2 * N)
             M = torch.bmm(G[hs].view(n_h, rows * Bw * Q, T), F, out=_slot(gemm_ws, n_h))  # sum_p G conj(z^p)
             M = torch.view_as_complex(M.view(n_h, rows * Bw, q1, q2, N, 2))
             prod = torch.mul(M, c_in[hs, None, None], out=_slot(prod_ws, n_h))
