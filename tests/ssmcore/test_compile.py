@@ -43,7 +43,7 @@ def forward_and_gradients(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torc
     weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
     (y * weight).sum().backward()
     grads = {"input": x.grad}
-    grads.update({n: p.grad for n, p in layer.named_parameters() if p.grad is not None})
+    grads.update({n.removeprefix("_orig_mod."): p.grad for n, p in layer.named_parameters() if p.grad is not None})
     return y.detach(), grads
 
 
