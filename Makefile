@@ -108,6 +108,10 @@ demo: setup
 	$(SSM) sssd fit -c recipes/sssd/tiny.yaml --data.path $(SSM_DATA)/mujoco_small/train_mujoco.npy --data.test_path $(SSM_DATA)/mujoco_small/test_mujoco.npy
 	$(SSM) sssd test -c recipes/sssd/tiny.yaml --data.path $(SSM_DATA)/mujoco_small/train_mujoco.npy --data.test_path $(SSM_DATA)/mujoco_small/test_mujoco.npy --ckpt_path $(DEMO_RUNS)/sssd/tiny/checkpoints/last.ckpt
 	$(SSM) sssd forecast --ckpt $(DEMO_RUNS)/sssd/tiny/checkpoints/last.ckpt --input $(SSM_DATA)/mujoco_small/test_mujoco.npy --out $(DEMO_RUNS)/sssd/tiny/forecast.csv --horizon 10 --holdout --samples 4 --sampler ddim --steps 10 --max-plots 2
+	@echo "== pendulum: S5 on irregularly sampled pendulum frames, with the observation times =="
+	$(SSM) pendulum prepare --out $(SSM_DATA)/pendulum_tiny --sizes 32,16,16
+	$(SSM) pendulum fit -c recipes/pendulum/tiny.yaml --data.root $(SSM_DATA)/pendulum_tiny
+	$(SSM) pendulum test -c recipes/pendulum/tiny.yaml --data.root $(SSM_DATA)/pendulum_tiny --ckpt_path $(DEMO_RUNS)/pendulum/tiny/checkpoints/best.ckpt
 	@echo "== demo done: outputs are under $(DEMO_RUNS)/ =="
 	@find $(DEMO_RUNS) \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
 

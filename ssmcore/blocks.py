@@ -134,7 +134,10 @@ class FeedForward(nn.Module):
             nn.Linear(expand * d_model, d_model),
         )
 
-    def forward(self, x: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, None]:
+    #: position-wise, so per-step time steps ``dt`` change nothing
+    has_dt = True
+
+    def forward(self, x: Tensor, state: Any = None, rate: float = 1.0, dt: Tensor | None = None) -> tuple[Tensor, None]:
         return self.net(x), None
 
     def default_state(self, batch_size: int, device: torch.device | str | None = None) -> None:
@@ -166,12 +169,19 @@ class ResidualBlock(nn.Module):
         self.norm = FeatureNorm(d_model, norm)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, state: Any = None, rate: float = 1.0) -> tuple[Tensor, Any]:
-        """``x`` (B, L, H) -> ``(y (B, L, H), next_state)``; an empty sequence passes through."""
+    def forward(self, x: Tensor, state: Any = None, rate: float = 1.0, dt: Tensor | None = None) -> tuple[Tensor, Any]:
+        """``x`` (B, L, H) -> ``(y (B, L, H), next_state)``; an empty sequence passes through.
+
+        ``dt`` (B, L): per-step time steps for a layer that takes them (``has_dt``; see
+        :meth:`SequenceModel.forward`).
+        """
         if x.shape[1] == 0:
             return x, state
         z = self.norm(x) if self.prenorm else x
-        z, next_state = self.layer(z, state=state, rate=rate)
+        if dt is None:
+            z, next_state = self.layer(z, state=state, rate=rate)
+        else:
+            z, next_state = self.layer(z, state=state, rate=rate, dt=dt)
         y = x + self.dropout(z)
         return (y if self.prenorm else self.norm(y)), next_state
 
@@ -289,22 +299,50 @@ class SequenceModel(nn.Module):
 
     @staticmethod
     def _blocks(
-        blocks: nn.ModuleList, x: Tensor, states: list | None, rate: float
+        blocks: nn.ModuleList, x: Tensor, states: list | None, rate: float, dt: Tensor | None = None
     ) -> tuple[Tensor, list | None]:
         new = []
         for i, block in enumerate(blocks):
-            x, s = block(x, state=None if states is None else states[i], rate=rate)
+            x, s = block(x, state=None if states is None else states[i], rate=rate, dt=dt)
             new.append(s)
         return x, (None if states is None else new)
 
-    def forward(self, x: Tensor, state: dict | None = None, rate: float = 1.0) -> tuple[Tensor, dict | None]:
+    @property
+    def has_dt(self) -> bool:
+        """Whether every block takes per-step time steps ``dt`` (irregular sampling; see :meth:`forward`)."""
+        return all(getattr(block.layer, "has_dt", False) for _, blocks in self.tiers() for block in blocks)
+
+    def check_dt(self, dt: Tensor, x: Tensor) -> None:
+        """Raise ValueError unless ``dt`` (B, L) can drive this model on ``x`` (B, L, ...)."""
+        if self.pool:
+            raise ValueError("per-step time steps (dt) need a flat stack: this model pools (pool="
+                             f"{list(self.pool)}); build it without pool")
+        if not self.has_dt:
+            from ssmcore.registry import dt_layer_names
+
+            names = sorted({type(b.layer).__name__ for _, blocks in self.tiers() for b in blocks
+                            if not getattr(b.layer, "has_dt", False)})
+            raise ValueError(f"layer {', '.join(names)} cannot take per-step time steps (dt); "
+                             f"choose one of: {', '.join(dt_layer_names())}")
+        if dt.shape != x.shape[:2]:
+            raise ValueError(f"dt must be (batch, length) = {tuple(x.shape[:2])}, got {tuple(dt.shape)}")
+        if not torch.isfinite(dt).all() or (dt < 0).any():
+            raise ValueError("dt must be finite and >= 0 (the time since the previous sample, in nominal steps)")
+
+    def forward(self, x: Tensor, state: dict | None = None, rate: float = 1.0,
+                dt: Tensor | None = None) -> tuple[Tensor, dict | None]:
         """``x`` (B, L, d_input or H) -> ``(y (B, L, d_output or H), next_state)``.
 
         ``next_state`` is None unless ``state`` was given; ``rate`` goes to every SSM layer.
+        ``dt`` (B, L), for irregularly sampled sequences: the time since the previous sample in units of
+        the nominal step (see :func:`ssmcore.blocks.time_steps`), passed to every layer; only layers that
+        take it (``has_dt``: S5, S5-PTD) and a flat stack (no ``pool``) can, otherwise ValueError.
         """
         width = self.d_input or self.d_model
         if x.dim() != 3 or x.shape[-1] != width:
             raise ValueError(f"SequenceModel expects (batch, length, {width}), got {tuple(x.shape)}")
+        if dt is not None:
+            self.check_dt(dt, x)
         st = state
         x = self.encoder(x)
         skips, new_down, new_down_blocks = [], [], []
@@ -315,7 +353,7 @@ class SequenceModel(nn.Module):
             x, s = down(x, state=None if st is None else st["down"][i], rate=rate)  # (B, L_i+1, H_i+1)
             new_down.append(s)
         center_in = x
-        x, new_center = self._blocks(self.center, x, None if st is None else st["center"], rate)
+        x, new_center = self._blocks(self.center, x, None if st is None else st["center"], rate, dt)
         if self.pool:
             x = x + center_in
         new_up: list = [None] * len(self.up)
@@ -373,3 +411,17 @@ class SequenceModel(nn.Module):
 
         y = unet_step(len(self.pool), self.encoder(x_t), tier, down, up)
         return self.decoder(self.norm.step(y)), new
+
+
+def time_steps(times: Tensor, unit: float, first: float = 1.0) -> Tensor:
+    """Per-step time steps ``dt`` (B, L) for :meth:`SequenceModel.forward` from time stamps ``times`` (B, L).
+
+    ``dt[:, k] = (times[:, k] - times[:, k - 1]) / unit`` (``unit``: the nominal sampling interval, the
+    step the layers' ``dt`` initialisation refers to); the first sample gets ``first``.
+    """
+    if unit <= 0:
+        raise ValueError(f"unit must be positive, got {unit}")
+    gaps = torch.diff(times, dim=-1) / unit
+    if (gaps < 0).any():
+        raise ValueError("time stamps must not decrease along the sequence")
+    return torch.cat([torch.full_like(times[..., :1], first), gaps], dim=-1)

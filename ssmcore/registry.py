@@ -95,6 +95,11 @@ def causal_layer_names() -> list[str]:
     return [name for name in layer_names() if can_step(name)]
 
 
+def dt_layer_names() -> list[str]:
+    """The registered layers whose ``forward`` takes per-step time steps ``dt`` (irregular sampling)."""
+    return [name for name in layer_names() if getattr(layer_class(name), "has_dt", False)]
+
+
 @cache
 def layer_options(cls: type) -> dict[str, tuple[Any, Any]]:
     """``{option: (type hint, default)}`` of ``cls(...)``, base-class options forwarded by ``**kwargs`` included.

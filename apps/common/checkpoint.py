@@ -64,6 +64,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return blob
 
 
+def read_model_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """The one resolver behind every ``--ckpt``: a Lightning ``.ckpt`` file (:func:`read_checkpoint`) or a
+    save_pretrained folder (:func:`apps.common.pretrained.read_pretrained`: config.json + model.safetensors,
+    no pickle), as a checkpoint dict (``state_dict``, ``hyper_parameters``, ``datamodule_hyper_parameters``).
+    """
+    from apps.common.pretrained import is_pretrained_dir, read_pretrained
+
+    if is_pretrained_dir(path):
+        return read_pretrained(path, map_location=map_location)
+    return read_checkpoint(path, map_location=map_location)
+
+
 def module_class(hparams: dict[str, Any], default: type | None = None) -> type:
     """The LightningModule class a checkpoint's hyper-parameters name (``_class_path``), else ``default``."""
     class_path = hparams.get("_class_path")
@@ -108,6 +120,8 @@ def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, A
                 kind: str | None = None) -> tuple[Any, dict[str, Any]]:
     """The LightningModule saved at ``path`` (eval mode, CPU) and the checkpoint dict, from one read.
 
+    ``path`` is a Lightning ``.ckpt`` or a save_pretrained folder (:func:`read_model_file`).
+
     ``cls`` is the expected class (a subclass named in the checkpoint is used instead); ``check``
     returns a reason when the checkpoint holds another model; ``kind`` names the model in messages
     (``a Speech Commands classifier``; default ``a <class name>``).
@@ -115,23 +129,45 @@ def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, A
         UserError: unreadable file (see :func:`read_checkpoint`), not a fit checkpoint of ``cls``, or
             weights that do not fit the model its hyper-parameters describe.
     """
-    blob = read_checkpoint(path)
-    what = f"{path} is not {kind or 'a ' + cls.__name__} checkpoint (from `ssm <app> fit`)"
+    from apps.common.pretrained import CONFIG_NAME, WEIGHTS_NAME, app_of
+
+    blob = read_model_file(path)
+    kind = kind or "a " + cls.__name__
+    folder = "pretrained_config" in blob
+    app = app_of(cls)
+    if folder:  # a save_pretrained folder: the messages name its files
+        what = f"{Path(path) / CONFIG_NAME} does not describe {kind}"
+        fix = f"pass a folder written by `ssm {app} export-weights` (or a checkpoint of `ssm {app} fit`)"
+    else:
+        what = f"{path} is not {kind} checkpoint (from `ssm <app> fit`)"
+        fix = ""
     if "state_dict" not in blob or not isinstance(blob.get("hyper_parameters"), dict):
         raise UserError(what)
     reason = check(blob) if check else None
     if reason:
-        raise UserError(f"{what}: {reason}")
+        raise UserError(f"{what}: {reason}" + (f"; {fix}" if fix else ""))
     hparams = dict(blob["hyper_parameters"])
     klass = module_class(hparams, cls)
     if not issubclass(klass, cls):
+        if folder:
+            raise UserError(f"{what}: it holds a {app_of(klass)} model ({klass.__name__}); {fix}")
         raise UserError(f"{what}: it holds {klass.__name__}")
     hparams = {k: v for k, v in upgrade_hparams(klass, hparams).items() if not k.startswith("_")}
-    module = klass(**hparams)
+    try:
+        module = klass(**hparams)
+    except (TypeError, ValueError) as e:
+        if not folder:
+            raise
+        raise UserError(f"{what}: its init_args do not build the model ({e}); {fix}") from None
     module.on_load_checkpoint(blob)
     try:
         module.load_state_dict(blob["state_dict"])
     except RuntimeError as e:
+        lines = str(e).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()  # the first mismatch
+        if folder:
+            raise UserError(f"{Path(path) / WEIGHTS_NAME}: its weights do not fit the model {CONFIG_NAME} describes "
+                            f"({detail}); the two files come from different models: {fix}") from None
         raise UserError(f"{what}: its weights do not fit the model ({str(e).splitlines()[0]})") from None
     return module.eval(), blob
 

@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
 from apps.common.optim import OPTIM_FIELDS, OptimConfig, configure_optimizers
+from apps.common.pretrained import PretrainedMixin
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -34,8 +35,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location=map_location)
 
 
-class TaskModule(pl.LightningModule):
-    """Base LightningModule: the optimiser and LR schedule of ``optim`` (:class:`apps.common.optim.OptimConfig`).
+class TaskModule(PretrainedMixin, pl.LightningModule):
+    """Base LightningModule: the optimiser and LR schedule of ``optim`` (:class:`apps.common.optim.OptimConfig`),
+    and ``save_pretrained(dir)`` / ``from_pretrained(dir)`` (:mod:`apps.common.pretrained`) for every app's model.
 
     Args:
         optim: an :class:`OptimConfig`, or a mapping of its fields laid over ``default``.

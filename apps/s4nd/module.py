@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from apps.common.distributed import SampleResults
 from apps.common.errors import UserError
 from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
@@ -84,6 +86,8 @@ class ImageClassifier(TaskModule):
         #: resolution of the training batches; a ProgressiveResizing callback changes it by epoch
         self.train_batch_resolution = train_resolution
         self._train_seconds = 0.0
+        #: per-image evaluation results, gathered over every DDP process at the epoch's end
+        self.results = SampleResults()
 
     @staticmethod
     def legacy_hparams(hparams: dict) -> dict:
@@ -140,21 +144,39 @@ class ImageClassifier(TaskModule):
         self.log("train/resolution", float(self.train_batch_resolution), batch_size=len(labels))
         return loss
 
-    def _eval_step(self, batch, stage: str) -> None:
+    def _eval_step(self, batch) -> None:
         images, labels = batch
+        losses, correct = [], []
         for resolution in self.eval_resolutions:
-            loss, acc = self.evaluate(images, labels, resolution)
-            self.log(f"{stage}/acc@{resolution}", acc, batch_size=len(labels), sync_dist=True)
-            self.log(f"{stage}/loss@{resolution}", loss, batch_size=len(labels), sync_dist=True)
+            logits = self(images, resolution)
+            losses.append(F.cross_entropy(logits.float(), labels, reduction="none"))
+            correct.append(logits.argmax(-1) == labels)
+        self.results.add(loss=torch.stack(losses, 1), correct=torch.stack(correct, 1))  # (B, resolutions)
+
+    def _eval_end(self, stage: str) -> None:
+        # over every image of the split once, whatever the number of processes (apps.common.distributed)
+        rows = self.results.gather(self.trainer, stage)
+        if not rows:
+            return
+        loss, acc = rows["loss"].double().mean(0), rows["correct"].double().mean(0)  # (resolutions,)
+        for i, resolution in enumerate(self.eval_resolutions):
+            self.log(f"{stage}/acc@{resolution}", float(acc[i]), sync_dist=True)
+            self.log(f"{stage}/loss@{resolution}", float(loss[i]), sync_dist=True)
             if resolution == self.hparams.train_resolution:
-                self.log(f"{stage}/acc", acc, prog_bar=True, batch_size=len(labels), sync_dist=True)
-                self.log(f"{stage}/loss", loss, batch_size=len(labels), sync_dist=True)
+                self.log(f"{stage}/acc", float(acc[i]), prog_bar=True, sync_dist=True)
+                self.log(f"{stage}/loss", float(loss[i]), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self(batch[0], self.hparams.train_resolution).argmax(-1)

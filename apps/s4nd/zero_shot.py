@@ -36,7 +36,7 @@ def _parse_resolutions(text: str) -> list[int]:
 
 def load_classifier(path: Path) -> tuple[ImageClassifier, dict]:
     """The model of a fit checkpoint and the data options saved with it."""
-    if not path.is_file():
+    if not path.exists():  # a .ckpt file or a save_pretrained folder
         raise UserError(f"checkpoint not found: {path} (train one with `ssm s4nd fit -c recipes/s4nd/<recipe>.yaml`)")
     model, blob = load_module(path, ImageClassifier, kind="an s4nd", check=lambda blob: None if blob[
         "hyper_parameters"].get("backbone") is not None else "no model.backbone in its hyper-parameters")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from apps.common.cli import lazy_verb, load_app
 from apps.common.errors import UserError
+from apps.common.pretrained import export_weights_verb
 from apps.sashimi.module import WaveformGenerator
 from apps.sashimi.waveform import WaveformData
 
@@ -49,4 +50,5 @@ VERBS = {
                  "sample audio in recurrent mode: ssm sashimi generate --ckpt CKPT --n 16 --seconds 4 --batch 16"),
     "score": (_speech_verb("score"),
               "IS, mIS, AM and FID of generated SC09 clips (= ssm speech score --classifier CKPT --samples DIR)"),
+    "export-weights": export_weights_verb("sashimi"),
 }

@@ -35,7 +35,7 @@ def load_generator(path: str | Path, device: str = "cpu") -> WaveformGenerator:
     """Load a :class:`apps.sashimi.module.WaveformGenerator` checkpoint (eval mode), safely
     (:func:`apps.common.checkpoint.load_module`: ``weights_only=True``, older spellings upgraded)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a .ckpt file or a save_pretrained folder
         raise UserError(f"checkpoint not found: {path}; train one with `ssm sashimi fit -c recipes/sashimi/"
                         "piano_tiny.yaml` (it writes runs/sashimi/piano_tiny/checkpoints/last.ckpt)")
     module, _ = load_module(path, WaveformGenerator, kind="a SaShiMi generator")

@@ -2,7 +2,8 @@
 
 Teacher-forced cross-entropy (token t predicted from tokens < t, padding masked out); the NLL
 is logged in bits per sample (``train/nll``, ``val/nll``, ``test/nll``; a uniform model over 256
-levels scores 8).  Every ``sample_every_n_epochs`` epochs a few clips are generated in recurrent
+levels scores 8); the validation and test figures are over every sample of the split's clips, gathered
+from every DDP process (:mod:`apps.common.distributed`).  Every ``sample_every_n_epochs`` epochs a few clips are generated in recurrent
 mode and logged to TensorBoard as audio.
 Goel, Gu, Donahue, Re (2022), "It's Raw! Audio Generation with State-Space Models".
 """
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from apps.common.distributed import SampleResults
 from apps.common.errors import UserError
 from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
@@ -75,6 +77,8 @@ class WaveformGenerator(TaskModule):
             layer=layer, dropout=dropout, unet=unet,
         )
         self.sample_every_n_epochs, self.sample_seconds, self.n_samples = sample_every_n_epochs, sample_seconds, n_samples
+        #: per-clip NLL sums and sample counts of an evaluation epoch
+        self.results = SampleResults()
 
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -105,11 +109,16 @@ class WaveformGenerator(TaskModule):
 
     def nll(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Mean negative log-likelihood in nats per (unpadded) sample."""
+        total, count = self.clip_nll(batch)
+        return total.sum() / count.sum().clamp(min=1)
+
+    def clip_nll(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per clip: summed negative log-likelihood in nats (B,) and the number of unpadded samples (B,)."""
         tokens, mask = batch
         logits = self(tokens)
         loss = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (B, L)
         mask = mask.to(loss.dtype)
-        return (loss * mask).sum() / mask.sum().clamp(min=1)
+        return (loss * mask).sum(1), mask.sum(1)
 
     def _shared(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         loss = self.nll(batch)
@@ -122,13 +131,28 @@ class WaveformGenerator(TaskModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._shared(batch, "train")
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared(batch, "val")
+    def _eval_step(self, batch: tuple[Tensor, Tensor]) -> None:
+        total, count = self.clip_nll(batch)
+        self.results.add(nll=total.double(), count=count.double())
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared(batch, "test")
+    def _eval_end(self, split: str) -> None:
+        rows = self.results.gather(self.trainer, split)
+        if rows:
+            loss = float(rows["nll"].sum() / rows["count"].sum().clamp(min=1))
+            self.log(f"{split}/loss", loss, sync_dist=True)
+            self.log(f"{split}/nll", loss / math.log(2), prog_bar=True, sync_dist=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
 
     def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
         every = self.sample_every_n_epochs
         if not every or self.trainer.sanity_checking or (self.current_epoch + 1) % every:
             return

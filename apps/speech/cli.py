@@ -6,6 +6,7 @@ Each verb imports its own module when it runs.
 from __future__ import annotations
 
 from apps.common.cli import lazy_verb
+from apps.common.pretrained import export_weights_verb
 from apps.speech.data import SpeechCommandsData
 from apps.speech.module import SpeechClassifier
 
@@ -22,4 +23,5 @@ VERBS = {
                "the classifier as a torch.export program: ssm speech export --ckpt CKPT --out DIR (writes DIR/model.pt2)"),
     "score": (lazy_verb("apps.speech.score", "score"),
               "IS, mIS, AM and FID of a folder of WAVs: ssm speech score --classifier CKPT --samples DIR"),
+    "export-weights": export_weights_verb("speech"),
 }

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from apps.common.checkpoint import datamodule_options, load_module
+from apps.common.distributed import SampleResults
 from apps.common.errors import UserError
 from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
@@ -57,6 +58,8 @@ class SpeechClassifier(TaskModule):
         self.rate_change = rate_change
         #: the SSM rate of the current evaluation (1 while training)
         self.rate = 1.0
+        #: per-clip evaluation results, gathered over every DDP process at the epoch's end
+        self.results = SampleResults()
 
     # ----------------------------------------------------------------- data checks and rate
     def setup(self, stage: str) -> None:
@@ -166,19 +169,30 @@ class SpeechClassifier(TaskModule):
         self.log("train/acc", (logits.argmax(-1) == y).float().mean(), batch_size=len(y))
         return loss
 
-    def _eval(self, batch, stage: str) -> None:
+    def _eval(self, batch) -> None:
         x, y = batch
         logits = self(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
-        self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, batch_size=len(y),
-                 sync_dist=True)
+        self.results.add(loss=F.cross_entropy(logits.float(), y, reduction="none"), correct=logits.argmax(-1) == y)
+
+    def _eval_end(self, stage: str) -> None:
+        # over every clip of the split once, whatever the number of processes (apps.common.distributed)
+        rows = self.results.gather(self.trainer, stage)
+        if rows:
+            self.log(f"{stage}/loss", float(rows["loss"].double().mean()), sync_dist=True)
+            self.log(f"{stage}/acc", float(rows["correct"].double().mean()), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval(batch, "val")
+        self._eval(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval(batch, "test")
-        self.log("test/rate", self.rate, batch_size=len(batch[1]))
+        self._eval(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+        self.log("test/rate", self.rate, sync_dist=True)
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(-1)
@@ -193,7 +207,7 @@ def load_speech_classifier(path: str | Path) -> tuple[SpeechClassifier, dict[str
     Raises:
         UserError: the file is missing or unreadable, is not a Lightning checkpoint, or holds another model.
     """
-    if not Path(path).is_file():
+    if not Path(path).exists():  # a .ckpt file or a save_pretrained folder
         raise UserError(f"checkpoint not found: {path} (train one with `ssm speech fit -c recipes/speech/<recipe>.yaml`)")
 
     def check(blob: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ training split, ignoring NaN) and inverts the standardisation on output.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,55 @@ class SeriesFile:
     names: list[str]
     index: list[str] | None
     index_name: str | None
+    #: the time column's values as numbers (days for dates), when ``data.time_column`` names one
+    times: np.ndarray | None = None
+
+
+#: column names that say "time" (compared in lower case; a name containing "date" or "time" counts too)
+TIME_NAMES = frozenset({"date", "time", "timestamp", "datetime", "ds", "t", "year", "day", "epoch", "unix"})
+
+
+def looks_like_time(name: str, values: np.ndarray) -> str | None:
+    """Why a numeric column looks like time stamps rather than a series (None if it does not).
+
+    By its name (``date``, ``time``, ``timestamp``, ...), or by increasing integers that read as dates
+    (``19580329``), years (``1958``) or Unix seconds.
+    """
+    low = name.strip().lower()
+    if low in TIME_NAMES or "date" in low or "time" in low:
+        return f"its name {name!r}"
+    v = values[~np.isnan(values)]
+    if len(v) < 3 or not np.all(v == np.round(v)) or not np.all(np.diff(v) > 0):
+        return None
+    if v.min() >= 1e7 and v.max() < 3e7:
+        month, day = (v // 100) % 100, v % 100
+        if np.all((month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)):
+            return f"increasing integer dates such as {int(v[0])}"
+    if v.min() >= 1000 and v.max() <= 3000:
+        return f"increasing years such as {int(v[0])}"
+    if v.min() >= 1e8 and v.max() < 1e10 and np.median(np.diff(v)) >= 1:
+        return f"increasing Unix times such as {int(v[0])}"
+    return None
+
+
+def parse_times(labels: list[str], where: str) -> np.ndarray:
+    """Time stamps as float64: plain numbers as they are, dates (``19580329``, ``1958-03-29[ 12:00]``) in days
+    since 1970-01-01.  Raises a UserError naming ``where`` for a label that is neither."""
+    out = np.empty(len(labels))
+    for i, text in enumerate(labels):
+        text = text.strip()
+        try:
+            if len(text) == 8 and text.isdigit():
+                text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+            elif not any(c in text for c in "-/:T "):
+                out[i] = float(text)
+                continue
+            stamp = np.datetime64(text.replace("/", "-"), "s")
+            out[i] = stamp.astype("int64") / 86400.0
+        except ValueError:
+            raise UserError(f"{where}: row {i + 1}: {text!r} is neither a number nor a date "
+                            "(YYYYMMDD, YYYY-MM-DD[ HH:MM[:SS]])") from None
+    return out
 
 
 def _number(text: str) -> float:
@@ -38,9 +88,16 @@ def _number(text: str) -> float:
     return float(text)
 
 
-def read_csv(path: str | Path) -> SeriesFile:
+def read_csv(path: str | Path, time_column: str | None = None, drop_columns: Sequence[str] = (),
+             detect_time: bool = False) -> SeriesFile:
     """A CSV of time x channels: header row, ``#`` comment lines skipped, empty cells = NaN; a first
-    column that does not parse as numbers (dates) is kept as the index."""
+    column that does not parse as numbers (dates) is kept as the index.
+
+    ``time_column`` names the column of time stamps (kept as the index, parsed into ``times``);
+    ``"none"`` says there is none.  ``drop_columns`` are left out.  With ``detect_time`` and no
+    ``time_column``, a numeric column that looks like time (:func:`looks_like_time`) is an error naming
+    it, rather than a series silently modelled as data.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
@@ -49,24 +106,53 @@ def read_csv(path: str | Path) -> SeriesFile:
     if len(rows) < 2:
         raise UserError(f"{path}: a CSV needs a header row and at least one row of values")
     header, body = rows[0], rows[1:]
-    index, index_name = None, None
-    try:
-        [_number(r[0]) for r in body]
-    except ValueError:
-        index, index_name = [r[0] for r in body], header[0]
-        header, body = header[1:], [r[1:] for r in body]
+    named = [c for c in (*drop_columns, *([time_column] if time_column not in (None, "none") else [])) if c]
+    for column in named:
+        if column not in header:
+            raise UserError(f"{path}: no column {column!r} (data.time_column / data.drop_columns); "
+                            f"the header has: {', '.join(header)}")
+    keep = [i for i, c in enumerate(header) if c not in drop_columns]
+    header, body = [header[i] for i in keep], [[r[i] if i < len(r) else "" for i in keep] for r in body]
+    index, index_name, times = None, None, None
+    if time_column not in (None, "none"):
+        i = header.index(time_column)
+        index, index_name = [r[i] for r in body], time_column
+        times = parse_times(index, f"{path}: data.time_column {time_column!r}")
+        if not np.all(np.diff(times) > 0):
+            raise UserError(f"{path}: the time column {time_column!r} must increase from row to row (sort the file)")
+        header, body = header[:i] + header[i + 1:], [r[:i] + r[i + 1:] for r in body]
+    else:
+        try:
+            [_number(r[0]) for r in body]
+        except ValueError:
+            index, index_name = [r[0] for r in body], header[0]
+            header, body = header[1:], [r[1:] for r in body]
     try:
         values = np.array([[_number(v) for v in r] for r in body], dtype=np.float32)
     except ValueError as e:
         raise UserError(f"{path}: non-numeric value ({e}); only the first column may hold dates or labels") from e
     if values.ndim != 2 or values.shape[1] != len(header):
         raise UserError(f"{path}: every row needs {len(header)} values like the header")
-    return SeriesFile(values, header, index, index_name)
+    if detect_time and time_column is None:
+        for j, name in enumerate(header):
+            reason = looks_like_time(name, values[:, j])
+            if reason:
+                raise UserError(f"{path}: column {name!r} looks like time ({reason}), not a series; set "
+                                f"data.time_column: {name} (or data.drop_columns: [{name}]), or "
+                                f"data.time_column: none to model it as a channel")
+    return SeriesFile(values, header, index, index_name, times)
 
 
-def read_series(path: str | Path) -> SeriesFile:
-    """Read ``.npy`` (N, L, C) or ``.csv`` (T, C).  NaN (an empty CSV cell) means missing; inf is an error."""
-    series = _read_series(Path(path))
+def read_series(path: str | Path, **csv_options) -> SeriesFile:
+    """Read ``.npy`` (N, L, C) or ``.csv`` (T, C).  NaN (an empty CSV cell) means missing; inf is an error.
+
+    ``csv_options`` go to :func:`read_csv` (``time_column``, ``drop_columns``, ``detect_time``); a .npy
+    file takes none of them.
+    """
+    path = Path(path)
+    if path.suffix != ".csv" and (csv_options.get("time_column") not in (None, "none") or csv_options.get("drop_columns")):
+        raise UserError(f"{path}: data.time_column and data.drop_columns need a CSV file, not {path.suffix!r}")
+    series = _read_series(path, **csv_options)
     infinite = np.isinf(series.values)
     if infinite.any():
         where = np.argwhere(infinite)[0].tolist()
@@ -75,7 +161,7 @@ def read_series(path: str | Path) -> SeriesFile:
     return series
 
 
-def _read_series(path: Path) -> SeriesFile:
+def _read_series(path: Path, **csv_options) -> SeriesFile:
     if not path.is_file():
         raise UserError(f"data file not found: {path} (build a stand-in with `ssm sssd prepare mujoco|stocks|eeg`)")
     if path.suffix == ".npy":
@@ -89,7 +175,7 @@ def _read_series(path: Path) -> SeriesFile:
             raise UserError(f"{path}: a .npy series file must be (N, L, C) or (L, C), got shape {values.shape}")
         return SeriesFile(values, [f"ch{i}" for i in range(values.shape[-1])], None, None)
     if path.suffix == ".csv":
-        return read_csv(path)
+        return read_csv(path, **csv_options)
     raise UserError(f"{path}: unsupported file type {path.suffix!r}; use .npy (N, L, C) or .csv (time x channels)")
 
 
@@ -128,12 +214,18 @@ class SeriesData(SplitDataModule):
             train, validation, test, so no window straddles two splits; .npy: series).
         train_size, val_size, test_size: cap each split (None: all).
         batch_size, num_workers: loader options.
+        time_column: a CSV's column of time stamps (numbers, or dates such as 19580329 or 1958-03-29): read
+            as the time axis, not as a channel; ``none``: the file has none.  Left unset, a numeric column
+            that looks like time (by its name, or increasing integer dates) is refused with a message
+            naming it, so that a date is never modelled as data.
+        drop_columns: CSV columns to leave out.
     """
 
     def __init__(self, path: str = "data/mujoco/train_mujoco.npy", test_path: str | None = None, channels: int = 14,
                  length: int | None = None, stride: int = 1, val_fraction: float = 0.1, test_fraction: float = 0.2,
                  train_size: int | None = None, val_size: int | None = None, test_size: int | None = None,
-                 batch_size: int = 32, num_workers: int = 0) -> None:
+                 batch_size: int = 32, num_workers: int = 0, time_column: str | None = None,
+                 drop_columns: list[str] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -144,7 +236,11 @@ class SeriesData(SplitDataModule):
 
     def _load(self) -> dict[str, np.ndarray]:
         h = self.hparams
-        data = read_series(h.path)
+        csv_options = ({"time_column": h.time_column, "drop_columns": tuple(h.drop_columns or ()), "detect_time": True}
+                       if Path(h.path).suffix == ".csv" else
+                       {"time_column": h.time_column, "drop_columns": tuple(h.drop_columns or ())})
+        data = read_series(h.path, **csv_options)
+        self.times = data.times
         if data.values.shape[-1] != h.channels:
             raise UserError(f"data.channels is {h.channels} but {h.path} has {data.values.shape[-1]} channels; "
                             f"set data.channels: {data.values.shape[-1]}")
@@ -165,7 +261,7 @@ class SeriesData(SplitDataModule):
             splits = {"train": values[:n_train], "val": values[n_train:n_train + n_val],
                       "test": values[n_train + n_val:]}
         if h.test_path:
-            test = read_series(h.test_path).values
+            test = read_series(h.test_path, **csv_options if Path(h.test_path).suffix == ".csv" else {}).values
             if Path(h.test_path).suffix == ".csv":
                 test = windows(test, h.length or len(splits["train"][0]), h.stride)
             if test.shape[-1] != h.channels:

@@ -32,7 +32,7 @@ QUANTILES = (0.05, 0.95)
 
 def load_model(path: str | Path) -> SSSDModule:
     """The SSSD model of a fit checkpoint, in eval mode on the CPU."""
-    if not Path(path).is_file():
+    if not Path(path).exists():  # a .ckpt file or a save_pretrained folder
         raise UserError(f"checkpoint not found: {path} (train one with `ssm sssd fit -c recipes/sssd/<recipe>.yaml`)")
     module, _ = load_module(path, SSSDModule, check=lambda blob: None if "data_mean" in blob["state_dict"]
                             else "no data statistics in its state", kind="an sssd")

@@ -1,5 +1,10 @@
 """LightningModule of SSSD (Lopez Alcaraz & Strodthoff 2022): conditional diffusion training on masked
-series, and ``ssm sssd test``: sampled imputations scored against baselines, one row per mask ratio."""
+series, and ``ssm sssd test``: sampled imputations scored against baselines, one row per mask ratio.
+
+Validation and test draw their masks, diffusion steps and noise from generators of each series' own
+(seeded by its index in the split) while the batch runs as one, and gather every series' sums from every DDP process
+(:mod:`apps.common.distributed`): the figures do not depend on batching or on the number of processes.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from apps.common.distributed import SampleResults
 from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
-from apps.sssd.evaluate import MetricSums, add_baselines, linear_fill, summary_lines, write_metrics
+from apps.sssd.evaluate import (
+    BASELINE_FILLS,
+    MetricSums,
+    add_baselines,
+    linear_fill,
+    summary_lines,
+    write_metrics,
+)
 from apps.sssd.masks import MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4
 
@@ -93,6 +106,8 @@ class SSSDModule(TaskModule):
         self.register_buffer("res_scale", torch.ones(channels))  # residual std per channel (interp_residual)
         self.register_buffer("train_length", torch.tensor(0))  # the training window length, for inference
         self.written_paths: list[Path] = []
+        #: per-series validation / test sums of an epoch, gathered over every DDP process at its end
+        self.results = SampleResults()
 
     # -- standardisation ---------------------------------------------------------------------------
     def set_stats(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
@@ -156,13 +171,34 @@ class SSSDModule(TaskModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        generator = torch.Generator().manual_seed(1000 + batch_idx)  # the same masks, steps and noise every epoch
-        self.log("val/loss", self._loss(batch[0], generator), prog_bar=True, sync_dist=True)
+        raw = batch[0]
+        index = self.results.next_indices(self.trainer, "val", len(raw))
+        # the same masks, steps and noise every epoch, whatever the batching or the number of processes:
+        # series i draws them all from its own generator (seed 1000 + i), the batch runs as one
+        gens = [torch.Generator().manual_seed(1000 + i) for i in index.tolist()]
+        x, available = self.standardise(raw)
+        cond_mask = self._series_masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, gens) & available
+        target, _ = self._diffused(x, cond_mask)
+        sums = diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
+                              gens, cond_values=x, per_row=True)
+        counted = available & ~cond_mask if self.hparams.loss_on == "missing" else available
+        self.results.add(loss=sums.detach().double(), count=counted.sum(dim=(1, 2)))
+
+    def _series_masks(self, shape: torch.Size, kind: str, ratio, generators: list[torch.Generator]) -> Tensor:
+        """Conditioning masks (B, L, C), series b's drawn from ``generators[b]`` alone."""
+        _, L, C = shape
+        return torch.cat([batch_masks(kind, 1, L, C, ratio, self.hparams.mask_length, g) for g in generators]
+                         ).to(self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self.results.gather(self.trainer, "val")
+        if rows:
+            self.log("val/loss", float(rows["loss"].sum() / rows["count"].sum().clamp_min(1)), prog_bar=True, sync_dist=True)
 
     # -- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, raw: Tensor, cond_mask: Tensor, n_samples: int, sampler: str | None = None,
-               steps: int | None = None, generator: torch.Generator | None = None, on_step=None) -> Tensor:
+               steps: int | None = None, generator=None, on_step=None) -> Tensor:
         """Imputations in data units: raw (B, L, C) with NaN, cond_mask (B, L, C) -> (S, B, L, C).
 
         Entries where ``cond_mask`` is True (and not NaN) are returned unchanged."""
@@ -187,30 +223,61 @@ class SSSDModule(TaskModule):
         ratios = h.test_ratios or (h.mask_ratio if isinstance(h.mask_ratio, list) else [h.mask_ratio])
         return h.test_mask or h.mask, list(ratios)
 
-    def on_test_epoch_start(self) -> None:
-        self._sums: dict[tuple[str, float], dict[str, MetricSums]] = {}
+    #: the methods of each test row: SSSD then every baseline, in :func:`apps.sssd.evaluate.add_baselines`' order
+    TEST_METHODS = ("SSSD", *BASELINE_FILLS)
+    #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each
+    SUM_FIELDS = ("abs", "sq", "target_abs", "crps", "count")
 
     def test_step(self, batch, batch_idx):
-        raw = batch[0]
         kind, ratios = self._test_settings()
+        raw = batch[0]
+        index = self.results.next_indices(self.trainer, "test", len(raw)).tolist()
         available = ~torch.isnan(raw)
+        S = self.hparams.test_samples
+        rows = [[] for _ in index]  # per series: per ratio, per method, the MetricSums fields
         for ratio in ratios:
-            generator = torch.Generator().manual_seed(int(ratio * 1e6) + batch_idx)
-            B, L, C = raw.shape
-            cond_mask = batch_masks(kind, B, L, C, ratio, self.hparams.mask_length, generator).to(self.device)
-            cond_mask &= available
+            # series i's mask, and each of its S imputations, draw from generators of their own (seeded by the
+            # series' index in the split): the figures do not depend on batching or the number of processes;
+            # the whole batch is sampled at once
+            key = round(ratio * 1e6) << 32
+            masks = [torch.Generator().manual_seed(key + i) for i in index]
+            cond_mask = self._series_masks(raw.shape, kind, ratio, masks) & available
             target = available & ~cond_mask
-            samples = self.sample(raw, cond_mask, self.hparams.test_samples, generator=generator)
-            sums = self._sums.setdefault((kind, ratio), {})
-            sums.setdefault("SSSD", MetricSums()).add(samples.median(0).values, raw, target, samples)
-            add_baselines(sums, raw, cond_mask, target, self.data_mean)
+            noise = [torch.Generator().manual_seed(((key + i) * 7919 + s + 1) % (1 << 62)) for s in range(S) for i in index]
+            samples = self.sample(raw, cond_mask, S, generator=noise)  # (S, B, L, C)
+            for b in range(len(index)):
+                one = slice(b, b + 1)
+                sums = {"SSSD": MetricSums()}
+                sums["SSSD"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
+                add_baselines(sums, raw[one], cond_mask[one], target[one], self.data_mean)
+                rows[b].append([[float(getattr(sums[m], f)) for f in self.SUM_FIELDS] for m in self.TEST_METHODS])
+        self.results.add(sums=torch.tensor(rows, dtype=torch.float64))  # (B, ratios, methods, fields)
+
+    def _test_results(self) -> dict[tuple[str, float], dict[str, dict[str, float]]]:
+        """The metrics of every (mask, ratio) and method over the whole test split, from every process."""
+        rows = self.results.gather(self.trainer, "test")
+        if not rows:
+            return {}
+        kind, ratios = self._test_settings()
+        totals = rows["sums"].sum(0)  # (ratios, methods, fields)
+        results = {}
+        for r, ratio in enumerate(ratios):
+            by = {}
+            for m, method in enumerate(self.TEST_METHODS):
+                sums = MetricSums()
+                for f, field in enumerate(self.SUM_FIELDS):
+                    setattr(sums, field, float(totals[r, m, f]))
+                sums.count = int(sums.count)
+                by[method] = sums.result()
+            results[(kind, ratio)] = by
+        return results
 
     def on_test_epoch_end(self) -> None:
-        results = {key: {m: s.result() for m, s in by.items()} for key, by in self._sums.items()}
+        results = self._test_results()
         for (kind, ratio), by in results.items():
             for method, values in by.items():
                 for metric in ("MSE", "MAE", "CRPS"):
-                    self.log(f"test/{method}_{metric}@{kind}{ratio:g}", values[metric])
+                    self.log(f"test/{method}_{metric}@{kind}{ratio:g}", values[metric], sync_dist=True)
         if self.trainer.is_global_zero:
             self.written_paths = write_metrics(results, self.trainer.default_root_dir)
             print("\n".join(summary_lines(results)), flush=True)

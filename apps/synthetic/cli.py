@@ -5,6 +5,7 @@
 ``ssm synthetic robustness`` compares S4D / S4-PTD / S5 / S5-PTD under Fourier-mode input noise.
 """
 
+from apps.common.pretrained import export_weights_verb
 from apps.synthetic.data import SyntheticData
 from apps.synthetic.module import SyntheticModule
 from apps.synthetic.robustness import robustness
@@ -28,4 +29,5 @@ VERBS = {
         "sequential MNIST-5k under Fourier-mode noise, S4D vs S4-PTD (and S5 vs S5-PTD): "
         "ssm synthetic robustness --downsample 2",
     ),
+    "export-weights": export_weights_verb("synthetic"),
 }

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from apps.common.distributed import SampleResults
 from apps.common.layers import LayerSpec, layer_spec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
@@ -71,7 +72,8 @@ class SyntheticModule(TaskModule):
         d_input, d_output = task_dims(task, num_shifts, mips_dim)
         self.net = TaskModel(d_input=d_input, d_output=d_output, d_model=d_model, n_layers=n_layers,
                              layer=layer_spec(layer), ff_expand=ff_expand, norm=norm, dropout=dropout)
-        self._sums: dict[str, Tensor] = {}
+        #: per-example sums (SSE, sum y, sum y^2, count), gathered over every DDP process at the epoch's end
+        self.results = SampleResults()
 
     def forward(self, x: Tensor, out_len: int) -> Tensor:
         """``x`` (B, L_in, d_in) -> prediction (B, out_len, d_out)."""
@@ -81,28 +83,25 @@ class SyntheticModule(TaskModule):
         x, y = batch
         pred = self.net(x, y.shape[1])
         loss = F.mse_loss(pred, y)
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train")
         if stage == "train":
+            self.log("train/loss", loss, prog_bar=True)
             self.log("train/r2", 1 - loss.detach() / y.var(unbiased=False).clamp_min(1e-12), prog_bar=True)
         else:
-            # accumulate SSE, sum y, sum y^2 and count for an exact R^2 over the whole set
-            y64, err = y.double(), (pred.detach() - y).double()
-            add = torch.stack([err.pow(2).sum(), y64.sum(), y64.pow(2).sum(), torch.tensor(float(y.numel()))])
-            self._sums[stage] = self._sums.get(stage, torch.zeros(4, dtype=torch.float64)) + add.cpu()
+            # per example: SSE, sum y, sum y^2 and count, for an exact R^2 and MSE over the whole set
+            y64, err = y.double().flatten(1), (pred.detach() - y).double().flatten(1)
+            self.results.add(sums=torch.stack([err.pow(2).sum(1), y64.sum(1), y64.pow(2).sum(1),
+                                               torch.full_like(y64[:, 0], y64.shape[1])], 1))
         return loss
 
     def _epoch_r2(self, stage: str) -> None:
-        sums = self._sums.pop(stage, None)
-        if sums is None:
+        # every example of the split once, whatever the number of processes (apps.common.distributed)
+        rows = self.results.gather(self.trainer, stage)
+        if not rows:
             return
-        sums = (
-            self.all_gather(sums.to(self.device)).reshape(-1, 4).sum(0)
-            if self.trainer.world_size > 1
-            else sums
-        )
-        sse, s1, s2, n = sums.tolist()
+        sse, s1, s2, n = rows["sums"].sum(0).tolist()
         sst = max(s2 - s1 * s1 / n, 1e-12)
-        self.log(f"{stage}/r2", 1.0 - sse / sst, prog_bar=True)
+        self.log(f"{stage}/loss", sse / n, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/r2", 1.0 - sse / sst, prog_bar=True, sync_dist=True)
 
     def training_step(self, batch, batch_idx):
         return self._shared(batch, "train")

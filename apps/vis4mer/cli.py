@@ -1,5 +1,6 @@
 """``ssm vis4mer``: long-video classification with the ViS4mer multi-scale S4 decoder."""
 
+from apps.common.pretrained import export_weights_verb
 from apps.vis4mer.data import VideoData
 from apps.vis4mer.features import extract_features_cli
 from apps.vis4mer.module import VideoClassifier
@@ -29,4 +30,5 @@ VERBS = {
                          "or a frozen digit backbone: ssm vis4mer prepare digit-backbone"),
     "extract-features": (extract_features_cli, "cache frozen-backbone frame tokens: ssm vis4mer extract-features "
                                                "--videos DIR --out CACHE [--backbone linear|vit_b_16|...]"),
+    "export-weights": export_weights_verb("vis4mer"),
 }

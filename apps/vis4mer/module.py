@@ -5,6 +5,8 @@ video, as the paper does: the softmax of all spans is summed (classification) or
 predictions averaged (regression) before the video-level accuracy / MSE is computed.
 Regression targets are standardised by the training split's mean and std; the logged MSE is
 in the original units, beside ``mse_mean``, the MSE of always predicting the training mean.
+Under DDP every process's span results are gathered (:mod:`apps.common.distributed`) before the
+per-video aggregation, so a video whose spans the sampler spread over processes is scored whole, once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from apps.common.distributed import SampleResults
 from apps.common.errors import UserError
 from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
@@ -79,7 +82,8 @@ class VideoClassifier(TaskModule):
             self.net = MeanPoolBaseline(d_input=d_input, num_outputs=outputs, d_model=d_model, dropout=dropout)
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
-        self._outputs: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        #: per-span evaluation results, gathered over every DDP process at the epoch's end
+        self.results = SampleResults()
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -99,10 +103,12 @@ class VideoClassifier(TaskModule):
         out = self.net(tokens)
         return out[:, 0] * self.target_std + self.target_mean if self.regression else out
 
-    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+    def loss(self, out: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+        """The training loss (standardised MSE or cross-entropy); ``reduction="none"``: one per span (B,)."""
         if self.regression:
-            return F.mse_loss((out - self.target_mean) / self.target_std, (target - self.target_mean) / self.target_std)
-        return F.cross_entropy(out, target.long(), label_smoothing=self.hparams.label_smoothing)
+            return F.mse_loss((out - self.target_mean) / self.target_std, (target - self.target_mean) / self.target_std,
+                              reduction=reduction)
+        return F.cross_entropy(out, target.long(), label_smoothing=self.hparams.label_smoothing, reduction=reduction)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         tokens, target, _ = batch
@@ -116,23 +122,22 @@ class VideoClassifier(TaskModule):
     def _eval_step(self, batch) -> None:
         tokens, target, video = batch
         out = self(tokens)
-        self._outputs.append((video.cpu(), out.float().cpu(), target.cpu(), self.loss(out, target).detach().cpu()))
+        self.results.add(video=video, scores=out.float(), target=target, loss=self.loss(out, target, "none").float())
 
     def _eval_end(self, stage: str) -> None:
-        if not self._outputs:
+        # every span of the split once, from every process, before grouping spans into videos
+        rows = self.results.gather(self.trainer, stage)
+        if not rows:
             return
-        video, scores, targets = (torch.cat([o[i] for o in self._outputs]) for i in range(3))
-        losses = torch.stack([o[3] for o in self._outputs])
-        self._outputs.clear()
-        pred, target = aggregate_per_video(video, scores, targets, self.regression)
-        self.log(f"{stage}/loss", losses.mean(), sync_dist=True)
+        pred, target = aggregate_per_video(rows["video"], rows["scores"], rows["target"], self.regression)
+        self.log(f"{stage}/loss", float(rows["loss"].double().mean()), sync_dist=True)
         self.log(f"{stage}/videos", float(len(pred)), sync_dist=True)
         if self.regression:
-            self.log(f"{stage}/mse", F.mse_loss(pred, target), prog_bar=True, sync_dist=True)
-            self.log(f"{stage}/mse_mean", F.mse_loss(torch.full_like(target, float(self.target_mean)), target),
-                     sync_dist=True)
+            self.log(f"{stage}/mse", float(F.mse_loss(pred.double(), target.double())), prog_bar=True, sync_dist=True)
+            self.log(f"{stage}/mse_mean", float(F.mse_loss(torch.full_like(target, float(self.target_mean)).double(),
+                                                           target.double())), sync_dist=True)
         else:
-            self.log(f"{stage}/acc", (pred == target.long()).float().mean(), prog_bar=True, sync_dist=True)
+            self.log(f"{stage}/acc", float((pred == target.long()).double().mean()), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch)

@@ -159,6 +159,9 @@ class SSMLayer(nn.Module):
     #: whether that step runs through :meth:`recurrence` (diagonal / DPLR terms a fused stepper can use);
     #: False for a layer with its own ``step()`` (SGConv's FIR ring buffer, GSS's inner SSM)
     has_recurrence: bool = True
+    #: whether ``forward`` takes ``dt`` (B, L): a per-step multiplier of the step size for irregularly
+    #: sampled sequences (the time since the previous sample, in units of the nominal step); S5 does
+    has_dt: bool = False
 
     def __init__(
         self,

@@ -171,7 +171,7 @@ class Mega(SSMLayer):
         # W_h x' + b_h + U_h (gamma * O) as one GEMM accumulating into the W_h x' slice (no extra pass)
         h = torch.addmm(hx.reshape(-1, H), gated.reshape(-1, self.v_dim), self.hidden.weight.t())
         h = self.dropout(act(h.view_as(hx)))  # (B, L, H)
-        y = torch.lerp(x, h, torch.sigmoid(phi))  # phi h + (1 - phi) x
+        y = torch.lerp(x, h.to(x.dtype), torch.sigmoid(phi).to(x.dtype))  # phi h + (1 - phi) x (one dtype under autocast)
         T = k.shape[1]
         start = (T // self.chunk_size) * self.chunk_size if self.chunk_size else 0
         return self.output(y), (k[:, start:], v[:, start:])

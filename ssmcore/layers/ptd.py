@@ -36,7 +36,8 @@ class S4PTD(S4D):
 
     ``d_state`` is the real state size N (a shipped size: 8, 16, ..., 256); the state has
     ``M = (N + n_real) / 2`` complex modes (see the module docstring) and the output is 2 Re(C x).
-    ``C`` is ``C~ = C V`` for a random complex ``C`` (H x N per output channel).
+    ``C`` is ``dt * C~`` with ``C~ = C V`` for a random complex ``C`` (H x N per output channel): the
+    factor ``dt`` gives the paper's initial kernel scale (see :class:`~ssmcore.layers.s4d.S4D`).
 
     Args as :class:`ssmcore.layers.s4d.S4D`, without ``init`` and ``B_init``; ``d_state`` is listed
     here because it selects the shipped decomposition.
@@ -65,7 +66,8 @@ class S4PTD(S4D):
         self.A_imag = nn.Parameter(Lambda.imag.float().repeat(H, 1))
         self.B = nn.Parameter(torch.view_as_real(B_tilde.to(torch.complex64)).repeat(H, 1, 1))  # (H, M, 2)
         C = torch.randn(self.n_kernels, H, d_state, dtype=torch.complex128) / math.sqrt(2)
-        self.C = nn.Parameter(torch.view_as_real((C @ V).to(torch.complex64)))  # (n_kernels, H, M, 2)
+        C = (C @ V) * torch.exp(self.log_dt.detach()).double()[:, None]  # dt * C~: the paper's scale, see S4D
+        self.C = nn.Parameter(torch.view_as_real(C.to(torch.complex64)))  # (n_kernels, H, M, 2)
         self._modes = M
 
     @property

@@ -91,6 +91,12 @@ class S4D(DiagonalConvLayer):
     conjugate pair, and the output is 2 Re(C x).  The recurrent state is (B, H, N // 2)
     complex.
 
+    Initial scale: the paper draws ``C`` complex normal and discretises with the textbook
+    ``dB = (exp(dt A) - 1) / A * B``.  This layer folds ``dt`` into ``C`` instead (so that ``rate``
+    acts on ``dB`` alone, see :func:`discretize_diagonal`), and initialises ``C = dt * C_paper``:
+    the initial kernel is the paper's, of l2 norm about 1 like S4's, rather than ``1 / dt`` times
+    it.  Only the initialisation differs, so trained checkpoints load with unchanged kernels.
+
     Args:
         init: ``lin``, ``inv``, ``legs``, ``real`` or ``rand`` (see :func:`ssmcore.init.diagonal_init`).
         disc: ``zoh`` or ``bilinear``.
@@ -135,6 +141,9 @@ class S4D(DiagonalConvLayer):
         self.A_imag = nn.Parameter(A.imag.float().repeat(H, 1))
         self.B = nn.Parameter(torch.view_as_real(B.to(torch.complex64)).repeat(H, 1, 1))  # (H, M, 2)
         C = torch.randn(self.n_kernels, H, M, dtype=torch.complex64)
+        # The paper's C is complex normal and its dB carries dt; here dB does not (see
+        # discretize_diagonal), so the initial C is dt times the paper's: the same initial kernel.
+        C = C * torch.exp(self.log_dt.detach())[:, None]
         self.C = nn.Parameter(torch.view_as_real(C))  # (n_kernels, H, M, 2)
 
     def continuous(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

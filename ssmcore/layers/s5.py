@@ -79,6 +79,7 @@ class S5(SSMLayer):
 
     ssm_parameter_names = ("Lambda_re", "Lambda_im", "B", "log_step")
     can_step = True
+    has_dt = True
 
     def __init__(
         self,
@@ -162,7 +163,8 @@ class S5(SSMLayer):
         xs = linear_scan(a, b, state, dim=1)  # (B, L, M)
         y = scale * self._readout(xs, C_tilde[: self.channels])  # (B, L, C, H)
         if self.bidirectional:
-            a_rev = a if a.dim() == 1 else a.flip(1)
+            # the decay from step k + 1 back to k spans the gap before k + 1: per-step a shifts by one
+            a_rev = a if a.dim() == 1 else torch.cat([a[:, 1:], a[:, -1:]], dim=1).flip(1)
             xs_rev = linear_scan(a_rev, b.flip(1), dim=1).flip(1)  # state after u_{L-1} .. u_k
             xs_rev = torch.nn.functional.pad(xs_rev[:, 1:], (0, 0, 0, 1))  # only inputs after k
             y = y + scale * self._readout(xs_rev, C_tilde[self.channels :])

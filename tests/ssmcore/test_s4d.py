@@ -86,19 +86,14 @@ def test_step_cache_invalidated_by_parameter_update():
     assert torch.allclose(y1, y3)
 
 
-def test_gradients_finite_at_65536_and_bf16_autocast_close():
+def test_gradients_finite_at_65536():
+    """(Autocast, every layer: tests/ssmcore/test_precision.py.)"""
     torch.manual_seed(0)
     layer = S4D(d_model=4, d_state=16)
     x = torch.randn(1, 65536, 4)
     y, _ = layer(x)
     y.square().mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
-    x = torch.randn(2, 1024, 4)
-    with torch.no_grad():
-        ref, _ = layer(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            low, _ = layer(x)
-    assert rel_err(low.float(), ref) < 2e-2
 
 
 def test_bad_input_shape_message():

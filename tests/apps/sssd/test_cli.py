@@ -137,3 +137,18 @@ def test_export_writes_the_denoiser_and_never_overwrites(trained, tmp_path, caps
     assert main(["sssd", "export", "--ckpt", str(trained["ckpt"]), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert path.read_bytes() == before
+
+
+def test_forecast_reads_an_exported_folder_with_identical_results(trained, tmp_path, capsys):
+    """``--ckpt`` takes a save_pretrained folder (``ssm sssd export-weights``) and gives the same numbers."""
+    folder = tmp_path / "exported"
+    assert main(["sssd", "export-weights", "--ckpt", str(trained["ckpt"]), "--out", str(folder)]) == 0
+    npy = tmp_path / "in.npy"
+    np.save(npy, _series(2, 4))
+    outs = []
+    for source in (trained["ckpt"], folder):
+        out = tmp_path / f"forecast_{len(outs)}.npy"
+        assert main(["sssd", "forecast", "--ckpt", str(source), "--input", str(npy), "--out", str(out),
+                     "--horizon", "4", "--samples", "2", "--steps", "3", "--sampler", "ddim"]) == 0
+        outs.append(np.load(out))
+    assert np.array_equal(outs[0], outs[1])

@@ -63,3 +63,54 @@ def test_a_channel_empty_in_the_training_split_takes_its_stats_from_every_split(
     mean, std = dm.stats()
     assert mean[0] == pytest.approx(np.arange(70).mean())
     assert mean[1] == pytest.approx(2 * np.arange(70, 100).mean())
+
+
+def _co2(tmp_path):
+    path = tmp_path / "co2.csv"
+    rows = ["date,co2"] + [f"1958{m:02d}{d:02d},{315 + 0.1 * i:.2f}" for i, (m, d) in
+                           enumerate((m, d) for m in range(3, 13) for d in (1, 8, 15, 22))]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_date_column_is_never_modelled_as_data(tmp_path):
+    """A public weekly CO2 series (``date,co2``, dates written as numbers) is one channel, with its dates as time."""
+    from apps.common.errors import UserError
+    from apps.sssd.data import looks_like_time
+
+    path = _co2(tmp_path)
+    with pytest.raises(UserError, match=r"column 'date' looks like time .*data.time_column: date"):
+        SeriesData(path=str(path), channels=1, length=3).setup()
+    data = SeriesData(path=str(path), channels=1, length=3, time_column="date")
+    data.setup()
+    assert data.splits["train"].shape[-1] == 1
+    assert data.times[0] == pytest.approx(np.datetime64("1958-03-01").astype("int64"))  # days since 1970
+    assert np.allclose(np.diff(data.times)[:3], 7)
+    # or drop it, or keep it as a channel on purpose
+    SeriesData(path=str(path), channels=1, length=3, drop_columns=["date"]).setup()
+    SeriesData(path=str(path), channels=2, length=3, time_column="none").setup()
+    # recognised by the values alone, whatever the name
+    assert "integer dates" in looks_like_time("when", np.array([19580301.0, 19580308, 19580315]))
+    assert looks_like_time("co2", np.array([315.1, 315.3, 316.0])) is None
+    assert "years" in looks_like_time("yr", np.array([1958.0, 1959, 1960]))
+
+
+def test_time_column_errors_name_the_column(tmp_path):
+    from apps.common.errors import UserError
+
+    path = _co2(tmp_path)
+    with pytest.raises(UserError, match="no column 'stamp'.*the header has: date, co2"):
+        SeriesData(path=str(path), channels=1, length=3, time_column="stamp").setup()
+    shuffled = tmp_path / "shuffled.csv"
+    lines = path.read_text().splitlines()
+    shuffled.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
+    with pytest.raises(UserError, match="must increase"):
+        SeriesData(path=str(shuffled), channels=1, length=3, time_column="date").setup()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,x\nmonday,1\ntuesday,2\nwednesday,3\n")
+    with pytest.raises(UserError, match="'monday' is neither a number nor a date"):
+        SeriesData(path=str(bad), channels=1, length=2, time_column="when").setup()
+    npy = tmp_path / "s.npy"
+    np.save(npy, np.zeros((4, 8, 1), dtype=np.float32))
+    with pytest.raises(UserError, match="need a CSV file"):
+        SeriesData(path=str(npy), channels=1, time_column="date").setup()
