@@ -3,6 +3,10 @@ and list the costliest operators: where an epoch's time goes, without the data l
 
     python benchmarks/train_step.py recipes/speech/sc35_s4.yaml --length 16000 --batch 16
     python benchmarks/train_step.py recipes/speech/sc35_s4.yaml --layer s4d --profile
+    python benchmarks/train_step.py recipes/speech/sc10_s4d_cpu.yaml --batch 8 --threads 2 --compile both
+
+``--compile both`` times the eager model, then the same model after ``nn.Module.compile()`` (inductor;
+its warm-up steps include the compilation), in one run.
 
 Prints milliseconds per step (median of ``--steps`` after warm-up) on CUDA when present, else CPU.
 """
@@ -38,7 +42,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="also print the top operators (torch.profiler)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", choices=("no", "yes", "both"), default="no",
+                   help="torch.compile the network (both: eager first, then compiled, same run)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     net = build(a.recipe, a.layer).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -54,20 +63,33 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(3):
-        step()
-    sync()
-    times = []
-    for _ in range(a.steps):
+    def median_ms() -> tuple[float, float]:
+        """(median ms per step after 3 warm-up steps, seconds of the warm-up)."""
         t0 = time.perf_counter()
-        step()
+        for _ in range(3):
+            step()
         sync()
-        times.append(time.perf_counter() - t0)
-    layer = a.layer or yaml.safe_load(open(a.recipe))["model"]["init_args"].get("layer")
+        warm = time.perf_counter() - t0
+        times = []
+        for _ in range(a.steps):
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * statistics.median(times), warm
+
+    model = yaml.safe_load(open(a.recipe))["model"]
+    layer = a.layer or model.get("init_args", model).get("layer")
     params = sum(p.numel() for p in net.parameters())
-    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    print(f"{a.recipe} layer={layer} B={a.batch} L={a.length} params={params:,} device={device}: "
-          f"{1e3 * statistics.median(times):.1f} ms/step, peak {mem:.2f} GiB")
+    modes = {"no": ["eager"], "yes": ["compiled"], "both": ["eager", "compiled"]}[a.compile]
+    for mode in modes:
+        if mode == "compiled":
+            net.compile()
+        ms, warm = median_ms()
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        print(f"{a.recipe} layer={layer} B={a.batch} L={a.length} params={params:,} device={device} "
+              f"threads={torch.get_num_threads()} {mode}: {ms:.1f} ms/step (median of {a.steps}; warm-up "
+              f"{warm:.1f} s), peak {mem:.2f} GiB", flush=True)
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
 

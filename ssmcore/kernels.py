@@ -72,7 +72,7 @@ def _doubling(first: Tensor, powers: list[Tensor], count: int) -> Tensor:
     k = 1
     for s in powers:
         m = min(k, count - k)
-        torch.mul(out[:, :m], s, out=out[:, k : k + m])
+        out[:, k : k + m] = out[:, :m] * s
         k *= 2
     return out
 
@@ -101,6 +101,11 @@ def _factor_tables(log_z: Tensor, L: int, conj_coarse: bool) -> list[Tensor]:
     return out
 
 
+def _slot(workspace: Tensor | None, n: int) -> Tensor | None:
+    """The first ``n`` rows of a workspace for an ``out=`` argument; None (a fresh result) without one."""
+    return None if workspace is None else workspace[:n]
+
+
 class _Vandermonde(torch.autograd.Function):
     """``K[b, h, l] = Re sum_n W[b, h, n] z[h, n]^l`` as one real GEMM per block of channels.
 
@@ -127,17 +132,21 @@ class _Vandermonde(torch.autograd.Function):
         w_out = torch.mul(weights.transpose(0, 1).unsqueeze(2), c_out.unsqueeze(1))  # (H, Bw, q1, N)
         out = torch.empty(H, Bw, Q * T, dtype=log_z.real.dtype, device=log_z.device)
         # one workspace for every block: fresh large allocations cost page faults on each block
-        n_b = min(block, H)
-        fine_ws = torch.empty(n_b, t1, t2, N, dtype=log_z.dtype, device=log_z.device)
-        coarse_ws = torch.empty(n_b, Bw, q1, q2, N, dtype=log_z.dtype, device=log_z.device)
+        # (none while torch.compile / torch.export trace, which take no out= into workspaces)
+        n_b, traced = min(block, H), torch.compiler.is_compiling()
+        fine_ws = None if traced else torch.empty(n_b, t1, t2, N, dtype=log_z.dtype, device=log_z.device)
+        coarse_ws = None if traced else torch.empty(n_b, Bw, q1, q2, N, dtype=log_z.dtype, device=log_z.device)
         for h in range(0, H, block):
             hs = slice(h, min(H, h + block))
             n_h = hs.stop - h
-            fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=fine_ws[:n_h])  # conj(z^p)
-            coarse = torch.mul(w_out[hs].unsqueeze(3), c_in[hs, None, None], out=coarse_ws[:n_h])  # W z^{qT}
-            A = torch.view_as_real(coarse).view(n_h, Bw * Q, 2 * N)
-            F = torch.view_as_real(fine).view(n_h, T, 2 * N)
-            torch.bmm(A, F.transpose(1, 2), out=out[hs].view(n_h, Bw * Q, T))  # Re(W z^{qT} z^p)
+            fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=_slot(fine_ws, n_h))  # conj(z^p)
+            coarse = torch.mul(w_out[hs].unsqueeze(3), c_in[hs, None, None], out=_slot(coarse_ws, n_h))  # W z^{qT}
+            A = torch.view_as_real(coarse).reshape(n_h, Bw * Q, 2 * N)  # a view (a copy only where tracing)
+            F = torch.view_as_real(fine).reshape(n_h, T, 2 * N)
+            if traced:
+                out[hs] = torch.bmm(A, F.transpose(1, 2)).view(n_h, Bw, Q * T)
+            else:
+                torch.bmm(A, F.transpose(1, 2), out=out[hs].view(n_h, Bw * Q, T))  # Re(W z^{qT} z^p)
         ctx.save_for_backward(weights, log_z)
         ctx.L, ctx.block = L, block
         return out[..., :L].transpose(0, 1)
@@ -156,23 +165,30 @@ class _Vandermonde(torch.autograd.Function):
         G = torch.zeros(H, rows, Bw, Q * T, dtype=real, device=grad.device)
         G[:, 0, :, :L] = grad.transpose(0, 1)
         if need_z:
-            torch.mul(G[:, 0], torch.arange(Q * T, dtype=real, device=grad.device), out=G[:, 1])  # l G_l
+            G[:, 1] = G[:, 0] * torch.arange(Q * T, dtype=real, device=grad.device)  # l G_l
         S = torch.empty(H, rows * Bw, N, dtype=log_z.dtype, device=log_z.device)
-        n_b = min(block, H)
-        fine_ws = torch.empty(n_b, t1, t2, N, dtype=log_z.dtype, device=log_z.device)
-        gemm_ws = torch.empty(n_b, rows * Bw * Q, 2 * N, dtype=real, device=log_z.device)
-        prod_ws = torch.empty(n_b, rows * Bw, q1, q2, N, dtype=log_z.dtype, device=log_z.device)
-        part_ws = torch.empty(n_b, rows * Bw, q1, N, dtype=log_z.dtype, device=log_z.device)
+        n_b, traced = min(block, H), torch.compiler.is_compiling()
+
+        def workspace(*shape: int, dtype: torch.dtype = log_z.dtype) -> Tensor | None:
+            return None if traced else torch.empty(n_b, *shape, dtype=dtype, device=log_z.device)
+
+        fine_ws = workspace(t1, t2, N)
+        gemm_ws = workspace(rows * Bw * Q, 2 * N, dtype=real)
+        prod_ws = workspace(rows * Bw, q1, q2, N)
+        part_ws = workspace(rows * Bw, q1, N)
         for h in range(0, H, block):
             hs = slice(h, min(H, h + block))
             n_h = hs.stop - h
-            fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=fine_ws[:n_h])  # conj(z^p)
-            F = torch.view_as_real(fine).view(n_h, T, 2 * N)
-            M = torch.bmm(G[hs].view(n_h, rows * Bw * Q, T), F, out=gemm_ws[:n_h])  # sum_p G conj(z^p)
+            fine = torch.mul(f_out[hs].unsqueeze(2), f_in[hs].unsqueeze(1), out=_slot(fine_ws, n_h))  # conj(z^p)
+            F = torch.view_as_real(fine).reshape(n_h, T, 2 * N)
+            M = torch.bmm(G[hs].view(n_h, rows * Bw * Q, T), F, out=_slot(gemm_ws, n_h))  # sum_p G conj(z^p)
             M = torch.view_as_complex(M.view(n_h, rows * Bw, q1, q2, N, 2))
-            prod = torch.mul(M, c_in[hs, None, None], out=prod_ws[:n_h])
-            part = torch.sum(prod, dim=3, out=part_ws[:n_h])  # (h, rows Bw, q1, N)
-            torch.sum(part.mul_(c_out[hs, None]), dim=2, out=S[hs])
+            prod = torch.mul(M, c_in[hs, None, None], out=_slot(prod_ws, n_h))
+            part = torch.sum(prod, dim=3, out=_slot(part_ws, n_h))  # (h, rows Bw, q1, N)
+            if traced:
+                S[hs] = torch.sum(part * c_out[hs, None], dim=2)
+            else:
+                torch.sum(part.mul_(c_out[hs, None]), dim=2, out=S[hs])
         S = S.view(H, rows, Bw, N)
         grad_w = S[:, 0].transpose(0, 1) if need_w else None
         grad_z = (weights.conj().transpose(0, 1) * S[:, 1]).sum(1) if need_z else None
@@ -274,10 +290,13 @@ class _BilinearCauchy(torch.autograd.Function):
         """``[Xs | Ys]`` (H, M, 2k) with ``1 / d = Xs - i Ys`` for the chunk ``sigma`` (k,)."""
         H, M = G1.shape
         k = sigma.shape[0]
-        XY = torch.empty(H, M, 2 * k, dtype=G1.dtype, device=G1.device)
+        if torch.compiler.is_compiling():  # torch.compile / export trace no strided out=
+            XY = torch.cat([G2[..., None] - sigma * sigma, G1[..., None] * sigma], dim=-1)
+        else:
+            XY = torch.empty(H, M, 2 * k, dtype=G1.dtype, device=G1.device)
+            torch.sub(G2[..., None], sigma * sigma, out=XY[..., :k])
+            torch.mul(G1[..., None], sigma, out=XY[..., k:])
         X, Y = XY[..., :k], XY[..., k:]
-        torch.sub(G2[..., None], sigma * sigma, out=X)
-        torch.mul(G1[..., None], sigma, out=Y)
         scale = torch.mul(X, X).addcmul_(Y, Y).reciprocal_()  # 1 / |d|^2, (H, M, k)
         XY.view(H, M, 2, k).mul_(scale.unsqueeze(2))
         return XY
@@ -336,9 +355,12 @@ class _BilinearCauchy(torch.autograd.Function):
             #   -dL/dX = dXs U + 2 dYs V,   dL/dY = dYs U - 2 dXs V
             # so their sums over k are coef-weighted sums of [gS0 | 2 gS1] U^T and [sigma gS1 | -2 sigma gS0] V^T.
             Xs, Ys = XY[..., :k], XY[..., k:]
-            UV = torch.empty_like(XY)  # (h, M, 2k)
-            torch.mul(Xs, Xs, out=UV[..., :k]).addcmul_(Ys, Ys, value=-1)
-            torch.mul(Xs, Ys, out=UV[..., k:])
+            if torch.compiler.is_compiling():
+                UV = torch.cat([torch.addcmul(Xs * Xs, Ys, Ys, value=-1), Xs * Ys], dim=-1)
+            else:
+                UV = torch.empty_like(XY)  # (h, M, 2k)
+                torch.mul(Xs, Xs, out=UV[..., :k]).addcmul_(Ys, Ys, value=-1)
+                torch.mul(Xs, Ys, out=UV[..., k:])
             left = torch.cat([torch.cat([gS0, 2 * gS1], 2), torch.cat([sig * gS1, -2 * sig * gS0], 2)], 1)
             acc[hs] += torch.bmm(left, UV.transpose(1, 2))  # (h, 4T, M)
         grad_G2 = -(coef * acc[:, :T2]).sum(1)  # X = G2 - sigma^2

@@ -150,6 +150,8 @@ def _scan(a: Tensor, b: Tensor) -> Tensor:
     """
     L = b.shape[-2]
     full = 1 << max(0, math.ceil(math.log2(L)))  # one chunk covering everything
+    if torch.compiler.is_compiling():  # a traced graph cannot branch on the data: the scan that is safe for any a
+        return _chunked(a, b, min(CHUNK, full), _doubling_chunks)
     decay = complex_log(a).real.abs().amax().item()  # largest |log |a_k||: |log A_t| <= (t + 1) decay
     if math.isfinite(decay):
         T = CHUNK_MAX if decay * CHUNK_MAX <= RESCALE_LIMIT else 1 << max(0, int(math.log2(RESCALE_LIMIT / decay)))

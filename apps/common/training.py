@@ -43,14 +43,21 @@ class TaskModule(PretrainedMixin, pl.LightningModule):
         optim: an :class:`OptimConfig`, or a mapping of its fields laid over ``default``.
         default: the subclass's default optimiser settings.
         monitor / monitor_mode: the metric that picks the best checkpoint and drives ``plateau``.
+        compile: ``torch.compile`` the network (the submodule named by ``network_attr``) in place when a
+            Trainer sets the model up (``--model.compile true``); a run-time switch, not saved in the checkpoint.
 
     The older call ``TaskModule(lr, weight_decay, ssm_lr, ssm_weight_decay, scheduler, warmup_steps[,
     monitor, monitor_mode])`` is still accepted (a number first).
     """
 
+    #: the attribute holding the app's nn.Module, the one that ``compile`` compiles
+    network_attr = "net"
+
     def __init__(self, optim: OptimConfig | Mapping[str, Any] | float | None = None, *legacy: Any,
-                 default: OptimConfig | None = None, monitor: str = "val/loss", monitor_mode: str = "min") -> None:
+                 default: OptimConfig | None = None, monitor: str = "val/loss", monitor_mode: str = "min",
+                 compile: bool = False) -> None:
         super().__init__()
+        self.compile_network = bool(compile)
         if isinstance(optim, (int, float)) and not isinstance(optim, bool):  # the positional form
             values = dict(zip((*OPTIM_FIELDS, "monitor", "monitor_mode"), (optim, *legacy), strict=False))
             monitor, monitor_mode = values.pop("monitor", monitor), values.pop("monitor_mode", monitor_mode)
@@ -63,13 +70,22 @@ class TaskModule(PretrainedMixin, pl.LightningModule):
     def save_hyperparameters(self, *args: Any, ignore: Sequence[str] | str | None = None, frame: Any = None,
                              logger: bool = True) -> None:
         """Lightning's, with ``optim`` saved as plain values (a checkpoint then needs no class to load)."""
-        super().save_hyperparameters(*args, ignore=ignore, frame=frame or inspect.currentframe().f_back, logger=logger)
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        super().save_hyperparameters(*args, ignore=[*ignore, "compile"], frame=frame or inspect.currentframe().f_back,
+                                     logger=logger)
         for hparams in (self._hparams, getattr(self, "_hparams_initial", None)):
             if hparams is not None and "optim" in hparams:
                 hparams["optim"] = self.optim.as_dict()
 
     def configure_optimizers(self) -> Any:
         return configure_optimizers(self, self.optim, self.monitor, self.monitor_mode)
+
+    def configure_model(self) -> None:
+        """With ``compile``: ``torch.compile`` the network in place (``nn.Module.compile``: its parameter names and
+        the checkpoint's keys stay as they are); once, before the Trainer wraps the model."""
+        network = getattr(self, self.network_attr, None)
+        if self.compile_network and isinstance(network, torch.nn.Module) and network._compiled_call_impl is None:
+            network.compile()
 
 
 class EpochTimer(Callback):

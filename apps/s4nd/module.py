@@ -69,9 +69,9 @@ class ImageClassifier(TaskModule):
         patch_size: int = 2,
         ff_expand: int | None = None,
         dropout: float = 0.0,
-        optim: OptimConfig = S4ND_OPTIM,
+        optim: OptimConfig = S4ND_OPTIM, compile: bool = False,
     ) -> None:
-        super().__init__(optim, default=S4ND_OPTIM, monitor="val/acc", monitor_mode="max")
+        super().__init__(optim, default=S4ND_OPTIM, monitor="val/acc", monitor_mode="max", compile=compile)
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone: unknown {backbone!r}; choose one of {', '.join(BACKBONES)}")
         self.save_hyperparameters()

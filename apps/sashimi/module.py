@@ -46,6 +46,8 @@ class WaveformGenerator(TaskModule):
         optim: the optimiser (:class:`apps.common.optim.OptimConfig`; default lr 4e-3, no weight decay).
     """
 
+    network_attr = "model"  # what ``--model.compile true`` compiles
+
     def __init__(
         self,
         d_model: int = 64,
@@ -62,11 +64,11 @@ class WaveformGenerator(TaskModule):
         sample_every_n_epochs: int = 5,
         sample_seconds: float = 1.0,
         n_samples: int = 2,
-        optim: OptimConfig = GENERATOR_OPTIM,
+        optim: OptimConfig = GENERATOR_OPTIM, compile: bool = False,
         monitor: str = "val/nll",
         monitor_mode: str = "min",
     ) -> None:
-        super().__init__(optim, default=GENERATOR_OPTIM, monitor=monitor, monitor_mode=monitor_mode)
+        super().__init__(optim, default=GENERATOR_OPTIM, monitor=monitor, monitor_mode=monitor_mode, compile=compile)
         self.save_hyperparameters()
         self.quantization, self.bits, self.sample_rate = quantization or "mu-law", bits, sample_rate or 16000
         self._adopt = {"quantization": quantization is None, "sample_rate": sample_rate is None}

@@ -53,9 +53,9 @@ class DelayedRecallModule(TaskModule):
         n_layers: int = 2,
         layer: LayerSpec = SMOKE_LAYER,
         dropout: float = 0.0,
-        optim: OptimConfig = SMOKE_OPTIM,
+        optim: OptimConfig = SMOKE_OPTIM, compile: bool = False,
     ) -> None:
-        super().__init__(optim, default=SMOKE_OPTIM, monitor="val/acc", monitor_mode="max")
+        super().__init__(optim, default=SMOKE_OPTIM, monitor="val/acc", monitor_mode="max", compile=compile)
         self.save_hyperparameters()
         self.net = RecallModel(vocab=vocab, d_model=d_model, n_layers=n_layers, layer=layer_spec(layer), dropout=dropout)
         self.results = SampleResults()

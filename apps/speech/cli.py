@@ -19,6 +19,8 @@ VERBS = {
                 "--words sc35 --per-word N"),
     "zero-shot": (lazy_verb("apps.speech.zero_shot", "zero_shot"),
                   "classifier accuracy at other sample rates: ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000"),
+    "export": (lazy_verb("apps.speech.export", "export"),
+               "the classifier as a torch.export program: ssm speech export --ckpt CKPT --out DIR (writes DIR/model.pt2)"),
     "score": (lazy_verb("apps.speech.score", "score"),
               "IS, mIS, AM and FID of a folder of WAVs: ssm speech score --classifier CKPT --samples DIR"),
     "export-weights": export_weights_verb("speech"),

@@ -42,8 +42,8 @@ class SpeechClassifier(TaskModule):
                  layer: LayerSpec = SPEECH_LAYER, ff_expand: int = 0, norm: str = "batch", prenorm: bool = False,
                  dropout: float = 0.0, pool: list[int] | None = None, pool_mode: str = "mean",
                  train_rate: int | None = None, rate_change: bool = True, pool_expand: int = 1,
-                 calibrate_batches: int = 0, optim: OptimConfig = SPEECH_OPTIM) -> None:
-        super().__init__(optim, default=SPEECH_OPTIM, monitor="val/acc", monitor_mode="max")
+                 calibrate_batches: int = 0, optim: OptimConfig = SPEECH_OPTIM, compile: bool = False) -> None:
+        super().__init__(optim, default=SPEECH_OPTIM, monitor="val/acc", monitor_mode="max", compile=compile)
         # rate_change is an evaluation switch, not part of the model: left out of the saved hyper-parameters,
         # or LightningCLI would restore the checkpoint's value over ``--model.rate_change false``
         self.save_hyperparameters(ignore=["rate_change"])

@@ -1,5 +1,6 @@
 """``ssm sssd``: diffusion imputation and forecasting of multivariate series with S4 denoisers (SSSD)."""
 
+from apps.common.cli import lazy_verb
 from apps.common.pretrained import export_weights_verb
 from apps.sssd.data import SeriesData
 from apps.sssd.infer import forecast, impute
@@ -15,5 +16,7 @@ VERBS = {
                        "[--samples 100 --sampler ddim --steps 50]"),
     "forecast": (forecast, "forecast H steps: ssm sssd forecast --ckpt CKPT --input data.csv|npy --out f.csv "
                            "--horizon H [--holdout]"),
+    "export": (lazy_verb("apps.sssd.export", "export"),
+               "the denoiser as a torch.export program: ssm sssd export --ckpt CKPT --out DIR (writes DIR/model.pt2)"),
     "export-weights": export_weights_verb("sssd"),
 }

@@ -85,9 +85,9 @@ class SSSDModule(TaskModule):
         sampler: str = "ddpm",
         sampler_steps: int | None = None,
         sample_batch_size: int = 256,
-        optim: OptimConfig = SSSD_OPTIM,
+        optim: OptimConfig = SSSD_OPTIM, compile: bool = False,
     ) -> None:
-        super().__init__(optim, default=SSSD_OPTIM)
+        super().__init__(optim, default=SSSD_OPTIM, compile=compile)
         for key, value, choices in (("mask", mask, MASK_TYPES), ("test_mask", test_mask or mask, MASK_TYPES),
                                     ("loss_on", loss_on, LOSS_ON), ("sampler", sampler, SAMPLERS)):
             if value not in choices:

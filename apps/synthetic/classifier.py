@@ -37,9 +37,9 @@ class SequenceClassifier(TaskModule):
         layer: LayerSpec = CLASSIFIER_LAYER,
         ff_expand: int = 2,
         dropout: float = 0.0,
-        optim: OptimConfig = CLASSIFIER_OPTIM,
+        optim: OptimConfig = CLASSIFIER_OPTIM, compile: bool = False,
     ) -> None:
-        super().__init__(optim, default=CLASSIFIER_OPTIM, monitor="val/acc", monitor_mode="max")
+        super().__init__(optim, default=CLASSIFIER_OPTIM, monitor="val/acc", monitor_mode="max", compile=compile)
         self.save_hyperparameters()
         self.backbone = SequenceModel(d_model=d_model, n_layers=n_layers, layer=layer_spec(layer), d_input=d_input,
                                       ff_expand=ff_expand, dropout=dropout)

@@ -65,9 +65,9 @@ class SyntheticModule(TaskModule):
         ff_expand: int = 2,
         norm: str = "layer",
         dropout: float = 0.0,
-        optim: OptimConfig = SYNTHETIC_OPTIM,
+        optim: OptimConfig = SYNTHETIC_OPTIM, compile: bool = False,
     ) -> None:
-        super().__init__(optim, default=SYNTHETIC_OPTIM, monitor="val/r2", monitor_mode="max")
+        super().__init__(optim, default=SYNTHETIC_OPTIM, monitor="val/r2", monitor_mode="max", compile=compile)
         self.save_hyperparameters()
         d_input, d_output = task_dims(task, num_shifts, mips_dim)
         self.net = TaskModel(d_input=d_input, d_output=d_output, d_model=d_model, n_layers=n_layers,

@@ -68,10 +68,10 @@ class VideoClassifier(TaskModule):
     def __init__(self, dataset: str = "lvu", task: str = "first_digit", d_input: int = 1024,
                  decoder: str = "vis4mer", d_model: int = 1024, n_stages: int = 3,
                  layer: LayerSpec = VIS4MER_LAYER, dropout: float = 0.1, mixer: str = "ssm",
-                 label_smoothing: float = 0.0, optim: OptimConfig = VIS4MER_OPTIM) -> None:
+                 label_smoothing: float = 0.0, optim: OptimConfig = VIS4MER_OPTIM, compile: bool = False) -> None:
         self.regression, outputs = task_outputs(dataset, task)
         super().__init__(optim, default=VIS4MER_OPTIM, monitor="val/mse" if self.regression else "val/acc",
-                         monitor_mode="min" if self.regression else "max")
+                         monitor_mode="min" if self.regression else "max", compile=compile)
         if decoder not in DECODERS:
             raise ValueError(f"model.decoder: unknown {decoder!r}; choose one of {', '.join(DECODERS)}")
         self.save_hyperparameters()

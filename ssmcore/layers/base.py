@@ -282,7 +282,7 @@ class SSMLayer(nn.Module):
         (Writes through ``param.data`` bypass the version counter: edit parameters in place under
         ``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do.)
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # a traced graph recomputes, no cache
             return compute()
         signature = self._signature()
         if signature is None:

@@ -102,6 +102,12 @@ class SIREN(nn.Module):
         return self.head(h)
 
 
+def _remember_reference_extent(layer: nn.Module, incompatible_keys: Any = None) -> None:
+    """After ``load_state_dict``: the loaded ``l_ref`` buffer's values as the Python ints that traced graphs read."""
+    if not layer.l_ref.is_meta:
+        layer._l_ref = tuple(int(v) for v in layer.l_ref)
+
+
 class CCNN(SSMLayer):
     """CCNN layer: depthwise continuous-kernel convolution + D skip + activation + dropout + projection.
 
@@ -162,6 +168,9 @@ class CCNN(SSMLayer):
             if len(l_ref) != dim or any(v < 1 for v in l_ref):
                 raise ValueError(f"l_max needs {dim} positive sizes, got {l_max}")
         self.register_buffer("l_ref", torch.tensor(l_ref, dtype=torch.long))
+        # the buffer's values as Python ints too: torch.compile / torch.export graphs cannot read a tensor's value
+        self._l_ref = l_ref
+        self.register_load_state_dict_post_hook(_remember_reference_extent)
         self._normalise_init()
 
     def _normalise_init(self) -> None:
@@ -190,11 +199,14 @@ class CCNN(SSMLayer):
 
     def reference_extent(self, shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """``l_ref`` per axis; fixed to ``shape`` (or 1024 per axis) if still unset."""
-        if int(self.l_ref.min()) == 0:
-            fill = shape if shape is not None else (DEFAULT_REFERENCE_LENGTH,) * self.dim
+        l_ref = self._l_ref if torch.compiler.is_compiling() else tuple(int(v) for v in self.l_ref)
+        if min(l_ref) == 0:
+            l_ref = tuple(int(s) for s in (shape if shape is not None else (DEFAULT_REFERENCE_LENGTH,) * self.dim))
             with torch.no_grad():
-                self.l_ref.copy_(torch.tensor([int(s) for s in fill], dtype=torch.long))
-        return tuple(int(v) for v in self.l_ref)
+                self.l_ref.copy_(torch.tensor(l_ref, dtype=torch.long))
+        if l_ref != self._l_ref:
+            self._l_ref = l_ref
+        return l_ref
 
     def axis_lags(self, size: int, axis: int) -> Tensor:
         """The lags of the kernel's entries on one axis: ``0..S-1`` causal, ``0..S-1, -S..-1`` two-sided."""
@@ -225,7 +237,7 @@ class CCNN(SSMLayer):
             grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (*K, dim)
             sizes = grid.shape[:-1]
             values = self.continuous_kernel(grid.reshape(-1, self.dim).to(ref.dtype))  # (P, C H)
-            support = math.prod(l * (2 if b else 1) for l, b in zip(l_ref, self.bidirectional))
+            support = math.prod([l * (2 if b else 1) for l, b in zip(l_ref, self.bidirectional)])
             scale = math.prod(rates) / math.sqrt(support)
             k = values.t().reshape(self.channels, self.d_model, *sizes)
             return k * scale

@@ -80,6 +80,12 @@ def input_state(u: Tensor, Abar: Tensor, Bbar: Tensor) -> Tensor:
     return partial[..., 0].permute(2, 0, 1)  # (B, H, N)
 
 
+def _remember_reference_length(layer: nn.Module, incompatible_keys: Any = None) -> None:
+    """After ``load_state_dict``: the loaded ``l_ref`` buffer's value as the Python int that traced graphs read."""
+    if not layer.l_ref.is_meta:
+        layer._l_ref = int(layer.l_ref)
+
+
 class S4(ConvSSMLayer):
     """S4 layer: DPLR SSM + D skip + activation + dropout + output projection.
 
@@ -154,6 +160,9 @@ class S4(ConvSSMLayer):
         C_tilde = torch.randn(self.n_kernels, H, d_state // 2, dtype=torch.complex64)
         self.C = nn.Parameter(torch.view_as_real(C_tilde))  # C~ (n_kernels, H, M, 2)
         self.register_buffer("l_ref", torch.tensor(l_max or 0, dtype=torch.long))
+        # the buffer's value as a Python int too: torch.compile / torch.export graphs cannot read a tensor's value
+        self._l_ref = int(l_max or 0)
+        self.register_load_state_dict_post_hook(_remember_reference_length)
 
     # ----------------------------------------------------------------- parameters
     def continuous(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -164,10 +173,12 @@ class S4(ConvSSMLayer):
 
     def reference_length(self, L: int | None = None) -> int:
         """L0, the length that C~ refers to; fixed to ``L`` (or 1024 when None) if still unset."""
-        L0 = int(self.l_ref)
+        L0 = self._l_ref if torch.compiler.is_compiling() else int(self.l_ref)
         if L0 == 0:
             L0 = L if L is not None else DEFAULT_REFERENCE_LENGTH
             self.l_ref.fill_(L0)
+        if L0 != self._l_ref:
+            self._l_ref = L0
         return L0
 
     def dense_system(self, rate: float = 1.0, dtype: torch.dtype = torch.complex128) -> tuple[Tensor, Tensor, Tensor]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from apps.common.cli import main
 
@@ -114,6 +115,28 @@ def test_bad_input_is_rejected_with_one_line(trained, tmp_path, capsys):
     err = _error(capsys, ["sssd", "impute", "--ckpt", str(tmp_path / "nope.ckpt"), "--input", str(wrong),
                           "--out", str(tmp_path / "o.csv")])
     assert "checkpoint not found" in err
+
+
+def test_export_writes_the_denoiser_and_never_overwrites(trained, tmp_path, capsys):
+    from apps.sssd.infer import load_model
+
+    out = tmp_path / "exported"
+    assert main(["sssd", "export", "--ckpt", str(trained["ckpt"]), "--out", str(out)]) == 0
+    path = out / "model.pt2"
+    assert str(path) in capsys.readouterr().out
+    program = torch.export.load(path).module()
+    module = load_model(trained["ckpt"])
+    L, C = int(module.train_length), int(module.hparams.channels)
+    gen = torch.Generator().manual_seed(0)
+    x_t, cond = torch.randn(3, L, C, generator=gen), torch.randn(3, L, C, generator=gen)
+    mask, t = torch.rand(3, L, C, generator=gen) > 0.3, torch.tensor([0, 5, 9])
+    with torch.no_grad():
+        expected = module.net(x_t, cond, mask, t)
+    assert ((program(x_t, cond, mask, t) - expected).norm() / expected.norm()).item() < 1e-4
+    before = path.read_bytes()
+    assert main(["sssd", "export", "--ckpt", str(trained["ckpt"]), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert path.read_bytes() == before
 
 
 def test_forecast_reads_an_exported_folder_with_identical_results(trained, tmp_path, capsys):
