@@ -33,7 +33,10 @@ class PendulumModule(TaskModule):
         layer: the SSM layer spec.
         hidden: width of the frame encoder's hidden layer.
         optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
+        compile: ``torch.compile`` the SSM backbone (``--model.compile true``; see :class:`TaskModule`).
     """
+
+    network_attr = "backbone"
 
     def __init__(
         self,
@@ -48,8 +51,9 @@ class PendulumModule(TaskModule):
         dropout: float = 0.0,
         hidden: int = 128,
         optim: OptimConfig = PENDULUM_OPTIM,
+        compile: bool = False,
     ) -> None:
-        super().__init__(optim, default=PENDULUM_OPTIM, monitor="val/mse", monitor_mode="min")
+        super().__init__(optim, default=PENDULUM_OPTIM, monitor="val/mse", monitor_mode="min", compile=compile)
         self.save_hyperparameters()
         spec = layer_spec(layer, default="s5")
         if use_times and spec["name"] not in dt_layer_names():
