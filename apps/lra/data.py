@@ -1,0 +1,256 @@
+"""LRA data as a LightningDataModule: one ``data.task``, read from its released layout under ``data.root``.
+
+Batches are dicts: ``x`` (B, L) token ids (long, 0 = padding) or pixels (uint8), ``lengths`` (B,)
+valid lengths, ``y`` (B,) labels or (B, L) per-position labels (-100 where there is none, padding
+included); retrieval adds ``x2``/``lengths2`` for the second document.  Variable-length sequences
+are padded at the end to the longest of their batch.
+
+Splits: ListOps, ListOpsSubTrees and Retrieval have their released train / val (``eval``) / test
+files.  Text, Image and MNIST have train and test only: the validation set is ``val_fraction`` of
+the training set, drawn with ``seed`` (S4's configs hold out 10% of CIFAR the same way).  Pathfinder
+has one pool of images: it is split 80 / 10 / 10 with ``seed`` (LRA's 160k / 20k / 20k of 200k).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from apps.common.data import SplitDataModule
+from apps.common.errors import UserError
+from apps.lra.tasks import task_info
+
+#: Pathfinder-style split fractions (train, val, test) of a single pool of images
+POOL_SPLIT = (0.8, 0.1, 0.1)
+
+
+class ListDataset(Dataset):
+    """Items as a list of dicts of tensors (or a function of the index)."""
+
+    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def pad_batch(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+    """Collate: pad ``x`` (and ``x2``) with 0 and a per-position ``y`` with -100 to the batch's longest; add lengths."""
+    out: dict[str, Tensor] = {}
+    for key, length_key in (("x", "lengths"), ("x2", "lengths2")):
+        if key not in items[0]:
+            continue
+        seqs = [it[key] for it in items]
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        batch = seqs[0].new_zeros((len(seqs), int(lengths.max())))  # (B, L_max)
+        for i, s in enumerate(seqs):
+            batch[i, : len(s)] = s
+        out[key], out[length_key] = batch, lengths
+    ys = [it["y"] for it in items]
+    if ys[0].dim() == 0:
+        out["y"] = torch.stack(ys)
+    else:
+        y = torch.full((len(ys), out["x"].shape[1]), -100, dtype=torch.long)
+        for i, t in enumerate(ys):
+            y[i, : len(t)] = t
+        out["y"] = y
+    return out
+
+
+def _need(path: Path, task: str, hint: str) -> Path:
+    if not path.exists():
+        raise UserError(f"data.root: {path} not found for data.task {task}; {hint}")
+    return path
+
+
+def _split_indices(n: int, fractions: Sequence[float], seed: int) -> list[Tensor]:
+    """A seeded permutation of ``range(n)`` cut into consecutive parts of the given fractions (the last takes the rest)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts, start = [], 0
+    for i, f in enumerate(fractions):
+        end = n if i == len(fractions) - 1 else start + int(round(f * n))
+        parts.append(perm[start:end])
+        start = end
+    return parts
+
+
+class LRAData(SplitDataModule):
+    """One LRA task (see :mod:`apps.lra.tasks`) from ``root``.
+
+    Args:
+        task: ``listops``, ``text``, ``retrieval``, ``image``, ``mnist``, ``pathfinder``, ``pathx``,
+            ``listops_subtrees`` or ``pathfinder_segmentation``.
+        root: the folder holding the release (the ``--out`` of ``ssm lra prepare``): ``listops-1000/``,
+            ``pathfinder32/``, ``aclImdb/``, ``new_aan_pairs.*.tsv``, CIFAR-10 batches, MNIST-5k.
+        size: Pathfinder image side (32, 64; Path-X is 128 and ignores it).
+        max_len: truncate token sequences to this length (None: the task's, 2,000 / 4,096 / 4,000).
+        batch_size: training batch; eval_batch_size: evaluation batch (None: ``batch_size``).
+        val_fraction: share of the training set held out for validation where the release has no
+            validation split (text, image, mnist).
+        train_size: use only the first ``train_size`` training examples (None: all), for quick runs.
+        seed: the seed of the held-out and Pathfinder splits.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        task: str = "listops",
+        root: str = "data/lra",
+        size: int = 32,
+        max_len: int | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        train_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        info = task_info(task)
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"data.max_len must be >= 1, got {max_len}")
+        if train_size is not None and train_size < 1:
+            raise ValueError(f"data.train_size must be >= 1, got {train_size}")
+        if size not in (32, 64, 128, 256):
+            raise ValueError(f"data.size must be 32, 64, 128 or 256 (Pathfinder's sizes), got {size}")
+        self.save_hyperparameters()
+        self.task, self.info = task, info
+        self.root = Path(root)
+        self.size = 128 if task == "pathx" else size
+        self.max_len = max_len if max_len is not None else info.max_len
+        self.splits: dict[str, ListDataset] = {}
+
+    # ----------------------------------------------------------------- readers, one per family
+    def _token_splits(self) -> dict[str, list[dict[str, Any]]]:
+        from apps.lra.listops import encode, read_listops, subtree_targets
+
+        folder = _need(self.root / "listops-1000", self.task, f"prepare it: ssm lra prepare listops --out {self.root}")
+        out = {}
+        for split in ("train", "val", "test"):
+            rows = read_listops(_need(folder / f"basic_{split}.tsv", self.task,
+                                      f"prepare it: ssm lra prepare listops --out {self.root}"))
+            if split == "train" and self.hparams.train_size:
+                rows = rows[: self.hparams.train_size]
+            items = []
+            for source, label in rows:
+                if self.task == "listops_subtrees":
+                    ids, labels = subtree_targets(source)
+                    items.append({"x": torch.tensor(ids[: self.max_len], dtype=torch.long),
+                                  "y": torch.tensor(labels[: self.max_len], dtype=torch.long)})
+                else:
+                    items.append({"x": torch.tensor(encode(source)[: self.max_len], dtype=torch.long),
+                                  "y": torch.tensor(int(label))})
+            out[split] = items
+        return out
+
+    def _bytes(self, text: bytes) -> Tensor:
+        from apps.lra.text import byte_ids
+
+        return torch.as_tensor(byte_ids(text, self.max_len), dtype=torch.long)
+
+    def _text_splits(self) -> dict[str, list[dict[str, Any]]]:
+        from apps.lra.text import read_imdb
+
+        _need(self.root, self.task, "point data.root at the folder holding aclImdb/")
+        train = [{"x": self._bytes(t), "y": torch.tensor(int(y))} for t, y in read_imdb(self.root, "train")]
+        test = [{"x": self._bytes(t), "y": torch.tensor(int(y))} for t, y in read_imdb(self.root, "test")]
+        return {**self._hold_out(train), "test": test}
+
+    def _retrieval_splits(self) -> dict[str, list[dict[str, Any]]]:
+        from apps.lra.text import read_aan
+
+        _need(self.root, self.task, "point data.root at the folder holding new_aan_pairs.{train,eval,test}.tsv")
+        out = {}
+        for split, release in (("train", "train"), ("val", "eval"), ("test", "test")):
+            out[split] = [{"x": self._bytes(a), "x2": self._bytes(b), "y": torch.tensor(int(y))}
+                          for a, b, y in read_aan(self.root, release)]
+        return out
+
+    def _array_splits(self, reader: Any) -> dict[str, list[dict[str, Any]]]:
+        def items(split: str) -> list[dict[str, Any]]:
+            images, labels = reader(self.root, split)
+            flat = torch.as_tensor(images).reshape(len(images), -1)  # (N, H * W) uint8
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            return [{"x": flat[i], "y": labels[i]} for i in range(len(flat))]
+
+        _need(self.root, self.task, "point data.root at the dataset's folder")
+        return {**self._hold_out(items("train")), "test": items("test")}
+
+    def _pathfinder_splits(self) -> dict[str, list[dict[str, Any]]]:
+        from apps.lra.pathfinder import load_png, read_pathfinder, read_segmentation
+
+        hint = f"prepare it: ssm lra prepare pathfinder --size {self.size} --out {self.root}"
+        _need(self.root / f"pathfinder{self.size}", self.task, hint)
+        if self.task == "pathfinder_segmentation":
+            pairs = read_segmentation(self.root, self.size)
+            items = [{"x": torch.from_numpy(load_png(img)).reshape(-1),
+                      "y": (torch.from_numpy(load_png(mask)).reshape(-1) > 0).long()} for img, mask in pairs]
+        else:
+            items = [{"x": torch.from_numpy(load_png(img)).reshape(-1), "y": torch.tensor(int(label))}
+                     for img, label in read_pathfinder(self.root, self.size)]
+        if len(items) < 3:
+            raise UserError(f"data.root: {self.root / f'pathfinder{self.size}'} holds {len(items)} images; "
+                            f"at least 3 are needed for train / val / test ({hint} --n 1000)")
+        parts = _split_indices(len(items), POOL_SPLIT, self.hparams.seed)
+        out = {name: [items[int(i)] for i in idx] for name, idx in zip(("train", "val", "test"), parts, strict=True)}
+        if self.hparams.train_size:
+            out["train"] = out["train"][: self.hparams.train_size]
+        return out
+
+    def _hold_out(self, train: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        if len(train) < 2:
+            raise UserError(f"data.root: {self.root} holds {len(train)} training examples for {self.task}; "
+                            "at least 2 are needed (one is held out for validation)")
+        n_val = max(1, int(round(self.hparams.val_fraction * len(train))))
+        train_idx, val_idx = _split_indices(len(train), (1 - n_val / len(train), n_val / len(train)),
+                                            self.hparams.seed)
+        kept = [train[int(i)] for i in train_idx]
+        if self.hparams.train_size:
+            kept = kept[: self.hparams.train_size]
+        return {"train": kept, "val": [train[int(i)] for i in val_idx]}
+
+    # ----------------------------------------------------------------- Lightning
+    def read_splits(self) -> dict[str, list[dict[str, Any]]]:
+        """Every split of the task as lists of items (the release read, encoded and split)."""
+        if self.task in ("listops", "listops_subtrees"):
+            return self._token_splits()
+        if self.task == "text":
+            return self._text_splits()
+        if self.task == "retrieval":
+            return self._retrieval_splits()
+        if self.task == "image":
+            from apps.lra.image import read_cifar_grey
+
+            return self._array_splits(read_cifar_grey)
+        if self.task == "mnist":
+            from apps.lra.image import read_mnist_seq
+
+            return self._array_splits(read_mnist_seq)
+        return self._pathfinder_splits()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = {name: ListDataset(items) for name, items in self.read_splits().items()}
+            for name, ds in self.splits.items():
+                if len(ds) == 0:
+                    raise UserError(f"data.root: the {name} split of {self.task} under {self.root} is empty")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.splits:
+            self.setup()
+        h = self.hparams
+        batch = h.batch_size if split == "train" else (h.eval_batch_size or h.batch_size)
+        return DataLoader(self.splits[split], batch_size=batch, shuffle=shuffle, collate_fn=pad_batch,
+                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
