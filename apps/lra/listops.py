@@ -162,24 +162,24 @@ def read_listops(tsv: Path) -> list[tuple[str, int]]:
     fix = "generate ListOps with `ssm lra prepare` or point to LRA's released listops-1000 folder"
     if not tsv.is_file():
         raise UserError(f"ListOps file not found: {tsv} ({fix})")
+    rows = []
     try:
-        text = tsv.read_bytes().decode("utf-8")
+        with open(tsv, encoding="utf-8", newline="") as f:  # streamed: the training file is ~600 MB
+            header = f.readline().rstrip("\r\n")
+            if header != HEADER:
+                raise UserError(f"{tsv} is not a ListOps TSV: expected the header 'Source<TAB>Target', found "
+                                f"{header[:40]!r} ({fix})")
+            for number, line in enumerate(f, start=2):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                source, tab, label = line.partition("\t")
+                if not tab or label.strip() not in _LABELS:
+                    raise UserError(f"{tsv} line {number}: expected 'expression<TAB>label 0-9', found {line[:60]!r} "
+                                    f"(the file is damaged; regenerate it)")
+                rows.append((source, int(label)))
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read ListOps file {tsv}: {e} ({fix})") from e
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != HEADER:
-        first = lines[0][:40] if lines else ""
-        raise UserError(f"{tsv} is not a ListOps TSV: expected the header 'Source<TAB>Target', found {first!r} "
-                        f"({fix})")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2 or fields[1].strip() not in _LABELS:
-            raise UserError(f"{tsv} line {number}: expected 'expression<TAB>label 0-9', found {line[:60]!r} "
-                            f"(the file is damaged; regenerate it)")
-        rows.append((fields[0], int(fields[1])))
     if not rows:
         raise UserError(f"{tsv} holds no examples ({fix})")
     return rows
@@ -328,8 +328,8 @@ def generate_listops(out: Path, *, seed: int = 0, n_train: int = 96000, n_val: i
     files = {split: open(temps[split], "wb") for split in SPLITS}
     seen: set[bytes] = set()
     written, empty_batches = 0, 0
-    # roots per batch: about a tenth of them are kept with LRA's settings (a quarter are operators)
-    batch = 20000
+    # roots per batch: with LRA's settings about 7% are kept (a quarter are operators, ~30% of those fit)
+    max_batch = 20000
     try:
         for f in files.values():
             f.write(HEADER.encode() + b"\r\n")
@@ -337,16 +337,18 @@ def generate_listops(out: Path, *, seed: int = 0, n_train: int = 96000, n_val: i
         with bar:
             task = bar.add_task("ListOps", total=total) if progress else None
             while written < total:
+                batch = min(max_batch, max(2000, 20 * (total - written)))
                 levels = _grow(rng, batch, max_depth, max_args, max_len)
                 length = levels[0]["length"]
                 accept = (length > min_len) & (length < max_len)
                 if not accept.any():
                     empty_batches += 1
                     if empty_batches >= 50:
-                        raise UserError(f"ListOps settings accept almost no trees (none in {50 * batch} draws): "
+                        raise UserError(f"ListOps settings accept almost no trees (none in 50 batches of {batch} draws in a row): "
                                         f"min_len={min_len} max_len={max_len} max_depth={max_depth} "
                                         f"max_args={max_args}; widen the length range")
                     continue
+                empty_batches = 0
                 text, ends, _ = _serialise(_keep(levels, accept))
                 view = memoryview(text)
                 begin = 0
