@@ -6,8 +6,9 @@ included); retrieval adds ``x2``/``lengths2`` for the second document.  Variable
 are padded at the end to the longest of their batch.
 
 Splits: ListOps, ListOpsSubTrees and Retrieval have their released train / val (``eval``) / test
-files.  Text, Image and MNIST have train and test only: the validation set is ``val_fraction`` of
-the training set, drawn with ``seed`` (S4's configs hold out 10% of CIFAR the same way).  Pathfinder
+files; Image reads LRA's split of CIFAR-10 (the last 10% of the training batches validate) and MNIST-5k
+its prepared train / val / test folders.  Text (IMDB) has train and test only: the validation set is
+``val_fraction`` of the training set, drawn with ``seed``.  Pathfinder
 has one pool of images: it is split 80 / 10 / 10 with ``seed`` (LRA's 160k / 20k / 20k of 200k).
 """
 
@@ -94,7 +95,7 @@ class LRAData(SplitDataModule):
         max_len: truncate token sequences to this length (None: the task's, 2,000 / 4,096 / 4,000).
         batch_size: training batch; eval_batch_size: evaluation batch (None: ``batch_size``).
         val_fraction: share of the training set held out for validation where the release has no
-            validation split (text, image, mnist).
+            validation split (text).
         train_size: use only the first ``train_size`` training examples (None: all), for quick runs.
         seed: the seed of the held-out and Pathfinder splits.
         num_workers: DataLoader workers.
@@ -185,18 +186,22 @@ class LRAData(SplitDataModule):
             labels = torch.as_tensor(labels, dtype=torch.long)
             return [{"x": flat[i], "y": labels[i]} for i in range(len(flat))]
 
-        _need(self.root, self.task, "point data.root at the dataset's folder")
-        return {**self._hold_out(items("train")), "test": items("test")}
+        _need(self.root, self.task, "point data.root at the dataset's folder"
+              + (" (ssm s4nd prepare mnist --out DIR writes MNIST-5k)" if self.task == "mnist" else ""))
+        out = {split: items(split) for split in ("train", "val", "test")}
+        if self.hparams.train_size:
+            out["train"] = out["train"][: self.hparams.train_size]
+        return out
 
     def _pathfinder_splits(self) -> dict[str, list[dict[str, Any]]]:
-        from apps.lra.pathfinder import load_png, read_pathfinder, read_segmentation
+        from apps.lra.pathfinder import load_png, read_pathfinder, read_segmentation, segmentation_target
 
         hint = f"prepare it: ssm lra prepare pathfinder --size {self.size} --out {self.root}"
         _need(self.root / f"pathfinder{self.size}", self.task, hint)
         if self.task == "pathfinder_segmentation":
             pairs = read_segmentation(self.root, self.size)
             items = [{"x": torch.from_numpy(load_png(img)).reshape(-1),
-                      "y": (torch.from_numpy(load_png(mask)).reshape(-1) > 0).long()} for img, mask in pairs]
+                      "y": torch.from_numpy(segmentation_target(mask)).reshape(-1)} for img, mask in pairs]
         else:
             items = [{"x": torch.from_numpy(load_png(img)).reshape(-1), "y": torch.tensor(int(label))}
                      for img, label in read_pathfinder(self.root, self.size)]

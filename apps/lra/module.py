@@ -1,11 +1,11 @@
 """The LRA LightningModule: one task's model, loss and exact accuracy across processes.
 
 Accuracy is counted, never averaged: every evaluation step adds its number of correct predictions
-and of predictions (and, for PathfinderSegmentation, the intersection and union of the path class)
+and of predictions (and, for PathfinderSegmentation, the intersection and union of the joining-path class)
 to running sums; at the end of the epoch the sums of every process are gathered and added, then
 divided once.  ``{stage}/acc`` is sequence accuracy, token accuracy over the labelled positions
 (ListOpsSubTrees: the closing brackets) or pixel accuracy (PathfinderSegmentation, which also logs
-``{stage}/iou`` of the path class).  ``ssm lra test`` writes the figures to ``test_metrics.json``
+``{stage}/iou`` of the joining-path class, DLR's class 2).  ``ssm lra test`` writes the figures to ``test_metrics.json``
 in the run folder, which ``ssm lra table`` collects.
 """
 
@@ -106,8 +106,9 @@ class LRAModule(TaskModule):
             self.log("train/acc", correct.sum() / labelled.sum().clamp_min(1), prog_bar=True, batch_size=n)
             return loss
         sums = [correct.sum(), labelled.sum()]
-        if self.hparams.task == "pathfinder_segmentation":
-            path_pred, path_true = (pred == 1) & labelled, (y == 1) & labelled
+        if self.hparams.task == "pathfinder_segmentation":  # IoU of the joining path, the highest class
+            path = self.info.n_classes - 1
+            path_pred, path_true = (pred == path) & labelled, (y == path) & labelled
             sums += [(path_pred & path_true).sum(), (path_pred | path_true).sum()]
         add = torch.stack(sums).double().cpu()
         self._sums[stage] = self._sums.get(stage, torch.zeros_like(add)) + add

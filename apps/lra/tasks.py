@@ -11,8 +11,11 @@ mnist                      pixels      10       one label                MNIST-5
 pathfinder                 pixels      2        one label                ``pathfinder{size}/curv_contour_length_14``
 pathx                      pixels      2        one label                ``pathfinder128/curv_contour_length_14``
 listops_subtrees           tokens      10       a label per ``]``        as listops
-pathfinder_segmentation    pixels      2        a label per pixel        as pathfinder, with ``masks/``
+pathfinder_segmentation    pixels      3        a label per pixel        as pathfinder, with ``masks/``
 =========================  ==========  =======  =======================  ==================================
+
+PathfinderSegmentation's three pixel classes are DLR's: 2 on the path joining the two circles, 1 on
+the other long paths, 0 elsewhere (:func:`apps.lra.pathfinder.segmentation_target`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ TASKS: dict[str, Task] = {
     "pathfinder": Task("pixels", 2, "sequence", None, "Pathfinder"),
     "pathx": Task("pixels", 2, "sequence", None, "Path-X"),
     "listops_subtrees": Task("tokens", 10, "token", 2000, "ListOpsSubTrees"),
-    "pathfinder_segmentation": Task("pixels", 2, "token", None, "PathfinderSegmentation"),
+    "pathfinder_segmentation": Task("pixels", 3, "token", None, "PathfinderSegmentation"),
 }
 
 #: byte-level tasks: ids are byte + 1 (1..256), 0 is padding

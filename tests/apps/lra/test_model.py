@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from apps.lra.model import LRAEncoder, MaskedNorm, RetrievalClassifier, SequenceClassifier, TokenClassifier, token_loss
+from apps.lra.model import (
+    LRAEncoder,
+    MaskedNorm,
+    RetrievalClassifier,
+    SequenceClassifier,
+    TokenClassifier,
+    token_loss,
+)
 from apps.lra.module import LRAModule
 
 
@@ -137,15 +143,17 @@ def test_segmentation_module_counts_pixels_and_path_iou():
     x = torch.randint(0, 256, (2, 16), dtype=torch.uint8)
     with torch.no_grad():
         logits = module({"x": x, "lengths": torch.tensor([16, 16])})
-    assert logits.shape == (2, 16, 2)
+    assert logits.shape == (2, 16, 3)  # DLR's classes: elsewhere, other long path, joining path
     pred = logits.argmax(-1)
     y = pred.clone()
-    y[0, :4] = 1 - y[0, :4]  # 4 wrong pixels
+    y[0, :4] = (y[0, :4] + 1) % 3  # 4 wrong pixels
+    y[1, :6] = 2  # some joining-path pixels, so the IoU is not empty
     module._shared({"x": x, "lengths": torch.tensor([16, 16]), "y": y}, "test")
     metrics = module.epoch_metrics("test")
-    assert metrics["test/acc"] == pytest.approx(28 / 32)
-    inter = ((pred == 1) & (y == 1)).sum().item()
-    union = ((pred == 1) | (y == 1)).sum().item()
+    assert metrics["test/acc"] == pytest.approx((pred == y).sum().item() / 32)
+    inter = ((pred == 2) & (y == 2)).sum().item()
+    union = ((pred == 2) | (y == 2)).sum().item()
+    assert union > 0
     assert metrics["test/iou"] == pytest.approx(inter / max(union, 1))
 
 
