@@ -12,8 +12,8 @@ from apps.common.cli import main
 ROOT = Path(__file__).resolve().parents[3]
 TINY_LISTOPS = str(ROOT / "recipes" / "lra" / "tiny_listops.yaml")
 TINY_PATHFINDER = str(ROOT / "recipes" / "lra" / "tiny_pathfinder.yaml")
-LISTOPS_ARGS = ["--n-train", "64", "--n-val", "16", "--n-test", "16", "--min-len", "12", "--max-len", "60",
-                "--max-depth", "3", "--max-args", "4"]
+LISTOPS_ARGS = ["--n-train", "64", "--n-val", "16", "--n-test", "16", "--min-len", "20", "--max-len", "80",
+                "--max-depth", "4", "--max-args", "4"]
 
 #: every test here runs with runs under tmp_path (tests/apps/conftest.py)
 pytestmark = pytest.mark.usefixtures("runs_dir")
