@@ -67,6 +67,9 @@ def generate_pathfinder(out: Path, *, size: int = 32, n: int = 20000, seed: int 
                         "(generation never overwrites files)")
     target.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(build, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
     labels = np.random.default_rng([seed, 2**32 - 1]).permutation(n) % 2  # exactly balanced
     distractor_length = max(1, contour_length // 3)
     settings = f"{style.continuity} {contour_length} {distractor_length} {style.paddle_length} " \
@@ -83,7 +86,12 @@ def generate_pathfinder(out: Path, *, size: int = 32, n: int = 20000, seed: int 
                 rows = []
                 for j in range(min(BATCH, n - batch * BATCH)):
                     index = batch * BATCH + j
-                    sample = draw_sample(np.random.default_rng([seed, index]), style, int(labels[index]), contour_length)
+                    try:
+                        sample = draw_sample(np.random.default_rng([seed, index]), style, int(labels[index]),
+                                             contour_length)
+                    except RuntimeError as error:  # the paths do not fit in the image
+                        raise UserError(f"Pathfinder size {size}: {error}; use a shorter contour_length "
+                                        "or a larger size") from None
                     name = f"sample_{j}.png"
                     Image.fromarray(sample.image).save(folders["imgs"] / name)
                     if masks:

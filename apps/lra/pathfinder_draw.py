@@ -260,7 +260,8 @@ def draw_sample(rng: np.random.Generator, style: PathfinderStyle, label: int, co
             canvas.reserve(tip, tip, style.marker_radius + style.margin)
     distractor_length = max(1, contour_length // 3)
     distractors: list[_Path] = []
-    for _ in range(int(np.ceil(style.distractor_budget / distractor_length))):
+    # LRA: num_distractor_snakes = budget / (contour_length / 3), drawn while fewer than that
+    for _ in range(int(np.ceil(3 * style.distractor_budget / contour_length))):
         for _attempt in range(5):
             free = np.argwhere(canvas.interior == 0).astype(float)
             if len(free) < 0.01 * style.size ** 2:

@@ -180,6 +180,9 @@ def test_errors(data, tmp_path):
         generate_pathfinder(data, size=32, n=2, progress=False)
     with pytest.raises(UserError, match="too small"):
         generate_pathfinder(tmp_path, size=8, n=2, progress=False)
+    with pytest.raises(UserError, match="use a shorter contour_length"):
+        generate_pathfinder(tmp_path / "long", size=16, n=1, contour_length=60, masks=False, progress=False)
+    assert not list((tmp_path / "long" / "pathfinder16").iterdir())  # the temporary folder is gone
 
     root = tmp_path / "copy"
     shutil.copytree(data, root)
