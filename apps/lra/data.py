@@ -14,13 +14,13 @@ has one pool of images: it is split 80 / 10 / 10 with ``seed`` (LRA's 160k / 20k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
@@ -41,6 +41,35 @@ class ListDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar lengths, so that padding wastes little: each epoch shuffles the indices, cuts them
+    into pools of ``pool`` batches, sorts every pool by length, cuts it into batches and shuffles the batches.
+
+    Every example is used once per epoch; the order is a function of ``seed`` and the epoch (``set_epoch``).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool: int = 50) -> None:
+        self.lengths, self.batch_size, self.seed, self.pool, self.epoch = list(lengths), batch_size, seed, pool, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + 1000003 * self.epoch)
+        self.epoch += 1  # a new order next time, also without a trainer calling set_epoch
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        span = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start : start + span], key=lambda i: self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for i in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[i]
 
 
 def pad_batch(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
@@ -97,7 +126,9 @@ class LRAData(SplitDataModule):
         val_fraction: share of the training set held out for validation where the release has no
             validation split (text).
         train_size: use only the first ``train_size`` training examples (None: all), for quick runs.
-        seed: the seed of the held-out and Pathfinder splits.
+        seed: the seed of the held-out and Pathfinder splits (and of ``bucket``'s batch order).
+        bucket: train on batches of similar lengths (:class:`BucketBatchSampler`), which saves most of the
+            padding of ListOps / Text / Retrieval; off by default (the papers' batches are random).
         num_workers: DataLoader workers.
     """
 
@@ -112,6 +143,7 @@ class LRAData(SplitDataModule):
         val_fraction: float = 0.1,
         train_size: int | None = None,
         seed: int = 0,
+        bucket: bool = False,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -256,6 +288,11 @@ class LRAData(SplitDataModule):
         if not self.splits:
             self.setup()
         h = self.hparams
+        dataset = self.splits[split]
+        workers = {"num_workers": h.num_workers, "persistent_workers": h.num_workers > 0}
+        if split == "train" and h.bucket:
+            lengths = [len(item["x"]) + len(item.get("x2", ())) for item in dataset.items]
+            sampler = BucketBatchSampler(lengths, h.batch_size, seed=h.seed)
+            return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_batch, **workers)
         batch = h.batch_size if split == "train" else (h.eval_batch_size or h.batch_size)
-        return DataLoader(self.splits[split], batch_size=batch, shuffle=shuffle, collate_fn=pad_batch,
-                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
+        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, collate_fn=pad_batch, **workers)

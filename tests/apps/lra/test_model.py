@@ -188,3 +188,25 @@ def test_last_token_pooling_reads_the_last_valid_position():
     mask = torch.tensor([[True, True, False], [True, True, True]])
     torch.testing.assert_close(pool(h, mask, "last"), torch.stack([h[0, 1], h[1, 2]]))
     torch.testing.assert_close(pool(h, mask, "mean"), torch.stack([h[0, :2].mean(0), h[1].mean(0)]))
+
+
+def test_bucketed_batches_use_every_example_once_and_group_lengths():
+    from apps.lra.data import BucketBatchSampler
+
+    lengths = [int(v) for v in torch.randint(1, 1000, (203,), generator=torch.Generator().manual_seed(0))]
+    sampler = BucketBatchSampler(lengths, batch_size=8, seed=0, pool=5)
+    first, second = list(sampler), list(sampler)
+    assert len(first) == len(sampler) == 26
+    assert sorted(i for b in first for i in b) == list(range(203))
+    assert first != second  # a new order every epoch
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
+    assert spread < 150  # random batches of 8 from U[1, 1000) spread ~780
+
+
+def test_padding_collate_pads_inputs_with_zero_and_token_labels_with_ignore():
+    from apps.lra.data import pad_batch
+
+    batch = pad_batch([{"x": torch.tensor([3, 4, 5]), "y": torch.tensor([-100, 1, 2])},
+                       {"x": torch.tensor([7]), "y": torch.tensor([0])}])
+    assert batch["x"].tolist() == [[3, 4, 5], [7, 0, 0]] and batch["lengths"].tolist() == [3, 1]
+    assert batch["y"].tolist() == [[-100, 1, 2], [0, -100, -100]]
