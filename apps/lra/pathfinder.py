@@ -7,9 +7,11 @@ release, so the same reader loads the real data and ours::
 
     pathfinder{size}/curv_contour_length_14/
         imgs/<batch>/sample_<j>.png        grey uint8, size x size, 1000 images per batch folder
-        metadata/<batch>.npy               text (despite the name), one row per image:
-                                           "imgs/<batch> sample_<j>.png <j> <label> <drawing settings...>"
-                                           the label is column 3, as LRA's input pipeline reads it
+        metadata/<batch>.npy               text (despite the name), one row per image, as the original
+                                           generator's: "imgs/<batch> sample_<j>.png <j> <label> <continuity>
+                                           <contour_length> <distractor_length> <paddle_length>
+                                           <paddle_thickness> <margin> <number of dash contrasts>";
+                                           the label is column 3, where LRA's input pipeline reads it
         masks/<batch>/sample_<j>.png       0/255: the path joining the two circles (empty for label 0)
         long_paths/<batch>/sample_<j>.png  0/255: both long target paths
 
@@ -72,8 +74,7 @@ def generate_pathfinder(out: Path, *, size: int = 32, n: int = 20000, seed: int 
     os.chmod(build, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
     labels = np.random.default_rng([seed, 2**32 - 1]).permutation(n) % 2  # exactly balanced
     distractor_length = max(1, contour_length // 3)
-    settings = f"{style.continuity} {contour_length} {distractor_length} {style.paddle_length} " \
-               f"{style.thickness} {style.margin} 1"
+    settings = f"{style.continuity} {contour_length} {distractor_length} {style.paddle_length} {style.thickness}"
     try:
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task(f"pathfinder{size} ({n} images)", total=n)
@@ -98,7 +99,7 @@ def generate_pathfinder(out: Path, *, size: int = 32, n: int = 20000, seed: int 
                         Image.fromarray(sample.connecting.astype(np.uint8) * 255).save(folders["masks"] / name)
                         Image.fromarray(sample.long_paths.astype(np.uint8) * 255).save(
                             folders["long_paths"] / name)
-                    rows.append(f"imgs/{batch} {name} {j} {sample.label} {settings}\n")
+                    rows.append(f"imgs/{batch} {name} {j} {sample.label} {settings} {sample.margin:g} 1\n")
                     bar.advance(task)
                 metadata = build / "metadata" / f"{batch}.npy"
                 metadata.parent.mkdir(exist_ok=True)
@@ -241,7 +242,7 @@ def grid_png(root: Path, size: int, out_png: Path, n: int = 16, difficulty: str 
     with_masks = (contour / "masks").is_dir() and (contour / "long_paths").is_dir()
     cols = min(8, len(chosen))
     rows = math.ceil(len(chosen) / cols)
-    figure = Figure(figsize=(1.6 * cols, 1.8 * rows * (2 if with_masks else 1)))
+    figure = Figure(figsize=(1.6 * cols, 0.6 + 1.9 * rows * (2 if with_masks else 1)))
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows * (2 if with_masks else 1), cols, squeeze=False)
     for ax in axes.flat:

@@ -20,7 +20,7 @@ that the brightest pixel is 255.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -40,6 +40,7 @@ class PathfinderStyle:
     distractor_budget: int  # LRA: num_distractor_snakes = budget / distractor_length
     path_contrast: float  # dash brightness relative to the circles (before scaling to 255)
     padding: float = 1.0  # pixels kept free along the border
+    margin_choices: tuple[float, ...] = ()  # when set, each image draws its margin from these
 
 
 #: LRA's generator arguments for the released sizes (lra_benchmarks/data/pathfinder.py docstrings)
@@ -49,7 +50,7 @@ STYLES: dict[int, PathfinderStyle] = {
     64: PathfinderStyle(64, paddle_length=5, margin=1, thickness=1.0, marker_radius=2.5, seed_distance=12,
                         continuity=1.8, distractor_budget=22, path_contrast=0.8),
     128: PathfinderStyle(128, paddle_length=5, margin=2.5, thickness=1.5, marker_radius=3, seed_distance=20,
-                         continuity=1.8, distractor_budget=35, path_contrast=0.9),
+                         continuity=1.8, distractor_budget=35, path_contrast=0.9, margin_choices=(2, 3)),
 }
 
 
@@ -76,6 +77,7 @@ class PathfinderSample:
     circles: (2, 2) float (row, col) centres. targets: indices in ``paths`` of the two target paths.
     connecting: (S, S) bool, the pixels of the path joining the circles (empty when label is 0).
     long_paths: (S, S) bool, the pixels of both target paths.
+    margin: half the gap between dashes in this image.
     """
 
     image: np.ndarray
@@ -84,6 +86,7 @@ class PathfinderSample:
     circles: np.ndarray
     connecting: np.ndarray
     long_paths: np.ndarray
+    margin: float
 
 
 #: headings are whole degrees, like the original generator's orientation sampling
@@ -253,6 +256,8 @@ def draw_sample(rng: np.random.Generator, style: PathfinderStyle, label: int, co
     """Draw one example with the given label (0 or 1). See the module docstring for the procedure."""
     if label not in (0, 1):
         raise ValueError(f"label must be 0 or 1, got {label}")
+    if style.margin_choices:  # Path-X: the gap between dashes varies from image to image
+        style = replace(style, margin=float(rng.choice(style.margin_choices)), margin_choices=())
     canvas, targets = _targets(rng, style, contour_length)
     tips = [(p.points[0], p.points[-1]) for p in targets]
     for start, end in tips:  # keep the four ends clear, so a circle never lands on a distractor
@@ -279,7 +284,7 @@ def draw_sample(rng: np.random.Generator, style: PathfinderStyle, label: int, co
     long_paths = (coverages[0] > 0.25) | (coverages[1] > 0.25)
     connecting = coverages[first] > 0.25 if label == 1 else np.zeros_like(long_paths)
     return PathfinderSample(image=image, label=label, paths=paths, circles=circles,
-                            connecting=connecting, long_paths=long_paths)
+                            connecting=connecting, long_paths=long_paths, margin=style.margin)
 
 
 def _paint_dash(layer: np.ndarray, a: np.ndarray, b: np.ndarray, half_width: float) -> None:
