@@ -151,7 +151,8 @@ def read_pathfinder(root: Path, size: int, difficulty: str = DIFFICULTY) -> list
 
     ``root`` is the folder holding ``pathfinder{size}``, or that folder itself. Reads LRA's release
     and :func:`generate_pathfinder`'s output alike. Every listed image must exist, and the first image
-    of each metadata file must be ``size`` x ``size``; otherwise a UserError names the file.
+    of each metadata file must be ``size`` x ``size``; otherwise a UserError names the file. Empty
+    (zero-byte) images, which the LRA release contains a few of, are left out as LRA's pipeline does.
     """
     from PIL import Image
 
@@ -168,9 +169,12 @@ def read_pathfinder(root: Path, size: int, difficulty: str = DIFFICULTY) -> list
                 raise UserError(f"{file} row {number}: expected 'imgs/<batch> sample_<j>.png <j> <label 0/1> ...', "
                                 f"got {' '.join(row)[:80]!r}; regenerate or re-download the metadata")
             image = contour / row[0] / row[1]
-            if not image.is_file():
+            try:
+                if image.stat().st_size == 0:
+                    continue  # the LRA release holds a few empty PNGs; its input pipeline skips them too
+            except OSError:
                 raise UserError(f"{file} row {number} lists {image}, which does not exist; "
-                                "restore the image or regenerate the data")
+                                "restore the image or regenerate the data") from None
             if len(samples) == 0 or samples[-1][0].parent != image.parent:
                 with Image.open(image) as opened:
                     if opened.size != (size, size):

@@ -171,6 +171,14 @@ def test_npy_metadata_of_the_original_generator_is_read(data, tmp_path):
         [(p.relative_to(data), y) for p, y in read_pathfinder(data, 32)]
 
 
+def test_empty_images_of_the_release_are_skipped(data, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(data, root)
+    (root / "pathfinder32/curv_contour_length_14/imgs/0/sample_2.png").write_bytes(b"")
+    names = [p.name for p, _ in read_pathfinder(root, 32)]
+    assert len(names) == N - 1 and "sample_2.png" not in names
+
+
 def test_errors(data, tmp_path):
     with pytest.raises(UserError, match="pathfinder32 not found"):
         read_pathfinder(tmp_path, 32)
