@@ -51,11 +51,14 @@ STYLES: dict[int, PathfinderStyle] = {
                         continuity=1.8, distractor_budget=22, path_contrast=0.8),
     128: PathfinderStyle(128, paddle_length=5, margin=2.5, thickness=1.5, marker_radius=3, seed_distance=20,
                          continuity=1.8, distractor_budget=35, path_contrast=0.9, margin_choices=(2, 3)),
+    # LRA's 256 builder lists no paddle_length, padding or seed_distance: the generator's defaults (5, 22, 27)
+    256: PathfinderStyle(256, paddle_length=5, margin=3, thickness=2.0, marker_radius=5, seed_distance=27,
+                         continuity=1.8, distractor_budget=30, path_contrast=1.0, padding=22),
 }
 
 
 def style_for(size: int) -> PathfinderStyle:
-    """The released style of ``size`` (32, 64, 128); other sizes scale the 64-pixel style."""
+    """The released style of ``size`` (32, 64, 128, 256); other sizes scale the 64-pixel style."""
     if size in STYLES:
         return STYLES[size]
     if size < 16:
