@@ -164,6 +164,20 @@ class LRAData(SplitDataModule):
         self.size = 128 if task == "pathx" else size
         self.max_len = max_len if max_len is not None else info.max_len
         self.splits: dict[str, ListDataset] = {}
+        self.check_root()
+
+    def check_root(self) -> None:
+        """Refuse a ``root`` without the task's release now, before any training is set up (one line)."""
+        if self.task in ("listops", "listops_subtrees"):
+            _need(self.root / "listops-1000" / "basic_train.tsv", self.task,
+                  f"prepare it: ssm lra prepare listops --out {self.root}")
+        elif self.task.startswith("path"):
+            _need(self.root / f"pathfinder{self.size}", self.task,
+                  f"prepare it: ssm lra prepare pathfinder --size {self.size} --out {self.root}")
+        elif self.task == "mnist":
+            _need(self.root, self.task, f"write MNIST-5k there: ssm s4nd prepare mnist --out {self.root}")
+        else:
+            _need(self.root, self.task, "point data.root at the task's released files (see data/README.md)")
 
     # ----------------------------------------------------------------- readers, one per family
     def _token_splits(self) -> dict[str, list[dict[str, Any]]]:

@@ -25,7 +25,13 @@ from apps.common.io import atomic_write_text
 from apps.common.layers import LayerSpec, layer_spec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
-from apps.lra.model import RetrievalClassifier, SequenceClassifier, TokenClassifier, token_loss
+from apps.lra.model import (
+    RetrievalClassifier,
+    SequenceClassifier,
+    TokenClassifier,
+    layer_is_maskable,
+    token_loss,
+)
 from apps.lra.tasks import task_info, vocab_size
 
 #: the default layer and optimiser (S4's LRA settings: lr 0.01 / SSM lr 0.001, weight decay 0.05 off the SSM)
@@ -66,6 +72,10 @@ class LRAModule(TaskModule):
         self.save_hyperparameters()
         self.info = task_info(task)
         spec = layer_spec(layer)
+        maskable, why = layer_is_maskable(spec)
+        if not maskable and self.info.input != "pixels":  # token tasks pad sequences of different lengths
+            raise ValueError(f"model.layer: {spec['name']!r} cannot take the padded batches of {task}: {why}; "
+                             "choose another layer (or a causal one)")
         encoder = dict(d_model=d_model, n_layers=n_layers, layer=spec, vocab_size=vocab_size(task),
                        ff_expand=ff_expand, norm=norm, prenorm=prenorm, dropout=dropout)
         if self.info.output == "pair":

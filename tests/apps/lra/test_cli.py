@@ -118,7 +118,7 @@ def test_verb_errors_are_one_line(argv, needles, tmp_path, capsys):
         (["--model.pooling", "max"], ["model.pooling: unknown 'max'"]),
         (["--model.layer.name", "lstm"], ["model.layer.name"]),
         (["--data.batch_size", "0"], ["data.batch_size"]),
-        (["--model.layer", "{name: mega, bidirectional: true}"], ["'mega' cannot take a batch of sequences"]),
+        (["--model.layer", "{name: mega, bidirectional: true}"], ["'mega' cannot take the padded batches"]),
     ],
 )
 def test_fit_errors_are_one_line(overrides, needles, listops_root, tmp_path, capsys):
@@ -138,12 +138,13 @@ RECIPES = sorted((ROOT / "recipes" / "lra").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_every_recipe_builds_its_model_and_data(path):
+def test_every_recipe_builds_its_model_and_data(path, monkeypatch):
     import yaml
 
     from apps.lra.data import LRAData
     from apps.lra.module import LRAModule
 
+    monkeypatch.setattr(LRAData, "check_root", lambda self: None)  # the recipes' data folders are not here
     recipe = yaml.safe_load(path.read_text())
     assert set(recipe) == {"seed_everything", "trainer", "model", "data"}
     data = LRAData(**recipe["data"])

@@ -210,3 +210,10 @@ def test_padding_collate_pads_inputs_with_zero_and_token_labels_with_ignore():
                        {"x": torch.tensor([7]), "y": torch.tensor([0])}])
     assert batch["x"].tolist() == [[3, 4, 5], [7, 0, 0]] and batch["lengths"].tolist() == [3, 1]
     assert batch["y"].tolist() == [[-100, 1, 2], [0, -100, -100]]
+
+
+def test_module_refuses_an_unmaskable_layer_for_padded_tasks_only():
+    with pytest.raises(ValueError, match="model.layer: 'mega' cannot take the padded batches of listops"):
+        LRAModule(task="listops", d_model=8, n_layers=1, layer={"name": "mega", "bidirectional": True})
+    LRAModule(task="pathfinder", d_model=8, n_layers=1, layer={"name": "mega", "bidirectional": True})
+    LRAModule(task="listops", d_model=8, n_layers=1, layer={"name": "mega", "bidirectional": False})
