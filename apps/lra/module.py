@@ -129,7 +129,8 @@ class LRAModule(TaskModule):
         sums = self._sums.pop(stage, None)
         if sums is None:
             return {}
-        if self.trainer is not None and self.trainer.world_size > 1:
+        trainer = self._trainer  # None outside a Trainer (``self.trainer`` raises there)
+        if trainer is not None and trainer.world_size > 1:
             sums = self.all_gather(sums.to(self.device)).reshape(-1, len(sums)).sum(0).cpu()
         values = sums.tolist()
         metrics = {f"{stage}/acc": values[0] / max(values[1], 1.0), f"{stage}/count": values[1]}
