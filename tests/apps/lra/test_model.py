@@ -200,7 +200,7 @@ def test_bucketed_batches_use_every_example_once_and_group_lengths():
     assert sorted(i for b in first for i in b) == list(range(203))
     assert first != second  # a new order every epoch
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
-    assert spread < 150  # random batches of 8 from U[1, 1000) spread ~780
+    assert spread < 300  # sorted pools of 40: ~1000 * 8 / 41 = 195; random batches of 8 from U[1, 1000): ~780
 
 
 def test_padding_collate_pads_inputs_with_zero_and_token_labels_with_ignore():
