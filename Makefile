@@ -112,6 +112,14 @@ demo: setup
 	$(SSM) pendulum prepare --out $(SSM_DATA)/pendulum_tiny --sizes 32,16,16
 	$(SSM) pendulum fit -c recipes/pendulum/tiny.yaml --data.root $(SSM_DATA)/pendulum_tiny
 	$(SSM) pendulum test -c recipes/pendulum/tiny.yaml --data.root $(SSM_DATA)/pendulum_tiny --ckpt_path $(DEMO_RUNS)/pendulum/tiny/checkpoints/best.ckpt
+	@echo "== lra: a tiny generated ListOps and Pathfinder-32, tested, then the table beside the papers' numbers =="
+	$(SSM) lra prepare listops --out $(SSM_DATA)/lra_tiny --n-train 200 --n-val 40 --n-test 40 --min-len 20 --max-len 80 --max-depth 4 --max-args 4
+	$(SSM) lra fit -c recipes/lra/tiny_listops.yaml --data.root $(SSM_DATA)/lra_tiny
+	$(SSM) lra test -c recipes/lra/tiny_listops.yaml --data.root $(SSM_DATA)/lra_tiny --ckpt_path $(DEMO_RUNS)/lra/tiny_listops/checkpoints/best.ckpt
+	$(SSM) lra prepare pathfinder --size 32 --n 200 --out $(SSM_DATA)/lra_tiny_pathfinder
+	$(SSM) lra fit -c recipes/lra/tiny_pathfinder.yaml --data.root $(SSM_DATA)/lra_tiny_pathfinder
+	$(SSM) lra test -c recipes/lra/tiny_pathfinder.yaml --data.root $(SSM_DATA)/lra_tiny_pathfinder --ckpt_path $(DEMO_RUNS)/lra/tiny_pathfinder/checkpoints/best.ckpt
+	$(SSM) lra table --runs $(DEMO_RUNS)/lra
 	@echo "== demo done: outputs are under $(DEMO_RUNS)/ =="
 	@find $(DEMO_RUNS) \( -name '*.ckpt' -o -name 'metrics.csv' -o -name '*.png' -o -name '*.md' -o -name '*.csv' \) | sort
 
