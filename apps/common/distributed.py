@@ -163,6 +163,13 @@ class SampleResults:
             self._rows.setdefault(name, []).append(value.detach().cpu())
         self._count += sizes.pop()
 
+    def take(self) -> dict[str, Tensor]:
+        """This process's rows as added (no gathering, no de-duplication), then :meth:`clear`: for code that runs
+        outside a Trainer (unit tests, scripts), where there is one process and no sampler padding."""
+        values = {k: torch.cat(v) for k, v in self._rows.items()}
+        self.clear()
+        return values
+
     def next_indices(self, trainer: Any, stage: str, batch_size: int, dataloader_idx: int = 0) -> Tensor:
         """Dataset indices (B,) of the next ``batch_size`` samples, the batch about to be added: a seed per
         sample makes random evaluation (masks, noise) independent of batching and of the process count."""

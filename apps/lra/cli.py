@@ -6,6 +6,7 @@ layouts; ``ssm lra fit -c recipes/lra/<recipe>.yaml`` trains; ``ssm lra test ...
 """
 
 from apps.common.cli import lazy_verb
+from apps.common.pretrained import export_weights_verb
 from apps.lra.data import LRAData
 from apps.lra.module import LRAModule
 
@@ -22,4 +23,5 @@ VERBS = {
         lazy_verb("apps.lra.table", "table"),
         "test accuracy per task x layer beside the published numbers: ssm lra table --runs runs/lra",
     ),
+    "export-weights": export_weights_verb("lra"),
 }

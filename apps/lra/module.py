@@ -1,9 +1,9 @@
 """The LRA LightningModule: one task's model, loss and exact accuracy across processes.
 
-Accuracy is counted, never averaged: every evaluation step adds its number of correct predictions
-and of predictions (and, for PathfinderSegmentation, the intersection and union of the joining-path class)
-to running sums; at the end of the epoch the sums of every process are gathered and added, then
-divided once.  ``{stage}/acc`` is sequence accuracy, token accuracy over the labelled positions
+Accuracy is counted, never averaged: every evaluation step records, per sample, its number of correct
+predictions and of predictions (and, for PathfinderSegmentation, the intersection and union of the
+joining-path class); at the end of the epoch the rows of every process are gathered, each sample once
+(:mod:`apps.common.distributed`: the sampler's padding duplicates are dropped), added, then divided once.  ``{stage}/acc`` is sequence accuracy, token accuracy over the labelled positions
 (ListOpsSubTrees: the closing brackets) or pixel accuracy (PathfinderSegmentation, which also logs
 ``{stage}/iou`` of the joining-path class, DLR's class 2).  ``ssm lra test`` writes the figures to ``test_metrics.json``
 in the run folder, which ``ssm lra table`` collects.
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from apps.common.distributed import SampleResults
 from apps.common.io import atomic_write_text
 from apps.common.layers import LayerSpec, layer_spec
 from apps.common.optim import OptimConfig
@@ -53,6 +54,7 @@ class LRAModule(TaskModule):
         pooling: ``mean`` or ``last`` over the valid positions (sequence and retrieval tasks).
         dropout: residual dropout (and the layers', unless the spec sets its own).
         optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
+        compile: ``torch.compile`` the network (``--model.compile true``; see :class:`TaskModule`).
     """
 
     def __init__(
@@ -67,8 +69,9 @@ class LRAModule(TaskModule):
         pooling: str = "mean",
         dropout: float = 0.0,
         optim: OptimConfig = LRA_OPTIM,
+        compile: bool = False,
     ) -> None:
-        super().__init__(optim, default=LRA_OPTIM, monitor="val/acc", monitor_mode="max")
+        super().__init__(optim, default=LRA_OPTIM, monitor="val/acc", monitor_mode="max", compile=compile)
         self.save_hyperparameters()
         self.info = task_info(task)
         spec = layer_spec(layer)
@@ -84,7 +87,8 @@ class LRAModule(TaskModule):
             self.net = TokenClassifier(self.info.n_classes, **encoder)
         else:
             self.net = SequenceClassifier(self.info.n_classes, pooling=pooling, **encoder)
-        self._sums: dict[str, Tensor] = {}
+        #: per-sample counts of each evaluation stage, gathered over every DDP process at the epoch's end
+        self._results: dict[str, SampleResults] = {}
         self.written_paths: list[Path] = []
         self._test_started = 0.0
 
@@ -108,32 +112,42 @@ class LRAModule(TaskModule):
         else:
             loss = F.cross_entropy(logits, y)
         n = int(y.shape[0])
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=n)
         pred = logits.detach().argmax(-1)
         labelled = y != -100
         correct = (pred == y) & labelled
         if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
             self.log("train/acc", correct.sum() / labelled.sum().clamp_min(1), prog_bar=True, batch_size=n)
             return loss
-        sums = [correct.sum(), labelled.sum()]
+
+        def per_sample(t: Tensor) -> Tensor:
+            return t.reshape(len(t), -1).sum(1) if t.dim() > 1 else t.long()
+
+        flat = logits.detach().float().reshape(-1, logits.shape[-1])  # the loss per sample: its labelled entries' sum
+        entry_loss = F.cross_entropy(flat, y.reshape(-1), ignore_index=-100, reduction="none").reshape(y.shape)
+        rows = {"correct": per_sample(correct), "labelled": per_sample(labelled),
+                "loss": entry_loss.reshape(n, -1).sum(1).double()}
         if self.hparams.task == "pathfinder_segmentation":  # IoU of the joining path, the highest class
             path = self.info.n_classes - 1
             path_pred, path_true = (pred == path) & labelled, (y == path) & labelled
-            sums += [(path_pred & path_true).sum(), (path_pred | path_true).sum()]
-        add = torch.stack(sums).double().cpu()
-        self._sums[stage] = self._sums.get(stage, torch.zeros_like(add)) + add
+            rows |= {"inter": per_sample(path_pred & path_true), "union": per_sample(path_pred | path_true)}
+        self._results.setdefault(stage, SampleResults()).add(**rows)
         return loss
 
     def epoch_metrics(self, stage: str) -> dict[str, float]:
-        """The stage's exact metrics over every process: accuracy (and IoU), from summed counts; resets them."""
-        sums = self._sums.pop(stage, None)
-        if sums is None:
+        """The stage's exact metrics over every sample once (every DDP process, the sampler's padding dropped):
+        loss (per labelled entry), accuracy (and IoU) from summed counts; resets them."""
+        results = self._results.get(stage)
+        if results is None or not len(results) and self._trainer is None:
             return {}
         trainer = self._trainer  # None outside a Trainer (``self.trainer`` raises there)
-        if trainer is not None and trainer.world_size > 1:
-            sums = self.all_gather(sums.to(self.device)).reshape(-1, len(sums)).sum(0).cpu()
-        values = sums.tolist()
-        metrics = {f"{stage}/acc": values[0] / max(values[1], 1.0), f"{stage}/count": values[1]}
+        rows = results.take() if trainer is None else results.gather(trainer, stage)
+        if not rows:
+            return {}
+        names = ["correct", "labelled"] + (["inter", "union"] if "inter" in rows else [])
+        values = [float(rows[k].double().sum()) for k in names]
+        loss = float(rows["loss"].sum()) / max(values[1], 1.0)
+        metrics = {f"{stage}/loss": loss, f"{stage}/acc": values[0] / max(values[1], 1.0), f"{stage}/count": values[1]}
         if len(values) == 4:
             metrics[f"{stage}/iou"] = values[2] / max(values[3], 1.0)
         return metrics
@@ -142,7 +156,7 @@ class LRAModule(TaskModule):
         metrics = self.epoch_metrics(stage)
         for key, value in metrics.items():
             if not key.endswith("/count"):
-                self.log(key, value, prog_bar=True)  # already global: summed over processes above
+                self.log(key, value, prog_bar=True, sync_dist=True)  # already global and equal on every process
         return metrics
 
     def training_step(self, batch, batch_idx):

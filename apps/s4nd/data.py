@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from apps.common.cifar import load_cifar10
 from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 from apps.common.mnist import load_mnist5k
@@ -35,7 +36,6 @@ from apps.common.prepared import already_prepared, building
 DATASETS = ("imagefolder", "cifar10")
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-CIFAR_FOLDER = "cifar-10-batches-py"
 
 
 def resize_images(x: Tensor, size: int | Sequence[int]) -> Tensor:
@@ -124,27 +124,6 @@ def load_imagefolder(folder: Path, channels: int, image_size: int | None = None,
     if not images:
         raise UserError(f"{folder} holds no images")
     return torch.stack(images), torch.tensor(labels), classes, int(image_size)
-
-
-def _unpickle(path: Path) -> dict:
-    import pickle
-
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
-
-
-def load_cifar10(root: Path, train: bool) -> tuple[Tensor, Tensor]:
-    """CIFAR-10 from torchvision's local format: ``(images (N, 32, 32, 3) uint8, labels (N,))``."""
-    folder = root / CIFAR_FOLDER
-    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
-        raise UserError(f"CIFAR-10 not found: {folder} lacks {', '.join(missing)} (unpack cifar-10-python.tar.gz "
-                        f"into {root}; nothing is downloaded)")
-    batches = [_unpickle(folder / n) for n in names]
-    data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    labels = np.concatenate([b["labels"] for b in batches])
-    return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels).long()
 
 
 class ImageData(SplitDataModule):

@@ -80,6 +80,14 @@ def _vis4mer(tmp: Path) -> list[str]:
             "--model.d_input", "192", "--data.l_secs", "4"]
 
 
+def _lra(tmp: Path) -> list[str]:
+    from apps.lra.listops import generate_listops
+
+    generate_listops(tmp / "lra", seed=0, n_train=16, n_val=8, n_test=8, min_len=10, max_len=40, max_depth=3,
+                     max_args=3, progress=False)
+    return ["lra", "fit", "-c", str(ROOT / "recipes/lra/tiny_listops.yaml"), "--data.root", str(tmp / "lra")]
+
+
 def _pendulum(tmp: Path) -> list[str]:
     from apps.pendulum.data import prepare
 
@@ -87,7 +95,7 @@ def _pendulum(tmp: Path) -> list[str]:
     return ["pendulum", "fit", "-c", str(ROOT / "recipes/pendulum/tiny.yaml"), "--data.root", str(tmp / "pendulum")]
 
 
-APPS = {"pendulum": _pendulum, "smoke": _smoke, "synthetic": _synthetic, "sssd": _sssd, "sashimi": _sashimi, "s4nd": _s4nd,
+APPS = {"lra": _lra, "pendulum": _pendulum, "smoke": _smoke, "synthetic": _synthetic, "sssd": _sssd, "sashimi": _sashimi, "s4nd": _s4nd,
         "speech": _speech, "vis4mer": _vis4mer}
 
 

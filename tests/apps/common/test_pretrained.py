@@ -15,6 +15,7 @@ from apps.common.checkpoint import load_module
 from apps.common.cli import main
 from apps.common.errors import UserError
 from apps.common.pretrained import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, save_pretrained
+from apps.lra.module import LRAModule
 from apps.pendulum.module import PendulumModule
 from apps.s4nd.module import ImageClassifier
 from apps.sashimi.module import WaveformGenerator
@@ -52,6 +53,9 @@ MODELS = {
     "sssd": (lambda: SSSDModule(channels=2, res_channels=8, skip_channels=8, n_layers=1, layer=SPEC,
                                 embed_dim_in=8, embed_dim_mid=8, embed_dim_out=8, diffusion_steps=10),
              _sssd_out),
+    "lra": (lambda: LRAModule(task="listops", d_model=8, n_layers=1, layer={"name": "s4d", "d_state": 4,
+                                                                          "bidirectional": True}),
+            lambda m: m({"x": torch.arange(1, 13).remainder(15)[None] + 1, "lengths": torch.tensor([12])})),
     "pendulum": (lambda: PendulumModule(frame_size=4, d_model=8, n_layers=1, layer={"name": "s5", "d_state": 4},
                                         hidden=8),
                  lambda m: m(torch.rand(2, 10, 16, generator=torch.Generator().manual_seed(0)),
