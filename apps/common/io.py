@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder of ``target`` to write into; on success it becomes ``target``.
+
+    An empty folder at ``target`` is replaced (``rmdir`` refuses anything else, so nothing written there is
+    lost: callers refuse a non-empty ``target`` beforehand, with their own message).  On an exception (or
+    Ctrl-C) the temporary folder, ours alone, is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        yield tmp
+        if target.is_dir():
+            target.rmdir()
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
+        raise
 
 
 def _umask() -> int:

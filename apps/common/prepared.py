@@ -30,6 +30,17 @@ from apps.common.io import check_writable
 MARKER = ".ssm-prepared.json"
 
 
+def parse_sizes(text: str, option: str = "--sizes") -> list[int]:
+    """``"train,val,test"`` split sizes as three positive ints; anything else is one UserError line naming ``option``."""
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise UserError(f"{option} needs three positive comma-separated numbers (train,val,test), got {text!r}")
+    return sizes
+
+
 def read_marker(out: Path) -> dict[str, Any] | None:
     """The manifest of a folder that ``prepare`` made, or None (no folder, or not ours)."""
     path = Path(out) / MARKER

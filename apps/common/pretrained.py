@@ -18,8 +18,6 @@ import argparse
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import torch
 
 from apps.common.errors import UserError
+from apps.common.io import atomic_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -109,25 +108,10 @@ def save_pretrained(module: torch.nn.Module, directory: str | os.PathLike,
         "datamodule": json_safe(dict(datamodule or {})),
         "checkpoint_extras": json_safe(extras),
     }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file(_state_tensors(module), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
-        if directory.is_dir():
-            directory.rmdir()  # an empty folder the user made for it (re-checked empty: rmdir refuses otherwise)
-        os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def is_pretrained_dir(path: str | os.PathLike) -> bool:

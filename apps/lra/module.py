@@ -107,15 +107,12 @@ class LRAModule(TaskModule):
 
     def _shared(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
         logits, y = self(batch), batch["y"]
-        if self.info.output == "token":
-            loss = token_loss(logits, y)
-        else:
-            loss = F.cross_entropy(logits, y)
         n = int(y.shape[0])
         pred = logits.detach().argmax(-1)
         labelled = y != -100
         correct = (pred == y) & labelled
         if stage == "train":
+            loss = token_loss(logits, y) if self.info.output == "token" else F.cross_entropy(logits, y)
             self.log("train/loss", loss, prog_bar=True, batch_size=n)
             self.log("train/acc", correct.sum() / labelled.sum().clamp_min(1), prog_bar=True, batch_size=n)
             return loss
@@ -132,15 +129,15 @@ class LRAModule(TaskModule):
             path_pred, path_true = (pred == path) & labelled, (y == path) & labelled
             rows |= {"inter": per_sample(path_pred & path_true), "union": per_sample(path_pred | path_true)}
         self._results.setdefault(stage, SampleResults()).add(**rows)
-        return loss
+        return entry_loss.sum() / labelled.sum().clamp_min(1)  # the batch's mean loss, from the same entries
 
     def epoch_metrics(self, stage: str) -> dict[str, float]:
         """The stage's exact metrics over every sample once (every DDP process, the sampler's padding dropped):
         loss (per labelled entry), accuracy (and IoU) from summed counts; resets them."""
         results = self._results.get(stage)
-        if results is None or not len(results) and self._trainer is None:
-            return {}
         trainer = self._trainer  # None outside a Trainer (``self.trainer`` raises there)
+        if results is None or (trainer is None and not len(results)):
+            return {}
         rows = results.take() if trainer is None else results.gather(trainer, stage)
         if not rows:
             return {}

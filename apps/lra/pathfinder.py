@@ -25,15 +25,12 @@ pixel. :func:`segmentation_target` rebuilds these classes from ``masks`` and ``l
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_write
+from apps.common.io import atomic_dir, atomic_write
 from apps.lra.pathfinder_draw import draw_sample, style_for
 
 #: the LRA task: contour length 14 (the hardest-but-one difficulty of the original generator)
@@ -67,49 +64,37 @@ def generate_pathfinder(out: Path, *, size: int = 32, n: int = 20000, seed: int 
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} already exists and is not empty; choose another output folder "
                         "(generation never overwrites files)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(build, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
     labels = np.random.default_rng([seed, 2**32 - 1]).permutation(n) % 2  # exactly balanced
     distractor_length = max(1, contour_length // 3)
     settings = f"{style.continuity} {contour_length} {distractor_length} {style.paddle_length} {style.thickness}"
-    try:
-        with Progress(disable=not progress, transient=False) as bar:
-            task = bar.add_task(f"pathfinder{size} ({n} images)", total=n)
-            for batch in range(math.ceil(n / BATCH)):
-                folders = {"imgs": build / "imgs" / str(batch)}
+    with atomic_dir(target) as build, Progress(disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"pathfinder{size} ({n} images)", total=n)
+        for batch in range(math.ceil(n / BATCH)):
+            folders = {"imgs": build / "imgs" / str(batch)}
+            if masks:
+                folders.update(masks=build / "masks" / str(batch), long_paths=build / "long_paths" / str(batch))
+            for folder in folders.values():
+                folder.mkdir(parents=True)
+            rows = []
+            for j in range(min(BATCH, n - batch * BATCH)):
+                index = batch * BATCH + j
+                try:
+                    sample = draw_sample(np.random.default_rng([seed, index]), style, int(labels[index]),
+                                         contour_length)
+                except RuntimeError as error:  # the paths do not fit in the image
+                    raise UserError(f"Pathfinder size {size}: {error}; use a shorter contour_length "
+                                    "or a larger size") from None
+                name = f"sample_{j}.png"
+                Image.fromarray(sample.image).save(folders["imgs"] / name)
                 if masks:
-                    folders.update(masks=build / "masks" / str(batch), long_paths=build / "long_paths" / str(batch))
-                for folder in folders.values():
-                    folder.mkdir(parents=True)
-                rows = []
-                for j in range(min(BATCH, n - batch * BATCH)):
-                    index = batch * BATCH + j
-                    try:
-                        sample = draw_sample(np.random.default_rng([seed, index]), style, int(labels[index]),
-                                             contour_length)
-                    except RuntimeError as error:  # the paths do not fit in the image
-                        raise UserError(f"Pathfinder size {size}: {error}; use a shorter contour_length "
-                                        "or a larger size") from None
-                    name = f"sample_{j}.png"
-                    Image.fromarray(sample.image).save(folders["imgs"] / name)
-                    if masks:
-                        Image.fromarray(sample.connecting.astype(np.uint8) * 255).save(folders["masks"] / name)
-                        Image.fromarray(sample.long_paths.astype(np.uint8) * 255).save(
-                            folders["long_paths"] / name)
-                    rows.append(f"imgs/{batch} {name} {j} {sample.label} {settings} {sample.margin:g} 1\n")
-                    bar.advance(task)
-                metadata = build / "metadata" / f"{batch}.npy"
-                metadata.parent.mkdir(exist_ok=True)
-                metadata.write_text("".join(rows))
-        if target.is_dir():
-            target.rmdir()  # the empty folder checked above
-        os.replace(build, target)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+                    Image.fromarray(sample.connecting.astype(np.uint8) * 255).save(folders["masks"] / name)
+                    Image.fromarray(sample.long_paths.astype(np.uint8) * 255).save(
+                        folders["long_paths"] / name)
+                rows.append(f"imgs/{batch} {name} {j} {sample.label} {settings} {sample.margin:g} 1\n")
+                bar.advance(task)
+            metadata = build / "metadata" / f"{batch}.npy"
+            metadata.parent.mkdir(exist_ok=True)
+            metadata.write_text("".join(rows))
     return target
 
 

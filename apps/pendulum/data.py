@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from apps.common.errors import UserError
-from apps.common.prepared import already_prepared, building
+from apps.common.prepared import already_prepared, building, parse_sizes
 
 SPLITS = ("train", "val", "test")
 #: the default split sizes (the CRU/S5 benchmark's 4000 / 1000 / 1000)
@@ -162,12 +162,7 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)
-    try:
-        sizes = [int(s) for s in a.sizes.split(",")]
-    except ValueError:
-        sizes = []
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise UserError(f"--sizes needs three positive comma-separated numbers (train,val,test), got {a.sizes!r}")
+    sizes = parse_sizes(a.sizes)
     if not 1 <= a.observed <= a.grid or a.step <= 0 or a.size < 4:
         raise UserError(f"need 1 <= --observed <= --grid, --step > 0 and --size >= 4 "
                         f"(got {a.observed}, {a.grid}, {a.step}, {a.size})")

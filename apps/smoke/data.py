@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
-from apps.common.prepared import already_prepared, building
+from apps.common.prepared import already_prepared, building, parse_sizes
 
 SPLITS = ("train", "val", "test")
 IGNORE = -100
@@ -106,12 +106,7 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)
-    try:
-        sizes = [int(s) for s in a.sizes.split(",")]
-    except ValueError:
-        sizes = []
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise UserError(f"--sizes needs three positive comma-separated numbers (train,val,test), got {a.sizes!r}")
+    sizes = parse_sizes(a.sizes)
     if a.vocab < 2 or a.length < 2 or not 0 < a.delay < a.length:
         raise UserError(f"need --vocab >= 2 and 0 < --delay < --length "
                         f"(got {a.vocab}, {a.length}, {a.delay})")

@@ -236,9 +236,9 @@ class SeriesData(SplitDataModule):
 
     def _load(self) -> dict[str, np.ndarray]:
         h = self.hparams
-        csv_options = ({"time_column": h.time_column, "drop_columns": tuple(h.drop_columns or ()), "detect_time": True}
-                       if Path(h.path).suffix == ".csv" else
-                       {"time_column": h.time_column, "drop_columns": tuple(h.drop_columns or ())})
+        csv_options = {"time_column": h.time_column, "drop_columns": tuple(h.drop_columns or ())}
+        if Path(h.path).suffix == ".csv":
+            csv_options["detect_time"] = True
         data = read_series(h.path, **csv_options)
         self.times = data.times
         if data.values.shape[-1] != h.channels:
