@@ -5,7 +5,9 @@ table has the six LRA tasks and their average (over the tasks a row has all six 
 average is left blank), with the papers' rows from ``apps/lra/published.csv`` (each with its source)
 and a chance row; a second table holds our other tasks (sequential MNIST-5k, Pathfinder at other
 sizes, DLR's ListOpsSubTrees and PathfinderSegmentation).  When a task and layer has several runs, the
-latest is shown; ``lra_runs.csv`` lists them all.
+latest is shown; ``lra_runs.csv`` lists them all.  ``lra_curves.png`` plots each run's validation
+accuracy against the training step (from the CSV logs that ``ssm lra fit`` writes into the run folder),
+one panel per task, with the task's chance level and, where published, the best published figure.
 """
 
 from __future__ import annotations
@@ -69,6 +71,55 @@ def collect(runs: Path) -> list[Result]:
     return results
 
 
+def val_curve(run: Path) -> list[tuple[int, float]]:
+    """``[(step, val acc %)]`` from the CSV logs of a run folder (``csv/version_*/metrics.csv``; [] if none)."""
+    points: dict[int, float] = {}
+    for path in sorted(run.glob("csv/version_*/metrics.csv")):
+        try:
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    if row.get("val/acc") and row.get("step"):
+                        points[int(float(row["step"]))] = 100.0 * float(row["val/acc"])
+        except (OSError, ValueError, csv.Error):
+            print(f"note: skipped {path}: not a metrics.csv written by `ssm lra fit`")
+    return sorted(points.items())
+
+
+def plot_curves(results: list[Result], published: list[dict[str, str]], path: Path) -> Path | None:
+    """One panel per task: validation accuracy per step of every run with a curve, chance and the best
+    published figure as dashed lines.  Returns the PNG's path, or None when no run has a curve."""
+    curves = [(r, val_curve(r.run)) for r in sorted(results, key=lambda r: (r.column, str(r.run)))]
+    curves = [(r, c) for r, c in curves if c]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from apps.common.report import save_figure
+
+    columns = sorted({r.column for r, _ in curves})
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        for r, c in curves:
+            if r.column == column:
+                steps, accs = zip(*c)
+                ax.plot(steps, accs, marker="o", ms=3, label=f"{r.run.name} (test {r.acc:.1f})")
+        if column in CHANCE:
+            ax.axhline(CHANCE[column], color="grey", ls=":", lw=1, label="chance")
+        best = [float(row[column]) for row in published if row.get(column)]
+        if best:
+            ax.axhline(max(best), color="black", ls="--", lw=1, label=f"best published ({max(best):.1f})")
+        ax.set_title(column)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def _fmt(value: float | str | None) -> str:
     if value is None or value == "":
         return ""
@@ -102,7 +153,8 @@ def build_tables(results: list[Result], published: list[dict[str, str]]) -> tupl
 
 
 def table(argv: list[str]) -> None:
-    """``ssm lra table --runs runs/lra [--out DIR]``: print and write lra_table.md / .csv and lra_runs.csv."""
+    """``ssm lra table --runs runs/lra [--out DIR]``: print and write lra_table.md / .csv, lra_runs.csv and
+    lra_curves.png (validation accuracy per step of the runs that have CSV logs)."""
     p = argparse.ArgumentParser(prog="ssm lra table",
                                 description="Tabulate test accuracy per task x layer beside the published LRA numbers.")
     p.add_argument("--runs", default="runs/lra", help="folder searched for test_metrics.json (default runs/lra)")
@@ -132,6 +184,9 @@ def table(argv: list[str]) -> None:
     run_rows = [[str(r.run), r.column, r.layer, f"{r.acc:.2f}", r.record.get("ckpt_path") or ""]
                 for r in sorted(results, key=lambda r: (r.column, r.layer, r.mtime))]
     written.append(write_csv(out / "lra_runs.csv", ["run", "task", "layer", "test_acc", "ckpt_path"], run_rows))
+    figure = plot_curves(results, published, out / "lra_curves.png")
+    if figure is not None:
+        written.append(figure)
     print("\n".join(lines))
     print()
     for path in written:

@@ -77,3 +77,21 @@ def test_pathfinder_sizes_go_to_their_own_columns(size, column):
     from apps.lra.table import column_of
 
     assert column_of({"task": "pathfinder", "size": size}) == column
+
+
+def test_table_plots_the_validation_curves_of_runs_with_csv_logs(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _result(runs / "mnist_s4d_cpu", "mnist", "s4d", 0.97)
+    _result(runs / "no_logs", "listops", "s4d", 0.3)
+    logs = runs / "mnist_s4d_cpu" / "csv" / "version_0"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("epoch,step,train/loss,val/acc\n0,10,2.0,\n0,124,,0.86\n1,249,,0.93\n")
+    assert main(["lra", "table", "--runs", str(runs)]) == 0
+    png = runs / "lra_curves.png"
+    assert "wrote " + str(png) in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from apps.lra.table import val_curve
+
+    assert val_curve(runs / "mnist_s4d_cpu") == [(124, 86.0), (249, 93.0)]
+    assert val_curve(runs / "no_logs") == []
