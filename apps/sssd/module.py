@@ -34,6 +34,17 @@ from apps.sssd.model import SSSD_LAYER, VARIANTS, SSSDS4
 SSSD_OPTIM = OptimConfig(lr=2e-4, weight_decay=0.0, scheduler="constant")
 
 
+def trained_unconditionally(hparams, length: int) -> bool:
+    """Whether a model's training masks included "nothing observed" (ratio 1, or ``mask_length`` = the window):
+    only such a model may sample series with no observed value (``ssm sssd generate``, or ``impute`` of a
+    series that is entirely NaN)."""
+    if hparams.get("mask_length") is not None:
+        return length > 0 and int(hparams["mask_length"]) >= length
+    ratios = hparams.get("mask_ratio")
+    ratios = ratios if isinstance(ratios, (list, tuple)) else [ratios]
+    return any(r is not None and float(r) >= 1.0 for r in ratios)
+
+
 class SSSDModule(TaskModule):
     """SSSD^S4 imputation / forecasting model.
 
