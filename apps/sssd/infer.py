@@ -170,7 +170,7 @@ def check_options(a: argparse.Namespace) -> None:
 
 
 def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, np.ndarray]:
-    data = read_series(a.input)
+    data = read_series(a.input, layout="auto", channels=int(model.hparams.channels))  # PTB-XL: channels first
     values = data.values if data.values.ndim == 3 else data.values[None]
     check_series(values, int(model.hparams.channels), a.input,
                  unconditional=trained_unconditionally(model.hparams, int(model.train_length)))
