@@ -4,6 +4,13 @@ series, and ``ssm sssd test``: sampled imputations scored against baselines, one
 Validation and test draw their masks, diffusion steps and noise from generators of each series' own
 (seeded by its index in the split) while the batch runs as one, and gather every series' sums from every DDP process
 (:mod:`apps.common.distributed`): the figures do not depend on batching or on the number of processes.
+
+Against the published SSSD code (``model.variant: official`` reproduces its network and, by default, its one
+mask per batch and unstandardised values; ``model.mask_alignment: aligned`` its mnr / bm draw; the table is in
+data/README.md, "sssd"), two faults of the reference are deliberately not copied in either variant: its
+training input at observed entries is ``(sqrt(abar_t) + sqrt(1 - abar_t)) x0`` (1.01 to 1.41 x x0) while its
+sampler shows clean x0 (here clean in both), and its aligned mnr / bm blocks hide fewer than k steps whenever
+k does not divide L (here only on request).  Not reproduced either: its unshuffled fixed batches and Dropout2d.
 """
 
 from __future__ import annotations
