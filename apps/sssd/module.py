@@ -35,7 +35,7 @@ from apps.sssd.evaluate import (
     write_metrics,
 )
 from apps.sssd.masks import MASK_ALIGNMENTS, MASK_TYPES, batch_masks
-from apps.sssd.model import SSSD_LAYER, VARIANTS, SSSDS4
+from apps.sssd.model import SSSD_LAYER, SSSDS4, VARIANTS
 
 #: the paper's optimiser: Adam(W) at 2e-4, no schedule
 SSSD_OPTIM = OptimConfig(lr=2e-4, weight_decay=0.0, scheduler="constant")
