@@ -11,7 +11,8 @@ MODULE = SSSDModule
 DATAMODULE = SeriesData
 LINKS = [("data.channels", "model.channels")]
 VERBS = {
-    "prepare": (prepare, "build a dataset: ssm sssd prepare mujoco [--n 10000] | stocks | eeg [--out DIR]"),
+    "prepare": (prepare, "build a dataset: ssm sssd prepare mujoco [--n 10000] | stocks | eeg | ett | electricity | ptbxl "
+                          "[--out DIR]"),
     "impute": (impute, "impute NaN entries: ssm sssd impute --ckpt CKPT --input data.csv|npy --out imputed.csv "
                        "[--samples 100 --sampler ddim --steps 50]"),
     "forecast": (forecast, "forecast H steps: ssm sssd forecast --ckpt CKPT --input data.csv|npy --out f.csv "
