@@ -11,11 +11,15 @@ MODULE = SSSDModule
 DATAMODULE = SeriesData
 LINKS = [("data.channels", "model.channels")]
 VERBS = {
-    "prepare": (prepare, "build a dataset: ssm sssd prepare mujoco [--n 10000] | stocks | eeg [--out DIR]"),
+    "prepare": (prepare, "build a dataset: ssm sssd prepare mujoco [--n 10000] | stocks | eeg | ett | electricity | ptbxl "
+                          "[--out DIR]"),
     "impute": (impute, "impute NaN entries: ssm sssd impute --ckpt CKPT --input data.csv|npy --out imputed.csv "
                        "[--samples 100 --sampler ddim --steps 50]"),
     "forecast": (forecast, "forecast H steps: ssm sssd forecast --ckpt CKPT --input data.csv|npy --out f.csv "
                            "--horizon H [--holdout]"),
+    "generate": (lazy_verb("apps.sssd.generate", "generate"),
+                 "sample new series, nothing observed (a model trained with mask ratio 1): "
+                 "ssm sssd generate --ckpt CKPT --n 16 --out new.npy|csv [--length L]"),
     "export": (lazy_verb("apps.sssd.export", "export"),
                "the denoiser as a torch.export program: ssm sssd export --ckpt CKPT --out DIR (writes DIR/model.pt2)"),
     "export-weights": export_weights_verb("sssd"),

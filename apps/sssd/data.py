@@ -1,6 +1,17 @@
 """Multivariate series for SSSD: ``.npy`` arrays (N, L, C), the published layout, and CSV files
 (time x channels) cut into windows with a stride.  NaN marks missing data.
 
+The published layouts read as they are:
+
+- MuJoCo: ``train_mujoco.npy`` / ``test_mujoco.npy``, (N, 100, 14);
+- PTB-XL: ``train_ptbxl_1000.npy`` / ``val_ptbxl_1000.npy`` / ``test_ptbxl_1000.npy``, channels first
+  (N, 12, 1000): ``data.layout: ncl``, or ``auto`` (the axis that matches ``data.channels``);
+- ETTm1: ``ETTm1.csv`` (``date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT``, 15-minute steps), and Informer's
+  ``electricity.csv`` (``date,0,...,319,OT``): plain CSV, the date column kept as the time index;
+- Electricity: UCI's ``LD2011_2014.txt`` (``;``-separated, ``,`` as the decimal mark, a quoted
+  ``"";"MT_001";...;"MT_370"`` header), the file SAITS and SSSD cut into windows: a header with more ``;`` than
+  ``,`` is read as that format (``.txt`` and ``.csv`` alike).
+
 Batches are raw (unstandardised, NaN kept) float32 tensors (B, L, C); the LightningModule
 standardises them with per-channel statistics it keeps in its checkpoint (computed here on the
 training split, ignoring NaN) and inverts the standardisation on output.
@@ -81,11 +92,26 @@ def parse_times(labels: list[str], where: str) -> np.ndarray:
     return out
 
 
-def _number(text: str) -> float:
+def _number(text: str, decimal: str = ".") -> float:
     text = text.strip()
     if text in ("", "nan", "NaN", "NA", "null", "None"):
         return float("nan")
-    return float(text)
+    return float(text.replace(decimal, ".") if decimal != "." else text)
+
+
+#: file types read as delimited text (time x channels)
+TABLE_SUFFIXES = (".csv", ".txt")
+
+
+def is_table(path: str | Path) -> bool:
+    """Whether ``path`` is read as delimited text (``.csv``, or ``.txt`` such as UCI's LD2011_2014.txt)."""
+    return Path(path).suffix in TABLE_SUFFIXES
+
+
+def sniff_dialect(header: str) -> tuple[str, str]:
+    """``(delimiter, decimal mark)`` from a header line: ``;`` and ``,`` when it holds more ``;`` than ``,``
+    (UCI's LD2011_2014.txt and other European exports), else ``,`` and ``.``."""
+    return (";", ",") if header.count(";") > header.count(",") else (",", ".")
 
 
 def read_csv(path: str | Path, time_column: str | None = None, drop_columns: Sequence[str] = (),
@@ -96,13 +122,17 @@ def read_csv(path: str | Path, time_column: str | None = None, drop_columns: Seq
     ``time_column`` names the column of time stamps (kept as the index, parsed into ``times``);
     ``"none"`` says there is none.  ``drop_columns`` are left out.  With ``detect_time`` and no
     ``time_column``, a numeric column that looks like time (:func:`looks_like_time`) is an error naming
-    it, rather than a series silently modelled as data.
+    it, rather than a series silently modelled as data.  The delimiter and decimal mark are sniffed from the
+    header (:func:`sniff_dialect`): ``;`` with decimal commas is read as well as ``,``.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     with path.open(newline="") as f:
-        rows = [r for r in csv.reader(line for line in f if not line.lstrip().startswith("#")) if r]
+        lines = [line for line in f if not line.lstrip().startswith("#")]
+    delimiter, decimal = sniff_dialect(lines[0] if lines else "")
+    rows = [r for r in csv.reader(lines, delimiter=delimiter) if r]
+    del lines
     if len(rows) < 2:
         raise UserError(f"{path}: a CSV needs a header row and at least one row of values")
     header, body = rows[0], rows[1:]
@@ -123,12 +153,12 @@ def read_csv(path: str | Path, time_column: str | None = None, drop_columns: Seq
         header, body = header[:i] + header[i + 1:], [r[:i] + r[i + 1:] for r in body]
     else:
         try:
-            [_number(r[0]) for r in body]
+            [_number(r[0], decimal) for r in body]
         except ValueError:
             index, index_name = [r[0] for r in body], header[0]
             header, body = header[1:], [r[1:] for r in body]
     try:
-        values = np.array([[_number(v) for v in r] for r in body], dtype=np.float32)
+        values = np.array([[_number(v, decimal) for v in r] for r in body], dtype=np.float32)
     except ValueError as e:
         raise UserError(f"{path}: non-numeric value ({e}); only the first column may hold dates or labels") from e
     if values.ndim != 2 or values.shape[1] != len(header):
@@ -143,16 +173,39 @@ def read_csv(path: str | Path, time_column: str | None = None, drop_columns: Seq
     return SeriesFile(values, header, index, index_name, times)
 
 
-def read_series(path: str | Path, **csv_options) -> SeriesFile:
-    """Read ``.npy`` (N, L, C) or ``.csv`` (T, C).  NaN (an empty CSV cell) means missing; inf is an error.
+#: how a 3-D .npy orders its axes: series, length, channels (``nlc``, MuJoCo) or channels first (``ncl``, PTB-XL)
+LAYOUTS = ("auto", "nlc", "ncl")
 
+
+def npy_layout(shape: tuple[int, ...], layout: str, channels: int | None, path: Path) -> str:
+    """``nlc`` or ``ncl`` for a 3-D array: as given, or (``auto``) the axis of length ``channels``; with
+    neither known, or both axes that long, ``nlc`` unless they differ (an error names ``data.layout``)."""
+    if layout not in LAYOUTS:
+        raise UserError(f"data.layout: unknown {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout != "auto":
+        return layout
+    if channels is None or shape[2] == channels and shape[1] != channels:
+        return "nlc"
+    if shape[1] == channels and shape[2] != channels:
+        return "ncl"
+    if shape[1] == shape[2] == channels:
+        raise UserError(f"{path}: shape {shape} has {channels} on both the length and channel axes; set "
+                        "data.layout: nlc (series, length, channels) or ncl (series, channels, length)")
+    return "nlc"  # neither axis matches: the channel check names the mismatch
+
+
+def read_series(path: str | Path, layout: str = "nlc", channels: int | None = None, **csv_options) -> SeriesFile:
+    """Read ``.npy`` (N, L, C) or ``.csv`` / ``.txt`` (T, C).  NaN (an empty CSV cell) means missing; inf is an error.
+
+    ``layout`` orders a 3-D .npy's axes (``nlc``; ``ncl`` for channels first, as the published PTB-XL arrays;
+    ``auto``: the axis of length ``channels``, see :func:`npy_layout`); the result is always (N, L, C).
     ``csv_options`` go to :func:`read_csv` (``time_column``, ``drop_columns``, ``detect_time``); a .npy
     file takes none of them.
     """
     path = Path(path)
-    if path.suffix != ".csv" and (csv_options.get("time_column") not in (None, "none") or csv_options.get("drop_columns")):
+    if not is_table(path) and (csv_options.get("time_column") not in (None, "none") or csv_options.get("drop_columns")):
         raise UserError(f"{path}: data.time_column and data.drop_columns need a CSV file, not {path.suffix!r}")
-    series = _read_series(path, **csv_options)
+    series = _read_series(path, layout=layout, channels=channels, **csv_options)
     infinite = np.isinf(series.values)
     if infinite.any():
         where = np.argwhere(infinite)[0].tolist()
@@ -161,9 +214,10 @@ def read_series(path: str | Path, **csv_options) -> SeriesFile:
     return series
 
 
-def _read_series(path: Path, **csv_options) -> SeriesFile:
+def _read_series(path: Path, layout: str = "nlc", channels: int | None = None, **csv_options) -> SeriesFile:
     if not path.is_file():
-        raise UserError(f"data file not found: {path} (build a stand-in with `ssm sssd prepare mujoco|stocks|eeg`)")
+        raise UserError(f"data file not found: {path} (build a stand-in with "
+                        "`ssm sssd prepare mujoco|stocks|eeg|ett|electricity|ptbxl`)")
     if path.suffix == ".npy":
         try:
             values = np.load(path, allow_pickle=False).astype(np.float32)
@@ -172,11 +226,15 @@ def _read_series(path: Path, **csv_options) -> SeriesFile:
         if values.ndim == 2:
             values = values[None]
         if values.ndim != 3:
-            raise UserError(f"{path}: a .npy series file must be (N, L, C) or (L, C), got shape {values.shape}")
+            raise UserError(f"{path}: a .npy series file must be (N, L, C), (N, C, L) with data.layout: ncl, "
+                            f"or (L, C), got shape {values.shape}")
+        if npy_layout(values.shape, layout, channels, path) == "ncl":
+            values = np.ascontiguousarray(values.transpose(0, 2, 1))  # (N, C, L) -> (N, L, C)
         return SeriesFile(values, [f"ch{i}" for i in range(values.shape[-1])], None, None)
-    if path.suffix == ".csv":
+    if is_table(path):
         return read_csv(path, **csv_options)
-    raise UserError(f"{path}: unsupported file type {path.suffix!r}; use .npy (N, L, C) or .csv (time x channels)")
+    raise UserError(f"{path}: unsupported file type {path.suffix!r}; use .npy (N, L, C) or .csv / .txt "
+                    "(time x channels)")
 
 
 def windows(values: np.ndarray, length: int, stride: int) -> np.ndarray:
@@ -204,9 +262,12 @@ class SeriesData(SplitDataModule):
     """Train/val/test series for SSSD.
 
     Args:
-        path: a ``.npy`` file (N, L, C) or a ``.csv`` file (time x channels).
+        path: a ``.npy`` file (N, L, C) (or (N, C, L), see ``layout``) or a ``.csv`` / ``.txt`` file (time x
+            channels; UCI's ``;``-separated LD2011_2014.txt too).
         test_path: a separate test file (``.npy`` layout of the published MuJoCo set); otherwise the
             last ``test_fraction`` of ``path`` is the test split.
+        val_path: a separate validation file (the published PTB-XL ``val_ptbxl_1000.npy``); otherwise the
+            ``val_fraction`` of ``path`` before the test part is the validation split.
         channels: the number of channels (checked against the file; linked to ``model.channels``).
         length: CSV window length (required for CSV; a .npy keeps its own L).
         stride: CSV window stride.
@@ -219,33 +280,50 @@ class SeriesData(SplitDataModule):
             that looks like time (by its name, or increasing integer dates) is refused with a message
             naming it, so that a date is never modelled as data.
         drop_columns: CSV columns to leave out.
+        layout: axes of a 3-D ``.npy``: ``nlc`` (series, length, channels; MuJoCo), ``ncl`` (channels first;
+            the published PTB-XL arrays) or ``auto`` (default: the axis of length ``channels``; an array with
+            ``channels`` on both axes is refused until ``layout`` says which).
     """
 
     def __init__(self, path: str = "data/mujoco/train_mujoco.npy", test_path: str | None = None, channels: int = 14,
                  length: int | None = None, stride: int = 1, val_fraction: float = 0.1, test_fraction: float = 0.2,
                  train_size: int | None = None, val_size: int | None = None, test_size: int | None = None,
                  batch_size: int = 32, num_workers: int = 0, time_column: str | None = None,
-                 drop_columns: list[str] | None = None) -> None:
+                 drop_columns: list[str] | None = None, val_path: str | None = None, layout: str = "auto") -> None:
         super().__init__()
         self.save_hyperparameters()
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError("data.val_fraction and data.test_fraction must be in [0, 1) and sum below 1")
-        if Path(path).suffix == ".csv" and length is None:
+        if is_table(path) and length is None:
             raise ValueError("data.length is required for a CSV file (the window length)")
+        if layout not in LAYOUTS:
+            raise ValueError(f"data.layout: unknown {layout!r}; choose one of {', '.join(LAYOUTS)}")
         self.splits: dict[str, np.ndarray] | None = None
+
+    def _read_split(self, path: str, csv_options: dict, length: int) -> np.ndarray:
+        """A separate split file as windows (N, L, C)."""
+        h = self.hparams
+        if is_table(path):
+            values = windows(read_series(path, **csv_options).values, length, h.stride)
+        else:
+            values = read_series(path, layout=h.layout, channels=h.channels).values
+        if values.shape[-1] != h.channels:
+            raise UserError(f"{path} has {values.shape[-1]} channels but {h.path} has {h.channels}")
+        return values
 
     def _load(self) -> dict[str, np.ndarray]:
         h = self.hparams
         csv_options = {"time_column": h.time_column, "drop_columns": tuple(h.drop_columns or ())}
-        if Path(h.path).suffix == ".csv":
-            csv_options["detect_time"] = True
-        data = read_series(h.path, **csv_options)
+        table = is_table(h.path)
+        data = read_series(h.path, layout=h.layout, channels=h.channels,
+                           **(dict(csv_options, detect_time=True) if table else csv_options))
         self.times = data.times
         if data.values.shape[-1] != h.channels:
+            hint = " (or data.layout: ncl for a channels-first (N, C, L) array)" if not table else ""
             raise UserError(f"data.channels is {h.channels} but {h.path} has {data.values.shape[-1]} channels; "
-                            f"set data.channels: {data.values.shape[-1]}")
-        fractions = (h.val_fraction, 0.0 if h.test_path else h.test_fraction)
-        if Path(h.path).suffix == ".csv":
+                            f"set data.channels: {data.values.shape[-1]}{hint}")
+        fractions = (0.0 if h.val_path else h.val_fraction, 0.0 if h.test_path else h.test_fraction)
+        if table:
             series = data.values
             T = len(series)
             n_val, n_test = int(T * fractions[0]), int(T * fractions[1])
@@ -260,13 +338,9 @@ class SeriesData(SplitDataModule):
             n_train = N - n_val - n_test
             splits = {"train": values[:n_train], "val": values[n_train:n_train + n_val],
                       "test": values[n_train + n_val:]}
-        if h.test_path:
-            test = read_series(h.test_path, **csv_options if Path(h.test_path).suffix == ".csv" else {}).values
-            if Path(h.test_path).suffix == ".csv":
-                test = windows(test, h.length or len(splits["train"][0]), h.stride)
-            if test.shape[-1] != h.channels:
-                raise UserError(f"{h.test_path} has {test.shape[-1]} channels but {h.path} has {h.channels}")
-            splits["test"] = test
+        for name, path in (("val", h.val_path), ("test", h.test_path)):
+            if path:
+                splits[name] = self._read_split(path, csv_options, h.length or splits["train"].shape[1])
         for name, cap in (("train", h.train_size), ("val", h.val_size), ("test", h.test_size)):
             if cap is not None:
                 splits[name] = splits[name][:cap]

@@ -25,7 +25,7 @@ from apps.common.report import save_figure, write_csv
 from apps.sssd.data import SeriesFile, read_series
 from apps.sssd.diffusion import SAMPLERS
 from apps.sssd.evaluate import MetricSums
-from apps.sssd.module import SSSDModule
+from apps.sssd.module import SSSDModule, trained_unconditionally
 
 QUANTILES = (0.05, 0.95)
 
@@ -39,15 +39,17 @@ def load_model(path: str | Path) -> SSSDModule:
     return module
 
 
-def check_series(values: np.ndarray, channels: int, source: str) -> None:
-    """Reject inputs the model cannot use: the wrong channel count or a series with no value at all."""
+def check_series(values: np.ndarray, channels: int, source: str, unconditional: bool = False) -> None:
+    """Reject inputs the model cannot use: the wrong channel count or a series with no value at all (unless the
+    model was trained with nothing observed, ``unconditional``)."""
     if values.shape[-1] != channels:
         raise UserError(f"{source} has {values.shape[-1]} channels but the checkpoint was trained on {channels}; "
                         f"pass a file with {channels} channels (time x channels for CSV)")
     empty = np.isnan(values).all(axis=(1, 2))
-    if empty.any():
+    if empty.any() and not unconditional:
         which = np.where(empty)[0][:5].tolist()
-        raise UserError(f"{source}: series {which} are entirely NaN (nothing observed to condition on); remove them")
+        raise UserError(f"{source}: series {which} are entirely NaN (nothing observed to condition on); remove them, "
+                        "or use a model trained with --model.mask_ratio 1.0 (unconditional, see ssm sssd generate)")
 
 
 def window_starts(T: int, W: int) -> list[int]:
@@ -168,9 +170,10 @@ def check_options(a: argparse.Namespace) -> None:
 
 
 def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, np.ndarray]:
-    data = read_series(a.input)
+    data = read_series(a.input, layout="auto", channels=int(model.hparams.channels))  # PTB-XL: channels first
     values = data.values if data.values.ndim == 3 else data.values[None]
-    check_series(values, int(model.hparams.channels), a.input)
+    check_series(values, int(model.hparams.channels), a.input,
+                 unconditional=trained_unconditionally(model.hparams, int(model.train_length)))
     return data, values
 
 

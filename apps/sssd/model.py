@@ -14,6 +14,22 @@ bidirectional structured state-space layers.  Per residual layer:
 Skips are summed and scaled by 1/sqrt(n_layers), then a 1x1 conv -> ReLU -> a
 zero-initialised 1x1 conv give the noise estimate.  Any ssmcore layer that takes
 ``bidirectional=True`` can be the SSM (S4 by default, as in the paper).
+
+Two variants (``variant``):
+
+- ``ours`` (default): every SSM parameter trains (A, dt, P, B with their own lr and no weight decay, as
+  every ssm-suite app does); the S4 layer ends in ssmcore's default GLU projection; the convolutions are
+  plain, Kaiming-normal initialised.
+- ``official``: the network of the published SSSD code (AI4HealthUOL/SSSD, ``SSSDS4Imputer``), checked
+  against it: the SSM's A (Lambda, P), dt and B are frozen at their HiPPO-LegS initialisation (only C, D and
+  the output projection train); the S4 layer is SSM + D -> GELU -> a plain Linear(H, H) (no GLU); every
+  convolution except the zero-initialised output one is weight-normalised (``init_conv``, the k=3 conv, the
+  conditioning, residual, skip and final convs) and keeps PyTorch's default initialisation (the reference
+  calls ``kaiming_normal_`` on the weight-normed weight, which the next forward overwrites, so its effective
+  initialisation is the default one); and S4's ``C~`` starts as ``C (I - Abar^L)`` for a random ``C`` at
+  the training length L (:meth:`SSSDS4.init_official_C`, as the reference's length correction), not as a
+  random ``C~``.  Everything else (step embedding, the two SSMs per layer with residual + LayerNorm, the
+  conditioning on ``[x0 * mask, mask]``, the gated activation, the skip sum) is the same in both.
 """
 
 from __future__ import annotations
@@ -26,10 +42,24 @@ from torch import Tensor, nn
 
 from apps.common.layers import LayerSpec, layer_spec
 from apps.sssd.evaluate import linear_fill
+from ssmcore.layers.s4 import S4, conj_full
+from ssmcore.optim import ssm_parameters
 from ssmcore.registry import make_layer
 
 #: the paper's SSM: a bidirectional S4 with 64 states
 SSSD_LAYER: LayerSpec = {"name": "s4", "d_state": 64}
+#: ``ours`` (every SSM parameter trains, GLU output) or ``official`` (the published code's network)
+VARIANTS = ("ours", "official")
+
+
+def conv1d(in_channels: int, out_channels: int, kernel_size: int, official: bool) -> nn.Module:
+    """A same-padded Conv1d: Kaiming-normal initialised (``ours``), or weight-normalised with PyTorch's
+    default initialisation (``official``, what the published code's weight-normed convs start from)."""
+    conv = nn.Conv1d(in_channels, out_channels, kernel_size=kernel_size, padding=(kernel_size - 1) // 2)
+    if official:
+        return nn.utils.parametrizations.weight_norm(conv)
+    nn.init.kaiming_normal_(conv.weight)
+    return conv
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -77,18 +107,16 @@ class ResidualLayer(nn.Module):
     sampler can do it once for all its denoising steps."""
 
     def __init__(self, res_channels: int, skip_channels: int, cond_channels: int, embed_dim: int,
-                 layer: LayerSpec, dropout: float = 0.0) -> None:
+                 layer: LayerSpec, dropout: float = 0.0, official: bool = False) -> None:
         super().__init__()
         self.res_channels = res_channels
         self.fc_t = nn.Linear(embed_dim, res_channels)
-        self.conv = nn.Conv1d(res_channels, 2 * res_channels, kernel_size=3, padding=1)
+        self.conv = conv1d(res_channels, 2 * res_channels, 3, official)
         self.ssm_1 = SSMBlock(d_model=2 * res_channels, layer=layer, dropout=dropout)
-        self.cond_conv = nn.Conv1d(cond_channels, 2 * res_channels, kernel_size=1)
+        self.cond_conv = conv1d(cond_channels, 2 * res_channels, 1, official)
         self.ssm_2 = SSMBlock(d_model=2 * res_channels, layer=layer, dropout=dropout)
-        self.res_conv = nn.Conv1d(res_channels, res_channels, kernel_size=1)
-        self.skip_conv = nn.Conv1d(res_channels, skip_channels, kernel_size=1)
-        for conv in (self.conv, self.cond_conv, self.res_conv, self.skip_conv):
-            nn.init.kaiming_normal_(conv.weight)
+        self.res_conv = conv1d(res_channels, res_channels, 1, official)
+        self.skip_conv = conv1d(res_channels, skip_channels, 1, official)
 
     def project(self, conditioning: Tensor) -> Tensor:
         """The conditioning (B, 2 or 3 C_in, L) as this layer adds it: (B, 2C, L)."""
@@ -115,6 +143,9 @@ class SSSDS4(nn.Module):
         dropout: dropout after each SSM.
         interp_cond: also condition on the linear interpolation of the observed values (as PriSTI,
             Liu et al. 2023, does); not in SSSD, off by default.  It speeds up learning on smooth series.
+        variant: ``ours`` or ``official`` (the published code's network: frozen A, dt, P, B; GELU + Linear
+            at the end of each S4 layer; weight-normed convolutions; see the module docstring).  ``official``
+            builds the layer with ``activation: gelu, postact: linear`` unless the spec says otherwise.
 
     ``forward(x_t, cond, mask, t)``: noisy series (B, L, C_in), observed values (B, L, C_in) (zero where
     not observed), boolean observation mask (B, L, C_in) and diffusion steps (B,), or (1,) for one step shared
@@ -124,26 +155,54 @@ class SSSDS4(nn.Module):
 
     def __init__(self, in_channels: int, res_channels: int = 64, skip_channels: int = 64, n_layers: int = 4,
                  layer: LayerSpec = SSSD_LAYER, embed_dim_in: int = 128, embed_dim_mid: int = 512,
-                 embed_dim_out: int = 512, dropout: float = 0.0, interp_cond: bool = False) -> None:
+                 embed_dim_out: int = 512, dropout: float = 0.0, interp_cond: bool = False,
+                 variant: str = "ours") -> None:
         super().__init__()
         if min(in_channels, res_channels, skip_channels, n_layers) < 1:
             raise ValueError("model.in_channels, res_channels, skip_channels and n_layers must be positive")
-        self.in_channels, self.n_layers, self.interp_cond = in_channels, n_layers, interp_cond
+        if variant not in VARIANTS:
+            raise ValueError(f"model.variant: unknown {variant!r}; choose one of {', '.join(VARIANTS)}")
+        official = variant == "official"
+        if official and interp_cond:
+            raise ValueError("model.interp_cond is not part of the published SSSD; set it to false with "
+                             "model.variant: official")
+        self.in_channels, self.n_layers, self.interp_cond, self.variant = in_channels, n_layers, interp_cond, variant
         cond_channels = (3 if interp_cond else 2) * in_channels
-        self.init_conv = nn.Sequential(nn.Conv1d(in_channels, res_channels, kernel_size=1), nn.ReLU())
-        nn.init.kaiming_normal_(self.init_conv[0].weight)
+        self.init_conv = nn.Sequential(conv1d(in_channels, res_channels, 1, official), nn.ReLU())
         self.embed = StepEmbedding(embed_dim_in, embed_dim_mid, embed_dim_out)
-        spec = layer_spec(layer, bidirectional=True)
+        defaults = {"activation": "gelu", "postact": "linear"} if official else {}
+        spec = layer_spec(layer, bidirectional=True, **defaults)
         self.layers = nn.ModuleList(
             ResidualLayer(res_channels=res_channels, skip_channels=skip_channels, cond_channels=cond_channels,
-                          embed_dim=embed_dim_out, layer=spec, dropout=dropout)
+                          embed_dim=embed_dim_out, layer=spec, dropout=dropout, official=official)
             for _ in range(n_layers)
         )
-        self.final_conv = nn.Sequential(nn.Conv1d(skip_channels, skip_channels, kernel_size=1), nn.ReLU())
-        nn.init.kaiming_normal_(self.final_conv[0].weight)
+        self.final_conv = nn.Sequential(conv1d(skip_channels, skip_channels, 1, official), nn.ReLU())
         self.out_conv = nn.Conv1d(skip_channels, in_channels, kernel_size=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+        if official:  # the published S4 registers A, dt, P and B as buffers: only C, D and the projection train
+            for p in ssm_parameters(self):
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_official_C(self, length: int) -> int:
+        """The published S4's start for ``C~``: ``C (I - Abar^L)`` with the current ``C~`` read as a random
+        ``C`` and ``L = length`` (its ``l_max``, the training length), fixing every S4's reference length
+        to ``length``.  Call once, before training.  Returns the number of S4 layers changed."""
+        changed = 0
+        for layer in self.modules():
+            if not isinstance(layer, S4):
+                continue
+            _, Abar, _ = layer.dense_system()  # (H, N, N) complex128
+            power = torch.linalg.matrix_power(Abar, length)
+            C = conj_full(layer.continuous()[4]).to(Abar.dtype)  # (n_kernels, H, N)
+            C_tilde = C - torch.einsum("chn,hnm->chm", C, power)
+            layer.C.copy_(torch.view_as_real(C_tilde[..., : layer.d_state // 2].to(torch.complex64)))
+            layer.l_ref.fill_(length)
+            layer.reference_length()
+            changed += 1
+        return changed
 
     def condition(self, cond: Tensor, mask: Tensor) -> list[Tensor]:
         """Every layer's projected conditioning from the observed values and mask (B, L, C_in): n_layers x (B, 2R, L)."""

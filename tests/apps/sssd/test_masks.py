@@ -45,11 +45,22 @@ def test_batch_masks_draw_ratios_per_series():
     assert masks.shape == (64, L, C) and counts == {10, 40}
 
 
+@pytest.mark.parametrize("kind", MASK_TYPES)
+@pytest.mark.parametrize("alignment", ["free", "aligned"])
+def test_ratio_one_hides_everything(kind, alignment):
+    """Unconditional generation: every regime hides every entry at ratio 1 (or k = L)."""
+    g = torch.Generator().manual_seed(0)
+    assert not make_mask(kind, L, C, 1.0, generator=g, alignment=alignment).any()
+    assert not make_mask(kind, L, C, k=L, generator=g, alignment=alignment).any()
+
+
 def test_bad_ratio_or_length_is_rejected():
     with pytest.raises(ValueError, match="ratio"):
-        missing_count(L, 1.0)
+        missing_count(L, 1.01)
+    with pytest.raises(ValueError, match="ratio"):
+        missing_count(L, -0.1)
     with pytest.raises(ValueError, match="length"):
-        make_mask("tf", L, C, k=L)
+        make_mask("tf", L, C, k=L + 1)
     with pytest.raises(ValueError, match="unknown mask"):
         make_mask("xx", L, C, 0.5)
 
