@@ -35,7 +35,7 @@ from torch import Tensor
 from apps.common.audio import load_audio, save_wav
 from apps.common.checkpoint import load_module
 from apps.common.errors import UserError
-from apps.common.io import check_writable
+from apps.common.io import _umask, check_writable  # the one umask helper
 from apps.common.report import save_figure, write_csv
 from apps.common.runs import next_free
 from apps.sashimi.module import WaveformGenerator
@@ -185,7 +185,7 @@ class ClipStream:
                 f.seek(0)
                 f.write(wav_header(self.rate, self.length))
                 f.close()
-                os.chmod(tmp, 0o666 & ~_umask())
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: the usual permissions, as save_wav
                 path = self.out / f"sample_{i:03d}.wav"
                 os.replace(tmp, path)
                 self.paths.append(path)
@@ -205,12 +205,6 @@ class ClipStream:
             f.close()
             Path(tmp).unlink(missing_ok=True)
         self.files.clear()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _live_sink(stream: bool) -> tuple[BinaryIO | None, subprocess.Popen | None, str]:

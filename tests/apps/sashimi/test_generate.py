@@ -174,3 +174,14 @@ def test_an_interrupted_stream_leaves_no_partial_files(tmp_path):
     assert len(list((tmp_path / "o").iterdir())) == 2  # two temporary files, nothing final yet
     stream.close()
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_bf16_weights_are_refused_off_the_native_step(checkpoint, tmp_path, capsys):
+    assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "1", "--seconds", "0.01",
+                 "--backend", "torch", "--weights", "bf16", "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "--weights bf16" in err and "native" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
+    assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "1", "--seconds", "0.01",
+                 "--weights", "bf16", "--out", str(tmp_path / "b")]) == 0
+    assert soundfile.info(str(tmp_path / "b" / "sample_000.wav")).frames == 160
