@@ -7,17 +7,24 @@ and 16 on the CPU (``--threads``, default 2) and at batch 64 on CUDA when availa
 * ``torch``: :class:`apps.sashimi.stepper.FastStepper` with fused tensor ops (exact; precomputed DPLR terms),
 * ``compile``: the same with each tier's block stack compiled by ``torch.compile`` (minutes of warm-up),
 * ``native``: the C step of :mod:`apps.sashimi.native` (exact; the default of ``ssm sashimi generate`` on CPU),
-  with the sampling in C too: many steps per call, each thread owning a slice of the batch.
+  with the sampling in C too: many steps per call, each thread owning a slice of the batch,
+* ``native-bf16``: the same with the linears' weights in bfloat16 (``--weights bf16``; approximate: the
+  log-likelihood of the generated tokens under the float32 step is printed beside it).
+
+``--profile`` instead prints where a native step's time goes (cycle counters of a ``-DSASHIMI_PROFILE``
+build, per tier and part, share of the counted time).
 
 Besides wall-clock samples/s it prints samples per CPU-second of this process, which is what a
 loaded machine still measures fairly (with several threads it sums their CPU time).
 
-    python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,torch,native,compile]
+    python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,torch,native,native-bf16,compile]
+    python benchmarks/generation.py --profile [--batches 1,16]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import time
 
@@ -31,7 +38,11 @@ from apps.sashimi.stepper import FastStepper, _ModuleRun
 def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str, threads: int) -> tuple[float, float]:
     """``(samples per wall second, samples per CPU second)``."""
     state = model.default_state(batch, device)
-    run = _ModuleRun(model, state) if mode == "module" else FastStepper(model, backend=mode, threads=threads).start(state)
+    if mode == "module":
+        run = _ModuleRun(model, state)
+    else:
+        backend, _, weights = mode.partition("-")
+        run = FastStepper(model, backend=backend, threads=threads, weights=weights or "float32").start(state)
     g = torch.Generator(device=device).manual_seed(0)
     token = torch.full((batch,), 128, dtype=torch.long, device=device)
     with torch.no_grad():
@@ -62,6 +73,51 @@ def check_exact(model: SaShiMi, L: int = 64) -> float:
     return float((torch.stack(out, 1) - full).norm() / full.norm())
 
 
+def profile(model: SaShiMi, batch: int, steps: int) -> None:
+    """Print the share of a native step's counted cycles per tier and part (one thread)."""
+    from apps.sashimi import native
+
+    stepper = native.NativeStepper(model, 1)
+    stepper.lib = native.build(("-DSASHIMI_PROFILE",))
+    run = stepper.start(model.default_state(batch))
+    g = torch.Generator().manual_seed(0)
+    run.generate(run.step(torch.full((batch,), 128)), 64, 1.0, 1.0, g, step_last=True)
+    counters = (ctypes.c_double * 64).in_dll(stepper.lib, "sashimi_prof")
+    for i in range(64):
+        counters[i] = 0.0
+    cpu = time.process_time()
+    run.generate(run.logits, steps, 1.0, 1.0, g, step_last=True)
+    us = (time.process_time() - cpu) / (batch * steps) * 1e6
+    total = sum(counters)
+    parts = ["layer norm", "SSM recurrence", "GELU + GLU", "SSM output linear", "FF norm", "FF linears",
+             "FF GELU + residual"]
+    print(f"batch {batch}: {us:.1f} CPU-us per sample; share of counted time (load {os.getloadavg()[0]:.1f}):")
+    for tier in range(3):
+        row = [counters[tier * 8 + k] / total * 100 for k in range(7)]
+        print(f"  tier {tier} ({sum(row):.1f}%): " + ", ".join(f"{n} {v:.1f}%" for n, v in zip(parts, row, strict=True)))
+    print(f"  pooling linears {(counters[24] + counters[25]) / total * 100:.1f}%, final norm + decoder "
+          f"{counters[28] / total * 100:.1f}%, sampling {counters[29] / total * 100:.1f}%")
+
+
+def check_bf16(model: SaShiMi, L: int = 1024) -> float:
+    """Largest per-sample difference of the log-likelihood of L float32-generated tokens (batch 2) between
+    the bf16-weight and the float32 native steps, teacher-forced."""
+    from apps.sashimi.native import NativeStepper
+
+    exact, approx = NativeStepper(model), NativeStepper(model, weights="bf16")
+    run = exact.start(model.default_state(2))
+    tokens, _ = run.generate(run.step(torch.full((2,), 128)), L, 1.0, 1.0, torch.Generator().manual_seed(0))
+    lls = []
+    for stepper in (exact, approx):
+        r = stepper.start(model.default_state(2))
+        logits, ll = r.step(torch.full((2,), 128)), torch.zeros(2, dtype=torch.float64)
+        for t in range(L):
+            ll += torch.log_softmax(logits.double(), -1).gather(-1, tokens[:, t:t + 1])[:, 0]
+            logits = r.step(tokens[:, t])
+        lls.append(ll)
+    return float((lls[1] - lls[0]).abs().max()) / L
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -69,18 +125,25 @@ def main() -> None:
     p.add_argument("--modes", default="module,torch,native,compile")
     p.add_argument("--batches", default="1,16")
     p.add_argument("--cuda-batch", type=int, default=64)
+    p.add_argument("--profile", action="store_true", help="where the native step's time goes, then exit")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SaShiMi().eval()
     print(f"# SaShiMi default ({sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters), "
           f"torch {torch.__version__}, {args.threads} CPU threads, load average {os.getloadavg()[0]:.1f}")
+    if args.profile:
+        for batch in (int(b) for b in args.batches.split(",")):
+            profile(model, batch, args.steps)
+        return
     print(f"fused step vs forward, relative error (float32): {check_exact(model):.1e}")
+    if "native-bf16" in args.modes.split(","):
+        print(f"bf16 weights: log-likelihood vs the float32 step, nats per sample: {check_bf16(model):.1e}")
     print("| device | mode | batch | samples/s (wall) | x real time | samples per CPU-second | load |")
     print("|---|---|---|---|---|---|---|")
     for mode in args.modes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            steps = args.steps if mode in ("native", "compile") else max(16, args.steps // 8)
+            steps = args.steps if mode in ("native", "native-bf16", "compile") else max(16, args.steps // 8)
             rate, cpu_rate = _run(model, mode, batch, steps, "cpu", args.threads)
             print(f"| cpu | {mode} | {batch} | {rate:,.0f} | {rate / 16000:.3f} | {cpu_rate:,.0f} | "
                   f"{os.getloadavg()[0]:.1f} |", flush=True)

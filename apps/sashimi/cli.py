@@ -47,7 +47,8 @@ VERBS = {
     "prepare": (prepare, "build an offline stand-in: ssm sashimi prepare piano --out data/piano --minutes M | "
                          "prepare speech-commands --words sc09 --out data/sc09 (= ssm speech prepare)"),
     "generate": (lazy_verb("apps.sashimi.generate", "generate"),
-                 "sample audio in recurrent mode: ssm sashimi generate --ckpt CKPT --n 16 --seconds 4 --batch 16"),
+                 "sample audio in recurrent mode: ssm sashimi generate --ckpt CKPT --n 16 --seconds 4 --batch 16 "
+                 "[--stream: write while generating; | aplay]"),
     "score": (_speech_verb("score"),
               "IS, mIS, AM and FID of generated SC09 clips (= ssm speech score --classifier CKPT --samples DIR)"),
     "export-weights": export_weights_verb("sashimi"),

@@ -26,7 +26,8 @@ from apps.sashimi.model import SaShiMi
 from apps.sashimi.recurrent import block_terms, pool_states, tier_states
 
 SOURCE = Path(__file__).with_name("native_step.c")
-REC, LREC, HEAD = 16, 10, 11  # record sizes of native_step.c
+REC, LREC, HEAD = 16, 10, 12  # record sizes of native_step.c
+WEIGHTS = ("float32", "bf16")  # how the linears' matrices are stored (see compile_program)
 _lib: Any = None
 _error: str | None = None
 
@@ -44,18 +45,13 @@ def _machine_key(compiler: str) -> bytes:
     return "\n".join(parts).encode()
 
 
-def library() -> Any:
-    """The compiled library (built once per source version); raises RuntimeError without a compiler."""
-    global _lib, _error
-    if _lib is not None:
-        return _lib
-    if _error:
-        raise RuntimeError(_error)
+def build(extra_flags: tuple[str, ...] = ()) -> Any:
+    """Compile ``native_step.c`` (cached per source, flags, compiler and CPU) and load it; ``extra_flags``
+    such as ``("-DSASHIMI_PROFILE",)`` give a variant library.  RuntimeError without a compiler."""
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
-        _error = "no C compiler found (set CC); generation falls back to the torch stepper"
-        raise RuntimeError(_error)
-    flags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared"]
+        raise RuntimeError("no C compiler found (set CC); generation falls back to the torch stepper")
+    flags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared", *extra_flags]
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode() + _machine_key(compiler))
     key = key.hexdigest()[:16]
     target = _cache_dir() / f"sashimi_step_{key}.so"
@@ -66,8 +62,7 @@ def library() -> Any:
         result = subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
         if result.returncode:
             Path(tmp).unlink(missing_ok=True)
-            _error = f"compiling {SOURCE.name} failed: {result.stderr.strip()[-400:]}"
-            raise RuntimeError(_error)
+            raise RuntimeError(f"compiling {SOURCE.name} failed: {result.stderr.strip()[-400:]}")
         os.replace(tmp, target)
     lib = ctypes.CDLL(str(target))
     lib.sashimi_step.restype = ctypes.c_int
@@ -76,8 +71,22 @@ def library() -> Any:
     lib.sashimi_generate.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
                                      ctypes.c_void_p, ctypes.c_float, ctypes.c_float, ctypes.c_int]
                                      + [ctypes.c_void_p] * 2)
-    _lib = lib
     return lib
+
+
+def library() -> Any:
+    """The compiled library (built once per source version); raises RuntimeError without a compiler."""
+    global _lib, _error
+    if _lib is not None:
+        return _lib
+    if _error:
+        raise RuntimeError(_error)
+    try:
+        _lib = build()
+    except RuntimeError as e:
+        _error = str(e)
+        raise
+    return _lib
 
 
 def available() -> bool:
@@ -115,15 +124,37 @@ def pack_strips(W: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
-def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
+def as_bf16_slots(flat: Tensor) -> Tensor:
+    """float32 values rounded to bfloat16 (to nearest, ties to even) and stored two per float32 slot,
+    element i in the low half of slot i // 2 (little endian), padded to an even count: the layout that
+    ``native_step.c`` reads as ``uint16_t`` when the program says bf16."""
+    half = flat.to(torch.bfloat16).view(torch.int16)
+    if half.numel() % 2:
+        half = torch.cat([half, half.new_zeros(1)])
+    return half.view(torch.float32)
+
+
+def compile_program(model: SaShiMi, weights: str = "float32") -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
     """``(program int64, weights float32, state floats per sequence, state map)`` of ``model``.
+
+    ``weights="bf16"`` stores the matrices of every linear (block projections, feed-forward, pooling,
+    decoder) as bfloat16 -- half the memory traffic, with float32 products and sums; embeddings,
+    norms, biases and the SSM recurrences stay float32.  It is an approximation of the float32 step
+    (relative weight error up to 2^-9), opt-in; ``"float32"`` is the exact step.
 
     The state map lists where each model state goes: ``("ssm", (offset, H, M))`` per SSM block in
     :meth:`ssmcore.blocks.SequenceModel.tiers` order, then ``("down"/"pend", (offset, p, H))``.
     Everything is read through :func:`apps.sashimi.recurrent.block_terms` (the layers' public
     recurrences) and the modules' public attributes.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     bb, w = model.backbone, _Packer()
+
+    def mat(W: Tensor) -> int:  # a linear's matrix (in, out), packed in strips, in the chosen format
+        strips = pack_strips(W)
+        return w.add(as_bf16_slots(strips) if weights == "bf16" else strips)
+
     prog: list[int] = [0] * HEAD
     levels: list[list[int]] = [[0] * LREC for _ in bb.pool]
     state_size, state_map = 0, []
@@ -138,14 +169,14 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
             rec[4], rec[5] = w.add(p[0]), w.add(p[1])
             if kind == "ff":
                 rec[0], rec[1], rec[2] = 0, p[2].shape[0], p[2].shape[1]
-                rec[6:10] = [w.add(pack_strips(p[2])), w.add(p[3]), w.add(pack_strips(p[4])), w.add(p[5])]
+                rec[6:10] = [mat(p[2]), w.add(p[3]), mat(p[4]), w.add(p[5])]
             elif kind == "ssm":
                 lam_r, lam_i, b_r, b_i, a_r, a_i, c, G_r, G_i, C_r, C_i, D, W, bias = p[2:]
                 H, M = lam_r.shape
                 pair = lambda re, im: torch.cat([re, im], -1)  # noqa: E731 -- split complex: M re, then M im
                 rec[0], rec[1], rec[2], rec[3] = 1, H, M, a_r.shape[0]
                 rec[6:15] = [w.add(pair(lam_r, lam_i)), w.add(pair(b_r, b_i)), w.add(pair(a_r, a_i)), w.add(c),
-                             w.add(pair(G_r, G_i)), w.add(pair(C_r, C_i)), w.add(D), w.add(pack_strips(W)), w.add(bias)]
+                             w.add(pair(G_r, G_i)), w.add(pair(C_r, C_i)), w.add(D), mat(W), w.add(bias)]
                 rec[15] = state_size
                 state_map.append(("ssm", (state_size, H, M)))
                 state_size += 2 * H * M
@@ -159,8 +190,8 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
         H = bb.down[i].d_model
         lv = levels[i]
         lv[0], lv[1] = p, H
-        lv[2], lv[3] = w.add(pack_strips(bb.down[i].linear.weight.t())), w.add(bb.down[i].linear.bias)
-        lv[4], lv[5] = w.add(pack_strips(bb.up[i]["pool"].linear.weight.t())), w.add(bb.up[i]["pool"].linear.bias)
+        lv[2], lv[3] = mat(bb.down[i].linear.weight.t()), w.add(bb.down[i].linear.bias)
+        lv[4], lv[5] = mat(bb.up[i]["pool"].linear.weight.t()), w.add(bb.up[i]["pool"].linear.bias)
         lv[6], lv[7] = state_size, state_size + p * H
         state_map += [("down", (state_size, p, H)), ("pend", (state_size + p * H, p, H))]
         state_size += 2 * p * H
@@ -168,14 +199,14 @@ def compile_program(model: SaShiMi) -> tuple[Tensor, Tensor, int, list[tuple[str
     widths = [bb.d_model * 1] + [d.d_output for d in bb.down]
     norm_weight, norm_bias, _ = bb.norm.affine()
     prog[0:HEAD] = [len(bb.pool), model.n_classes, bb.d_model, w.add(model.embedding.weight),
-                    w.add(norm_weight), w.add(norm_bias), w.add(pack_strips(bb.decoder.weight.t())),
-                    w.add(bb.decoder.bias), state_size, widths[-1], at[("center",)]]
+                    w.add(norm_weight), w.add(norm_bias), mat(bb.decoder.weight.t()),
+                    w.add(bb.decoder.bias), state_size, widths[-1], at[("center",)], int(weights == "bf16")]
     program = torch.tensor(prog[:HEAD] + [v for lv in levels for v in lv] + prog[HEAD:], dtype=torch.int64)
     shift = len(levels) * LREC  # the level records sit between the header and the block lists
     for i in range(len(levels)):
         program[HEAD + i * LREC + 8] += shift
         program[HEAD + i * LREC + 9] += shift
-    program[HEAD - 1] += shift
+    program[10] += shift  # CENTER_BLK
     return program, torch.cat(w.chunks), state_size, state_map
 
 
@@ -247,16 +278,18 @@ class NativeRun:
 
 class NativeStepper:
     """Native stepping of a float32 CPU :class:`SaShiMi` whose blocks are feed-forward or per-feature SSM
-    blocks (:func:`apps.sashimi.recurrent.block_kind` ``"ff"`` / ``"ssm"``)."""
+    blocks (:func:`apps.sashimi.recurrent.block_kind` ``"ff"`` / ``"ssm"``); ``weights`` ``"float32"``
+    (exact, the default) or ``"bf16"`` (the linears' matrices in bfloat16, see :func:`compile_program`)."""
 
-    def __init__(self, model: SaShiMi, threads: int | None = None) -> None:
+    def __init__(self, model: SaShiMi, threads: int | None = None, weights: str = "float32") -> None:
         self.lib = library()
+        self.weights_format = weights
         self.model = model
         # One thread unless asked: a step is microseconds of work, and an OpenMP barrier that waits on a
         # descheduled thread costs milliseconds (30x slower on a busy 2-core machine, measured).
         self.threads = threads or 1
         with torch.no_grad():
-            self.program, self.weights, self.state_size, self.state_map = compile_program(model)
+            self.program, self.weights, self.state_size, self.state_map = compile_program(model, weights)
         if model.embedding.weight.device.type != "cpu":
             raise ValueError("the native step runs on CPU; use the torch backend on other devices")
         norms = [m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]

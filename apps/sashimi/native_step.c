@@ -16,12 +16,25 @@
 
 typedef int64_t i64;
 
+#ifdef SASHIMI_PROFILE /* cycle counters per (tier, part), for benchmarks only: gcc -DSASHIMI_PROFILE */
+#include <x86intrin.h>
+double sashimi_prof[64];
+static int prof_tier(int H) { return H <= 64 ? 0 : H <= 128 ? 1 : 2; }
+#define PROF_T0 uint64_t _pt = __rdtsc()
+#define PROF_RESET _pt = __rdtsc()
+#define PROF(slot) do { uint64_t _n = __rdtsc(); sashimi_prof[slot] += (double)(_n - _pt); _pt = _n; } while (0)
+#else
+#define PROF_T0 do {} while (0)
+#define PROF_RESET do {} while (0)
+#define PROF(slot) do {} while (0)
+#endif
+
 /* block record layout in the program (REC ints each) */
 enum { KIND, BH, BM, BR, LNW, LNB, P0, P1, P2, P3, P4, P5, P6, P7, P8, SOFF, REC };
 /* level record layout */
 enum { LP, LH, DW, DB, UW, UB, DBUF, PEND, DBLK, UBLK, LREC };
 /* header */
-enum { NLEV, NCLS, D0, EMB, FLNW, FLNB, DECW, DECB, SSTRIDE, CENTER_H, CENTER_BLK, HEAD };
+enum { NLEV, NCLS, D0, EMB, FLNW, FLNB, DECW, DECB, SSTRIDE, CENTER_H, CENTER_BLK, WBF16, HEAD };
 
 /* GELU(v) = v (1 + erf(v / sqrt 2)) / 2 over an array, with erf(x) = x P(x^2) / Q(x^2) on |x| <= 3.9
  * (a degree-5/5 rational least-squares fit made for this file; |error| < 4e-7 in float32, about
@@ -63,18 +76,42 @@ static inline v8 load8(const float *p) {
     return v;
 }
 
-/* y[r, j0:j0+VW*8] = bias + x[r] (in) @ W[:, j0:j0+VW*8] for NR rows, Wp pointing at that column
- * strip of the packed W: a register tile of NR x VW vectors (NR <= 4, VW <= 3, compile-time constants
- * after inlining). */
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+
+/* 8 weights at element index i of W: float32, or (BF) bfloat16 -- the high half of a float32, widened
+ * exactly by a 16-bit shift; the products and sums stay float32. */
+static inline __attribute__((always_inline)) v8 loadw(const void *W, i64 i, const int BF) {
+    if (!BF) return load8((const float *)W + i);
+    u16x8 h;
+    memcpy(&h, (const uint16_t *)W + i, sizeof(h));
+    const i32x8 wide = __builtin_convertvector(h, i32x8) << 16;
+    v8 f;
+    memcpy(&f, &wide, sizeof(f));
+    return f;
+}
+
+static inline float loadw1(const void *W, i64 i, const int BF) {
+    if (!BF) return ((const float *)W)[i];
+    const uint32_t bits = (uint32_t)((const uint16_t *)W)[i] << 16;
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+/* y[r, j0:j0+VW*8] = bias + x[r] (in) @ W[:, j0:j0+VW*8] for NR rows, the strip starting at element
+ * `at` of the packed W: a register tile of NR x VW vectors (NR <= 4, VW <= 3, BF: compile-time
+ * constants after inlining). */
 static inline __attribute__((always_inline)) void tile(const float *x, const int NR, const int VW, int in, int out,
-                                                       const float *Wp, const float *bias, float *y, int j0) {
+                                                       const void *W, i64 at, const int BF, const float *bias,
+                                                       float *y, int j0) {
     v8 a[4][3];
     for (int r = 0; r < NR; r++)
         for (int v = 0; v < VW; v++) a[r][v] = load8(bias + j0 + 8 * v);
     for (int k = 0; k < in; k++) {
-        const float *row = Wp + (i64)k * VW * 8; /* the strip is packed: in x (VW * 8), contiguous */
+        const i64 row = at + (i64)k * VW * 8; /* the strip is packed: in x (VW * 8), contiguous */
         v8 wv[3];
-        for (int v = 0; v < VW; v++) wv[v] = load8(row + 8 * v);
+        for (int v = 0; v < VW; v++) wv[v] = loadw(W, row + 8 * v, BF);
         for (int r = 0; r < NR; r++) {
             const float xk = x[(i64)r * in + k];
             for (int v = 0; v < VW; v++) a[r][v] += xk * wv[v];
@@ -83,35 +120,68 @@ static inline __attribute__((always_inline)) void tile(const float *x, const int
     for (int r = 0; r < NR; r++) memcpy(y + (i64)r * out + j0, a[r], VW * sizeof(v8));
 }
 
-#define ROW_GROUPS(VW)                                                                                     \
-    do {                                                                                                   \
-        int r0 = 0;                                                                                        \
-        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); \
-        switch (nb - r0) {                                                                                 \
-            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); break;          \
-            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); break;          \
-            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, Wp, bias, y + (i64)r0 * out, j0); break;          \
-            default: break;                                                                                \
-        }                                                                                                  \
+/* One row (a matrix-vector product) over a strip: the same sums, with four accumulator sets taking
+ * every fourth k, so that 4 x VW independent FMA chains hide the FMA latency (one set waits on its own
+ * chain: 1.5x slower on L1/L2-resident weights, measured). */
+static inline __attribute__((always_inline)) void tile1(const float *x, const int VW, int in, const void *W, i64 at,
+                                                        const int BF, const float *bias, float *y, int j0) {
+    v8 a[4][3];
+    for (int s = 0; s < 4; s++)
+        for (int v = 0; v < VW; v++) a[s][v] = (v8){0};
+    int k = 0;
+    for (; k + 4 <= in; k += 4)
+        for (int s = 0; s < 4; s++) {
+            const i64 row = at + (i64)(k + s) * VW * 8;
+            const float xk = x[k + s];
+            for (int v = 0; v < VW; v++) a[s][v] += xk * loadw(W, row + 8 * v, BF);
+        }
+    for (; k < in; k++) {
+        const i64 row = at + (i64)k * VW * 8;
+        for (int v = 0; v < VW; v++) a[0][v] += x[k] * loadw(W, row + 8 * v, BF);
+    }
+    for (int v = 0; v < VW; v++) {
+        const v8 t = (a[0][v] + a[1][v]) + (a[2][v] + a[3][v]) + load8(bias + j0 + 8 * v);
+        memcpy(y + j0 + 8 * v, &t, sizeof(v8));
+    }
+}
+
+#define ROW_GROUPS(VW)                                                                                          \
+    do {                                                                                                        \
+        if (nb == 1) { tile1(x, VW, in, W, at, BF, bias, y, j0); break; }                                      \
+        int r0 = 0;                                                                                             \
+        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); \
+        switch (nb - r0) {                                                                                      \
+            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); break;       \
+            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); break;       \
+            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); break;       \
+            default: break;                                                                                     \
+        }                                                                                                       \
     } while (0)
 
-/* y (nb, out) = bias + x (nb, in) @ W (in, out), W packed by apps.sashimi.native.pack_strips (column
- * strips of 24, then 8, then 1, each contiguous).  Column strips outside, row groups inside: a strip
- * (in x 24 floats) streams from memory once per call and from L1 for the other row groups, so the
- * weights pass through the cache once per step whatever the batch. */
-static void linear(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y) {
+static inline __attribute__((always_inline)) void linear_any(const float *x, int nb, int in, int out, const void *W,
+                                                             const int BF, const float *bias, float *y) {
     int j0 = 0;
-    const float *Wp = W;
-    for (; j0 + 24 <= out; j0 += 24, Wp += (i64)in * 24) ROW_GROUPS(3);
-    for (; j0 + 8 <= out; j0 += 8, Wp += (i64)in * 8) ROW_GROUPS(1);
-    for (; j0 < out; j0++, Wp += in)
+    i64 at = 0;
+    for (; j0 + 24 <= out; j0 += 24, at += (i64)in * 24) ROW_GROUPS(3);
+    for (; j0 + 8 <= out; j0 += 8, at += (i64)in * 8) ROW_GROUPS(1);
+    for (; j0 < out; j0++, at += in)
         for (int r = 0; r < nb; r++) {
             float acc = bias[j0];
-            for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * Wp[k];
+            for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * loadw1(W, at + k, BF);
             y[(i64)r * out + j0] = acc;
         }
 }
 #undef ROW_GROUPS
+
+/* y (nb, out) = bias + x (nb, in) @ W (in, out), W packed by apps.sashimi.native.pack_strips (column
+ * strips of 24, then 8, then 1, each contiguous) as float32, or as bfloat16 when bf (two weights per
+ * float slot of the parameter buffer).  Column strips outside, row groups inside: a strip (in x 24
+ * weights) streams from memory once per call and from L1 for the other row groups, so the weights
+ * pass through the cache once per step whatever the batch. */
+static void linear(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y, int bf) {
+    if (bf) linear_any(x, nb, in, out, W, 1, bias, y);
+    else linear_any(x, nb, in, out, W, 0, bias, y);
+}
 
 static inline float hsum(v8 v) {
     float t = 0.f;
@@ -186,13 +256,15 @@ static inline __attribute__((always_inline)) void ssm_rows(float *const *xs, con
 }
 
 /* x (nb, H) in place; row r's states live at st + r * stride */
-static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float *x, int nb, float eps) {
+static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float *x, int nb, float eps, int bf) {
     const int H = (int)r[BH], M = (int)r[BM], R = (int)r[BR];
     const float *lam = w + r[P0], *bb = w + r[P1], *a = w + r[P2], *c = w + r[P3], *G = w + r[P4];
     const float *C = w + r[P5], *D = w + r[P6], *W = w + r[P7], *bias = w + r[P8];
     const i64 HM2 = (i64)H * M * 2;
     float u[nb * H], y[nb * H], h[nb * 2 * H];
+    PROF_T0;
     layer_norm(x, u, nb, H, w + r[LNW], w + r[LNB], eps);
+    PROF(prof_tier(H) * 8 + 0);
     /* channel-major: a channel's parameters stay in L1 while every row of the batch slice uses them */
     for (int ch = 0; ch < H; ch++) {
         const i64 o = (i64)ch * M * 2; /* split layout per feature: M real parts, then M imaginary parts */
@@ -215,23 +287,33 @@ static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float
             for (int k = 0; k < NR; k++) y[(r0 + k) * H + ch] = yo[k];
         }
     }
+    PROF(prof_tier(H) * 8 + 1);
     gelu_inplace(y, nb * H);
-    linear(y, nb, H, 2 * H, W, bias, h);
+    PROF(prof_tier(H) * 8 + 2);
+    linear(y, nb, H, 2 * H, W, bias, h, bf);
+    PROF(prof_tier(H) * 8 + 3);
     for (int row = 0; row < nb; row++)
         for (int i = 0; i < H; i++) {
             const float *hr = h + (i64)row * 2 * H;
             x[(i64)row * H + i] += hr[i] / (1.0f + expf(-hr[H + i]));
         }
+    PROF(prof_tier(H) * 8 + 2);
 }
 
-static void ff_block(const i64 *r, const float *w, float *x, int nb, float eps) {
+static void ff_block(const i64 *r, const float *w, float *x, int nb, float eps, int bf) {
     const int H = (int)r[BH], E = (int)r[BM];
     float u[nb * H], h[nb * E], y[nb * H];
+    PROF_T0;
     layer_norm(x, u, nb, H, w + r[LNW], w + r[LNB], eps);
-    linear(u, nb, H, E, w + r[P0], w + r[P1], h);
+    PROF(prof_tier(H) * 8 + 4);
+    linear(u, nb, H, E, w + r[P0], w + r[P1], h, bf);
+    PROF(prof_tier(H) * 8 + 5);
     gelu_inplace(h, nb * E);
-    linear(h, nb, E, H, w + r[P2], w + r[P3], y);
+    PROF(prof_tier(H) * 8 + 6);
+    linear(h, nb, E, H, w + r[P2], w + r[P3], y, bf);
+    PROF(prof_tier(H) * 8 + 5);
     for (int i = 0; i < nb * H; i++) x[i] += y[i];
+    PROF(prof_tier(H) * 8 + 6);
 }
 
 static void run_blocks(const i64 *prog, i64 at, const float *w, float *st, i64 stride, float *x, int nb,
@@ -239,8 +321,8 @@ static void run_blocks(const i64 *prog, i64 at, const float *w, float *st, i64 s
     const i64 n = prog[at];
     for (i64 j = 0; j < n; j++) {
         const i64 *r = prog + at + 1 + j * REC;
-        if (r[KIND] == 0) ff_block(r, w, x, nb, eps);
-        else ssm_block(r, w, st, stride, x, nb, eps);
+        if (r[KIND] == 0) ff_block(r, w, x, nb, eps, (int)prog[WBF16]);
+        else ssm_block(r, w, st, stride, x, nb, eps, (int)prog[WBF16]);
     }
 }
 
@@ -270,9 +352,13 @@ static void level(const i64 *prog, int i, const float *w, float *st, i64 stride,
         float window[nb * p * H], below[nb * Hn], up[nb * p * H];
         for (int row = 0; row < nb; row++)
             memcpy(window + (i64)row * p * H, st + row * stride + lv[DBUF], sizeof(float) * p * H);
-        linear(window, nb, p * H, Hn, w + lv[DW], w + lv[DB], below);
+        PROF_T0;
+        linear(window, nb, p * H, Hn, w + lv[DW], w + lv[DB], below, (int)prog[WBF16]);
+        PROF(24 + i);
         level(prog, i + 1, w, st, stride, below, nb, count, next, eps);
-        linear(below, nb, Hn, p * H, w + lv[UW], w + lv[UB], up);
+        PROF_RESET;
+        linear(below, nb, Hn, p * H, w + lv[UW], w + lv[UB], up, (int)prog[WBF16]);
+        PROF(24 + i);
         for (int row = 0; row < nb; row++)
             memcpy(st + row * stride + lv[PEND], up + (i64)row * p * H, sizeof(float) * p * H);
     }
@@ -289,8 +375,10 @@ static void step_slice(const i64 *prog, const float *w, float *state, const i64 
     float x[nb * H0], u[nb * H0];
     for (int r = 0; r < nb; r++) memcpy(x + (i64)r * H0, w + prog[EMB] + tokens[r] * H0, sizeof(float) * H0);
     level(prog, 0, w, state + (i64)b0 * stride, stride, x, nb, count, next, eps);
+    PROF_T0;
     layer_norm(x, u, nb, H0, w + prog[FLNW], w + prog[FLNB], eps);
-    linear(u, nb, H0, K, w + prog[DECW], w + prog[DECB], logits);
+    linear(u, nb, H0, K, w + prog[DECW], w + prog[DECB], logits, (int)prog[WBF16]);
+    PROF(28);
 }
 
 /* the pooling phases after one step */
@@ -404,6 +492,7 @@ void sashimi_generate(const i64 *prog, const float *w, float *state, float *logi
         memcpy(nxt, next, sizeof(i64) * L);
         float *scratch = malloc(sizeof(float) * 2 * (size_t)K); /* K may be 65536 (16-bit audio): not the stack */
         for (int s = 0; s < steps; s++) {
+            PROF_T0;
             for (int r = 0; r < nb; r++) {
                 const int b = b0 + r;
                 double lp;
@@ -411,6 +500,7 @@ void sashimi_generate(const i64 *prog, const float *w, float *state, float *logi
                 out[(i64)b * steps + s] = tok[r];
                 loglik[b] += lp;
             }
+            PROF(29);
             if (s + 1 < steps || step_last) {
                 step_slice(prog, w, state, tok, logits + (i64)b0 * K, b0, nb, cnt, nxt, eps);
                 advance(prog, cnt, nxt);

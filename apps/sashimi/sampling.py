@@ -10,9 +10,11 @@ training-time samples (:mod:`apps.sashimi.module`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
@@ -40,7 +42,7 @@ _CHUNK = 2048  # native steps per call between progress updates
 def _progress() -> Progress:
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total} samples"), TextColumn("{task.fields[rate]}"),
-                    TimeRemainingColumn())
+                    TimeRemainingColumn(), console=Console(stderr=True))  # stdout may carry audio (--stream)
 
 
 @torch.no_grad()
@@ -56,6 +58,7 @@ def sample(
     generator: torch.Generator | None = None,
     progress: bool = True,
     stepper: Any = None,
+    on_samples: Callable[[int, Tensor, int], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Generate ``n`` clips of ``length`` tokens: ``(tokens (n, length) long, loglik (n,) nats)``.
 
@@ -65,7 +68,9 @@ def sample(
     mu-law and linear quantisation); it must lie in ``[0, n_classes)``.  ``stepper`` (default: :class:`apps.sashimi.stepper.FastStepper` of ``model``) does the
     recurrent steps; with the native backend the sampling runs in C too, ``_CHUNK`` steps per call
     (the same rule as :func:`sample_logits`, drawn by inverse CDF, so the same seed gives other clips
-    than the torch backends).
+    than the torch backends).  ``on_samples(first, tokens, done)``, when given, is called as the clips
+    ``first .. first + b`` grow: ``tokens`` (b, length) holds them, the first ``done`` columns final
+    (every ``_CHUNK`` native steps or 256 torch steps, then once with ``done == length``), for streaming.
     """
     was_training = model.training
     model.eval()
@@ -88,6 +93,7 @@ def sample(
         for first in range(0, n, batch):
             b = min(batch, n - first)
             state = model.default_state(b, device)
+            clips = out[first:first + b]
             if P:
                 out[first:first + b, :P] = prefix.to(device)
                 inputs = torch.cat([torch.full((b, 1), start_token, device=device), out[first:first + b, :P]], 1)
@@ -105,10 +111,14 @@ def sample(
                     out[first:first + b, t:t + steps] = tokens
                     loglik[first:first + b] += ll
                     logits, t = run.logits, t + steps
+                    if on_samples and t < length:
+                        on_samples(first, clips, t)
                     if bar:
                         rate = (done + b * t) / max(1e-9, time.perf_counter() - began)
                         bar.update(task, completed=first * length + b * t, rate=f"{rate:,.0f} samples/s")
                 done += b * length
+                if on_samples:
+                    on_samples(first, clips, length)
                 continue
             for t in range(P, length):
                 token = sample_logits(logits, temperature, top_p, generator)
@@ -116,11 +126,15 @@ def sample(
                 out[first:first + b, t] = token
                 if t + 1 < length:
                     logits = run.step(token)
+                if on_samples and t % 256 == 255 and t + 1 < length:
+                    on_samples(first, clips, t + 1)
                 if bar and (t % 256 == 255 or t + 1 == length):
                     done_now = done + b * (t + 1)
                     rate = done_now / max(1e-9, time.perf_counter() - began)
                     bar.update(task, completed=first * length + b * (t + 1), rate=f"{rate:,.0f} samples/s")
             done += b * length
+            if on_samples:
+                on_samples(first, clips, length)
     finally:
         if bar:
             bar.stop()

@@ -241,12 +241,17 @@ class FastStepper:
     picks native on CPU when it builds, torch otherwise.  S5 (MIMO) blocks run on the torch backend
     (native and compile fall back to it); layers outside the fused forms step through the modules.
     The precomputed terms follow the parameters (rebuilt by ``start`` after a change).
+    ``weights="bf16"`` (native backend only) stores the linears' matrices in bfloat16: an opt-in
+    approximation of the exact float32 step (see :func:`apps.sashimi.native.compile_program`).
     """
 
-    def __init__(self, model: SaShiMi, backend: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model: SaShiMi, backend: str = "auto", threads: int | None = None,
+                 weights: str = "float32") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown stepping backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self.model, self.threads = model, threads
+        if weights not in native.WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(native.WEIGHTS)}, got {weights!r}")
+        self.model, self.threads, self.weights = model, threads, weights
         found = kinds(model)
         cpu32 = model.embedding.weight.device.type == "cpu" and model.embedding.weight.dtype == torch.float32
         if None in found:
@@ -255,6 +260,9 @@ class FastStepper:
             backend = "torch"
         elif backend == "auto":
             backend = "native" if cpu32 and native.available() else "torch"
+        if weights != "float32" and backend != "native":
+            raise ValueError(f"{weights} weights are an option of the native step (float32 CPU model with S4/S4D-style "
+                             f"blocks), not of the {backend} backend")
         self.backend, self.compile = backend, backend == "compile"
         self._signature: Any = None
         self._native: Any = None
@@ -265,7 +273,7 @@ class FastStepper:
         if signature == self._signature:
             return
         if self.backend == "native":
-            self._native = native.NativeStepper(model, self.threads)
+            self._native = native.NativeStepper(model, self.threads, self.weights)
             self._signature = signature
             return
         bb, dtype = model.backbone, model.embedding.weight.dtype

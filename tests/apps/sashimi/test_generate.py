@@ -97,3 +97,91 @@ def test_nucleus_sampling_keeps_the_top_mass():
     drawn = sample_logits(logits, 1.0, 0.75, g)
     assert set(drawn.tolist()) == {0, 1}  # 0.5 + 0.3 reaches 0.75; 2 and 3 are cut
     assert sample_logits(logits, 0.0, 1.0, g).eq(0).all()  # temperature 0 is greedy
+
+
+def _int16(path: Path) -> np.ndarray:
+    return soundfile.read(str(path), dtype="int16")[0]
+
+
+def _stream_samples(data: bytes) -> np.ndarray:
+    """The samples of a streaming WAV (sizes 0xFFFFFFFF), after checking its header."""
+    import struct
+
+    riff, size, wave, fmt, _, pcm, channels, rate, _, _, bits, tag, data_size = struct.unpack(
+        "<4sI4s4sIHHIIHH4sI", data[:44])
+    assert (riff, wave, fmt, tag) == (b"RIFF", b"WAVE", b"fmt ", b"data")
+    assert (pcm, channels, rate, bits, size, data_size) == (1, 1, 16000, 16, 0xFFFFFFFF, 0xFFFFFFFF)
+    return np.frombuffer(data[44:], dtype="<i2")
+
+
+def test_stream_pipes_one_wav_to_stdout_and_writes_the_same_files(checkpoint, tmp_path):
+    """`generate --stream | player`: stdout carries every clip in order as one WAV stream (2,400 samples
+    per clip: two native chunks), the text report goes to stderr, and the files hold the same samples
+    as a run without --stream with the same seed."""
+    import subprocess
+    import sys
+
+    args = ["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "3", "--seconds", "0.15", "--batch", "2",
+            "--seed", "3"]
+    code = "import sys; from apps.common.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", code, *args, "--stream", "--out", str(tmp_path / "s")],
+                         cwd=ROOT, capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert b"generated 3 x 2400 samples" in run.stderr and b"generated" not in run.stdout
+    streamed = _stream_samples(run.stdout)
+    files = [_int16(tmp_path / "s" / f"sample_{i:03d}.wav") for i in range(3)]
+    assert np.array_equal(streamed, np.concatenate(files))
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["loglik.csv"] + [f"sample_00{i}.wav" for i in range(3)]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    for i in range(3):  # the same clips as without --stream (soundfile's rounding: at most 1 step apart)
+        plain = _int16(tmp_path / "plain" / f"sample_{i:03d}.wav")
+        assert np.abs(plain.astype(int) - files[i]).max() <= 1
+
+
+def test_stream_plays_on_a_terminal_and_writes_files_when_stdout_is_a_file(checkpoint, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    bin_dir, heard = tmp_path / "bin", tmp_path / "heard.wav"
+    bin_dir.mkdir()
+    (bin_dir / "aplay").write_text(f"#!/bin/sh\ncat > {heard}\n")
+    (bin_dir / "aplay").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    args = ["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "2", "--seconds", "0.01", "--stream"]
+    assert main([*args, "--out", str(tmp_path / "t")]) == 0
+    assert "playing with aplay" in capsys.readouterr().err and "generated 2 x 160" in terminal.getvalue()
+    files = [_int16(tmp_path / "t" / f"sample_{i:03d}.wav") for i in range(2)]
+    assert np.array_equal(_stream_samples(heard.read_bytes()), np.concatenate(files))
+    monkeypatch.undo()
+    assert main([*args, "--out", str(tmp_path / "f")]) == 0  # captured stdout: no descriptor, like a file
+    assert "generated 2 x 160" in capsys.readouterr().out
+    assert len(list((tmp_path / "f").glob("sample_*.wav"))) == 2
+
+
+def test_an_interrupted_stream_leaves_no_partial_files(tmp_path):
+    from apps.sashimi.generate import ClipStream
+
+    stream = ClipStream(tmp_path / "o", 2, 100, 16000, "mu-law", 8)
+    clips = torch.randint(0, 256, (2, 100))
+    stream(0, clips, 40)
+    assert len(list((tmp_path / "o").iterdir())) == 2  # two temporary files, nothing final yet
+    stream.close()
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_bf16_weights_are_refused_off_the_native_step(checkpoint, tmp_path, capsys):
+    assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "1", "--seconds", "0.01",
+                 "--backend", "torch", "--weights", "bf16", "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "--weights bf16" in err and "native" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
+    assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "1", "--seconds", "0.01",
+                 "--weights", "bf16", "--out", str(tmp_path / "b")]) == 0
+    assert soundfile.info(str(tmp_path / "b" / "sample_000.wav")).frames == 160
