@@ -5,7 +5,8 @@ less GPU memory than the same model built on self-attention, at 60 s x 197 token
 tokens, d = 1024.  Here :class:`apps.vis4mer.model.ViS4merDecoder` is built twice, ``mixer:
 ssm`` (S4, d_state 64) and ``mixer: attention`` (8-head self-attention through torch's
 ``scaled_dot_product_attention``, which dispatches to a fused flash / memory-efficient kernel),
-and one forward+backward at batch 1 is timed.  Every (mixer, L) runs in its own process; peak
+and one forward+backward at batch 1 is timed (wall clock, and the process's CPU time, which a
+busy machine disturbs less).  Every (mixer, L) runs in its own process; peak
 memory is the process's peak RSS growth over its state right before the first step (CPU) or
 ``torch.cuda.max_memory_allocated`` (GPU).
 
@@ -51,23 +52,24 @@ def worker(mixer: str, L: int, d_model: int, device: str, repeats: int, backend:
     # math: the explicit (L, L) attention matrix, as attention was computed in 2022
     backends = sdpa_kernel(SDPBackend.MATH) if backend == "math" else contextlib.nullcontext()
     base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times, cpu_times = [], []
     with backends:
         for i in range(repeats + 1):  # the first is a warm-up (allocator, FFT plans, S4's lazy buffers)
             model.zero_grad(set_to_none=True)
             if i == 1 and device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
             sync()
             if i:
                 times.append(time.perf_counter() - t0)
+                cpu_times.append(time.process_time() - c0)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib) / 2**20  # KiB -> GiB
-    return {"mixer": mixer, "L": L, "time_s": min(times), "peak_gib": peak,
+    return {"mixer": mixer, "L": L, "time_s": min(times), "cpu_s": min(cpu_times), "peak_gib": peak,
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
@@ -102,16 +104,17 @@ def main() -> None:
               else f"CPU, {torch.get_num_threads()} threads")
     print(f"# ViS4mer decoder forward+backward, batch 1, d={args.d_model}, 3 stages; device: {device}, "
           f"torch {torch.__version__}, attention backend: {args.attention_backend}, SSM: {args.layer}")
-    print("| tokens L | SSM time (s) | attention time (s) | attn / SSM time | SSM peak (GiB) | attention peak (GiB) "
-          "| attn / SSM memory |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| tokens L | SSM time (s) | attention time (s) | attn / SSM time | SSM CPU (s) | attention CPU (s) "
+          "| attn / SSM CPU | SSM peak (GiB) | attention peak (GiB) | attn / SSM memory |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for L in lengths:
         s4, attn = measure("ssm", L, args), measure("attention", L, args)
         if "error" in s4 or "error" in attn:
             print(f"| {L} | {s4.get('time_s', s4.get('error'))} | {attn.get('time_s', attn.get('error'))} "
-                  f"| | | | |", flush=True)
+                  f"| | | | | | | |", flush=True)
             continue
         print(f"| {L} | {s4['time_s']:.2f} | {attn['time_s']:.2f} | {attn['time_s'] / s4['time_s']:.2f} "
+              f"| {s4['cpu_s']:.2f} | {attn['cpu_s']:.2f} | {attn['cpu_s'] / s4['cpu_s']:.2f} "
               f"| {s4['peak_gib']:.2f} | {attn['peak_gib']:.2f} | {attn['peak_gib'] / max(s4['peak_gib'], 1e-9):.2f} |",
               flush=True)
 

@@ -39,34 +39,48 @@ class _FFTConv(torch.autograd.Function):
     spectra: ``du = irfft(sum_c G conj(K))[:L]`` and ``dk = irfft(sum_b G conj(U))[:Lk]``, with
     ``G = rfft(grad, 2L)``.  Autograd's own backward of ``rfft`` builds a zero-filled full
     spectrum and runs a complex FFT of twice the size: on the CPU that was ~45% of a training
-    step of a raw-audio classifier.  The spectra of the forward pass are saved for the backward.
+    step of a raw-audio classifier.  Only the real inputs ``u`` and ``k`` are saved (the spectra
+    at ``2L`` are complex and twice as long: 4x the bytes), and the backward recomputes the one
+    spectrum each gradient needs.
     """
 
     @staticmethod
     def forward(ctx, u: Tensor, k: Tensor, dtype: torch.dtype) -> Tensor:
-        L, Lk = u.shape[-1], k.shape[-1]
+        L = u.shape[-1]
         n = 2 * L
-        u_f = torch.fft.rfft(u.to(dtype), n=n)  # (B, H, n/2+1)
+        u_f = torch.fft.rfft(u.to(dtype), n=n).unsqueeze(1)  # (B, 1, H, n/2+1)
         k_f = torch.fft.rfft(k.to(dtype), n=n)  # (C, H, n/2+1)
-        y = torch.fft.irfft(u_f.unsqueeze(1) * k_f, n=n)[..., :L]  # (B, C, H, L)
-        ctx.save_for_backward(u_f, k_f)
-        ctx.shapes = (L, Lk, u.dtype, k.dtype)
+        # the product in place of whichever spectrum has its shape (one spectrum less alive)
+        if k_f.shape[0] == 1:
+            prod = u_f.mul_(k_f)
+        elif u_f.shape[0] == 1:
+            prod = k_f.mul_(u_f[0]).unsqueeze(0)
+        else:
+            prod = u_f * k_f  # (B, C, H, n/2+1)
+        del u_f, k_f
+        y = torch.fft.irfft(prod, n=n)[..., :L]  # (B, C, H, L)
+        ctx.save_for_backward(u, k)
+        ctx.dtype = dtype
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        u_f, k_f = ctx.saved_tensors
-        L, Lk, u_dtype, k_dtype = ctx.shapes
+        u, k = ctx.saved_tensors
+        dtype = ctx.dtype
+        L, Lk = u.shape[-1], k.shape[-1]
         n = 2 * L
-        g_f = torch.fft.rfft(grad.to(u_f.real.dtype), n=n)  # (B, C, H, n/2+1)
+        g_f = torch.fft.rfft(grad.to(dtype), n=n)  # (B, C, H, n/2+1)
         du = dk = None
         if ctx.needs_input_grad[0]:
-            prod = g_f * k_f.conj().resolve_conj()  # the kernel's spectrum is the small one
-            du = torch.fft.irfft(prod[:, 0] if prod.shape[1] == 1 else prod.sum(1), n=n)[..., :L].to(u_dtype)
+            prod = g_f * torch.fft.rfft(k.to(dtype), n=n).conj_physical_()  # the kernel's spectrum is the small one
+            prod = prod[:, 0] if prod.shape[1] == 1 else prod.sum(1)
+            du = torch.fft.irfft(prod, n=n)[..., :L].to(u.dtype)
+            del prod
         if ctx.needs_input_grad[1]:
-            prod = g_f * u_f.unsqueeze(1).conj()
-            dk = torch.fft.irfft(prod[0] if prod.shape[0] == 1 else prod.sum(0), n=n)[..., :Lk].to(k_dtype)
+            prod = g_f.mul_(torch.fft.rfft(u.to(dtype), n=n).conj_physical_().unsqueeze(1))  # g_f is not needed again
+            prod = prod[0] if prod.shape[0] == 1 else prod.sum(0)
+            dk = torch.fft.irfft(prod, n=n)[..., :Lk].to(k.dtype)
         return du, dk, None
 
 

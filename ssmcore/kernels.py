@@ -268,6 +268,79 @@ def _blocks(H: int, M: int, K: int, chunk: int | None, device: torch.device | No
     ]
 
 
+def _reciprocals(G1: Tensor, G2: Tensor, sigma: Tensor) -> Tensor:
+    """``[Xs | Ys]`` (h, M, 2k) with ``1 / d = Xs - i Ys`` for the frequencies ``sigma`` (k,) (see :class:`_BilinearCauchy`)."""
+    H, M = G1.shape
+    k = sigma.shape[0]
+    if torch.compiler.is_compiling():  # torch.compile / export trace no strided out=
+        XY = torch.cat([G2[..., None] - sigma * sigma, G1[..., None] * sigma], dim=-1)
+    else:
+        XY = torch.empty(H, M, 2 * k, dtype=G1.dtype, device=G1.device)
+        torch.sub(G2[..., None], sigma * sigma, out=XY[..., :k])
+        torch.mul(G1[..., None], sigma, out=XY[..., k:])
+    X, Y = XY[..., :k], XY[..., k:]
+    scale = torch.mul(X, X).addcmul_(Y, Y).reciprocal_()  # 1 / |d|^2, (H, M, k)
+    XY.view(H, M, 2, k).mul_(scale.unsqueeze(2))
+    return XY
+
+
+def _cauchy_block(G1: Tensor, G2: Tensor, coef: Tensor, sig: Tensor, winv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One (features, frequencies) block of :class:`_BilinearCauchy`'s sums.
+
+    Returns the real and imaginary parts of ``(s A - B) / gamma`` (h, T, k) each, and the reciprocals
+    ``XY`` (h, M, 2k) that the backward of the block needs.
+    """
+    T, k = coef.shape[1] // 2, sig.shape[0]
+    XY = _reciprocals(G1, G2, sig)
+    S = torch.bmm(coef, XY)  # (h, 2T, 2k)
+    A0, B0, A1, B1 = S[:, :T, :k], S[:, T:, :k], S[:, :T, k:], S[:, T:, k:]  # A = A0 - i A1
+    P = sig * A1 - B0  # Re(s A - B), (h, T, k)
+    Q = sig * A0 + B1  # Im(s A - B)
+    wr, wi = winv[:, 0], winv[:, 1]
+    return P * wr - Q * wi, P * wi + Q * wr, XY
+
+
+def _cauchy_block_backward(
+    g0: Tensor, g1: Tensor, coef: Tensor, XY: Tensor, sig: Tensor, winv: Tensor, need_G: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Backward of :func:`_cauchy_block` for the output gradients ``g0``, ``g1`` (h, T, k).
+
+    Returns the block's gradient of ``coef`` (h, 2T, M) and, with ``need_G``, the coef-weighted partial
+    sums (h, 4T, M) from which the gradients of ``G2`` (first 2T rows) and ``G1`` (last 2T) follow
+    (see :meth:`_BilinearCauchy.backward`).
+    """
+    k = sig.shape[0]
+    wr, wi = winv[:, 0], winv[:, 1]
+    gP = g0 * wr + g1 * wi
+    gQ = g1 * wr - g0 * wi
+    # P = sigma A1 - B0, Q = sigma A0 + B1  ->  gradient of S = [A0 | A1 ; B0 | B1]
+    gS0 = torch.cat([sig * gQ, -gP], 1)  # (h, 2T, k), multiplies Xs
+    gS1 = torch.cat([sig * gP, gQ], 1)  # multiplies Ys
+    grad_coef = torch.bmm(torch.cat([gS0, gS1], 2), XY.transpose(1, 2))
+    if not need_G:
+        return grad_coef, None
+    # With dXs = coef^T gS0, dYs = coef^T gS1 and U = Xs^2 - Ys^2, V = Xs Ys:
+    #   -dL/dX = dXs U + 2 dYs V,   dL/dY = dYs U - 2 dXs V
+    # so their sums over k are coef-weighted sums of [gS0 | 2 gS1] U^T and [sigma gS1 | -2 sigma gS0] V^T.
+    Xs, Ys = XY[..., :k], XY[..., k:]
+    if torch.compiler.is_compiling():
+        UV = torch.cat([torch.addcmul(Xs * Xs, Ys, Ys, value=-1), Xs * Ys], dim=-1)
+    else:
+        UV = torch.empty_like(XY)  # (h, M, 2k)
+        torch.mul(Xs, Xs, out=UV[..., :k]).addcmul_(Ys, Ys, value=-1)
+        torch.mul(Xs, Ys, out=UV[..., k:])
+    left = torch.cat([torch.cat([gS0, 2 * gS1], 2), torch.cat([sig * gS1, -2 * sig * gS0], 2)], 1)
+    return grad_coef, torch.bmm(left, UV.transpose(1, 2))  # (h, 4T, M)
+
+
+def _pole_gradients(coef: Tensor, acc: Tensor) -> tuple[Tensor, Tensor]:
+    """``(dL/dG1, dL/dG2)`` (H, M) from the partial sums ``acc`` (H, 4T, M) of :func:`_cauchy_block_backward`."""
+    T2 = coef.shape[1]
+    grad_G2 = -(coef * acc[:, :T2]).sum(1)  # X = G2 - sigma^2
+    grad_G1 = (coef * acc[:, T2:]).sum(1)  # Y = sigma G1
+    return grad_G1, grad_G2
+
+
 class _BilinearCauchy(torch.autograd.Function):
     """Real-arithmetic core of :func:`cauchy_conj_bilinear` for the frequencies below Nyquist.
 
@@ -286,22 +359,6 @@ class _BilinearCauchy(torch.autograd.Function):
     """
 
     @staticmethod
-    def _reciprocals(G1: Tensor, G2: Tensor, sigma: Tensor) -> Tensor:
-        """``[Xs | Ys]`` (H, M, 2k) with ``1 / d = Xs - i Ys`` for the chunk ``sigma`` (k,)."""
-        H, M = G1.shape
-        k = sigma.shape[0]
-        if torch.compiler.is_compiling():  # torch.compile / export trace no strided out=
-            XY = torch.cat([G2[..., None] - sigma * sigma, G1[..., None] * sigma], dim=-1)
-        else:
-            XY = torch.empty(H, M, 2 * k, dtype=G1.dtype, device=G1.device)
-            torch.sub(G2[..., None], sigma * sigma, out=XY[..., :k])
-            torch.mul(G1[..., None], sigma, out=XY[..., k:])
-        X, Y = XY[..., :k], XY[..., k:]
-        scale = torch.mul(X, X).addcmul_(Y, Y).reciprocal_()  # 1 / |d|^2, (H, M, k)
-        XY.view(H, M, 2, k).mul_(scale.unsqueeze(2))
-        return XY
-
-    @staticmethod
     def forward(
         ctx, G1: Tensor, G2: Tensor, coef: Tensor, sigma: Tensor, winv: Tensor, chunk: int | None, nyquist: bool
     ) -> Tensor:
@@ -313,15 +370,9 @@ class _BilinearCauchy(torch.autograd.Function):
             out[:, :, K, 1] = 0
         blocks = _blocks(H, M, K, chunk, coef.device)
         for hs, ks in blocks:
-            sig = sigma[ks]
-            k = sig.shape[0]
-            S = torch.bmm(coef[hs], _BilinearCauchy._reciprocals(G1[hs], G2[hs], sig))  # (h, 2T, 2k)
-            A0, B0, A1, B1 = S[:, :T, :k], S[:, T:, :k], S[:, :T, k:], S[:, T:, k:]  # A = A0 - i A1
-            P = sig * A1 - B0  # Re(s A - B), (h, T, k)
-            Q = sig * A0 + B1  # Im(s A - B)
-            wr, wi = winv[ks, 0], winv[ks, 1]
-            out[hs, :, ks, 0] = P * wr - Q * wi
-            out[hs, :, ks, 1] = P * wi + Q * wr
+            re, im, _ = _cauchy_block(G1[hs], G2[hs], coef[hs], sigma[ks], winv[ks])
+            out[hs, :, ks, 0] = re
+            out[hs, :, ks, 1] = im
         ctx.save_for_backward(G1, G2, coef, sigma, winv)
         ctx.blocks, ctx.nyquist = blocks, nyquist
         return out
@@ -338,34 +389,135 @@ class _BilinearCauchy(torch.autograd.Function):
         # sum_k of -dL/dX and of sigma dL/dY, still weighted per numerator column: (H, 2T, M) each
         acc = torch.zeros(H, 2 * T2, M, dtype=coef.dtype, device=coef.device)
         for hs, ks in ctx.blocks:
-            sig = sigma[ks]
-            k = sig.shape[0]
-            g0, g1 = grad_out[hs, :, ks, 0], grad_out[hs, :, ks, 1]  # (h, T, k)
-            wr, wi = winv[ks, 0], winv[ks, 1]
-            gP = g0 * wr + g1 * wi
-            gQ = g1 * wr - g0 * wi
-            # P = sigma A1 - B0, Q = sigma A0 + B1  ->  gradient of S = [A0 | A1 ; B0 | B1]
-            gS0 = torch.cat([sig * gQ, -gP], 1)  # (h, 2T, k), multiplies Xs
-            gS1 = torch.cat([sig * gP, gQ], 1)  # multiplies Ys
-            XY = _BilinearCauchy._reciprocals(G1[hs], G2[hs], sig)  # (h, M, 2k)
-            grad_coef[hs] += torch.bmm(torch.cat([gS0, gS1], 2), XY.transpose(1, 2))
-            if not need_G:
-                continue
-            # With dXs = coef^T gS0, dYs = coef^T gS1 and U = Xs^2 - Ys^2, V = Xs Ys:
-            #   -dL/dX = dXs U + 2 dYs V,   dL/dY = dYs U - 2 dXs V
-            # so their sums over k are coef-weighted sums of [gS0 | 2 gS1] U^T and [sigma gS1 | -2 sigma gS0] V^T.
-            Xs, Ys = XY[..., :k], XY[..., k:]
-            if torch.compiler.is_compiling():
-                UV = torch.cat([torch.addcmul(Xs * Xs, Ys, Ys, value=-1), Xs * Ys], dim=-1)
-            else:
-                UV = torch.empty_like(XY)  # (h, M, 2k)
-                torch.mul(Xs, Xs, out=UV[..., :k]).addcmul_(Ys, Ys, value=-1)
-                torch.mul(Xs, Ys, out=UV[..., k:])
-            left = torch.cat([torch.cat([gS0, 2 * gS1], 2), torch.cat([sig * gS1, -2 * sig * gS0], 2)], 1)
-            acc[hs] += torch.bmm(left, UV.transpose(1, 2))  # (h, 4T, M)
-        grad_G2 = -(coef * acc[:, :T2]).sum(1)  # X = G2 - sigma^2
-        grad_G1 = (coef * acc[:, T2:]).sum(1)  # Y = sigma G1
+            sig, w = sigma[ks], winv[ks]
+            XY = _reciprocals(G1[hs], G2[hs], sig)  # (h, M, 2k)
+            g_coef, g_acc = _cauchy_block_backward(grad_out[hs, :, ks, 0], grad_out[hs, :, ks, 1], coef[hs], XY, sig, w,
+                                                   need_G)
+            grad_coef[hs] += g_coef
+            if need_G:
+                acc[hs] += g_acc
+        grad_G1, grad_G2 = _pole_gradients(coef, acc)
         return grad_G1, grad_G2, grad_coef, None, None, None, None
+
+
+def _woodbury(S: Tensor, beta: Tensor, nc: int, nb: int) -> Tensor:
+    """``S_Cb - beta S_CP (I + beta S_PP)^{-1} S_Pb`` per feature and frequency.
+
+    ``S`` (h, nc + r, nb + r, k) complex holds the Cauchy sums of the rows ``[C ; P]`` against the columns
+    ``[b ; P^*]``; ``beta`` (h, k).  Returns (h, nc, nb, k).
+    """
+    Cb, CP, Pb, PP = S[:, :nc, :nb], S[:, :nc, nb:], S[:, nc:, :nb], S[:, nc:, nb:]
+    r = PP.shape[1]
+    b = beta[:, None, None]
+    if r == 1:
+        X = Pb / (1 + beta * PP[:, 0, 0])[:, None, None]  # (h, 1, nb, k)
+        return Cb - b * CP * X
+    eye = torch.eye(r, dtype=S.dtype, device=S.device)
+    Z = eye + beta[..., None, None] * PP.permute(0, 3, 1, 2)  # (h, k, r, r)
+    X = torch.linalg.solve(Z, Pb.permute(0, 3, 1, 2))  # (h, k, r, nb)
+    return Cb - b * torch.einsum("hcjk,hkjn->hcnk", CP, X)
+
+
+def _woodbury_backward(S: Tensor, beta: Tensor, G: Tensor, nc: int, nb: int) -> tuple[Tensor, Tensor]:
+    """Gradients of :func:`_woodbury` for the output gradient ``G`` (h, nc, nb, k): ``(dL/dS, dL/dbeta)``.
+
+    Complex gradients in torch's convention (``conj`` of the holomorphic derivative times ``G``).  With
+    ``Z = I + beta S_PP``, ``X = Z^{-1} S_Pb`` and ``out = S_Cb - beta S_CP X``:
+    ``dS_Cb = G``, ``dS_CP = -conj(beta) G X^H``, ``dX = -conj(beta) S_CP^H G``, ``dS_Pb = Z^{-H} dX``,
+    ``dZ = -dS_Pb X^H``, ``dS_PP = conj(beta) dZ``, ``dbeta = <S_PP, dZ> - <S_CP X, G>``.
+    """
+    CP, Pb, PP = S[:, :nc, nb:], S[:, nc:, :nb], S[:, nc:, nb:]
+    r = PP.shape[1]
+    bc = beta.conj()
+    if r == 1:
+        den = 1 + beta * PP[:, 0, 0]  # (h, k)
+        X = Pb / den[:, None, None]  # (h, 1, nb, k)
+        g_CP = -bc[:, None, None] * (G * X.conj()).sum(2, keepdim=True)  # (h, nc, 1, k)
+        g_Pb = -(bc / den.conj())[:, None, None] * (CP.conj() * G).sum(1, keepdim=True)  # (h, 1, nb, k)
+        g_den = -(g_Pb * X.conj()).sum((1, 2))  # (h, k)
+        g_PP = (bc * g_den)[:, None, None]
+        g_beta = PP[:, 0, 0].conj() * g_den - (G * (CP * X).conj()).sum((1, 2))
+    else:
+        eye = torch.eye(r, dtype=S.dtype, device=S.device)
+        PPk = PP.permute(0, 3, 1, 2)  # (h, k, r, r)
+        CPk = CP.permute(0, 3, 1, 2)  # (h, k, nc, r)
+        Gk = G.permute(0, 3, 1, 2)  # (h, k, nc, nb)
+        Z = eye + beta[..., None, None] * PPk
+        X = torch.linalg.solve(Z, Pb.permute(0, 3, 1, 2))  # (h, k, r, nb)
+        bk = bc[..., None, None]
+        g_CP = (-bk * (Gk @ X.mH)).permute(0, 2, 3, 1)  # (h, nc, r, k)
+        g_Pbk = torch.linalg.solve(Z.mH, -bk * (CPk.mH @ Gk))  # (h, k, r, nb)
+        g_Z = -(g_Pbk @ X.mH)  # (h, k, r, r)
+        g_beta = (PPk.conj() * g_Z).sum((-1, -2)) - (Gk * (CPk @ X).conj()).sum((-1, -2))
+        g_Pb, g_PP = g_Pbk.permute(0, 2, 3, 1), (bk * g_Z).permute(0, 2, 3, 1)
+    return torch.cat([torch.cat([G, g_CP], 2), torch.cat([g_Pb, g_PP], 2)], 1), g_beta
+
+
+class _CauchyWoodbury(torch.autograd.Function):
+    """S4's resolvent at the bilinear frequencies: :class:`_BilinearCauchy`'s sums and the Woodbury
+    correction of :func:`_woodbury` in one pass over (features, frequencies) blocks.
+
+    Inputs as :class:`_BilinearCauchy` (``coef`` holds the numerators of the rows ``[C ; P]`` against
+    the columns ``[b ; P^*]``, row-major), plus ``dt`` (H,) and ``gamma`` (K, 2) (``beta = dt gamma``,
+    ``gamma = (1 + omega) / 2``, Nyquist included where ``nyquist``).  Output (H, nc nb, K, 2): the
+    real and imaginary parts of the resolvent.  Only the inputs (O(H M (nc + r)(nb + r))) are saved:
+    backward recomputes each block's Cauchy sums, so neither pass keeps an (H, (nc + r)(nb + r), L)
+    tensor, let alone an (H, N, L) one.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, G1: Tensor, G2: Tensor, coef: Tensor, dt: Tensor, sigma: Tensor, winv: Tensor, gamma: Tensor,
+        sizes: tuple[int, int, int], chunk: int | None, nyquist: bool,
+    ) -> Tensor:
+        H, T2, M = coef.shape
+        nc, nb, r = sizes
+        T, K = T2 // 2, sigma.shape[0]
+        out = torch.empty(H, nc * nb, K + nyquist, 2, dtype=coef.dtype, device=coef.device)
+        if nyquist:  # omega = -1: beta = 0, so the resolvent is S_Cb = a / 2 there
+            a = coef[:, :T].sum(-1).view(H, nc + r, nb + r)[:, :nc, :nb] / 2
+            out[:, :, K, 0] = a.reshape(H, nc * nb)
+            out[:, :, K, 1] = 0
+        blocks = _blocks(H, M, K, chunk, coef.device)
+        for hs, ks in blocks:
+            re, im, _ = _cauchy_block(G1[hs], G2[hs], coef[hs], sigma[ks], winv[ks])
+            n_h, k = re.shape[0], re.shape[-1]
+            S = torch.complex(re, im).view(n_h, nc + r, nb + r, k)
+            beta = dt[hs, None] * torch.complex(gamma[ks, 0], gamma[ks, 1])  # (h, k)
+            out[hs, :, ks] = torch.view_as_real(_woodbury(S, beta, nc, nb).reshape(n_h, nc * nb, k))
+        ctx.save_for_backward(G1, G2, coef, dt, sigma, winv, gamma)
+        ctx.blocks, ctx.nyquist, ctx.sizes = blocks, nyquist, sizes
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        G1, G2, coef, dt, sigma, winv, gamma = ctx.saved_tensors
+        nc, nb, r = ctx.sizes
+        H, T2, M = coef.shape
+        T, K = T2 // 2, sigma.shape[0]
+        need_G = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad_coef = torch.zeros_like(coef)
+        if ctx.nyquist:
+            g = grad_out[:, :, K, 0].reshape(H, nc, nb, 1) / 2
+            grad_coef[:, :T].view(H, nc + r, nb + r, M)[:, :nc, :nb] += g
+        acc = torch.zeros(H, 2 * T2, M, dtype=coef.dtype, device=coef.device)
+        grad_dt = torch.zeros_like(dt)
+        for hs, ks in ctx.blocks:
+            sig, w = sigma[ks], winv[ks]
+            re, im, XY = _cauchy_block(G1[hs], G2[hs], coef[hs], sig, w)
+            n_h, k = re.shape[0], re.shape[-1]
+            S = torch.complex(re, im).view(n_h, nc + r, nb + r, k)
+            gam = torch.complex(gamma[ks, 0], gamma[ks, 1])
+            G = torch.view_as_complex(grad_out[hs, :, ks].contiguous()).view(n_h, nc, nb, k)
+            g_S, g_beta = _woodbury_backward(S, dt[hs, None] * gam, G, nc, nb)
+            grad_dt[hs] += (g_beta * gam.conj()).real.sum(-1)
+            g_S = torch.view_as_real(g_S.reshape(n_h, T, k))
+            g_coef, g_acc = _cauchy_block_backward(g_S[..., 0], g_S[..., 1], coef[hs], XY, sig, w, need_G)
+            grad_coef[hs] += g_coef
+            if need_G:
+                acc[hs] += g_acc
+        grad_G1, grad_G2 = _pole_gradients(coef, acc)
+        return grad_G1, grad_G2, grad_coef, grad_dt, None, None, None, None, None, None
 
 
 def cauchy_conj_bilinear(v: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int | None = None) -> Tensor:
@@ -390,7 +542,14 @@ def cauchy_conj_bilinear(v: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int 
     Returns:
         (T, H, L // 2 + 1) complex.
     """
-    T, H, M = v.shape
+    G1, G2, coef, sigma, winv, gamma, nyquist = _bilinear_terms(v, lam, dt, L)
+    out = _BilinearCauchy.apply(G1, G2, coef, sigma, winv, chunk, nyquist)  # (H, T, K, 2)
+    return torch.view_as_complex(out).transpose(0, 1)  # (T, H, K)
+
+
+def _bilinear_terms(v: Tensor, lam: Tensor, dt: Tensor, L: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool]:
+    """``(G1, G2, coef, sigma, winv, gamma, nyquist)``: the inputs of :class:`_BilinearCauchy` for numerators
+    ``v`` (T, H, M), and ``gamma = (1 + omega) / 2`` (K', 2) of the frequencies below Nyquist."""
     real = lam.real.dtype
     K = L // 2 + 1
     below = L // 2 if L % 2 == 0 else K  # frequencies with omega != -1
@@ -401,13 +560,39 @@ def cauchy_conj_bilinear(v: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int 
     mu = dt.to(real)[:, None] * lam  # (H, M)
     coef = torch.cat([2 * v.real, 2 * (v * mu.conj()).real], dim=0)  # (2T, H, M)
     coef = coef.transpose(0, 1).contiguous()  # (H, 2T, M)
-    out = _BilinearCauchy.apply(
-        -2 * mu.real,
-        mu.real.square() + mu.imag.square(),
-        coef,
-        sigma.to(real),
-        winv.to(real),
-        chunk,
-        below < K,
-    )  # (H, T, K, 2)
-    return torch.view_as_complex(out).transpose(0, 1)  # (T, H, K)
+    G1, G2 = -2 * mu.real, mu.real.square() + mu.imag.square()
+    return G1, G2, coef, sigma.to(real), winv.to(real), torch.view_as_real(gamma).to(real), below < K
+
+
+def dplr_resolvent_bilinear(
+    C: Tensor, b: Tensor, P: Tensor, lam: Tensor, dt: Tensor, L: int, chunk: int | None = None
+) -> Tensor:
+    """``C [(1 - omega) I - dt (1 + omega)/2 A]^{-1} b`` for ``A = Lambda - P^* P`` at ``omega_k = exp(-2 pi i k / L)``.
+
+    The system is conjugate-symmetric (kept halves: the full state is ``[x, conj x]``), as in S4
+    (Gu, Goel, Re 2021, Lemma C.2-C.3).  With ``D = diag(1 - omega - beta Lambda)``,
+    ``beta = dt (1 + omega) / 2``, Woodbury gives
+    ``(D + beta P^* P)^{-1} = D^{-1} - beta D^{-1} P^* (I + beta P D^{-1} P^*)^{-1} P D^{-1}``: four
+    Cauchy sums (:func:`cauchy_conj_bilinear`'s) and an r x r solve per feature and frequency.
+    Computed by :class:`_CauchyWoodbury` in (feature, frequency) blocks, both passes: nothing of
+    size H x L x (c + r)(n + r) is kept for the backward pass.
+
+    Args:
+        C: (c, H, M) complex output vectors.
+        b: (n, H, M) complex input vectors.
+        P: (r, H, M) complex low-rank factor.
+        lam: (H, M) complex poles (``Re lam < 0``).
+        dt: (H,) real step sizes.
+        L: the length whose roots of unity are used.
+        chunk: frequencies per block, as in :func:`cauchy_conj_bilinear`.
+    Returns:
+        (c, n, H, L // 2 + 1) complex.
+    """
+    nc, nb, r = C.shape[0], b.shape[0], P.shape[0]
+    H, K = lam.shape[0], L // 2 + 1
+    left = torch.cat([C, P])  # (c + r, H, M)
+    right = torch.cat([b, P.conj()])  # (n + r, H, M)
+    v = (left[:, None] * right[None]).flatten(0, 1)  # ((c + r) (n + r), H, M)
+    G1, G2, coef, sigma, winv, gamma, nyquist = _bilinear_terms(v, lam, dt, L)
+    out = _CauchyWoodbury.apply(G1, G2, coef, dt.to(G1.dtype), sigma, winv, gamma, (nc, nb, r), chunk, nyquist)
+    return torch.view_as_complex(out).view(H, nc, nb, K).permute(1, 2, 0, 3)  # (c, n, H, K)

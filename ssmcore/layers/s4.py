@@ -9,8 +9,9 @@ generating function at the roots of unity,
     K^(omega) = C~ (I - omega Abar)^{-1} Bbar = dt C~ [(1 - omega) I - dt (1 + omega)/2 A]^{-1} B,
 
 with ``C~ = C (I - Abar^L)`` learned directly.  The Woodbury identity reduces the inverse of
-``diag - P^* P`` to four Cauchy sums (:func:`ssmcore.kernels.cauchy_conj_bilinear`) and an
-inverse real FFT gives the kernel.
+``diag - P^* P`` to four Cauchy sums and an r x r solve per frequency
+(:func:`ssmcore.kernels.dplr_resolvent_bilinear`, blocked in both passes: no (H, N, L) tensor and
+no (H, L) Cauchy sums are kept for the backward pass) and an inverse real FFT gives the kernel.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from ssmcore.hippo import MEASURES, low_rank_correction, nplr
 from ssmcore.init import REAL_TRANSFORMS, inverse_real_transform, log_dt_init, real_transform
-from ssmcore.kernels import cauchy_conj_bilinear
+from ssmcore.kernels import dplr_resolvent_bilinear
 from ssmcore.layers.base import ConvSSMLayer, Recurrence
 
 #: LegT and FouT have Re Lambda = 0; it is clamped to this so that ``exp``/``softplus`` can represent it
@@ -230,24 +231,7 @@ class S4(ConvSSMLayer):
             (c, n, H, L // 2 + 1) complex.
         """
         _, lam, P, _, _ = self.continuous()
-        nc, nb, r = C.shape[0], b.shape[0], P.shape[0]
-        H, K = lam.shape[0], L // 2 + 1
-        left = torch.cat([C, P])  # (c + r, H, M)
-        right = torch.cat([b, P.conj()])  # (n + r, H, M)
-        v = (left[:, None] * right[None]).flatten(0, 1)  # ((c + r) (n + r), H, M)
-        S = cauchy_conj_bilinear(v, lam, dt, L).view(nc + r, nb + r, H, K)
-        # split (not slicing): its backward concatenates instead of scattering into zeros
-        S_C, S_P = S.split([nc, r], dim=0)
-        (k_Cb, k_CP), (k_Pb, k_PP) = S_C.split([nb, r], dim=1), S_P.split([nb, r], dim=1)
-        beta = dt[:, None] * bilinear_gamma(L, lam.dtype, lam.device)  # (H, K)
-        if r == 1:
-            correction = k_CP[:, 0, None] * k_Pb[0, None] / (1 + beta * k_PP[0, 0])  # (c, n, H, K)
-        else:
-            eye = torch.eye(r, dtype=S.dtype, device=S.device)
-            system = eye + beta[..., None, None] * k_PP.permute(2, 3, 0, 1)  # (H, K, r, r)
-            solved = torch.linalg.solve(system, k_Pb.permute(2, 3, 0, 1))  # (H, K, r, n)
-            correction = torch.einsum("cjhk,hkjn->cnhk", k_CP, solved)
-        return k_Cb - beta * correction
+        return dplr_resolvent_bilinear(C, b, P, lam, dt, L)
 
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
         """The kernel (n_kernels, H, L); fixes ``l_ref`` first (so that a cached kernel sees its final value)."""
@@ -262,7 +246,8 @@ class S4(ConvSSMLayer):
             length = L0  # C~ refers to L0: compute there and truncate (exact)
         else:
             C, dt, length = self.converted_C(L, rate), dt * rate, L
-        k_hat = dt[:, None] * self.resolvent(C, B[None], dt, length).squeeze(1)  # (n_kernels, H, length // 2 + 1)
+        # dt C, not dt times the resolvent: the same product, and no (H, L) factor kept for dt's gradient
+        k_hat = self.resolvent(dt[:, None] * C, B[None], dt, length).squeeze(1)  # (n_kernels, H, length // 2 + 1)
         k = torch.fft.irfft(k_hat, n=length)
         return k if length == L else k[..., :L]
 

@@ -1,0 +1,129 @@
+"""Memory of the backward pass: what a layer's forward keeps for autograd, and the gradients of the
+custom autograd functions that recompute instead of keeping.
+
+The layer contract says no (H, N, L) tensor may exist at long L; these tests hold the saved tensors of
+S4's kernel to O(H N) (independent of L) and those of a whole S4 layer to a few (H, L) tensors, and
+check the blocked S4 resolvent (:func:`ssmcore.kernels.dplr_resolvent_bilinear`) and the FFT
+convolution against autograd of explicit float64 formulas built here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ssmcore import make_layer
+from ssmcore.fftconv import fftconv
+from ssmcore.kernels import dplr_resolvent_bilinear
+from tests.ssmcore.helpers import rel_err
+
+
+def saved_bytes(fn, exclude=()) -> int:
+    """Bytes of the distinct storages that autograd saves while ``fn()`` runs, ``exclude``'s storages left out."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            storages[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def resolvent_reference(C, b, P, lam, dt, L):
+    """``C [(1 - omega) I - dt (1 + omega)/2 A]^{-1} b`` of the full conjugate-symmetric system, dense, float64."""
+    full = lambda x: torch.cat([x, x.conj()], -1)  # noqa: E731
+    A = torch.diag_embed(full(lam)) - torch.einsum("rhi,rhj->hij", full(P).conj(), full(P))  # (H, N, N)
+    omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, dtype=torch.float64) / L)
+    eye = torch.eye(A.shape[-1], dtype=A.dtype)
+    beta = dt[:, None] * (1 + omega) / 2  # (H, K)
+    system = (1 - omega)[None, :, None, None] * eye - beta[..., None, None] * A[:, None]  # (H, K, N, N)
+    x = torch.linalg.solve(system, full(b).permute(1, 2, 0)[:, None])  # (H, K, N, n)
+    return torch.einsum("chm,hkmn->cnhk", full(C), x)  # (c, n, H, K)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+@pytest.mark.parametrize("L", [12, 13])
+def test_resolvent_and_gradients_match_dense_float64(rank, L):
+    torch.manual_seed(rank * 100 + L)
+    H, M, nc, nb = 3, 4, 2, 3
+    C = torch.randn(nc, H, M, dtype=torch.complex128, requires_grad=True)
+    b = torch.randn(nb, H, M, dtype=torch.complex128, requires_grad=True)
+    P = (0.5 * torch.randn(rank, H, M, dtype=torch.complex128)).requires_grad_()
+    lam = torch.complex(-torch.rand(H, M, dtype=torch.float64) - 0.1, 5 * torch.randn(H, M, dtype=torch.float64))
+    lam.requires_grad_()
+    dt = (torch.rand(H, dtype=torch.float64) * 0.5 + 0.01).requires_grad_()
+    inputs = (C, b, P, lam, dt)
+    out = dplr_resolvent_bilinear(C, b, P, lam, dt, L, chunk=2)
+    ref = resolvent_reference(C, b, P, lam, dt, L)
+    assert rel_err(out, ref) < 1e-12
+    w = torch.randn(ref.shape, dtype=torch.complex128)
+    grads = torch.autograd.grad((out * w).real.sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * w).real.sum(), inputs)
+    for name, g, g_ref in zip("C b P lam dt".split(), grads, grads_ref):
+        assert rel_err(g, g_ref) < 1e-10, name
+
+
+def test_resolvent_gradcheck():
+    torch.manual_seed(0)
+    H, M = 2, 3
+    C, b = torch.randn(1, H, M, dtype=torch.complex128), torch.randn(2, H, M, dtype=torch.complex128)
+    P = 0.5 * torch.randn(1, H, M, dtype=torch.complex128)
+    lam = torch.complex(-torch.rand(H, M, dtype=torch.float64) - 0.1, 3 * torch.randn(H, M, dtype=torch.float64))
+    dt = torch.rand(H, dtype=torch.float64) * 0.5 + 0.01
+
+    def f(C, b, P, lam, dt):
+        c = torch.view_as_complex
+        return torch.view_as_real(dplr_resolvent_bilinear(c(C), c(b), c(P), c(lam), dt, 8, chunk=3))
+
+    args = tuple(torch.view_as_real(t).clone().requires_grad_() for t in (C, b, P, lam)) + (dt.requires_grad_(),)
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("B,C", [(1, 1), (1, 3), (3, 1)])
+def test_fftconv_gradients_for_single_sequence_or_kernel(B, C):
+    """The forward multiplies in place of whichever spectrum is as large as the product: every case."""
+    torch.manual_seed(0)
+    L = 9
+    u = torch.randn(B, 2, L, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(C, 2, L, dtype=torch.float64, requires_grad=True)
+    m = torch.arange(L)
+    lags = m[:, None] - m[None, :]  # t - s
+    toeplitz = torch.where(lags >= 0, k[..., lags.clamp(min=0)], torch.zeros((), dtype=k.dtype))  # (C, H, t, s)
+    ref = torch.einsum("chts,bhs->bcht", toeplitz, u)
+    y = fftconv(u, k)
+    assert rel_err(y, ref) < 1e-12
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    for g, g_ref in zip(torch.autograd.grad((y * w).sum(), (u, k)), torch.autograd.grad((ref * w).sum(), (u, k))):
+        assert rel_err(g, g_ref) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["s4", "liquid_s4"])
+def test_kernel_saves_nothing_of_length_L(name):
+    """Generating S4's kernel keeps only O(H N) tensors for the backward pass, whatever L."""
+    torch.manual_seed(0)
+    H, N, L = 16, 64, 8192
+    layer = make_layer(name, d_model=H, d_state=N)
+    params = list(layer.parameters())
+    kept = saved_bytes(lambda: layer.kernel(L), exclude=params)
+    assert kept < 64 * H * N * 4  # a few dozen (H, N) tensors; one (H, L) float32 tensor is 512 KiB here
+    assert kept < H * L * 4
+
+
+def test_s4_layer_saves_o_of_HL_not_HNL():
+    """A whole S4 layer (kernel, FFT convolution, GELU, GLU projection) keeps a handful of (B, H, L)
+    tensors for its backward pass: far below one (H, N, L) tensor (64 of them here)."""
+    torch.manual_seed(0)
+    B, H, N, L = 1, 16, 64, 8192
+    layer = make_layer("s4", d_model=H, d_state=N)
+    x = torch.randn(B, L, H, requires_grad=True)
+    kept = saved_bytes(lambda: layer(x), exclude=[*layer.parameters(), x])
+    unit = B * H * L * 4  # one (B, H, L) float32 tensor
+    assert kept <= 8 * unit  # u, k, the activation's input and output, the GLU's input (2 units)
+    assert kept < H * N * L * 4 / 8
