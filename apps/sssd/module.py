@@ -226,7 +226,7 @@ class SSSDModule(TaskModule):
     #: the methods of each test row: SSSD then every baseline, in :func:`apps.sssd.evaluate.add_baselines`' order
     TEST_METHODS = ("SSSD", *BASELINE_FILLS)
     #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each
-    SUM_FIELDS = ("abs", "sq", "target_abs", "crps", "count")
+    SUM_FIELDS = MetricSums.FIELDS
 
     def test_step(self, batch, batch_idx):
         kind, ratios = self._test_settings()
