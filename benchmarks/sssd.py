@@ -19,7 +19,7 @@ less one median step), per run.
         --data data/mujoco/test_mujoco.npy --n 100 --ratio 0.8 --samples 10
 
 ``--point``: the point estimates of :mod:`apps.sssd.point` (the samples' median, mean, the James-Stein
-shrunk mean, and the mean blended toward the interpolation by a factor fitted on the validation split)
+shrunk mean, and the same with its offset from the interpolation scaled by a blend fitted on the validation split)
 against linear interpolation, with the sample CRPS, CSDI's normalised CRPS and CRPS-sum, on the test split
 the checkpoint's own data module builds (the run's CSV or .npy), at every ``--ratios`` of ``--mask``; the
 blend is fitted on masked entries of the validation split at the training masks, never on the test split.
@@ -201,7 +201,8 @@ def run_point(args: argparse.Namespace) -> list[str]:
     # the blend toward the interpolation, fitted on the validation split at the training masks
     val = splits["val"]
     cond, target, samples, interp = draw(val, model.hparams.mask, model.hparams.mask_ratio, 7)
-    blends = {S: fit_blend(samples[:S].mean(0) - interp, val - interp, target) for S in draw_counts}
+    blends = {S: fit_blend(point_estimate(samples[:S], interp, target, "shrunk", model.data_std) - interp,
+                           val - interp, target) for S in draw_counts}
     raw = splits["test"]
     header = ["mask", "ratio", "samples", "estimate", "MSE", "vs linear", "MAE", "CRPS", "NCRPS", "CRPS-sum"]
     rows = []
@@ -215,7 +216,8 @@ def run_point(args: argparse.Namespace) -> list[str]:
             ests = {"median": point_estimate(sub, interp, target, "median"),
                     "mean": point_estimate(sub, interp, target, "mean"),
                     "shrunk": point_estimate(sub, interp, target, "shrunk", model.data_std),
-                    f"val-blend {blends[S]:.2f}": interp + blends[S] * (sub.mean(0) - interp)}
+                    f"shrunk, blend {blends[S]:.2f}": point_estimate(sub, interp, target, "shrunk", model.data_std,
+                                                                     blends[S])}
             for name, est in ests.items():
                 sums = MetricSums()
                 sums.add(est, raw, target, sub)

@@ -165,7 +165,8 @@ def write_metrics(results: dict[tuple[str, float], dict[str, dict[str, float]]],
     """Write ``<stem>.md`` and ``<stem>.csv`` (one row per mask ratio) under ``out_dir``; return the paths."""
     header, rows = metrics_rows(results)
     out_dir = Path(out_dir)
-    lines = [f"# {title}", "", "Metrics on held-out entries in data units; point estimate = sample median.", ""]
+    lines = [f"# {title}", "", "Metrics on held-out entries in data units; SSSD's point estimate: the samples' mean shrunk toward "
+             "linear interpolation (apps.sssd.point), SSSD median: the samples' median; NCRPS and CRPS-sum as CSDI.", ""]
     lines += markdown_table(header, rows, left=2)
     return [write_markdown(out_dir / f"{stem}.md", lines), write_csv(out_dir / f"{stem}.csv", header, rows)]
 

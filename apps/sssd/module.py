@@ -29,6 +29,7 @@ from apps.sssd.evaluate import (
 )
 from apps.sssd.masks import MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4
+from apps.sssd.point import calibrate_blend, interpolation, point_estimate
 
 #: the paper's optimiser: Adam(W) at 2e-4, no schedule
 SSSD_OPTIM = OptimConfig(lr=2e-4, weight_decay=0.0, scheduler="constant")
@@ -108,6 +109,7 @@ class SSSDModule(TaskModule):
         self.written_paths: list[Path] = []
         #: per-series validation / test sums of an epoch, gathered over every DDP process at its end
         self.results = SampleResults()
+        self.point_blend = 1.0  # set from the validation split when a test starts
 
     # -- standardisation ---------------------------------------------------------------------------
     def set_stats(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
@@ -224,7 +226,16 @@ class SSSDModule(TaskModule):
         return h.test_mask or h.mask, list(ratios)
 
     #: the methods of each test row: SSSD then every baseline, in :func:`apps.sssd.evaluate.add_baselines`' order
-    TEST_METHODS = ("SSSD", *BASELINE_FILLS)
+    TEST_METHODS = ("SSSD", "SSSD median", *BASELINE_FILLS)
+
+    def on_test_start(self) -> None:
+        """The blend of the point estimate (:mod:`apps.sssd.point`), fitted on the validation split, never the test."""
+        splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None) or {}
+        val = splits.get("val")
+        self.point_blend = 1.0 if val is None or len(val) == 0 else calibrate_blend(
+            self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device), self.hparams.test_samples)
+        print(f"point estimate: blend {self.point_blend:.3g}, fitted on {len(val) if val is not None else 0} "
+              "validation series", flush=True)
     #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each
     SUM_FIELDS = MetricSums.FIELDS
 
@@ -245,10 +256,14 @@ class SSSDModule(TaskModule):
             target = available & ~cond_mask
             noise = [torch.Generator().manual_seed(((key + i) * 7919 + s + 1) % (1 << 62)) for s in range(S) for i in index]
             samples = self.sample(raw, cond_mask, S, generator=noise)  # (S, B, L, C)
+            interp = interpolation(raw, cond_mask, self.data_mean)
             for b in range(len(index)):
                 one = slice(b, b + 1)
-                sums = {"SSSD": MetricSums()}
-                sums["SSSD"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
+                sums = {"SSSD": MetricSums(), "SSSD median": MetricSums()}
+                point = point_estimate(samples[:, one], interp[one], target[one], "shrunk", self.data_std,
+                                       self.point_blend)  # apps.sssd.point: not worse than the interpolation
+                sums["SSSD"].add(point, raw[one], target[one], samples[:, one])
+                sums["SSSD median"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
                 add_baselines(sums, raw[one], cond_mask[one], target[one], self.data_mean)
                 rows[b].append([[float(getattr(sums[m], f)) for f in self.SUM_FIELDS] for m in self.TEST_METHODS])
         self.results.add(sums=torch.tensor(rows, dtype=torch.float64))  # (B, ratios, methods, fields)

@@ -43,8 +43,8 @@ def shrink_factor(samples: Tensor, interp: Tensor, where: Tensor, scale: Tensor 
     """
     S = samples.shape[0]
     if S < 2:
-        return torch.zeros(samples.shape[1], dtype=samples.dtype)
-    scale = torch.ones(samples.shape[-1], dtype=samples.dtype) if scale is None else scale.to(samples.dtype)
+        return torch.zeros(samples.shape[1], dtype=samples.dtype, device=samples.device)
+    scale = torch.ones(samples.shape[-1], dtype=samples.dtype, device=samples.device) if scale is None else scale.to(samples.dtype)
     w = where.to(samples.dtype)
     d = (samples.mean(0) - interp) / scale
     v = samples.var(0) / (S * scale**2)  # Monte Carlo variance of the mean, standardised
@@ -78,3 +78,29 @@ def fit_blend(offset: Tensor, error: Tensor, where: Tensor) -> float:
     e = torch.where(where, torch.nan_to_num(error.double()), 0.0)
     denom = float((d**2).sum())
     return 0.0 if denom <= 0 else min(max(float((d * e).sum()) / denom, 0.0), 1.0)
+
+
+@torch.no_grad()
+def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = 256) -> float:
+    """The blend of the ``shrunk`` estimate fitted on series ``raw`` (N, L, C) of the validation split: the model's
+    training masks hide some of their entries, ``n_samples`` imputations of them are drawn, and the blend is
+    :func:`fit_blend` of the shrunk offset to the true one (at most ``max_series`` series, evenly spaced).
+
+    ``model`` is an :class:`apps.sssd.module.SSSDModule`; returns 1.0 when nothing can be held out."""
+    from apps.sssd.masks import batch_masks
+
+    if len(raw) == 0:
+        return 1.0
+    raw = raw[torch.linspace(0, len(raw) - 1, min(len(raw), max_series)).round().long().unique()]
+    h = model.hparams
+    N, L, C = raw.shape
+    available = ~torch.isnan(raw)
+    cond = batch_masks(h.mask, N, L, C, h.mask_ratio, h.mask_length, torch.Generator().manual_seed(seed))
+    cond = cond.to(raw.device) & available
+    held = available & ~cond
+    if not held.any():
+        return 1.0
+    samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1))
+    interp = interpolation(raw, cond, model.data_mean)
+    shrunk = point_estimate(samples, interp, held, "shrunk", model.data_std)
+    return fit_blend(shrunk - interp, raw - interp, held)

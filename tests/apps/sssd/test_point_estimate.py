@@ -92,3 +92,67 @@ def test_interpolation_is_linear_between_observed_steps_in_data_units():
     cond = torch.tensor([[[True], [False], [False], [True]]])
     out = interpolation(raw, cond, torch.zeros(1))
     assert torch.allclose(out[0, :, 0], torch.tensor([1.0, 3.0, 5.0, 7.0]))
+
+
+def _untrained(C: int = 2, **kw):
+    import numpy as np
+
+    from apps.sssd.module import SSSDModule
+
+    torch.manual_seed(0)
+    model = SSSDModule(channels=C, res_channels=8, skip_channels=8, n_layers=1, layer={"name": "s4d", "d_state": 4},
+                       embed_dim_in=8, embed_dim_mid=16, embed_dim_out=16, diffusion_steps=20, mask_ratio=[0.2, 0.4],
+                       test_samples=6, sampler="ddim", sampler_steps=4, **kw)
+    torch.nn.init.normal_(model.net.out_conv.weight, std=0.1)  # a model that knows nothing, but not silent
+    model.set_stats(np.zeros(C), np.ones(C))
+    model.train_length.fill_(24)
+    return model.eval()
+
+
+def _smooth(n: int, L: int, C: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(L, dtype=torch.float32).reshape(1, L, 1)
+    phase = 6.3 * torch.rand(n, 1, C, generator=g)
+    return torch.sin(0.2 * t + phase) + 0.05 * torch.randn(n, L, C, generator=g)
+
+
+def test_calibrated_blend_of_a_model_that_knows_nothing_keeps_the_interpolation():
+    from apps.sssd.masks import batch_masks
+    from apps.sssd.point import calibrate_blend
+
+    model = _untrained()
+    val, test = _smooth(24, 24, 2, 0), _smooth(24, 24, 2, 1)
+    blend = calibrate_blend(model, val, n_samples=6)
+    assert 0.0 <= blend < 0.1
+    cond = batch_masks("rm", 24, 24, 2, 0.4, generator=torch.Generator().manual_seed(5))
+    target = ~cond
+    samples = model.sample(test, cond, 6, generator=torch.Generator().manual_seed(6))
+    interp = interpolation(test, cond, model.data_mean)
+
+    def mse(x):
+        return float(((x - test)[target] ** 2).mean())
+
+    shrunk = point_estimate(samples, interp, target, "shrunk", model.data_std, blend)
+    assert mse(shrunk) <= 1.01 * mse(interp) < mse(point_estimate(samples, interp, target, "median"))
+
+
+def test_impute_helpers_tile_the_training_masks_and_keep_observed_entries():
+    import numpy as np
+
+    from apps.sssd.infer import calibrate_blend, point_of, training_masks
+
+    model = _untrained()
+    values = _smooth(1, 60, 2, 2).numpy()  # one series of 60 steps, windows of 24
+    mask = training_masks(model, values.shape, seed=0)
+    assert mask.shape == values.shape
+    for s in (0, 24, 48):  # per window and channel, 20% or 40% of its steps hidden (round(ratio * width))
+        width = min(24, 60 - s)
+        hidden = (~mask[0, s:s + width]).sum(0)
+        assert all(h in {round(0.2 * width), round(0.4 * width)} for h in hidden.tolist())
+    observed = np.ones(values.shape, dtype=bool)
+    observed[0, 10:14, 1] = False
+    blend = calibrate_blend(model, values, observed, 4, "ddim", 4, seed=0)
+    assert 0.0 <= blend <= 1.0
+    samples = np.repeat(values[None], 4, axis=0) + np.random.default_rng(0).normal(size=(4, *values.shape))
+    point = point_of(samples.astype(np.float32), values, observed, model, "shrunk", blend)
+    assert np.array_equal(point[observed], values[observed]) and np.isfinite(point).all()
