@@ -11,8 +11,9 @@ Monte Carlo noise and by a blend in [0, 1] fitted on the input's own observed en
 mask hides some of them, they are imputed like the gaps, and the blend is the least-squares factor
 of the shrunk offset to their true offset.  The gaps themselves are never used to fit it; it costs
 one more sampling pass (``--no-calibrate``: blend 1).  It falls back to the interpolation where the
-model knows no better, so it is not worse than the interpolation on the held-out entries; it may lie
-outside the 90% band of a poorly trained model.  ``--point median`` writes the samples' median.  Forecasting imputes ``--horizon`` steps appended after the
+model knows no better: on the held-out entries it is fitted on it is never worse than the interpolation
+(blend 0 is the interpolation itself), and so, in expectation, on gaps like them; it may lie outside
+the 90% band of a poorly trained model.  ``--point median`` writes the samples' median.  Forecasting imputes ``--horizon`` steps appended after the
 series (or, with ``--holdout``, its last H steps, and scores them against the hidden values).
 """
 
