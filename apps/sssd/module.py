@@ -291,7 +291,7 @@ class SSSDModule(TaskModule):
         results = self._test_results()
         for (kind, ratio), by in results.items():
             for method, values in by.items():
-                for metric in ("MSE", "MAE", "CRPS"):
+                for metric in ("MSE", "MAE", "CRPS", "NCRPS", "CRPS-sum"):
                     self.log(f"test/{method}_{metric}@{kind}{ratio:g}", values[metric], sync_dist=True)
         if self.trainer.is_global_zero:
             self.written_paths = write_metrics(results, self.trainer.default_root_dir)
