@@ -215,7 +215,7 @@ def run_point(args: argparse.Namespace) -> list[str]:
             sub = samples[:S]
             ests = {"median": point_estimate(sub, interp, target, "median"),
                     "mean": point_estimate(sub, interp, target, "mean"),
-                    "shrunk": point_estimate(sub, interp, target, "shrunk", model.data_std),
+                    "James-Stein only (blend 1)": point_estimate(sub, interp, target, "shrunk", model.data_std),
                     f"shrunk, blend {blends[S]:.2f}": point_estimate(sub, interp, target, "shrunk", model.data_std,
                                                                      blends[S])}
             for name, est in ests.items():
