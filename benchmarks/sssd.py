@@ -211,13 +211,19 @@ def run_point(args: argparse.Namespace) -> list[str]:
         base: dict[str, MetricSums] = {}
         add_baselines(base, raw, cond, target, model.data_mean)
         lin = base["linear"].result()
+        # the blend fitted on the validation split at this test mask and ratio (the gaps' own pattern)
+        v_cond, v_target, v_samples, v_interp = draw(val, args.mask, ratio, 9 + round(ratio * 1000))
+        at_mask = {S: fit_blend(point_estimate(v_samples[:S], v_interp, v_target, "shrunk", model.data_std) - v_interp,
+                                val - v_interp, v_target) for S in draw_counts}
         for S in draw_counts:
             sub = samples[:S]
             ests = {"median": point_estimate(sub, interp, target, "median"),
                     "mean": point_estimate(sub, interp, target, "mean"),
                     "James-Stein only (blend 1)": point_estimate(sub, interp, target, "shrunk", model.data_std),
                     f"shrunk, blend {blends[S]:.2f}": point_estimate(sub, interp, target, "shrunk", model.data_std,
-                                                                     blends[S])}
+                                                                     blends[S]),
+                    f"shrunk, blend {at_mask[S]:.2f} at the test mask": point_estimate(
+                        sub, interp, target, "shrunk", model.data_std, at_mask[S])}
             for name, est in ests.items():
                 sums = MetricSums()
                 sums.add(est, raw, target, sub)
