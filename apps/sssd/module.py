@@ -109,7 +109,7 @@ class SSSDModule(TaskModule):
         self.written_paths: list[Path] = []
         #: per-series validation / test sums of an epoch, gathered over every DDP process at its end
         self.results = SampleResults()
-        self.point_blend = 1.0  # set from the validation split when a test starts
+        self.point_blends: dict = {}  # per test ratio, set from the validation split when a test starts
 
     # -- standardisation ---------------------------------------------------------------------------
     def set_stats(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
@@ -229,13 +229,16 @@ class SSSDModule(TaskModule):
     TEST_METHODS = ("SSSD", "SSSD median", *BASELINE_FILLS)
 
     def on_test_start(self) -> None:
-        """The blend of the point estimate (:mod:`apps.sssd.point`), fitted on the validation split, never the test."""
+        """The blends of the point estimate (:mod:`apps.sssd.point`), one per test ratio, fitted on the validation
+        split at the test mask and ratio, never on the test split."""
         splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None) or {}
         val = splits.get("val")
-        self.point_blend = 1.0 if val is None or len(val) == 0 else calibrate_blend(
-            self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device), self.hparams.test_samples)
-        print(f"point estimate: blend {self.point_blend:.3g}, fitted on {len(val) if val is not None else 0} "
-              "validation series", flush=True)
+        kind, ratios = self._test_settings()
+        self.point_blends = {r: 1.0 if val is None or len(val) == 0 else calibrate_blend(
+            self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device), self.hparams.test_samples,
+            kind=kind, ratio=r) for r in ratios}
+        print(f"point estimate: blends {', '.join(f'{v:.3g}' for v in self.point_blends.values())}, fitted on "
+              f"{len(val) if val is not None else 0} validation series", flush=True)
     #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each
     SUM_FIELDS = MetricSums.FIELDS
 
@@ -261,7 +264,7 @@ class SSSDModule(TaskModule):
                 one = slice(b, b + 1)
                 sums = {"SSSD": MetricSums(), "SSSD median": MetricSums()}
                 point = point_estimate(samples[:, one], interp[one], target[one], "shrunk", self.data_std,
-                                       self.point_blend)  # apps.sssd.point: not worse than the interpolation
+                                       self.point_blends.get(ratio, 1.0))  # apps.sssd.point
                 sums["SSSD"].add(point, raw[one], target[one], samples[:, one])
                 sums["SSSD median"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
                 add_baselines(sums, raw[one], cond_mask[one], target[one], self.data_mean)

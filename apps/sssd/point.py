@@ -81,10 +81,12 @@ def fit_blend(offset: Tensor, error: Tensor, where: Tensor) -> float:
 
 
 @torch.no_grad()
-def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = 256) -> float:
-    """The blend of the ``shrunk`` estimate fitted on series ``raw`` (N, L, C) of the validation split: the model's
-    training masks hide some of their entries, ``n_samples`` imputations of them are drawn, and the blend is
-    :func:`fit_blend` of the shrunk offset to the true one (at most ``max_series`` series, evenly spaced).
+def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = 256,
+                    kind: str | None = None, ratio=None) -> float:
+    """The blend of the ``shrunk`` estimate fitted on series ``raw`` (N, L, C) of the validation split: masks of
+    ``kind`` and ``ratio`` (default: the model's training masks; give the ones the gaps follow) hide some of
+    their entries, ``n_samples`` imputations of them are drawn, and the blend is :func:`fit_blend` of the
+    shrunk offset to the true one (at most ``max_series`` series, evenly spaced).
 
     ``model`` is an :class:`apps.sssd.module.SSSDModule`; returns 1.0 when nothing can be held out."""
     from apps.sssd.masks import batch_masks
@@ -95,7 +97,8 @@ def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_serie
     h = model.hparams
     N, L, C = raw.shape
     available = ~torch.isnan(raw)
-    cond = batch_masks(h.mask, N, L, C, h.mask_ratio, h.mask_length, torch.Generator().manual_seed(seed))
+    cond = batch_masks(kind or h.mask, N, L, C, h.mask_ratio if ratio is None else ratio, h.mask_length,
+                       torch.Generator().manual_seed(seed))
     cond = cond.to(raw.device) & available
     held = available & ~cond
     if not held.any():
