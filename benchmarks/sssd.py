@@ -17,6 +17,15 @@ less one median step), per run.
 
     python benchmarks/sssd.py --ckpt runs/sssd/mujoco_cpu/checkpoints/last.ckpt \
         --data data/mujoco/test_mujoco.npy --n 100 --ratio 0.8 --samples 10
+
+``--point``: the point estimates of :mod:`apps.sssd.point` (the samples' median, mean, the James-Stein
+shrunk mean, and the same with its offset from the interpolation scaled by a blend fitted on the validation split)
+against linear interpolation, with the sample CRPS, CSDI's normalised CRPS and CRPS-sum, on the test split
+the checkpoint's own data module builds (the run's CSV or .npy), at every ``--ratios`` of ``--mask``; the
+blend is fitted on masked entries of the validation split at the training masks, never on the test split.
+
+    python benchmarks/sssd.py --point --ckpt runs/sssd/stocks/checkpoints/last.ckpt --ratios 0.2,0.6 \
+        --samples 50 --sampler ddim --steps 50 --eval-stride 4
 """
 
 from __future__ import annotations
@@ -29,9 +38,12 @@ import time
 import numpy as np
 import torch
 
+from apps.common.checkpoint import read_checkpoint
+from apps.sssd.data import SeriesData
 from apps.sssd.evaluate import MetricSums, add_baselines
 from apps.sssd.infer import load_model
 from apps.sssd.masks import batch_masks
+from apps.sssd.point import fit_blend, interpolation, point_estimate
 
 
 class Turns:
@@ -163,6 +175,70 @@ def run(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _splits(ckpt: str, stride: int) -> dict[str, torch.Tensor]:
+    """The validation and test splits of the checkpoint's data module, every ``stride``-th window."""
+    hp = {k: v for k, v in read_checkpoint(ckpt)["datamodule_hyper_parameters"].items() if not k.startswith("_")}
+    dm = SeriesData(**hp)
+    dm.setup()
+    return {name: torch.from_numpy(np.ascontiguousarray(dm.splits[name][::stride])) for name in ("val", "test")}
+
+
+def run_point(args: argparse.Namespace) -> list[str]:
+    """Point estimates against linear interpolation, and the CRPS scores, on the checkpoint's test split."""
+    torch.set_num_threads(args.threads)
+    model = load_model(args.ckpt)
+    splits = _splits(args.ckpt, args.eval_stride)
+    sampler = args.sampler or model.hparams.sampler
+    draw_counts = sorted({min(int(k), args.samples) for k in args.sample_counts.split(",")} | {args.samples})
+
+    def draw(raw: torch.Tensor, kind: str, ratio, seed: int):
+        N, L, C = raw.shape
+        available = ~torch.isnan(raw)
+        cond = batch_masks(kind, N, L, C, ratio, generator=torch.Generator().manual_seed(seed)) & available
+        samples = model.sample(raw, cond, args.samples, sampler, args.steps, torch.Generator().manual_seed(seed + 1))
+        return cond, available & ~cond, samples, interpolation(raw, cond, model.data_mean)
+
+    # the blend toward the interpolation, fitted on the validation split at the training masks
+    val = splits["val"]
+    cond, target, samples, interp = draw(val, model.hparams.mask, model.hparams.mask_ratio, 7)
+    blends = {S: fit_blend(point_estimate(samples[:S], interp, target, "shrunk", model.data_std) - interp,
+                           val - interp, target) for S in draw_counts}
+    raw = splits["test"]
+    header = ["mask", "ratio", "samples", "estimate", "MSE", "vs linear", "MAE", "CRPS", "NCRPS", "CRPS-sum"]
+    rows = []
+    for ratio in (float(r) for r in args.ratios.split(",")):
+        cond, target, samples, interp = draw(raw, args.mask, ratio, 1000 + round(ratio * 1000))
+        base: dict[str, MetricSums] = {}
+        add_baselines(base, raw, cond, target, model.data_mean)
+        lin = base["linear"].result()
+        # the blend fitted on the validation split at this test mask and ratio (the gaps' own pattern)
+        v_cond, v_target, v_samples, v_interp = draw(val, args.mask, ratio, 9 + round(ratio * 1000))
+        at_mask = {S: fit_blend(point_estimate(v_samples[:S], v_interp, v_target, "shrunk", model.data_std) - v_interp,
+                                val - v_interp, v_target) for S in draw_counts}
+        for S in draw_counts:
+            sub = samples[:S]
+            ests = {"median": point_estimate(sub, interp, target, "median"),
+                    "mean": point_estimate(sub, interp, target, "mean"),
+                    "James-Stein only (blend 1)": point_estimate(sub, interp, target, "shrunk", model.data_std),
+                    f"shrunk, blend {blends[S]:.2f}": point_estimate(sub, interp, target, "shrunk", model.data_std,
+                                                                     blends[S]),
+                    f"shrunk, blend {at_mask[S]:.2f} at the test mask": point_estimate(
+                        sub, interp, target, "shrunk", model.data_std, at_mask[S])}
+            for name, est in ests.items():
+                sums = MetricSums()
+                sums.add(est, raw, target, sub)
+                r = sums.result()
+                rows.append([args.mask, f"{ratio:g}", str(S), name, f"{r['MSE']:.4g}",
+                             f"{100 * (r['MSE'] / lin['MSE'] - 1):+.1f}%", f"{r['MAE']:.4g}", f"{r['CRPS']:.4g}",
+                             f"{r['NCRPS']:.4g}", f"{r['CRPS-sum']:.4g}"])
+        rows.append([args.mask, f"{ratio:g}", "-", "linear interpolation", f"{lin['MSE']:.4g}", "+0.0%",
+                     f"{lin['MAE']:.4g}", f"{lin['CRPS']:.4g}", f"{lin['NCRPS']:.4g}", f"{lin['CRPS-sum']:.4g}"])
+    lines = [f"{args.ckpt}: {len(raw)} test windows (every {args.eval_stride}th), {len(val)} validation windows, "
+             f"{sampler}-{args.steps or model.hparams.sampler_steps or 'all'}", "",
+             "| " + " | ".join(header) + " |", "|---|---:|---:|---|" + "---:|" * (len(header) - 4)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True)
@@ -177,7 +253,15 @@ def main() -> None:
                    help="timed runs per sampler (sequential: the fastest is reported; paired: summed)")
     p.add_argument("--schedule", choices=("sequential", "paired"), default="sequential",
                    help="whole runs one after the other, or all samplers taking turns step by step")
-    print("\n".join(run(p.parse_args())))
+    p.add_argument("--point", action="store_true",
+                   help="score the point estimates against linear interpolation on the checkpoint's test split")
+    p.add_argument("--ratios", default="0.2,0.6", help="--point: the missing ratios scored")
+    p.add_argument("--sample-counts", default="10", help="--point: also score the first K samples (comma-separated)")
+    p.add_argument("--sampler", default=None, help="--point: the sampler (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=None, help="--point: sampler steps (default: the recipe's)")
+    p.add_argument("--eval-stride", type=int, default=4, help="--point: score every k-th window of the splits")
+    args = p.parse_args()
+    print("\n".join(run_point(args) if args.point else run(args)))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ data's own units: MAE, MSE, RMSE of the median of the samples, MRE = sum |error|
 
     CRPS(F, y) = E|X - y| - 1/2 E|X - X'|,   X, X' ~ F independent,
 
-with the unbiased pairwise term from sorted samples.  The baselines are the per-channel mean of
+with the unbiased pairwise term from sorted samples.  Beside it, the scores of the CSDI and SSSD papers'
+tables (:mod:`apps.sssd.metrics`): CSDI's normalised quantile CRPS (``NCRPS``) and its CRPS-sum over
+channels (``CRPS-sum``).  The baselines are the per-channel mean of
 each series' observed entries, last observation carried forward, and linear interpolation; their
-CRPS is their MAE (a point forecast's CRPS is its absolute error).
+CRPS is their MAE (a point forecast's CRPS is its absolute error), their NCRPS their MRE.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import torch
 from torch import Tensor
 
 from apps.common.report import markdown_table, write_csv, write_markdown
+from apps.sssd.metrics import channel_sums, quantile_crps_terms
 
-METRICS = ("MAE", "RMSE", "MSE", "MRE", "CRPS")
+METRICS = ("MAE", "RMSE", "MSE", "MRE", "CRPS", "NCRPS", "CRPS-sum")
 BASELINES = ("mean", "locf", "linear")
 
 
@@ -90,31 +93,51 @@ BASELINE_FILLS = {"mean": mean_fill, "locf": locf_fill, "linear": linear_fill}
 
 
 class MetricSums:
-    """Running sums over evaluated entries, so metrics can be accumulated batch by batch."""
+    """Running sums over evaluated entries, so metrics can be accumulated batch by batch.
+
+    ``abs``, ``sq``, ``target_abs``, ``crps``, ``count``: sums of |error|, error^2, |target| and sample CRPS
+    over the entries, and their count; ``ql``: the sum of CSDI's quantile-loss terms
+    (:func:`apps.sssd.metrics.quantile_crps_terms`); ``ql_sum`` and ``sum_abs``: the same terms and |target|
+    of the sums over channels at each step (CRPS-sum)."""
+
+    #: the running sums, in the order other code stores them (``apps.sssd.module``'s test rows)
+    FIELDS = ("abs", "sq", "target_abs", "crps", "count", "ql", "ql_sum", "sum_abs")
 
     def __init__(self) -> None:
         self.abs = self.sq = self.target_abs = self.crps = 0.0
+        self.ql = self.ql_sum = self.sum_abs = 0.0
         self.count = 0
 
     def add(self, point: Tensor, target: Tensor, where: Tensor, samples: Tensor | None = None) -> None:
-        """Add the entries of ``where`` (bool, same shape as ``target``); ``samples`` (S, ...) for CRPS."""
+        """Add the entries of ``where`` (bool, same shape as ``target``, channels last); ``samples`` (S, ...)
+        for the CRPS scores (a point estimate is scored as ``samples = point[None]``)."""
         err = torch.where(where, point.double() - target.double(), 0.0)
         tgt = torch.where(where, target.double(), 0.0)
         self.abs += float(err.abs().sum())
         self.sq += float((err**2).sum())
         self.target_abs += float(tgt.abs().sum())
         self.count += int(where.sum())
+        clean = torch.nan_to_num(target.double())
+        draws = point.double().unsqueeze(0) if samples is None else samples.double()
         if samples is None:
             self.crps += float(err.abs().sum())
+            self.ql += float(err.abs().sum())  # every quantile is the point: the mean pinball term is |error|
         else:
-            crps = crps_from_samples(samples.double(), torch.nan_to_num(target.double()))
+            crps = crps_from_samples(draws, clean)
             self.crps += float(torch.where(where, crps, 0.0).sum())
+            self.ql += float(torch.where(where, quantile_crps_terms(draws, clean), 0.0).sum())
+        summed, summed_target, steps = channel_sums(draws, clean, where)
+        terms = quantile_crps_terms(summed, summed_target)
+        self.ql_sum += float(torch.where(steps, terms, 0.0).sum())
+        self.sum_abs += float(torch.where(steps, summed_target, 0.0).abs().sum())
 
     def result(self) -> dict[str, float]:
         n = max(self.count, 1)
         mse = self.sq / n
         return {"MAE": self.abs / n, "RMSE": mse**0.5, "MSE": mse,
-                "MRE": self.abs / max(self.target_abs, 1e-12), "CRPS": self.crps / n, "entries": self.count}
+                "MRE": self.abs / max(self.target_abs, 1e-12), "CRPS": self.crps / n,
+                "NCRPS": self.ql / max(self.target_abs, 1e-12), "CRPS-sum": self.ql_sum / max(self.sum_abs, 1e-12),
+                "entries": self.count}
 
 
 def add_baselines(sums: dict[str, MetricSums], x: Tensor, observed: Tensor, target_where: Tensor,
@@ -142,7 +165,8 @@ def write_metrics(results: dict[tuple[str, float], dict[str, dict[str, float]]],
     """Write ``<stem>.md`` and ``<stem>.csv`` (one row per mask ratio) under ``out_dir``; return the paths."""
     header, rows = metrics_rows(results)
     out_dir = Path(out_dir)
-    lines = [f"# {title}", "", "Metrics on held-out entries in data units; point estimate = sample median.", ""]
+    lines = [f"# {title}", "", "Metrics on held-out entries in data units; SSSD's point estimate: the samples' mean shrunk toward "
+             "linear interpolation (apps.sssd.point), SSSD median: the samples' median; NCRPS and CRPS-sum as CSDI.", ""]
     lines += markdown_table(header, rows, left=2)
     return [write_markdown(out_dir / f"{stem}.md", lines), write_csv(out_dir / f"{stem}.csv", header, rows)]
 
@@ -152,7 +176,8 @@ def summary_lines(results: dict[tuple[str, float], dict[str, dict[str, float]]],
     """A compact MSE / MAE / CRPS table for the terminal."""
     lines = []
     for (mask, ratio), by_method in results.items():
-        parts = [f"{m}: MSE {v['MSE']:.4g} MAE {v['MAE']:.4g} CRPS {v['CRPS']:.4g}"
+        parts = [f"{m}: MSE {v['MSE']:.4g} MAE {v['MAE']:.4g} CRPS {v['CRPS']:.4g} NCRPS {v['NCRPS']:.4g} "
+                 f"CRPS-sum {v['CRPS-sum']:.4g}"
                  for m, v in by_method.items() if methods is None or m in methods]
         lines.append(f"{mask} {ratio:g}  " + " | ".join(parts))
     return lines

@@ -36,6 +36,7 @@ from apps.sssd.evaluate import (
 )
 from apps.sssd.masks import MASK_ALIGNMENTS, MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4, VARIANTS
+from apps.sssd.point import calibrate_blend, interpolation, point_estimate
 
 #: the paper's optimiser: Adam(W) at 2e-4, no schedule
 SSSD_OPTIM = OptimConfig(lr=2e-4, weight_decay=0.0, scheduler="constant")
@@ -151,6 +152,7 @@ class SSSDModule(TaskModule):
         self.written_paths: list[Path] = []
         #: per-series validation / test sums of an epoch, gathered over every DDP process at its end
         self.results = SampleResults()
+        self.point_blends: dict = {}  # per test ratio, set from the validation split when a test starts
 
     # -- standardisation ---------------------------------------------------------------------------
     def set_stats(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
@@ -274,9 +276,21 @@ class SSSDModule(TaskModule):
         return h.test_mask or h.mask, list(ratios)
 
     #: the methods of each test row: SSSD then every baseline, in :func:`apps.sssd.evaluate.add_baselines`' order
-    TEST_METHODS = ("SSSD", *BASELINE_FILLS)
+    TEST_METHODS = ("SSSD", "SSSD median", *BASELINE_FILLS)
+
+    def on_test_start(self) -> None:
+        """The blends of the point estimate (:mod:`apps.sssd.point`), one per test ratio, fitted on the validation
+        split at the test mask and ratio, never on the test split."""
+        splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None) or {}
+        val = splits.get("val")
+        kind, ratios = self._test_settings()
+        self.point_blends = {r: 1.0 if val is None or len(val) == 0 else calibrate_blend(
+            self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device), self.hparams.test_samples,
+            kind=kind, ratio=r) for r in ratios}
+        print(f"point estimate: blends {', '.join(f'{v:.3g}' for v in self.point_blends.values())}, fitted on "
+              f"{len(val) if val is not None else 0} validation series", flush=True)
     #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each
-    SUM_FIELDS = ("abs", "sq", "target_abs", "crps", "count")
+    SUM_FIELDS = MetricSums.FIELDS
 
     def test_step(self, batch, batch_idx):
         kind, ratios = self._test_settings()
@@ -295,10 +309,14 @@ class SSSDModule(TaskModule):
             target = available & ~cond_mask
             noise = [torch.Generator().manual_seed(((key + i) * 7919 + s + 1) % (1 << 62)) for s in range(S) for i in index]
             samples = self.sample(raw, cond_mask, S, generator=noise)  # (S, B, L, C)
+            interp = interpolation(raw, cond_mask, self.data_mean)
             for b in range(len(index)):
                 one = slice(b, b + 1)
-                sums = {"SSSD": MetricSums()}
-                sums["SSSD"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
+                sums = {"SSSD": MetricSums(), "SSSD median": MetricSums()}
+                point = point_estimate(samples[:, one], interp[one], target[one], "shrunk", self.data_std,
+                                       self.point_blends.get(ratio, 1.0))  # apps.sssd.point
+                sums["SSSD"].add(point, raw[one], target[one], samples[:, one])
+                sums["SSSD median"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
                 add_baselines(sums, raw[one], cond_mask[one], target[one], self.data_mean)
                 rows[b].append([[float(getattr(sums[m], f)) for f in self.SUM_FIELDS] for m in self.TEST_METHODS])
         self.results.add(sums=torch.tensor(rows, dtype=torch.float64))  # (B, ratios, methods, fields)
@@ -326,7 +344,7 @@ class SSSDModule(TaskModule):
         results = self._test_results()
         for (kind, ratio), by in results.items():
             for method, values in by.items():
-                for metric in ("MSE", "MAE", "CRPS"):
+                for metric in ("MSE", "MAE", "CRPS", "NCRPS", "CRPS-sum"):
                     self.log(f"test/{method}_{metric}@{kind}{ratio:g}", values[metric], sync_dist=True)
         if self.trainer.is_global_zero:
             self.written_paths = write_metrics(results, self.trainer.default_root_dir)

@@ -53,8 +53,8 @@ def test_fit_impute_forecast_test(trained, tmp_path, capsys, monkeypatch):
     out = tmp_path / "imputed.csv"
     capsys.readouterr()
     assert main(["sssd", "impute", "--ckpt", str(trained["ckpt"]), "--input", str(path), "--out", str(out),
-                 "--samples", "5", "--sampler", "ddim", "--steps", "4"]) == 0
-    printed = capsys.readouterr().out
+                 "--samples", "5", "--sampler", "ddim", "--steps", "4", "--point", "median"]) == 0
+    printed = capsys.readouterr().out  # the median lies in the 5-95% band (the default shrunk point need not)
     assert "samples/s" in printed and str(out) in printed
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == L and set(rows[0]) == {"step", "a", "a_q05", "a_q95", "b", "b_q05", "b_q95",
@@ -67,6 +67,15 @@ def test_fit_impute_forecast_test(trained, tmp_path, capsys, monkeypatch):
                 assert value == pytest.approx(float(data[t, c]), abs=1e-5) and lo == hi == value
     plot = tmp_path / "imputed_plots" / "series_0000.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shrunk = tmp_path / "shrunk.csv"  # the default point: blend fitted on held-out observed entries
+    assert main(["sssd", "impute", "--ckpt", str(trained["ckpt"]), "--input", str(path), "--out", str(shrunk),
+                 "--samples", "5", "--sampler", "ddim", "--steps", "4", "--max-plots", "0"]) == 0
+    assert "point estimate: blend" in capsys.readouterr().out
+    for t, row in enumerate(csv.DictReader(open(shrunk))):
+        for c, name in enumerate("abc"):
+            assert np.isfinite(float(row[name]))
+            if not np.isnan(data[t, c]):
+                assert float(row[name]) == pytest.approx(float(data[t, c]), abs=1e-5)
 
     npy = tmp_path / "in.npy"
     np.save(npy, _series(3, 3))
@@ -82,8 +91,8 @@ def test_fit_impute_forecast_test(trained, tmp_path, capsys, monkeypatch):
     table = list(csv.DictReader(open(trained["run"] / "test_metrics.csv")))
     assert [r["ratio"] for r in table] == ["0.5", "0.8"]
     for row in table:
-        for method in ("SSSD", "mean", "locf", "linear"):
-            for metric in ("MAE", "RMSE", "MSE", "MRE", "CRPS"):
+        for method in ("SSSD", "SSSD median", "mean", "locf", "linear"):
+            for metric in ("MAE", "RMSE", "MSE", "MRE", "CRPS", "NCRPS", "CRPS-sum"):
                 assert float(row[f"{method} {metric}"]) >= 0
     assert "| rm | 0.8 |" in (trained["run"] / "test_metrics.md").read_text()
 
