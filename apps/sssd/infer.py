@@ -7,9 +7,10 @@ showing the observed points, the point estimate and the 90% band.
 
 The default point estimate, ``shrunk``, is the samples' mean with its offset from the linear
 interpolation of the observed entries shrunk toward zero, by the James-Stein factor of the samples'
-Monte Carlo noise and by a blend in [0, 1] fitted on the input's own observed entries: the training
-mask hides some of them, they are imputed like the gaps, and the blend is the least-squares factor
-of the shrunk offset to their true offset.  The gaps themselves are never used to fit it; it costs
+Monte Carlo noise and by a blend in [0, 1] fitted on the input's own observed entries: the input's
+own gap pattern, shifted along time, hides some of them (the training masks when that hides nothing),
+they are imputed like the gaps, and the blend is the least-squares factor of the shrunk offset to
+their true offset.  The gaps themselves are never used to fit it; it costs
 one more sampling pass (``--no-calibrate``: blend 1).  It falls back to the interpolation where the
 model knows no better: on the held-out entries it is fitted on it is never worse than the interpolation
 (blend 0 is the interpolation itself), and so, in expectation, on gaps like them; it may lie outside
@@ -136,11 +137,48 @@ def training_masks(model: SSSDModule, shape: tuple[int, int, int], seed: int) ->
     return mask
 
 
+def gap_pattern_held(observed: np.ndarray, seed: int, fraction: float = 0.15) -> np.ndarray:
+    """Observed entries (N, T, C) to hold out that follow the input's own gaps.
+
+    Each series' missing pattern is rolled along time by a seeded shift (1 .. T - 1; redrawn, up to 8 times,
+    while it lands only on gaps, as periodic gaps do) and kept where it falls on observed entries; then whole
+    runs of it (per channel) are kept at random so that about ``fraction`` of the observed entries are held
+    out (at least one run).  Block gaps stay blocks of their length and scattered gaps stay scattered, while
+    what is left to condition on stays close to the input's own density, as it is at the real gaps.
+    """
+    N, T, C = observed.shape
+    rng = np.random.default_rng(seed)
+    held = np.zeros_like(observed)
+    for i in range(N):
+        gaps = ~observed[i]
+        if T < 2 or not gaps.any() or not observed[i].any():
+            continue
+        for _ in range(8):
+            cand = observed[i] & np.roll(gaps, int(rng.integers(1, T)), axis=0)
+            if cand.any():
+                break
+        budget = fraction * observed[i].sum()
+        if cand.sum() > budget:
+            starts = cand & ~np.vstack([np.zeros((1, C), dtype=bool), cand[:-1]])  # (T, C) first step of each run
+            run = (np.cumsum(starts.T.ravel()).reshape(C, T).T) * cand  # run ids 1.. per entry, 0 elsewhere
+            n_runs = int(run.max())
+            keep = rng.random(n_runs + 1) < budget / cand.sum()
+            keep[0] = False
+            if not keep.any():
+                keep[rng.integers(1, n_runs + 1)] = True
+            cand = keep[run]
+        held[i] = cand
+    return held
+
+
 def calibrate_blend(model: SSSDModule, values: np.ndarray, observed: np.ndarray, n_samples: int, sampler: str,
                     steps: int | None, seed: int) -> float:
-    """The blend of the ``shrunk`` point estimate, fitted on the observed entries the training masks hide."""
-    cond = observed & training_masks(model, values.shape, seed + 17)
-    held = observed & ~cond
+    """The blend of the ``shrunk`` point estimate, fitted on observed entries hidden in the pattern of the
+    input's own gaps (:func:`gap_pattern_held`); the model's training masks when that hides nothing."""
+    held = gap_pattern_held(observed, seed + 17)
+    if not held.any():
+        held = observed & ~training_masks(model, values.shape, seed + 17)
+    cond = observed & ~held
     if not held.any():
         return 1.0
     hidden = np.where(cond, values, np.nan).astype(np.float32)

@@ -156,3 +156,44 @@ def test_impute_helpers_tile_the_training_masks_and_keep_observed_entries():
     samples = np.repeat(values[None], 4, axis=0) + np.random.default_rng(0).normal(size=(4, *values.shape))
     point = point_of(samples.astype(np.float32), values, observed, model, "shrunk", blend)
     assert np.array_equal(point[observed], values[observed]) and np.isfinite(point).all()
+
+
+def test_impute_calibration_holds_out_entries_in_the_pattern_of_the_inputs_own_gaps():
+    import numpy as np
+
+    from apps.sssd.infer import gap_pattern_held
+
+    T, C = 40, 2
+    observed = np.ones((3, T, C), dtype=bool)
+    observed[0, 5:15] = False  # one block gap of 10 steps in both channels
+    observed[1, :, 0] = np.arange(T) % 4 != 0  # scattered gaps in channel 0 only
+    # series 2: nothing missing, so nothing to imitate
+    held = gap_pattern_held(observed, seed=3)
+    assert not (held & ~observed).any()  # only observed entries are held out
+    assert held[0].any()
+    for c in range(C):  # the block's steps moved onto observed steps: at most one contiguous run (cyclically)
+        col = held[0, :, c]
+        assert col.sum() <= 10 and (col & ~np.roll(col, 1)).sum() == (1 if col.any() else 0)
+    assert not held[1, :, 1].any() and 0 < held[1, :, 0].sum() <= T // 4  # channel 0's pattern, channel 0 only
+    assert not held[2].any()
+    assert np.array_equal(held, gap_pattern_held(observed, seed=3))  # seeded
+
+
+def test_impute_calibration_holds_out_about_a_fraction_of_the_observed_entries_in_whole_runs():
+    import numpy as np
+
+    from apps.sssd.infer import gap_pattern_held
+
+    rng = np.random.default_rng(0)
+    observed = rng.random((4, 400, 3)) > 0.6  # 60% missing, scattered
+    held = gap_pattern_held(observed, seed=1, fraction=0.15)
+    assert not (held & ~observed).any()
+    share = held.sum() / observed.sum()
+    assert 0.08 < share < 0.22  # about 15%: conditioning keeps ~85% of the observed entries
+    blocks = np.ones((1, 400, 1), dtype=bool)
+    for s in range(0, 400, 40):
+        blocks[0, s:s + 10] = False  # ten gaps of 10 steps
+    held = gap_pattern_held(blocks, seed=2, fraction=0.15)[0, :, 0]
+    starts = np.flatnonzero(held & ~np.roll(held, 1))
+    ends = np.flatnonzero(held & ~np.roll(held, -1))
+    assert len(starts) >= 1 and all(0 < e - b + 1 <= 10 for b, e in zip(starts, ends))  # whole runs, gap-sized
