@@ -74,6 +74,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
+def atomic_npy_save(array: Any, path: str | os.PathLike) -> Path:
+    """``numpy.save`` of ``array`` to ``path`` atomically."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
 def check_writable(folder: Path, what: str) -> None:
     """Raise a UserError unless files can be created in ``folder`` (or in its nearest existing parent)."""
     probe = Path(folder).resolve()

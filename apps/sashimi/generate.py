@@ -138,7 +138,7 @@ def find_player() -> list[str] | None:
 class ClipStream:
     """Writes clips while :func:`apps.sashimi.sampling.sample` grows them (pass it as ``on_samples``).
 
-    Each clip goes to ``out/sample_XXX.wav`` through a temporary file in ``out`` (header fixed and
+    Each clip ``i`` goes to ``out/sample_{i:03d}.wav`` through a temporary file in ``out`` (header fixed and
     renamed when the clip is complete; removed by :meth:`close` if generation stops first).  ``live``,
     when given, receives every clip in order as one streaming 16-bit WAV, each sample as soon as it
     exists for the clip being streamed (the later clips of a batch follow when the batch ends); if the

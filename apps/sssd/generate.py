@@ -9,13 +9,12 @@ series that are entirely missing with ``ssm sssd impute``.
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_write, check_writable
+from apps.common.io import atomic_npy_save, check_writable
 from apps.common.report import write_csv
 from apps.sssd.diffusion import SAMPLERS
 from apps.sssd.module import trained_unconditionally
@@ -63,9 +62,7 @@ def generate(argv: list[str]) -> None:
     series = samples[0].astype(np.float32)  # (N, L, C)
     print(f"{rate:.1f} series/s")
     if out.suffix == ".npy":
-        buffer = io.BytesIO()
-        np.save(buffer, series)
-        path = atomic_write(out, lambda f: f.write(buffer.getvalue()))
+        path = atomic_npy_save(series, out)
     else:
         header = ["series", "step", *[f"ch{c}" for c in range(C)]]
         rows = [[str(i), str(t), *[f"{v:.6g}" for v in series[i, t]]] for i in range(a.n) for t in range(length)]

@@ -21,7 +21,6 @@ series (or, with ``--holdout``, its last H steps, and scores them against the hi
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from pathlib import Path
 
@@ -31,14 +30,14 @@ from rich.progress import Progress
 
 from apps.common.checkpoint import load_module
 from apps.common.errors import UserError
-from apps.common.io import atomic_write, check_writable
+from apps.common.io import atomic_npy_save, check_writable
 from apps.common.report import save_figure, write_csv
 from apps.sssd.data import SeriesFile, read_series
 from apps.sssd.diffusion import SAMPLERS
 from apps.sssd.evaluate import MetricSums
 from apps.sssd.masks import make_mask
 from apps.sssd.module import SSSDModule, trained_unconditionally
-from apps.sssd.point import POINTS, fit_blend, interpolation, point_estimate
+from apps.sssd.point import POINTS, held_out_blend, interpolation, point_estimate
 
 QUANTILES = (0.05, 0.95)
 
@@ -183,10 +182,8 @@ def calibrate_blend(model: SSSDModule, values: np.ndarray, observed: np.ndarray,
         return 1.0
     hidden = np.where(cond, values, np.nan).astype(np.float32)
     samples, _ = sample_series(model, hidden, cond, n_samples, sampler, steps, seed + 31)
-    t_values, t_cond, t_held = torch.from_numpy(values), torch.from_numpy(cond), torch.from_numpy(held)
-    interp = interpolation(t_values, t_cond, model.data_mean)
-    shrunk = point_estimate(torch.from_numpy(samples), interp, t_held, "shrunk", model.data_std)
-    return fit_blend(shrunk - interp, t_values - interp, t_held)
+    return held_out_blend(torch.from_numpy(samples), torch.from_numpy(values), torch.from_numpy(cond),
+                          torch.from_numpy(held), model.data_mean, model.data_std)
 
 
 def point_of(samples: np.ndarray, values: np.ndarray, observed: np.ndarray, model: SSSDModule, kind: str,
@@ -207,9 +204,7 @@ def write_outputs(out: Path, data: SeriesFile, values: np.ndarray, observed: np.
     lo, hi = (np.where(observed, values, np.quantile(samples, q, axis=0)) for q in QUANTILES)
     paths = []
     if out.suffix == ".npy":
-        buffer = io.BytesIO()
-        np.save(buffer, np.stack([median, lo, hi], axis=-1).astype(np.float32))
-        paths.append(atomic_write(out, lambda f: f.write(buffer.getvalue())))
+        paths.append(atomic_npy_save(np.stack([median, lo, hi], axis=-1).astype(np.float32), out))
     elif out.suffix == ".csv":
         N, T, C = values.shape
         index_name = data.index_name or "step"

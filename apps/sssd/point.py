@@ -80,6 +80,14 @@ def fit_blend(offset: Tensor, error: Tensor, where: Tensor) -> float:
     return 0.0 if denom <= 0 else min(max(float((d * e).sum()) / denom, 0.0), 1.0)
 
 
+def held_out_blend(samples: Tensor, raw: Tensor, cond: Tensor, held: Tensor, mean: Tensor, scale: Tensor) -> float:
+    """:func:`fit_blend` of the ``shrunk`` estimate on the held-out entries ``held`` of ``raw`` (B, L, C), which
+    ``samples`` (S, B, L, C) imputed from the entries of ``cond``; ``mean`` / ``scale``: the data's (C,)."""
+    interp = interpolation(raw, cond, mean)
+    shrunk = point_estimate(samples, interp, held, "shrunk", scale)
+    return fit_blend(shrunk - interp, raw - interp, held)
+
+
 @torch.no_grad()
 def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = 256,
                     kind: str | None = None, ratio=None) -> float:
@@ -104,6 +112,4 @@ def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_serie
     if not held.any():
         return 1.0
     samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1))
-    interp = interpolation(raw, cond, model.data_mean)
-    shrunk = point_estimate(samples, interp, held, "shrunk", model.data_std)
-    return fit_blend(shrunk - interp, raw - interp, held)
+    return held_out_blend(samples, raw, cond, held, model.data_mean, model.data_std)

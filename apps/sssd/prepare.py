@@ -31,7 +31,6 @@ formats; the values are generated, deterministic from ``--seed``):
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 from rich.progress import Progress
 
 from apps.common.errors import UserError
-from apps.common.io import atomic_write, atomic_write_text
+from apps.common.io import atomic_npy_save, atomic_write_text
 from apps.common.prepared import already_prepared, building
 
 DATASETS = ("mujoco", "stocks", "eeg", "ett", "electricity", "ptbxl")
@@ -85,12 +84,6 @@ def hopper_trajectories(n: int, steps: int = 100, seed: int = 0, chunk: int = 50
     return out
 
 
-def _save_npy(path: Path, array: np.ndarray) -> Path:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
-
-
 def prepare_mujoco(out: Path, n: int, seed: int) -> list[Path]:
     """Write ``train_mujoco.npy`` and ``test_mujoco.npy`` (80/20) under ``out``; print the time taken."""
     if n < 5:
@@ -101,7 +94,8 @@ def prepare_mujoco(out: Path, n: int, seed: int) -> list[Path]:
     lo, hi = raw.min(axis=(0, 1)), raw.max(axis=(0, 1))
     scaled = ((raw - lo) / np.where(hi > lo, hi - lo, 1.0)).astype(np.float32)
     n_train = int(round(0.8 * n))
-    paths = [_save_npy(out / "train_mujoco.npy", scaled[:n_train]), _save_npy(out / "test_mujoco.npy", scaled[n_train:])]
+    paths = [atomic_npy_save(scaled[:n_train], out / "train_mujoco.npy"),
+             atomic_npy_save(scaled[n_train:], out / "test_mujoco.npy")]
     print(f"simulated {n} trajectories x 100 steps x 14 dims in {elapsed:.1f} s ({n / elapsed:.0f} trajectories/s)")
     return paths
 
@@ -245,7 +239,7 @@ def prepare_ptbxl(out: Path, n: int, seed: int) -> list[Path]:
     n_val = n_test = n // 10
     n_train = n - n_val - n_test
     parts = {"train": records[:n_train], "val": records[n_train:n_train + n_val], "test": records[n_train + n_val:]}
-    return [_save_npy(out / f"{name}_ptbxl_1000.npy", part) for name, part in parts.items()]
+    return [atomic_npy_save(part, out / f"{name}_ptbxl_1000.npy") for name, part in parts.items()]
 
 
 def prepare(argv: list[str]) -> None:

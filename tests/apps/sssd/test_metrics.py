@@ -8,20 +8,13 @@ import torch
 
 from apps.sssd.evaluate import MetricSums
 from apps.sssd.metrics import QUANTILE_LEVELS, crps_sum, normalised_crps, quantile_crps_terms, quantile_loss
+from tests.apps.sssd.helpers import gaussian_crps
 
 
 def pinball(y: float, p: float, q: float) -> float:
     """2 rho_q(y - p), rho_q(u) = u (q - 1{u < 0})."""
     u = y - p
     return 2 * u * (q - (1.0 if u < 0 else 0.0))
-
-
-def gaussian_crps(mu: torch.Tensor, sigma: float, y: torch.Tensor) -> torch.Tensor:
-    """Closed form (Gneiting & Raftery 2007): sigma [z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)]."""
-    z = (y - mu) / sigma
-    phi = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
-    Phi = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
-    return sigma * (z * (2 * Phi - 1) + 2 * phi - 1 / math.sqrt(math.pi))
 
 
 def test_levels_are_the_19_of_csdi():
