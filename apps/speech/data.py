@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from apps.common.audio import AudioError, load_audio, resample
 from apps.common.errors import UserError
 from apps.common.speech_commands import SAMPLE_RATE, resolve_word_set, speech_commands_items
+from apps.speech.augment import Augmentation
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ class SpeechCommandsDataset(Dataset):
 
     def __init__(self, items: list[tuple[Path, int]], sample_rate: int = SAMPLE_RATE, resample_mode: str = "proper",
                  features: str = "raw", n_mfcc: int = 20, mean: Tensor | None = None, std: Tensor | None = None,
-                 noise: list[Tensor] | None = None, noise_prob: float = 0.0, noise_level: float = 0.1) -> None:
+                 noise: list[Tensor] | None = None, noise_prob: float = 0.0, noise_level: float = 0.1,
+                 augmentation: Augmentation | None = None, lowpass: int | None = None) -> None:
         self.items, self.sample_rate, self.resample_mode = items, sample_rate, resample_mode
+        self.augmentation, self.lowpass = augmentation, lowpass
         self.features, self.mean, self.std = features, mean, std
         self.noise, self.noise_prob, self.noise_level = noise or [], noise_prob, noise_level
         self.mfcc = None
@@ -75,9 +78,11 @@ class SpeechCommandsDataset(Dataset):
         return len(self.items)
 
     def waveform(self, i: int) -> Tensor:
-        """Clip ``i`` as one second at 16 kHz (16000,), with background noise when augmenting."""
+        """Clip ``i`` as one second at 16 kHz (16000,), augmented and with background noise when training."""
         path = self.items[i][0]
         wav = fit_length(load_audio(path, SAMPLE_RATE)[0], SAMPLE_RATE)
+        if self.augmentation is not None:
+            wav = self.augmentation(wav, SAMPLE_RATE)
         if self.noise and random.random() < self.noise_prob:
             clip = self.noise[random.randrange(len(self.noise))]
             start = random.randrange(max(1, clip.shape[0] - SAMPLE_RATE))
@@ -86,6 +91,8 @@ class SpeechCommandsDataset(Dataset):
 
     def raw_features(self, wav: Tensor) -> Tensor:
         """A 16 kHz second (16000,) -> unnormalised features (L, C) at ``sample_rate``."""
+        if self.lowpass:  # keep only what audio at 2 x lowpass Hz holds: down to that rate and back up
+            wav = resample(resample(wav, SAMPLE_RATE, 2 * self.lowpass), 2 * self.lowpass, SAMPLE_RATE)
         wav = change_rate(wav, self.sample_rate, self.resample_mode)
         if self.mfcc is not None:
             return rearrange(self.mfcc(wav), "c t -> t c")
@@ -111,6 +118,12 @@ class SpeechCommandsData(pl.LightningDataModule):
         mean, std: use these statistics instead (a classifier passes the ones it was trained with).
         background_noise: probability of mixing a random ``_background_noise_`` segment into a
             training clip, at a level uniform in [0, ``noise_level``].
+        augment: random speaker, channel, room and noise variety for training clips, e.g.
+            ``{speed: [0.85, 1.15], eq: 0.8, band_limit: 0.5, reverb: 0.3, noise: 0.5, snr: [5, 40],
+            gain_db: 6}`` (see :class:`apps.speech.augment.Augmentation`; default none).
+        lowpass: remove everything above this frequency (Hz) from every clip before anything else (16
+            kHz audio holding only what ``2 x lowpass`` Hz audio holds; a diagnostic of
+            ``ssm speech zero-shot``; default none).
         batch_size, num_workers: loader options.
     """
 
@@ -118,7 +131,7 @@ class SpeechCommandsData(pl.LightningDataModule):
                  sample_rate: int = SAMPLE_RATE, resample: str = "proper", features: str = "raw", n_mfcc: int = 20,
                  normalize: bool = True, mean: list[float] | None = None, std: list[float] | None = None,
                  stats_clips: int = 1000, background_noise: float = 0.0, noise_level: float = 0.1,
-                 batch_size: int = 16, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
+                 augment: dict | None = None, lowpass: int | None = None, batch_size: int = 16, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
         super().__init__()
         if resample not in RESAMPLE_MODES:
             raise UserError(f"data.resample: unknown {resample!r}; choose proper or naive")
@@ -126,8 +139,11 @@ class SpeechCommandsData(pl.LightningDataModule):
             raise UserError(f"data.features: unknown {features!r}; choose raw or mfcc")
         if not 0 < sample_rate <= SAMPLE_RATE:
             raise UserError(f"data.sample_rate must be in (0, {SAMPLE_RATE}], got {sample_rate}")
+        if lowpass is not None and not 0 < 2 * lowpass < SAMPLE_RATE:
+            raise UserError(f"data.lowpass is a cut-off in Hz in (0, {SAMPLE_RATE // 2}), got {lowpass}")
         if not 0 <= background_noise <= 1:
             raise UserError(f"data.background_noise is a probability, got {background_noise}")
+        self.augmentation = Augmentation.from_config(augment)
         self.save_hyperparameters()
         self.words = resolve_word_set(words)
         self.sample_rate, self.root = int(sample_rate), Path(root)
@@ -191,7 +207,8 @@ class SpeechCommandsData(pl.LightningDataModule):
         mean, std = self.normalization() if normalized and h.normalize else (None, None)
         noise = self.background_clips() if augment and h.background_noise > 0 else None
         return SpeechCommandsDataset(items, self.sample_rate, h.resample, h.features, h.n_mfcc, mean, std,
-                                     noise, h.background_noise, h.noise_level)
+                                     noise, h.background_noise, h.noise_level,
+                                     self.augmentation if augment else None, h.lowpass)
 
     def dataset(self, split: str) -> SpeechCommandsDataset:
         """The dataset of ``split`` (train, validation or test), normalised, augmented if train."""

@@ -1,15 +1,27 @@
-"""``ssm speech prepare``: an offline stand-in for Speech Commands v0.02.
+"""``ssm speech prepare``: offline stand-ins for Speech Commands v0.02, from two independent synthesisers.
 
 The real dataset (Warden 2018, "Speech Commands: A Dataset for Limited-Vocabulary Speech
 Recognition") is one folder per word of 1-second 16 kHz mono WAVs named
 ``<speaker>_nohash_<k>.wav``, with ``validation_list.txt`` and ``testing_list.txt`` (lines
 ``word/file.wav``; training is everything else) and ``_background_noise_/``.  This module writes
-exactly that layout from espeak-ng: every (English accent, voice variant) pair is one "speaker"
-with its own base pitch and speed; each clip jitters both, is trimmed of silence, resampled to
-16 kHz, scaled, placed at a random offset inside one second and optionally given light noise.
-Speakers, not clips, are split 80/10/10, so no test voice is heard in training.  Everything is
-drawn from ``--seed`` up front; espeak-ng itself is deterministic, so the same seed gives the
-same bytes.  Several espeak-ng processes run at once (``--jobs``), each writing to a pipe.
+exactly that layout from a speech synthesiser (``--engine``):
+
+- ``espeak-ng`` (default): formant synthesis; every (English accent, voice variant) pair is one
+  "speaker" with its own base pitch and speed.
+- ``flite``: CMU's Flite, an unrelated engine whose voices are built from recordings of people
+  (the CMU ARCTIC speakers awb, rms and slt by statistical parametric synthesis, the kal diphone
+  voices by concatenation; kal is an 8 kHz voice, so its clips are band-limited like a phone's).
+  Every (voice, vocal-tract warp) pair is one speaker: the warp resamples the voice by 0.84-1.16,
+  which moves its formants and pitch together, and each speaker has its own base pitch target
+  and speaking rate.
+
+Each clip jitters the speaker's pitch and speed, is trimmed of silence, resampled to 16 kHz,
+scaled, placed at a random offset inside one second and optionally given light noise.  Speakers,
+not clips, are split 80/10/10, so no test voice is heard in training.  Everything is drawn from
+``--seed`` up front; both synthesisers are deterministic, so the same seed gives the same bytes.
+Several synthesiser processes run at once (``--jobs``), each writing to a pipe.  Training on one
+engine's stand-in and testing on the other's measures whether a model learned the words or the
+synthesiser.
 """
 
 from __future__ import annotations
@@ -39,6 +51,11 @@ from apps.common.speech_commands import SAMPLE_RATE, WORD_SETS
 #: espeak-ng's English accents (mbrola voices need an extra package, so they are left out)
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 ESPEAK_RATE = 22050
+#: Flite's built-in voices that speak (``awb_time`` writes near-silence, so it is left out)
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+#: vocal-tract warps applied to each Flite voice (resampling factors: formants and pitch scale by it)
+FLITE_WARPS = (0.84, 0.88, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16)
+ENGINES = ("espeak-ng", "flite")
 NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "hum")
 
 
@@ -50,8 +67,8 @@ class Clip:
     speaker: str
     index: int
     voice: str
-    pitch: int
-    speed: int
+    pitch: int  # espeak-ng: its 0-99 pitch; flite: the target mean F0 in Hz
+    speed: int  # espeak-ng: words per minute; flite: percent of the voice's own rate
     gain: float
     offset: float  # fraction of the free room before the word
     noise: float
@@ -73,30 +90,74 @@ def espeak_variants() -> list[str]:
     return sorted(set(names))
 
 
+def flite_voices() -> list[str]:
+    """Flite's installed voices among :data:`FLITE_VOICES`, each with every warp: ``slt@0.92``, ..."""
+    try:
+        listing = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError) as e:
+        raise UserError("flite is needed for --engine flite: run `make system-deps` "
+                        "or `sudo apt-get install flite`") from e
+    have = set(listing.replace("Voices available:", "").split())
+    voices = [v for v in FLITE_VOICES if v in have]
+    if not voices:
+        raise UserError(f"flite lists none of the voices {', '.join(FLITE_VOICES)} (it says: {listing.strip()!r}); "
+                        "reinstall it with `sudo apt-get install --reinstall flite`")
+    return [f"{v}@{w:.2f}" for v in voices for w in FLITE_WARPS]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What differs between synthesisers: the speakers, their settings' ranges, and the command."""
+
+    name: str
+    base_pitch: tuple[int, int]  # a speaker's base pitch, drawn from [lo, hi)
+    base_speed: tuple[int, int]
+    pitch_jitter: int  # per clip, +- this
+    speed_jitter: int
+    pitch_range: tuple[int, int]  # clipped to
+
+    def voices(self) -> list[str]:
+        if self.name == "flite":
+            return flite_voices()
+        return [f"{a}+{v}" for a in ACCENTS for v in espeak_variants()]
+
+
+ENGINE_SPECS = {
+    "espeak-ng": Engine("espeak-ng", (20, 80), (135, 200), 8, 15, (0, 99)),
+    "flite": Engine("flite", (90, 200), (82, 122), 12, 8, (60, 260)),
+}
+
+
 def speaker_id(voice: str) -> str:
     """Eight hex digits naming a voice, like the hashed speaker ids of the real dataset."""
     return hashlib.sha1(voice.encode()).hexdigest()[:8]
 
 
 def plan_clips(words: Sequence[str], per_word: int, seed: int, noise: float,
-               variants: Sequence[str]) -> tuple[list[Clip], dict[str, str], dict[str, dict]]:
+               variants: Sequence[str] | None = None, engine: str = "espeak-ng",
+               voices: Sequence[str] | None = None) -> tuple[list[Clip], dict[str, str], dict[str, dict]]:
     """Every clip to write, the split of each speaker, and each speaker's base voice settings.
 
-    Speakers (accent x variant) are shuffled and split 80/10/10 into train/validation/test; each
-    word gets ``max(1, round(0.1 N))`` validation and test clips and the rest in training, each
-    spoken by a speaker drawn from that split's pool.
+    Speakers (espeak-ng: accent x ``variants``; flite: voice x warp, or ``voices`` when given) are
+    shuffled and split 80/10/10 into train/validation/test; each word gets ``max(1, round(0.1 N))``
+    validation and test clips and the rest in training, each spoken by a speaker drawn from that
+    split's pool.
     """
     if per_word < 3:
         raise UserError(f"--per-word must be at least 3 (one clip per split), got {per_word}")
+    spec = ENGINE_SPECS[engine]
     rng = np.random.default_rng(seed)
-    voices = [f"{a}+{v}" for a in ACCENTS for v in variants]
+    if voices is None:
+        voices = [f"{a}+{v}" for a in ACCENTS for v in variants] if variants is not None else spec.voices()
+    voices = list(voices)
     order = rng.permutation(len(voices))
     n_held = max(1, round(0.1 * len(voices)))
     pools = {"validation": [voices[i] for i in order[:n_held]],
              "testing": [voices[i] for i in order[n_held:2 * n_held]],
              "train": [voices[i] for i in order[2 * n_held:]]}
     split_of = {speaker_id(v): s for s, pool in pools.items() for v in pool}
-    base = {v: dict(pitch=int(rng.integers(20, 80)), speed=int(rng.integers(135, 200))) for v in voices}
+    base = {v: dict(pitch=int(rng.integers(*spec.base_pitch)), speed=int(rng.integers(*spec.base_speed)))
+            for v in voices}
     held = max(1, round(0.1 * per_word))
     counts = {"validation": held, "testing": held, "train": per_word - 2 * held}
     clips = []
@@ -110,8 +171,11 @@ def plan_clips(words: Sequence[str], per_word: int, seed: int, noise: float,
                 k = used.get(sid, 0)
                 used[sid] = k + 1
                 clips.append(Clip(word=word, speaker=sid, index=k, voice=voice,
-                                  pitch=int(np.clip(base[voice]["pitch"] + rng.integers(-8, 9), 0, 99)),
-                                  speed=int(base[voice]["speed"] + rng.integers(-15, 16)),
+                                  pitch=int(np.clip(base[voice]["pitch"]
+                                                    + rng.integers(-spec.pitch_jitter, spec.pitch_jitter + 1),
+                                                    *spec.pitch_range)),
+                                  speed=int(base[voice]["speed"]
+                                            + rng.integers(-spec.speed_jitter, spec.speed_jitter + 1)),
                                   gain=float(rng.uniform(0.25, 0.9)), offset=float(rng.uniform()),
                                   noise=float(noise * rng.uniform(0.5, 1.5)), seed=int(rng.integers(2**31))))
     info = {speaker_id(v): dict(voice=v, split=split_of[speaker_id(v)], **base[v]) for v in voices}
@@ -127,17 +191,35 @@ def trim_silence(wav: np.ndarray, rate: int, threshold: float = 0.02, margin_s: 
     return wav[max(0, loud[0] - margin): loud[-1] + margin + 1]
 
 
-def synthesise(clip: Clip) -> np.ndarray:
-    """Speak ``clip`` with espeak-ng and return one second of 16 kHz float32 audio (16000,)."""
-    cmd = ["espeak-ng", "-v", clip.voice, "-p", str(clip.pitch), "-s", str(clip.speed), "-z", "--stdout", clip.word]
+def speak(clip: Clip, engine: str = "espeak-ng") -> tuple[np.ndarray, int]:
+    """The synthesiser's raw output for ``clip``: (samples (T,), their rate in Hz as heard).
+
+    A Flite warp w relabels the voice's rate r as r * w: played back at 16 kHz after resampling,
+    its formants and pitch scale by w and its duration by 1 / w.
+    """
+    if engine == "flite":
+        voice, warp = clip.voice.split("@")
+        cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={100 / clip.speed:.4f}",
+               "--setf", f"int_f0_target_mean={clip.pitch}", "-t", clip.word, "-o", "/dev/stdout"]
+    else:
+        cmd = ["espeak-ng", "-v", clip.voice, "-p", str(clip.pitch), "-s", str(clip.speed), "-z", "--stdout",
+               clip.word]
+        warp = "1"
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
     wav, rate = soundfile.read(io.BytesIO(raw), dtype="float32")
     if wav.ndim > 1:
         wav = wav.mean(axis=1)
+    return wav, int(round(rate * float(warp)))
+
+
+def synthesise(clip: Clip, engine: str = "espeak-ng") -> np.ndarray:
+    """Speak ``clip`` with ``engine`` and return one second of 16 kHz float32 audio (16000,)."""
+    wav, rate = speak(clip, engine)
     wav = trim_silence(wav, rate)
     if wav.size == 0:
-        raise RuntimeError(f"espeak-ng voice {clip.voice} said nothing for {clip.word!r}")
-    wav = resample_poly(wav, SAMPLE_RATE, rate).astype(np.float32)[:SAMPLE_RATE]  # 22050 -> 16000 Hz
+        raise RuntimeError(f"{engine} voice {clip.voice} said nothing for {clip.word!r}")
+    g = math.gcd(SAMPLE_RATE, rate)
+    wav = resample_poly(wav, SAMPLE_RATE // g, rate // g).astype(np.float32)[:SAMPLE_RATE]  # e.g. 22050 -> 16000 Hz
     wav *= clip.gain / max(float(np.abs(wav).max()), 1e-9)
     out = np.zeros(SAMPLE_RATE, np.float32)
     start = int(clip.offset * (SAMPLE_RATE - wav.size))
@@ -170,23 +252,24 @@ def _write(path: Path, wav: np.ndarray) -> None:
 
 
 def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noise: float = 0.0, jobs: int = 2,
-          noise_seconds: float = 20.0) -> dict[str, float]:
-    """Write the stand-in into the empty folder ``staging``; returns timings.
+          noise_seconds: float = 20.0, engine: str = "espeak-ng") -> dict[str, float]:
+    """Write the stand-in spoken by ``engine`` into the empty folder ``staging``; returns timings.
 
     ``prepare`` calls it inside :func:`apps.common.prepared.building`, which renames the folder into place.
     """
-    variants = espeak_variants()
-    clips, _, info = plan_clips(words, per_word, seed, noise, variants)
+    if engine not in ENGINES:
+        raise UserError(f"--engine: unknown {engine!r}; choose {' or '.join(ENGINES)}")
+    clips, _, info = plan_clips(words, per_word, seed, noise, engine=engine)
     for word in words:
         (staging / word).mkdir(parents=True, exist_ok=True)
     (staging / "_background_noise_").mkdir()
     start = time.perf_counter()
 
     def work(clip: Clip) -> None:
-        _write(staging / clip.relpath, synthesise(clip))
+        _write(staging / clip.relpath, synthesise(clip, engine))
 
     with Progress() as progress, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        task = progress.add_task(f"espeak-ng: {len(clips)} clips, {jobs} jobs", total=len(clips))
+        task = progress.add_task(f"{engine}: {len(clips)} clips, {jobs} jobs", total=len(clips))
         for _ in pool.map(work, clips):
             progress.advance(task)
     seconds = time.perf_counter() - start
@@ -204,10 +287,11 @@ def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noi
         writer.writerow(["speaker", "voice", "split", "pitch", "speed"])
         for sid in sorted(info):
             writer.writerow([sid, info[sid]["voice"], info[sid]["split"], info[sid]["pitch"], info[sid]["speed"]])
+    kind = "accent+variant pairs" if engine == "espeak-ng" else "voice@warp pairs"
     (staging / "README.md").write_text(
-        "Offline stand-in for Speech Commands v0.02, spoken by espeak-ng (ssm-suite).\n"
+        f"Offline stand-in for Speech Commands v0.02, spoken by {engine} (ssm-suite).\n"
         f"words: {' '.join(words)}; {per_word} clips per word; seed {seed}; noise {noise}.\n"
-        "Speakers are espeak-ng accent+variant pairs (voices.csv); splits are speaker-disjoint.\n")
+        f"Speakers are {engine} {kind} (voices.csv); splits are speaker-disjoint.\n")
     return {"clips": len(clips), "seconds": seconds, "clips_per_s": len(clips) / max(seconds, 1e-9)}
 
 
@@ -224,14 +308,18 @@ def resolve_words(text: str) -> list[str]:
 def prepare_speech_commands(argv: list[str]) -> None:
     """``ssm speech prepare --out DIR --words sc35|sc10|sc09 --per-word N``."""
     p = argparse.ArgumentParser(prog="ssm speech prepare",
-                                description="Speak the Speech Commands words with espeak-ng into the v0.02 layout.")
+                                description="Speak the Speech Commands words with espeak-ng or flite into the "
+                                            "v0.02 layout.")
     p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
     p.add_argument("--words", default="sc35", help="sc35, sc10, sc09 or comma-separated words (default sc35)")
     p.add_argument("--per-word", type=int, default=300,
                    help="clips per word (default 300: the real recipes; 12 is enough for a demo)")
+    p.add_argument("--engine", default="espeak-ng", choices=ENGINES,
+                   help="the synthesiser: espeak-ng (default) or flite, an independent one with other voices "
+                        "(train on one, test on the other)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.0, help="std of light white noise added to each clip (e.g. 0.005)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel espeak-ng processes")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel synthesiser processes")
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)
@@ -242,10 +330,12 @@ def prepare_speech_commands(argv: list[str]) -> None:
         raise UserError(f"--jobs must be at least 1, got {a.jobs}")
     words = resolve_words(a.words)
     args = {"words": words, "per_word": a.per_word, "seed": a.seed, "noise": a.noise}
+    if a.engine != "espeak-ng":  # (keeps the manifests of earlier espeak-ng folders valid)
+        args["engine"] = a.engine
     if already_prepared(out, "ssm speech prepare", args, a.force):
         return
     with building(out, "ssm speech prepare", args) as staging:
-        stats = build(staging, words, a.per_word, a.seed, a.noise, a.jobs)
+        stats = build(staging, words, a.per_word, a.seed, a.noise, a.jobs, engine=a.engine)
     print(f"wrote {stats['clips']} clips of {len(words)} words under {out} "
           f"in {stats['seconds']:.1f} s ({stats['clips_per_s']:.0f} clips/s, {a.jobs} jobs)")
     for name in ("validation_list.txt", "testing_list.txt", "voices.csv", "_background_noise_"):

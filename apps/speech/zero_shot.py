@@ -5,6 +5,15 @@ doubling every layer's step size (``rate = 2``).  For each rate this verb evalua
 fed two ways -- properly resampled (low-pass, then decimate) and naively decimated (every k-th
 sample, aliasing) -- and each with the rate change and without it (the "no rate change" row shows
 what the rate buys).  The table is written as markdown and CSV, with a PNG plot.
+
+Two diagnostics say why a model loses accuracy at a lower rate ``r``:
+
+- a "low-passed" row per lower rate: the training-rate audio with everything above ``r / 2``
+  removed (down to ``r`` and back up), fed at the training rate.  It loses exactly the band that
+  ``r`` Hz audio lacks and nothing else, so its drop is what the missing band costs; the rest of the
+  ``r`` Hz drop is the rate change itself.
+- ``kernel_band.csv`` / ``.png``: the share of the first SSM layer's kernel energy above each such
+  ``r / 2``, per channel, and the channels' median magnitude response.
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ def parse_rates(text: str) -> list[int]:
 
 
 def eval_data(options: dict, model: SpeechClassifier, sample_rate: int, method: str,
-              batch_size: int) -> SpeechCommandsData:
-    """The data module of the model's test split at ``sample_rate`` fed by ``method`` (proper / naive)."""
-    data = SpeechCommandsData(**options, sample_rate=sample_rate, resample=method, batch_size=batch_size)
+              batch_size: int, lowpass: int | None = None) -> SpeechCommandsData:
+    """The data module of the model's test split at ``sample_rate`` fed by ``method`` (proper / naive),
+    low-passed at ``lowpass`` Hz first when given."""
+    data = SpeechCommandsData(**options, sample_rate=sample_rate, resample=method, batch_size=batch_size,
+                              lowpass=lowpass)
     if bool(model.has_input_stats):
         data.set_normalization(model.input_mean, model.input_std)
     model.check_data(data)
@@ -80,7 +91,76 @@ def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
                 for change, ssm_rate in ssm.items():
                     rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
                                      accuracy=acc[ssm_rate]))
+        train_rate = int(model.train_sample_rate) or SAMPLE_RATE
+        for rate in rates:
+            if rate >= train_rate or options.get("features", "raw") != "raw":
+                continue
+            data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2)
+            name = f"low-passed at {rate // 2} Hz"
+            acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}")
+            rows.append(dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0,
+                             accuracy=acc[1.0]))
     return rows
+
+
+def first_ssm_layer(model: SpeechClassifier) -> torch.nn.Module | None:
+    """The network's first layer with a 1-D ``kernel(L, rate)`` (None when it has none)."""
+    for module in model.net.modules():
+        if callable(getattr(module, "kernel", None)) and not getattr(module, "multidim", False):
+            return module
+    return None
+
+
+@torch.no_grad()
+def kernel_band(model: SpeechClassifier, cutoffs: list[int], length: int = SAMPLE_RATE) -> dict | None:
+    """The first SSM layer's kernels at the training rate: per channel, the share of energy above each
+    cut-off (Hz), and the median and quartile magnitude responses in dB.  None without such a layer."""
+    layer = first_ssm_layer(model)
+    if layer is None:
+        return None
+    try:
+        k = layer.kernel(length).detach().double().cpu()  # (C, H, L): C = 2 for a bidirectional layer
+    except (TypeError, NotImplementedError, RuntimeError):
+        return None
+    k = k.reshape(-1, k.shape[-1])
+    fs = int(model.train_sample_rate) or SAMPLE_RATE
+    power = torch.fft.rfft(k, dim=-1).abs() ** 2
+    freqs = torch.fft.rfftfreq(k.shape[-1], 1.0 / fs)
+    total = power.sum(-1).clamp_min(1e-300)
+    shares = {c: (power[:, freqs > c].sum(-1) / total) for c in cutoffs}
+    db = 10 * torch.log10(power.clamp_min(1e-30) / power.max(-1, keepdim=True).values.clamp_min(1e-30))
+    return dict(freqs=freqs, shares=shares, median_db=db.median(0).values, q1=db.quantile(0.25, 0),
+                q3=db.quantile(0.75, 0), channels=k.shape[0])
+
+
+def write_kernel_band(out: Path, band: dict) -> list[Path]:
+    """``kernel_band.csv`` (share of kernel energy above each cut-off) and ``kernel_band.png``."""
+    header = ["cut-off (Hz)", "channels", "median share above (%)", "mean share above (%)",
+              "channels with > 50% above"]
+    table = [[c, band["channels"], f"{100 * float(s.median()):.2f}", f"{100 * float(s.mean()):.2f}",
+              int((s > 0.5).sum())] for c, s in band["shares"].items()]
+    paths = [write_csv(out / "kernel_band.csv", header, table)]
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    f = band["freqs"].numpy()
+    ax.fill_between(f, band["q1"].numpy(), band["q3"].numpy(), alpha=0.3, label="quartiles over channels")
+    ax.plot(f, band["median_db"].numpy(), label="median")
+    for c in band["shares"]:
+        ax.axvline(c, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("kernel power (dB, per channel's peak)")
+    ax.set_ylim(-80, 3)
+    ax.set_title("First SSM layer: kernel magnitude responses")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(save_figure(fig, out / "kernel_band.png"))
+    return paths
 
 
 def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> list[Path]:
@@ -107,6 +187,11 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> l
             if points:
                 ax.plot(*zip(*points, strict=True), style, marker="o",
                         label=f"{name}, {'rate change' if change else 'no rate change'}")
+    lowpassed = [(2 * int(r["input"].split()[2]), 100 * r["accuracy"]) for r in rows
+                 if r["input"].startswith("low-passed")]
+    if lowpassed:  # at the rate whose band they keep
+        ax.plot(*zip(*lowpassed, strict=True), "s", color="black", fillstyle="none",
+                label=f"{train_rate} Hz input, only this rate's band")
     ax.axvline(train_rate, color="grey", linestyle="--", linewidth=0.8, label=f"training rate ({train_rate} Hz)")
     ax.set_xscale("log", base=2)
     rates = sorted({r["sample_rate"] for r in rows})
@@ -143,6 +228,13 @@ def zero_shot(argv: list[str]) -> None:
         options["root"] = a.data_root
     rows = zero_shot_table(model, options, rates, a.batch_size)
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
-    for path in write_outputs(out, rows, int(model.train_sample_rate) or SAMPLE_RATE, ckpt):
+    train_rate = int(model.train_sample_rate) or SAMPLE_RATE
+    paths = write_outputs(out, rows, train_rate, ckpt)
+    band = kernel_band(model, [r // 2 for r in rates if r < train_rate])
+    if band is not None and band["shares"]:
+        paths += write_kernel_band(out, band)
+    for path in paths:
         print(f"wrote {path}")
     print((out / "zero_shot.md").read_text().rstrip())
+    if band is not None and band["shares"]:
+        print((out / "kernel_band.csv").read_text().rstrip())

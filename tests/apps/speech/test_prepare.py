@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 
+import numpy as np
 import soundfile
 
 from apps.common.cli import main
@@ -83,3 +84,48 @@ def test_cli_keeps_an_existing_set_and_reports_mistakes(tmp_path, capsys):
     assert "--per-word must be at least 3" in capsys.readouterr().err
     assert main(["speech", "prepare", "--out", str(tmp_path / "x"), "--words", "sc99"]) == 2
     assert "--words takes sc35, sc10, sc09" in capsys.readouterr().err
+
+
+def test_flite_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
+    stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine="flite")
+    build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine="flite")
+    assert stats["clips"] == 8
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    root = tmp_path / "a"
+    clip = sorted((root / "go").glob("*_nohash_*.wav"))[0]
+    info = soundfile.info(str(clip))
+    assert (info.samplerate, info.channels, info.frames) == (16000, 1, 16000)
+    voices = list(csv.DictReader(open(root / "voices.csv")))
+    assert {v["voice"].split("@")[0] for v in voices} <= {"kal", "kal16", "awb", "rms", "slt"}
+    assert len(voices) == 5 * 9  # voice x vocal-tract warp
+    assert "spoken by flite" in (root / "README.md").read_text()
+    wav, _ = soundfile.read(str(clip))
+    assert abs(wav).max() > 0.1  # it speaks
+
+
+def test_flite_voice_warp_moves_the_pitch(tmp_path):
+    from apps.speech.prepare import Clip, synthesise
+
+    def clip(voice):
+        return Clip("no", "x", 0, voice, pitch=120, speed=100, gain=0.5, offset=0.0, noise=0.0, seed=0)
+
+    def pitch(wav):  # the autocorrelation peak between 60 and 400 Hz over the loud part
+        loud = wav[abs(wav) > 0.2 * abs(wav).max()]
+        ac = np.correlate(loud, loud, "full")[loud.size - 1:]
+        lag = 40 + int(np.argmax(ac[40:267]))
+        return 16000 / lag
+
+    low, high = pitch(synthesise(clip("slt@0.84"), "flite")), pitch(synthesise(clip("slt@1.16"), "flite"))
+    assert 1.2 < high / low < 1.55  # 1.16 / 0.84 = 1.38
+
+
+def test_prepare_flite_cli_and_missing_synthesiser(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "fl"
+    assert main(["speech", "prepare", "--engine", "flite", "--out", str(out), "--words", "go,no",
+                 "--per-word", "3", "--jobs", "1"]) == 0
+    assert (out / "go").is_dir() and "spoken by flite" in (out / "README.md").read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["speech", "prepare", "--engine", "flite", "--out", str(tmp_path / "x"), "--words", "go",
+                 "--per-word", "3"]) == 2
+    assert "flite is needed" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -20,7 +20,15 @@ def test_zero_shot_writes_its_table(tmp_path_factory, tmp_path, capsys):
         assert (out / name).is_file() and str(out / name) in printed
     assert (out / "zero_shot.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(open(out / "zero_shot.csv")))
-    assert len(rows) == 3 * 2 * 2
+    assert len(rows) == 3 * 2 * 2 + 2  # + the training-rate input low-passed to 8 and 4 kHz audio's bands
+    lowpassed = {r["input"]: r for r in rows if r["input"].startswith("low-passed")}
+    assert set(lowpassed) == {"low-passed at 4000 Hz", "low-passed at 2000 Hz"}
+    assert all(r["sample rate (Hz)"] == "16000" and r["rate change"] == "no" for r in lowpassed.values())
+    band = list(csv.DictReader(open(out / "kernel_band.csv")))
+    assert [r["cut-off (Hz)"] for r in band] == ["4000", "2000"]
+    shares = [float(r["median share above (%)"]) for r in band]
+    assert 0 <= shares[0] <= shares[1] <= 100  # more of the kernels' energy lies above 2 kHz than above 4 kHz
+    assert (out / "kernel_band.png").read_bytes()[:4] == b"\x89PNG" and "kernel_band.csv" in printed
     keyed = {(r["sample rate (Hz)"], r["input"], r["rate change"]): r for r in rows}
     assert float(keyed["8000", "resampled", "yes"]["SSM rate"]) == 2.0
     assert float(keyed["4000", "naive decimation", "yes"]["SSM rate"]) == 4.0
