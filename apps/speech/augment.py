@@ -19,6 +19,9 @@ waveform, all in the frequency domain (a few FFTs of 32k points per clip):
 - ``noise``: with this probability, coloured noise (a random tilt of white noise) at an SNR drawn
   from ``snr`` (dB).
 - ``gain_db``: a level change uniform in +-``gain_db``.
+- ``freq_mask``: with this probability, a band 0.25-1 octave wide somewhere in 150 Hz-7 kHz is
+  removed, and ``time_mask``: with this probability, 20-120 ms of the clip are silenced (SpecAugment's
+  masks, Park et al. 2019, on the waveform), so that no single cue decides a word.
 
 Filters are zero-phase gains on the spectrum.  Everything uses the global ``torch`` random state,
 which Lightning seeds per worker, so a seeded run draws the same augmentations.
@@ -104,6 +107,8 @@ class Augmentation:
     noise: float = 0.0
     snr: tuple[float, float] = (5.0, 40.0)
     gain_db: float = 0.0
+    freq_mask: float = 0.0
+    time_mask: float = 0.0
 
     @classmethod
     def from_config(cls, config: Mapping | None, key: str = "data.augment") -> Augmentation | None:
@@ -157,6 +162,9 @@ class Augmentation:
             db = db + log_frequency_gain(freqs, _uniform(-6, 3), peaks)
         if _chance(self.band_limit):
             db = db + band_gain_db(freqs, _uniform(50, 400), _uniform(3000, 7500))
+        if _chance(self.freq_mask):
+            low = 2 ** _uniform(math.log2(150), math.log2(7000))
+            db = torch.where((freqs >= low) & (freqs <= low * 2 ** _uniform(0.25, 1.0)), db - 120.0, db)
         spec = torch.fft.rfft(wav, n=n_fft)
         if bool(db.any()):
             spec = spec * 10 ** (db / 20)
@@ -175,6 +183,10 @@ class Augmentation:
             power = float(out.pow(2).mean())
             noise = noise * math.sqrt(power / max(float(noise.pow(2).mean()), 1e-12) / 10 ** (snr / 10))
             out = out + noise
+        if _chance(self.time_mask):
+            width = int(_uniform(0.02, 0.12) * SAMPLE_RATE)
+            start = int(_uniform(0, length - width))
+            out[start:start + width] = 0.0
         if self.gain_db > 0:
             out = out * 10 ** (_uniform(-self.gain_db, self.gain_db) / 20)
         return out.float()

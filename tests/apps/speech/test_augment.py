@@ -79,8 +79,22 @@ def test_reverb_keeps_the_direct_sound_and_adds_a_bounded_tail():
     assert 10 ** -1.5 - 1e-4 <= tail <= 1.0 + 1e-4  # direct-to-reverberant ratio 0..15 dB
 
 
+def test_masks_remove_one_band_and_one_stretch():
+    torch.manual_seed(2)
+    x = torch.randn(FS)
+    silenced = Augmentation(time_mask=1.0)(x)
+    zero = (silenced == 0).nonzero().flatten()
+    assert 0.02 * FS <= zero.numel() <= 0.12 * FS + 1 and int(zero[-1] - zero[0]) + 1 == zero.numel()
+    torch.testing.assert_close(silenced[silenced != 0], x[silenced != 0], atol=1e-5, rtol=0)
+    banded = Augmentation(freq_mask=1.0)(x)
+    ratio = (torch.fft.rfft(banded.double()).abs() / torch.fft.rfft(x.double()).abs()).numpy()
+    removed = ratio < 0.1
+    assert 0.01 < removed.mean() < 0.5 and (ratio[~removed] > 0.5).mean() > 0.95
+
+
 def test_same_seed_same_draw_and_every_transform_finite():
-    aug = Augmentation(speed=(0.85, 1.15), eq=1.0, band_limit=1.0, reverb=1.0, noise=1.0, gain_db=6.0)
+    aug = Augmentation(speed=(0.85, 1.15), eq=1.0, band_limit=1.0, reverb=1.0, noise=1.0, gain_db=6.0,
+                       freq_mask=1.0, time_mask=1.0)
     x = torch.randn(FS)
     torch.manual_seed(5)
     a = aug(x)
