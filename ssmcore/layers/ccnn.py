@@ -272,8 +272,7 @@ class CCNN(SSMLayer):
         y, next_state = self.ssm_forward(u, state=state, rate=rate)  # (B, C, H, *S)
         D = self.D.reshape(*self.D.shape, *([1] * self.dim))
         y = y + D.to(y.dtype) * u.unsqueeze(1).to(y.dtype)
-        y = rearrange(y, "b c h ... -> b ... (c h)").contiguous()
-        return self._post(y), next_state
+        return self.post_channels_first(y), next_state
 
     # ----------------------------------------------------------------- step
     def _check_steppable(self) -> None:

@@ -127,3 +127,107 @@ def test_s4_layer_saves_o_of_HL_not_HNL():
     unit = B * H * L * 4  # one (B, H, L) float32 tensor
     assert kept <= 8 * unit  # u, k, the activation's input and output, the GLU's input (2 units)
     assert kept < H * N * L * 4 / 8
+
+
+# ----------------------------------------------------------------- third round: the output block, blocks
+
+
+def _plain_post(layer, y_bchl):
+    """The published block's composition, written out here: activation, output projection (GLU)."""
+    z = y_bchl.permute(0, 3, 1, 2).flatten(2)  # (B, L, C H)
+    acts = {"gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu, "relu": torch.relu,
+            "tanh": torch.tanh, "identity": lambda t: t}
+    a = acts[layer._act_name](z)
+    if layer.postact == "none":
+        return a
+    lin = layer.output_linear
+    p = a @ lin.weight.T + lin.bias
+    if layer.postact == "glu":
+        h = p.shape[-1] // 2
+        return p[..., :h] * torch.sigmoid(p[..., h:])
+    return p
+
+
+@pytest.mark.parametrize("activation,postact,channels", [("gelu", "glu", 1), ("silu", "linear", 2),
+                                                          ("tanh", "glu", 2), ("relu", "none", 1)])
+def test_fused_output_block_gradcheck_float64(monkeypatch, activation, postact, channels):
+    """The fused output block (only its input kept; the backward recomputes block by block) has the
+    gradients of the plain composition: gradcheck in float64 over several row blocks and sequences."""
+    import ssmcore.layers.base as base
+
+    monkeypatch.setattr(base, "OUTPUT_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(base, "OUTPUT_BLOCK_MIN_ROWS", 256)  # blocks of 256 rows
+    torch.manual_seed(0)
+    layer = make_layer("s4d", d_model=3, d_state=4, channels=channels, activation=activation,
+                       postact=postact).double()
+    layer._act_name = activation
+    params = list(layer.output.parameters())
+    B, L = 2, 600  # 3 row blocks per sequence, the last one short
+    y = torch.randn(B, channels, 3, L, dtype=torch.float64, requires_grad=True)
+
+    def fused(y, *ps):
+        return base._FusedOutput.apply(y, layer._post, True, *ps)
+
+    ref = _plain_post(layer, y)
+    out = fused(y, *params)
+    assert rel_err(out, ref) < 1e-14
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    for g, g_ref in zip(torch.autograd.grad((out * w).sum(), (y, *params)),
+                        torch.autograd.grad((ref * w).sum(), (y, *params))):
+        assert rel_err(g, g_ref) < 1e-12
+    monkeypatch.setattr(base, "OUTPUT_BLOCK_MIN_ROWS", 2)  # blocks of 2 rows: gradcheck on a tiny input
+    small = y[:, :, :, :5].detach().clone().requires_grad_()  # 3 blocks per sequence, the last one short
+    assert torch.autograd.gradcheck(fused, (small, *params))
+    rows = y.detach().permute(0, 3, 1, 2).flatten(2).flatten(0, 1).clone().requires_grad_()  # channels last
+    assert torch.autograd.gradcheck(lambda r, *ps: base._FusedOutput.apply(r, layer._post, False, *ps),
+                                    (rows[:7], *params))
+
+
+def test_layer_output_float32_matches_plain_path():
+    """A layer's forward with the fused output block against the same layer's plain path (dropout on
+    in training: the plain path), float32, values and gradients."""
+    torch.manual_seed(0)
+    layer = make_layer("s4", d_model=8, d_state=16)
+    x = torch.randn(2, 700, 8, requires_grad=True)
+    y = layer(x)[0]
+    gx, *gp = torch.autograd.grad((y ** 2).sum(), (x, *layer.parameters()))
+    layer._fused_output = lambda y: False
+    y_ref = layer(x)[0]
+    gx_ref, *gp_ref = torch.autograd.grad((y_ref ** 2).sum(), (x, *layer.parameters()))
+    assert rel_err(y, y_ref) < 1e-6
+    assert rel_err(gx, gx_ref) < 1e-5
+    for g, g_ref in zip(gp, gp_ref):
+        assert rel_err(g, g_ref) < 1e-5
+
+
+def test_fftconv_blocks_match_one_pass(monkeypatch):
+    """The convolution over blocks of features gives the one-pass values and gradients (bit for bit in
+    float64 up to the FFT's batching)."""
+    import ssmcore.fftconv as fc
+
+    torch.manual_seed(0)
+    u = torch.randn(3, 5, 40, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 5, 80, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 5, 40, dtype=torch.float64)
+    y1 = fftconv(u, k)
+    g1 = torch.autograd.grad((y1 * w).sum(), (u, k))
+    monkeypatch.setattr(fc, "BLOCK_ELEMENTS", 1)  # one feature per block
+    assert len(fc.feature_blocks(5, 100)) == 5
+    y2 = fftconv(u, k)
+    g2 = torch.autograd.grad((y2 * w).sum(), (u, k))
+    assert rel_err(y2, y1) < 1e-15
+    for a, b in zip(g2, g1):
+        assert rel_err(a, b) < 1e-15
+
+
+def test_s4_layer_saves_little_more_than_its_input():
+    """Third round: an S4 layer keeps, beyond its input, the kernel (C, H, L) and the SSM's output
+    (B, C, H, L) -- the fused output block's only saved tensor; the GELU, projection and GLU values
+    are recomputed in the backward."""
+    torch.manual_seed(0)
+    B, H, N, L = 2, 16, 64, 8192
+    layer = make_layer("s4", d_model=H, d_state=N)
+    x = torch.randn(B, L, H, requires_grad=True)
+    kept = saved_bytes(lambda: layer(x), exclude=[*layer.parameters(), x])
+    unit = B * H * L * 4
+    assert kept <= 1.75 * unit  # y (1 unit) + k (1 / B = 0.5 unit) + O(H N); was 4.6 units
