@@ -7,6 +7,8 @@ axis, which is enough for the linear (not circular) convolution of length-``S`` 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -123,10 +125,67 @@ def fftconv(u: Tensor, k: Tensor) -> Tensor:
     return _FFTConv.apply(u, k, _compute_dtype(u, k))
 
 
+class _FFTConvND(torch.autograd.Function):
+    """N-D :class:`_FFTConv`: ``irfftn(rfftn(u, 2S) * rfftn(k, 2S))`` cropped to ``S``, over blocks of
+    features, keeping only the real ``u`` and ``k`` for the backward (autograd of ``rfftn`` kept both
+    complex spectra at 2S per axis: 2^N times the bytes of ``u`` each) and recomputing the one
+    spectrum each gradient needs: ``du = irfftn(sum_c G conj(K))``, ``dk = irfftn(sum_b G conj(U))``,
+    cropped to ``S`` and to the kernel's extent."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, k: Tensor, dtype: torch.dtype) -> Tensor:
+        (B, H, *spatial), C = u.shape, k.shape[0]
+        sizes = [2 * s for s in spatial]
+        dims = tuple(range(-len(spatial), 0))
+        crop = (..., *[slice(0, s) for s in spatial])
+        per_feature = B * C * math.prod(sizes[:-1]) * (sizes[-1] // 2 + 1)
+        y = torch.empty((B, C, H, *spatial), dtype=dtype, device=u.device)
+        for h0, h1 in feature_blocks(H, per_feature):
+            u_f = torch.fft.rfftn(u[:, h0:h1].to(dtype), s=sizes, dim=dims).unsqueeze(1)
+            k_f = torch.fft.rfftn(k[:, h0:h1].to(dtype), s=sizes, dim=dims)
+            prod = u_f.mul_(k_f) if C == 1 else u_f * k_f
+            del u_f, k_f
+            y[:, :, h0:h1] = torch.fft.irfftn(prod, s=sizes, dim=dims)[crop]
+            del prod
+        ctx.save_for_backward(u, k)
+        ctx.dtype, ctx.per_feature = dtype, per_feature
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        u, k = ctx.saved_tensors
+        dtype = ctx.dtype
+        (B, H, *spatial), C = u.shape, k.shape[0]
+        sizes = [2 * s for s in spatial]
+        dims = tuple(range(-len(spatial), 0))
+        crop_u = (..., *[slice(0, s) for s in spatial])
+        crop_k = (..., *[slice(0, s) for s in k.shape[2:]])
+        du = torch.empty_like(u) if ctx.needs_input_grad[0] else None
+        dk = torch.empty_like(k) if ctx.needs_input_grad[1] else None
+        for h0, h1 in feature_blocks(H, ctx.per_feature):
+            g_f = torch.fft.rfftn(grad[:, :, h0:h1].to(dtype), s=sizes, dim=dims)  # (B, C, h, ...)
+            if du is not None:
+                prod = g_f * torch.fft.rfftn(k[:, h0:h1].to(dtype), s=sizes, dim=dims).conj_physical_()
+                prod = prod[:, 0] if C == 1 else prod.sum(1)
+                du[:, h0:h1] = torch.fft.irfftn(prod, s=sizes, dim=dims)[crop_u]
+                del prod
+            if dk is not None:
+                u_f = torch.fft.rfftn(u[:, h0:h1].to(dtype), s=sizes, dim=dims).conj_physical_().unsqueeze(1)
+                prod = g_f.mul_(u_f)
+                del u_f
+                prod = prod[0] if B == 1 else prod.sum(0)
+                dk[:, h0:h1] = torch.fft.irfftn(prod, s=sizes, dim=dims)[crop_k]
+                del prod
+            del g_f
+        return du, dk, None
+
+
 def fftconv_nd(u: Tensor, k: Tensor) -> Tensor:
     """N-D convolution: ``u`` (B, H, *S) with ``k`` (C, H, *K) -> (B, C, H, *S).
 
-    Each kernel axis has length ``S_i`` (causal along that axis) or ``2 S_i`` (two-sided).
+    Each kernel axis has length ``S_i`` (causal along that axis) or ``2 S_i`` (two-sided).  Computed in
+    float32 at least; the backward keeps only the real ``u`` and ``k`` (see :class:`_FFTConvND`).
     """
     spatial = u.shape[2:]
     ndim = len(spatial)
@@ -135,10 +194,4 @@ def fftconv_nd(u: Tensor, k: Tensor) -> Tensor:
     for s, ks in zip(spatial, k.shape[2:]):
         if ks not in (s, 2 * s):
             raise ValueError(f"kernel axis length {ks} must be {s} (causal) or {2 * s} (two-sided)")
-    sizes = [2 * s for s in spatial]
-    dims = tuple(range(-ndim, 0))
-    dtype = _compute_dtype(u, k)
-    u_f = torch.fft.rfftn(u.to(dtype), s=sizes, dim=dims)
-    k_f = torch.fft.rfftn(k.to(dtype), s=sizes, dim=dims)
-    y = torch.fft.irfftn(u_f.unsqueeze(1) * k_f, s=sizes, dim=dims)
-    return y[(..., *[slice(0, s) for s in spatial])]
+    return _FFTConvND.apply(u, k, _compute_dtype(u, k))
