@@ -35,9 +35,9 @@ def two_sided(k_forward: Tensor, k_backward: Tensor, dim: int = -1) -> Tensor:
 
 
 #: complex elements of one block's spectrum at 2L: the FFT convolution runs over blocks of features
-#: of about this size (16 MiB in complex64), so its transients (padded inputs, spectra, the inverse
+#: of about this size (4 MiB in complex64), so its transients (padded inputs, spectra, the inverse
 #: FFT at 2L) are a block's, not the whole (B, C, H, 2L) tensors' (4-6 times the output's bytes)
-BLOCK_ELEMENTS = 1 << 21
+BLOCK_ELEMENTS = 1 << 19
 
 
 def feature_blocks(H: int, per_feature: int, block_elements: int | None = None) -> list[tuple[int, int]]:
