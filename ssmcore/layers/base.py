@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ssmcore.fftconv import fftconv, two_sided
 
@@ -132,6 +133,92 @@ class Recurrence(NamedTuple):
         """One step with the D skip: ``u`` (B, H) -> ``(y (B, C, H), next_state)``."""
         y, x = self.advance(state, u)
         return y + self.D.to(y.dtype) * u.unsqueeze(1), x
+
+
+#: elements of one block of rows of the fused output block (4 MiB in float32), and its fewest rows
+OUTPUT_BLOCK_ELEMENTS = 1 << 20
+OUTPUT_BLOCK_MIN_ROWS = 256
+
+
+def _row_blocks(rows: int, width: int) -> list[tuple[int, int]]:
+    size = max(OUTPUT_BLOCK_MIN_ROWS, OUTPUT_BLOCK_ELEMENTS // max(width, 1))
+    return [(r0, min(r0 + size, rows)) for r0 in range(0, rows, size)]
+
+
+def _to_rows(y: Tensor, b: int | None, r0: int, r1: int) -> Tensor:
+    """Rows ``r0:r1`` of the channels-last matrix of ``y``: ``y`` (B, C, H, L) with ``b`` given (rows of
+    sequence ``b`` are its positions), else ``y`` (R, C H) already channels last."""
+    if b is None:
+        return y[r0:r1]
+    return rearrange(y[b, :, :, r0:r1], "c h l -> l (c h)").contiguous()
+
+
+class _FusedOutput(torch.autograd.Function):
+    """``post(y)`` -- a layer's activation, output projection and GLU -- run over blocks of rows; only
+    ``y`` is saved, and the backward recomputes each block's activation and projection.
+
+    The plain composition keeps, for its backward, the activation's input and output and the
+    projection's output (GLU: 2 H wide): four (B, L, H) tensors, or five with the contiguous copy of
+    the SSM's output.  Here only ``y`` itself is kept (one tensor); the backward reruns ``post`` on one
+    block of rows at a time under autograd (the same operators, so the same gradient formulas) and
+    writes the block's input gradient, summing the parameters' gradients over blocks; transients are
+    a block's.  The price is the projection's forward once more in the backward.
+
+    ``y`` is (B, C, H, L), the SSM's output (rows are (sequence, position); each block is transposed
+    to channels last on the fly, so the (B, L, C H) copy is never made), or (R, C H) channels last.
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor, post: Callable[[Tensor], Tensor], bchl: bool, *params: Tensor) -> Tensor:
+        device_type = y.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        if bchl:
+            B, C, H, L = y.shape
+            seqs, rows, width = list(range(B)), L, C * H
+        else:
+            seqs, rows, width = [None], y.shape[0], y.shape[1]
+        out = None
+        for b in seqs:
+            for r0, r1 in _row_blocks(rows, width):
+                o = post(_to_rows(y, b, r0, r1))
+                if out is None:
+                    out = o.new_empty((len(seqs), rows, o.shape[-1]))
+                out[0 if b is None else b, r0:r1] = o
+        ctx.post, ctx.bchl = post, bchl
+        ctx.save_for_backward(y, *params)
+        return out if bchl else out[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        y, *params = ctx.saved_tensors
+        device_type, enabled, dtype = ctx.autocast
+        wanted = [i for i, p in enumerate(params) if ctx.needs_input_grad[3 + i]]
+        d_params: list[Tensor | None] = [None] * len(params)
+        dy = torch.empty_like(y) if ctx.needs_input_grad[0] else None
+        if ctx.bchl:
+            B, C, H, L = y.shape
+            seqs, rows, width = list(range(B)), L, C * H
+        else:
+            seqs, rows, width = [None], y.shape[0], y.shape[1]
+            grad = grad.unsqueeze(0)
+        for b in seqs:
+            for r0, r1 in _row_blocks(rows, width):
+                z = _to_rows(y, b, r0, r1).detach().requires_grad_(dy is not None)
+                with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+                    o = ctx.post(z)
+                inputs = ([z] if dy is not None else []) + [params[i] for i in wanted]
+                g = torch.autograd.grad(o, inputs, grad[0 if b is None else b, r0:r1], allow_unused=True)
+                if dy is not None:
+                    if b is None:
+                        dy[r0:r1] = g[0]
+                    else:
+                        dy[b, :, :, r0:r1] = rearrange(g[0], "l (c h) -> c h l", c=C)
+                    g = g[1:]
+                for i, gi in zip(wanted, g):
+                    if gi is not None:
+                        d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+        return (dy, None, None, *d_params)
 
 
 class SSMLayer(nn.Module):
@@ -248,10 +335,7 @@ class SSMLayer(nn.Module):
         y, next_state = self.ssm_forward(u, state=state, rate=rate)  # (B, C, H, L)
         if not self.skip_in_ssm_forward:
             y = y + self.D[:, :, None].to(y.dtype) * u.unsqueeze(1).to(y.dtype)
-        # one contiguous copy here (the projection would make it anyway) keeps the activation off a
-        # transposed view, where it runs about twice as slowly
-        y = rearrange(y, "b c h l -> b l (c h)").contiguous()
-        return self._post(y), next_state
+        return self.post_channels_first(y), next_state
 
     def step(self, x_t: Tensor, state: Any, rate: float = 1.0) -> tuple[Tensor, Any]:
         """One recurrent step: ``x_t`` (B, H) -> ``(y_t (B, H), next_state)``."""
@@ -259,7 +343,35 @@ class SSMLayer(nn.Module):
         return self._post(rearrange(y, "b c h -> b (c h)")), state
 
     def _post(self, y: Tensor) -> Tensor:
+        """Activation, dropout and output projection on channels-last ``y`` (..., C H) -> (..., H)."""
         return self.output(self.dropout(self.activation(y)))
+
+    def _fused_output(self, y: Tensor) -> bool:
+        """Whether ``_post`` runs as :class:`_FusedOutput` (keeping only its input for the backward):
+        under autograd, outside tracing, and with no active dropout (a mask would have to be kept)."""
+        return (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and not (self.training and isinstance(self.dropout, nn.Dropout)))
+
+    def post_channels_first(self, y: Tensor) -> Tensor:
+        """:meth:`_post` on the SSM's output ``y`` (B, C, H, *S) -> (B, *S, H): as a :class:`_FusedOutput`
+        that keeps only ``y`` and transposes one block of rows at a time, when :meth:`_fused_output`
+        allows; else on one contiguous channels-last copy (the activation runs about twice as slowly
+        on a transposed view)."""
+        spatial = y.shape[3:]
+        if self._fused_output(y):
+            out = _FusedOutput.apply(y.flatten(3), self._post, True, *self.output.parameters())
+            return out.reshape(y.shape[0], *spatial, out.shape[-1])
+        return self._post(rearrange(y.flatten(3), "b c h l -> b l (c h)").contiguous()).reshape(
+            y.shape[0], *spatial, -1)
+
+    def post(self, y: Tensor) -> Tensor:
+        """:meth:`_post` on channels-last ``y`` (..., C H) -> (..., H), as a :class:`_FusedOutput` (only ``y``
+        kept for the backward) when :meth:`_fused_output` allows; layers with their own ``forward`` call it."""
+        if y.dim() < 2 or not self._fused_output(y):
+            return self._post(y)
+        lead = y.shape[:-1]
+        out = _FusedOutput.apply(y.reshape(-1, y.shape[-1]), self._post, False, *self.output.parameters())
+        return out.reshape(*lead, out.shape[-1])
 
     # ----------------------------------------------------------------- helpers
     def _signature(self) -> tuple | None:

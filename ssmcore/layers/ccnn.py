@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ssmcore.fftconv import fftconv_nd
 from ssmcore.layers.base import SSMLayer, axis_flags, axis_rates
@@ -43,6 +44,8 @@ from ssmcore.layers.base import SSMLayer, axis_flags, axis_rates
 KERNEL_NETS = ("magnet", "siren")
 #: reference extent used by a step() before any forward when no ``l_max`` was given
 DEFAULT_REFERENCE_LENGTH = 1024
+#: points of the kernel grid per recomputed block of the kernel network (see :meth:`CCNN.evaluate_net`)
+NET_BLOCK_POINTS = 4096
 
 
 class MAGNet(nn.Module):
@@ -213,9 +216,20 @@ class CCNN(SSMLayer):
         lags = torch.arange(size, dtype=torch.float32)
         return torch.cat([lags, lags - size]) if self.bidirectional[axis] else lags
 
+    def evaluate_net(self, coords: Tensor) -> Tensor:
+        """``kernel_net(coords)`` (P, dim) -> (P, C H).  Under autograd, over blocks of
+        :data:`NET_BLOCK_POINTS` points, each a ``torch.utils.checkpoint``: the backward recomputes one
+        block's hidden activations at a time instead of keeping every layer's (P, hidden) values (a
+        few dozen of them per layer) for all P points; the values and gradients are the same."""
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.kernel_net(coords)
+        blocks = coords.split(NET_BLOCK_POINTS)
+        outs = [checkpoint(self.kernel_net, c, use_reentrant=False) for c in blocks]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
     def continuous_kernel(self, coords: Tensor) -> Tensor:
         """``net(x) * mask(x)`` at coordinates (P, dim) -> (P, C H), zero outside the support."""
-        values = self.kernel_net(coords)
+        values = self.evaluate_net(coords)
         low = torch.tensor([-1.0 if b else 0.0 for b in self.bidirectional], device=coords.device)
         inside = ((coords >= low) & (coords < 1)).all(-1, keepdim=True)
         if self.use_mask:
@@ -272,8 +286,7 @@ class CCNN(SSMLayer):
         y, next_state = self.ssm_forward(u, state=state, rate=rate)  # (B, C, H, *S)
         D = self.D.reshape(*self.D.shape, *([1] * self.dim))
         y = y + D.to(y.dtype) * u.unsqueeze(1).to(y.dtype)
-        y = rearrange(y, "b c h ... -> b ... (c h)").contiguous()
-        return self._post(y), next_state
+        return self.post_channels_first(y), next_state
 
     # ----------------------------------------------------------------- step
     def _check_steppable(self) -> None:

@@ -88,9 +88,9 @@ class _LiquidOrder2(torch.autograd.Function):
     """``y = K_1 * u - K_2' * (u S) + S (K_2' * u)`` (K_2' the order-2 kernel shifted by one lag) in one pass.
 
     Forward: rfft of u and u S, one irfft of ``U K_1 - V K_2`` and one of ``U K_2``; backward: rfft of the
-    gradient g and of g S, then the correlations with the saved spectra (real FFTs only, like
+    gradient g and of g S, then the correlations with the spectra recomputed from the saved real inputs (real FFTs only, like
     :class:`ssmcore.fftconv._FFTConv`).  u, S (B, H, L) real; k1, k2 (C, H, L) -> (B, C, H, L).
-    Eight FFTs of (B, H, 2L) in all is the least this form needs; around them the products are fused
+    Ten FFTs of (B, H, 2L) in all (two of them recompute U and V in the backward); around them the products are fused
     (``addcmul``), the kernels' conjugate spectra are formed once at their small size, and with one
     output channel (C = 1) every (B, H, .) product runs without a size-1 axis to sum over.
     """
@@ -110,19 +110,23 @@ class _LiquidOrder2(torch.autograd.Function):
         else:
             Ub, Vb, K1b, K2b = U.unsqueeze(1), V.unsqueeze(1), K1, K2  # (B, C, H, n/2+1)
         a = torch.fft.irfft(torch.addcmul(Ub * K1b, Vb, K2b, value=-1), n=n)[..., :L]
-        z = torch.fft.irfft(Ub * K2b, n=n)[..., :L]
+        z = torch.fft.irfft(Ub * K2b, n=n)[..., :L].contiguous()  # kept: not a view of the 2L buffer
         y = torch.addcmul(a, S if C == 1 else S.unsqueeze(1), z)
-        ctx.save_for_backward(u, S, z, U, V, K1, K2)
+        # the real inputs are kept, not the spectra U, V at 2L (complex: twice u's bytes each); the
+        # backward recomputes them (two FFTs of (B, H, 2L) more)
+        ctx.save_for_backward(u, S, z, k1, k2)
         ctx.dtypes = (k1.dtype, k2.dtype)
         return y.unsqueeze(1) if C == 1 else y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor):
-        u, S, z, U, V, K1, K2 = ctx.saved_tensors
+        u, S, z, k1, k2 = ctx.saved_tensors
         L = u.shape[-1]
         n = 2 * L
-        C = K1.shape[0]
+        C = k1.shape[0]
+        U, V = torch.fft.rfft(u, n=n), torch.fft.rfft(u * S, n=n)  # (B, H, n/2+1)
+        K1, K2 = torch.fft.rfft(k1.to(u.dtype), n=n), torch.fft.rfft(k2.to(u.dtype), n=n)  # (C, H, n/2+1)
         g = g.to(u.dtype)
         if C == 1:
             g, Sx, K1c, K2c, Ux, Vx = g[:, 0], S, K1[0].conj(), K2[0].conj(), U, V  # (B, H, .)

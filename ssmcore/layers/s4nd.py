@@ -241,8 +241,7 @@ class S4ND(SSMLayer):
         y, _ = self.ssm_forward(u, rate=rate)  # (B, C, H, *S)
         D = self.D.reshape(*self.D.shape, *([1] * self.dim))  # (C, H, 1, ...)
         y = y + D.to(y.dtype) * u.unsqueeze(1).to(y.dtype)
-        y = rearrange(y, "b c h ... -> b ... (c h)")  # (B, *S, C H)
-        return self._post(y), None
+        return self.post_channels_first(y), None  # (B, *S, H)
 
     def step(self, x_t: Tensor, state: None = None, rate: float = 1.0) -> tuple[Tensor, None]:
         raise RuntimeError(

@@ -146,7 +146,7 @@ class S5(SSMLayer):
             raise ValueError(f"rate must be positive, got {rate}")
         y, next_state = self._scan(x, state, rate, dt)  # (B, L, C, H)
         y = y + self.D.to(y.dtype) * x.unsqueeze(2).to(y.dtype)
-        return self._post(rearrange(y, "b l c h -> b l (c h)")), next_state
+        return self.post(rearrange(y, "b l c h -> b l (c h)")), next_state
 
     def _scan(self, x: Tensor, state: Tensor | None, rate: float, dt: Tensor | None) -> tuple[Tensor, Any]:
         """The bare SSM on ``x`` (B, L, H) -> ``(y (B, L, C, H), next_state)``."""
