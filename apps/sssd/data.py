@@ -324,6 +324,7 @@ class SeriesData(SplitDataModule):
         #: per split, each window's time stamps relative to its first row (N, L) float64, when the CSV has a
         #: time column (``data.time_column``); None otherwise
         self.time_splits: dict[str, np.ndarray] | None = None
+        self._time_unit: float | None = None
 
     def _read_split(self, path: str, csv_options: dict, length: int) -> tuple[np.ndarray, np.ndarray | None]:
         """A separate split file as windows (N, L, C), and its time windows (N, L) when it has a time column."""
@@ -363,6 +364,7 @@ class SeriesData(SplitDataModule):
             if data.times is not None:  # each window's time stamps, from the same rows as its values
                 times = {k: time_windows(data.times[a:b], h.length, h.stride) if b > a else np.zeros((0, h.length))
                          for k, (a, b) in bounds.items()}
+                self._time_unit = median_step(data.times[:n_train])
         else:
             values = data.values
             N = len(values)
@@ -407,12 +409,10 @@ class SeriesData(SplitDataModule):
         return np.where(empty, mean_every, mean_train), np.where(empty, std_every, std_train)
 
     def time_unit(self) -> float | None:
-        """The nominal step of the series: the median time step of the training split's windows, in the time
+        """The nominal step of the series: the median time step of the training split's rows, in the time
         column's units (days for dates); None without a time column."""
         self.setup()
-        if self.time_splits is None:
-            return None
-        return median_step(self.time_splits["train"])
+        return self._time_unit
 
     def irregular_steps(self, unit: float | None = None) -> str | None:
         """How the time steps of the windows of every split stray from ``unit`` (default :meth:`time_unit`), as

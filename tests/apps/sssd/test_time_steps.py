@@ -26,8 +26,10 @@ S5 = {"name": "s5", "d_state": 8}
 
 def _net(layer=S5, seed=0) -> SSSDS4:
     torch.manual_seed(seed)
-    return SSSDS4(in_channels=3, res_channels=8, skip_channels=8, n_layers=2, layer=layer, embed_dim_in=16,
-                  embed_dim_mid=16, embed_dim_out=16).eval()
+    net = SSSDS4(in_channels=3, res_channels=8, skip_channels=8, n_layers=2, layer=layer, embed_dim_in=16,
+                 embed_dim_mid=16, embed_dim_out=16).eval()
+    torch.nn.init.normal_(net.out_conv.weight)  # zero-initialised: the output would be 0 whatever dt is
+    return net
 
 
 def _inputs(B=2, L=20, C=3, seed=1):
@@ -40,6 +42,7 @@ def test_dt_of_ones_is_the_model_without_dt():
     net, args = _net(), _inputs()
     with torch.no_grad():
         plain, ones = net(*args), net(*args, dt=torch.ones(2, 20))
+    assert plain.abs().mean() > 0.1
     assert torch.allclose(ones, plain, rtol=1e-5, atol=1e-6)
 
 
@@ -95,9 +98,11 @@ def test_windows_take_their_time_steps_from_their_own_rows(tmp_path):
 
 def _module(layer=S5) -> SSSDModule:
     torch.manual_seed(0)
-    return SSSDModule(channels=3, res_channels=8, skip_channels=8, n_layers=1, layer=layer, embed_dim_in=16,
-                      embed_dim_mid=16, embed_dim_out=16, sampler="ddim", sampler_steps=3, test_samples=2,
-                      diffusion_steps=20)
+    model = SSSDModule(channels=3, res_channels=8, skip_channels=8, n_layers=1, layer=layer, embed_dim_in=16,
+                       embed_dim_mid=16, embed_dim_out=16, sampler="ddim", sampler_steps=3, test_samples=2,
+                       diffusion_steps=20)
+    torch.nn.init.normal_(model.net.out_conv.weight)  # an untrained net predicts 0 whatever its input
+    return model
 
 
 def test_a_regular_time_column_trains_and_samples_as_no_time_column(tmp_path):
@@ -143,7 +148,7 @@ def test_irregular_stamps_with_s4_are_one_line(tmp_path, capsys):
         model.time_steps(torch.tensor([[0.0, 1, 3, 4]], dtype=torch.float64))
     path = _csv(tmp_path / "irregular.csv", np.cumsum(np.random.default_rng(1).uniform(0.3, 3.0, 80)))
     capsys.readouterr()
-    assert main(["sssd", "fit", "-c", RECIPE, "--data.path", str(path), "--data.channels", "3", "--data.length", "16",
+    assert main(["sssd", "fit", "-c", RECIPE, "--data.path", str(path), "--data.channels", "3", "--data.length", "8",
                  "--model.layer", '{"name": "s4", "d_state": 8}', "--trainer.default_root_dir",
                  str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
