@@ -207,17 +207,20 @@ class SSSDModule(TaskModule):
         """The per-step time steps ``dt`` (B, L) float32 that the denoiser's SSMs take, from time stamps ``times``
         (B, L) (float64, each window's own; the first step gets 1): the steps divided by ``unit`` (default: the
         training series' median step, ``time_unit``).  None when there are no stamps or the steps are all
-        ``unit`` (a regular series: exactly the model without ``dt``).  Irregular steps with a layer that cannot
-        take them (S4) are a :class:`UserError` naming ``where``."""
+        ``unit`` (a regular series: exactly the model without ``dt``).  A layer that cannot take them (S4) gets
+        None for evenly spaced stamps at any step, and irregular ones are a :class:`UserError` naming ``where``."""
         unit = unit or float(self.time_unit)
         if times is None or unit <= 0:
             return None
         dt = steps_from_times(times.double(), unit)
         if float((dt - 1).abs().max()) <= REGULAR_TOLERANCE:
             return None
-        if not self.net.has_dt:
-            raise UserError(irregular_message(self.hparams.layer, where, f"steps from {float(dt[:, 1:].min()):.3g} "
-                                              f"to {float(dt.max()):.3g} times the step {unit:.4g}"))
+        if not self.net.has_dt:  # evenly spaced rows at another step are rows to such a layer: fine
+            steps = dt[:, 1:]
+            if steps.numel() == 0 or float((steps / steps.median() - 1).abs().max()) <= REGULAR_TOLERANCE:
+                return None
+            raise UserError(irregular_message(self.hparams.layer, where, f"steps from {float(steps.min()):.3g} "
+                                              f"to {float(steps.max()):.3g} times the step {unit:.4g}"))
         return dt.float()
 
     def setup(self, stage: str) -> None:
