@@ -3,7 +3,8 @@
 from apps.common.cli import lazy_verb
 from apps.common.pretrained import export_weights_verb
 from apps.sssd.data import SeriesData
-from apps.sssd.infer import forecast, impute
+from apps.sssd.forecast import forecast
+from apps.sssd.infer import impute
 from apps.sssd.module import SSSDModule
 from apps.sssd.prepare import prepare
 
@@ -12,11 +13,11 @@ DATAMODULE = SeriesData
 LINKS = [("data.channels", "model.channels")]
 VERBS = {
     "prepare": (prepare, "build a dataset: ssm sssd prepare mujoco [--n 10000] | stocks | eeg | ett | electricity | ptbxl "
-                          "[--out DIR]"),
+                          "| irregular [--out DIR]"),
     "impute": (impute, "impute NaN entries: ssm sssd impute --ckpt CKPT --input data.csv|npy --out imputed.csv "
-                       "[--samples 100 --sampler ddim --steps 50]"),
+                       "[--samples 100 --sampler ddim --steps 50] [--time-column NAME|none]"),
     "forecast": (forecast, "forecast H steps: ssm sssd forecast --ckpt CKPT --input data.csv|npy --out f.csv "
-                           "--horizon H [--holdout]"),
+                           "--horizon H [--holdout] [--point shrunk|mean|median]"),
     "generate": (lazy_verb("apps.sssd.generate", "generate"),
                  "sample new series, nothing observed (a model trained with mask ratio 1): "
                  "ssm sssd generate --ckpt CKPT --n 16 --out new.npy|csv [--length L]"),

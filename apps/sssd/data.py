@@ -247,6 +247,24 @@ def windows(values: np.ndarray, length: int, stride: int) -> np.ndarray:
     return np.stack([values[s:s + length] for s in starts])
 
 
+#: time steps within this relative distance of the nominal step count as regular (float64 dates in days
+#: are exact to ~1e-9 of a 15-minute step)
+REGULAR_TOLERANCE = 1e-6
+
+
+def time_windows(times: np.ndarray, length: int, stride: int) -> np.ndarray:
+    """The time stamps of :func:`windows`' windows, relative to each window's first row: (T,) -> (N, length)
+    float64 (relative, so that float32 arithmetic later keeps the steps exact)."""
+    out = windows(np.asarray(times, dtype=np.float64)[:, None], length, stride)[..., 0]
+    return out - out[:, :1]
+
+
+def median_step(times: np.ndarray) -> float:
+    """The median step of time stamps (..., L) along the last axis (1.0 when there is none)."""
+    steps = np.diff(np.asarray(times, dtype=np.float64), axis=-1).ravel()
+    return float(np.median(steps)) if steps.size else 1.0
+
+
 def channel_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation ignoring NaN: (..., C) -> (C,), (C,); a constant channel gets std 1."""
     flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
@@ -279,6 +297,10 @@ class SeriesData(SplitDataModule):
             as the time axis, not as a channel; ``none``: the file has none.  Left unset, a numeric column
             that looks like time (by its name, or increasing integer dates) is refused with a message
             naming it, so that a date is never modelled as data.
+            With a layer that takes per-step time steps (``model.layer.name: s5``, ``s5_ptd``) the stamps
+            drive its discretisation (:meth:`apps.sssd.module.SSSDModule.time_steps`): batches then carry
+            each window's times (from the same rows as its values) beside its values; other layers accept
+            only regular stamps.
         drop_columns: CSV columns to leave out.
         layout: axes of a 3-D ``.npy``: ``nlc`` (series, length, channels; MuJoCo), ``ncl`` (channels first;
             the published PTB-XL arrays) or ``auto`` (default: the axis of length ``channels``; an array with
@@ -299,17 +321,24 @@ class SeriesData(SplitDataModule):
         if layout not in LAYOUTS:
             raise ValueError(f"data.layout: unknown {layout!r}; choose one of {', '.join(LAYOUTS)}")
         self.splits: dict[str, np.ndarray] | None = None
+        #: per split, each window's time stamps relative to its first row (N, L) float64, when the CSV has a
+        #: time column (``data.time_column``); None otherwise
+        self.time_splits: dict[str, np.ndarray] | None = None
+        self._time_unit: float | None = None
 
-    def _read_split(self, path: str, csv_options: dict, length: int) -> np.ndarray:
-        """A separate split file as windows (N, L, C)."""
+    def _read_split(self, path: str, csv_options: dict, length: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A separate split file as windows (N, L, C), and its time windows (N, L) when it has a time column."""
         h = self.hparams
+        times = None
         if is_table(path):
-            values = windows(read_series(path, **csv_options).values, length, h.stride)
+            data = read_series(path, **csv_options)
+            values = windows(data.values, length, h.stride)
+            times = time_windows(data.times, length, h.stride) if data.times is not None else None
         else:
             values = read_series(path, layout=h.layout, channels=h.channels).values
         if values.shape[-1] != h.channels:
             raise UserError(f"{path} has {values.shape[-1]} channels but {h.path} has {h.channels}")
-        return values
+        return values, times
 
     def _load(self) -> dict[str, np.ndarray]:
         h = self.hparams
@@ -322,6 +351,7 @@ class SeriesData(SplitDataModule):
             hint = " (or data.layout: ncl for a channels-first (N, C, L) array)" if not table else ""
             raise UserError(f"data.channels is {h.channels} but {h.path} has {data.values.shape[-1]} channels; "
                             f"set data.channels: {data.values.shape[-1]}{hint}")
+        times = None
         fractions = (0.0 if h.val_path else h.val_fraction, 0.0 if h.test_path else h.test_fraction)
         if table:
             series = data.values
@@ -331,6 +361,10 @@ class SeriesData(SplitDataModule):
             bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, T)}
             empty = np.zeros((0, h.length, h.channels), dtype=np.float32)
             splits = {k: windows(series[a:b], h.length, h.stride) if b > a else empty for k, (a, b) in bounds.items()}
+            if data.times is not None:  # each window's time stamps, from the same rows as its values
+                times = {k: time_windows(data.times[a:b], h.length, h.stride) if b > a else np.zeros((0, h.length))
+                         for k, (a, b) in bounds.items()}
+                self._time_unit = median_step(data.times[:n_train])
         else:
             values = data.values
             N = len(values)
@@ -340,12 +374,20 @@ class SeriesData(SplitDataModule):
                       "test": values[n_train + n_val:]}
         for name, path in (("val", h.val_path), ("test", h.test_path)):
             if path:
-                splits[name] = self._read_split(path, csv_options, h.length or splits["train"].shape[1])
+                splits[name], split_times = self._read_split(path, csv_options, h.length or splits["train"].shape[1])
+                if times is not None:
+                    if split_times is None:
+                        raise UserError(f"{path}: no time column {h.time_column!r} (data.time_column), which "
+                                        f"{h.path} has; give every split file the same columns")
+                    times[name] = split_times
         for name, cap in (("train", h.train_size), ("val", h.val_size), ("test", h.test_size)):
             if cap is not None:
                 splits[name] = splits[name][:cap]
+                if times is not None:
+                    times[name] = times[name][:cap]
         if len(splits["train"]) == 0:
             raise UserError(f"{h.path}: the training split is empty; lower data.val_fraction/test_fraction")
+        self.time_splits = times
         return splits
 
     def setup(self, stage: str | None = None) -> None:
@@ -366,10 +408,34 @@ class SeriesData(SplitDataModule):
         mean_every, std_every = channel_stats(every)
         return np.where(empty, mean_every, mean_train), np.where(empty, std_every, std_train)
 
+    def time_unit(self) -> float | None:
+        """The nominal step of the series: the median time step of the training split's rows, in the time
+        column's units (days for dates); None without a time column."""
+        self.setup()
+        return self._time_unit
+
+    def irregular_steps(self, unit: float | None = None) -> str | None:
+        """How the time steps of the windows of every split stray from ``unit`` (default :meth:`time_unit`), as
+        a phrase for a message; None when they are all ``unit`` (within :data:`REGULAR_TOLERANCE`) or there
+        is no time column."""
+        self.setup()
+        if self.time_splits is None:
+            return None
+        unit = unit or self.time_unit()
+        steps = np.concatenate([np.diff(t, axis=-1).ravel() for t in self.time_splits.values()]) / unit
+        if steps.size == 0 or np.abs(steps - 1).max() <= REGULAR_TOLERANCE:
+            return None
+        return f"steps from {steps.min():.3g} to {steps.max():.3g} times the median step {unit:.4g}"
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        """Batches of (values (B, L, C),) or, with a time column, (values, times (B, L) float64 from each window's
+        first row)."""
         self.setup()
         values = torch.from_numpy(np.ascontiguousarray(self.splits[name]))
-        return DataLoader(TensorDataset(values), batch_size=self.hparams.batch_size, shuffle=shuffle,
+        tensors = [values]
+        if self.time_splits is not None:
+            tensors.append(torch.from_numpy(np.ascontiguousarray(self.time_splits[name])))
+        return DataLoader(TensorDataset(*tensors), batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers)
 
 

@@ -85,7 +85,7 @@ def make_sampler(name: str, train_scheduler: DDPMScheduler, steps: int | None = 
 
 def diffusion_loss(net: nn.Module, x0: Tensor, available: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler,
                    loss_on: str = "missing", generator: Generators = None,
-                   cond_values: Tensor | None = None, per_row: bool = False) -> Tensor:
+                   cond_values: Tensor | None = None, per_row: bool = False, dt: Tensor | None = None) -> Tensor:
     """Mean squared noise-prediction error of one training step (``per_row``: its sum per series, (B,)).
 
     Args:
@@ -97,6 +97,7 @@ def diffusion_loss(net: nn.Module, x0: Tensor, available: Tensor, cond_mask: Ten
         generator: for reproducible steps and noise (validation); one per series for per-series draws.
         cond_values: what the network is shown as observed values (default ``x0``; the module passes the
             series itself when ``x0`` is its residual after interpolation).
+        dt: (B, L) per-step time steps of irregularly sampled series, passed to the network (None: regular).
     """
     if loss_on not in LOSS_ON:
         raise ValueError(f"model.loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
@@ -111,7 +112,7 @@ def diffusion_loss(net: nn.Module, x0: Tensor, available: Tensor, cond_mask: Ten
     else:
         target = available
     cond = (x0 if cond_values is None else cond_values) * cond_mask
-    eps = net(x_t, cond, cond_mask, t)
+    eps = net(x_t, cond, cond_mask, t) if dt is None else net(x_t, cond, cond_mask, t, dt=dt)
     weight = target.to(eps.dtype)
     if per_row:
         return ((eps - noise) ** 2 * weight).sum(dim=(1, 2))
@@ -130,7 +131,8 @@ def _impose(x: Tensor, x0: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler, 
 @torch.no_grad()
 def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler, sampler: str = "ddpm",
            steps: int | None = None, loss_on: str = "missing", generator: Generators = None,
-           on_step: Callable[[], None] | None = None, cond_values: Tensor | None = None) -> Tensor:
+           on_step: Callable[[], None] | None = None, cond_values: Tensor | None = None,
+           dt: Tensor | None = None) -> Tensor:
     """Draw one imputation per series by reverse diffusion.
 
     Args:
@@ -145,6 +147,7 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
             series' draws are then its own, whatever else is in the batch).
         on_step: called after every denoising step (progress bars).
         cond_values: the observed values shown to the network, if not ``x0`` (see :func:`diffusion_loss`).
+        dt: (B, L) per-step time steps of irregularly sampled series, passed to the network (None: regular).
     Returns:
         (B, L, C): the observed entries exactly as given, the others sampled.
     """
@@ -154,6 +157,8 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
     cond = (x0 if cond_values is None else cond_values) * cond_mask
     # the conditioning is the same at every step: networks that can take it prepared get it once
     prepared = {"condition": net.condition(cond, cond_mask)} if hasattr(net, "condition") else {}
+    if dt is not None:
+        prepared["dt"] = dt
     # diffusers draws the ancestral noise with one generator per row when given a list
     kwargs = {"generator": generator if isinstance(generator, torch.Generator) or generator is None
               else list(generator)} if sampler != "ddim" else {}
@@ -169,17 +174,20 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
 
 @torch.no_grad()
 def impute_samples(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMScheduler, n_samples: int,
-                   batch_size: int = 64, cond_values: Tensor | None = None, **kwargs) -> Tensor:
-    """``n_samples`` imputations per series, batched: (B, L, C) -> (S, B, L, C).  Options as :func:`impute`;
-    ``generator`` may be one per imputation, S * B of them, sample-major (sample s of series b at s * B + b)."""
+                   batch_size: int = 64, cond_values: Tensor | None = None, dt: Tensor | None = None,
+                   **kwargs) -> Tensor:
+    """``n_samples`` imputations per series, batched: (B, L, C) -> (S, B, L, C).  Options as :func:`impute`
+    (``dt``: (B, L), each series' time steps); ``generator`` may be one per imputation, S * B of them,
+    sample-major (sample s of series b at s * B + b)."""
     B = x0.shape[0]
+    dt_rep = dt.repeat(n_samples, 1) if dt is not None else None  # (S B, L), sample-major
     x_rep = x0.repeat(n_samples, 1, 1)  # (S B, L, C), sample-major
     m_rep = cond_mask.repeat(n_samples, 1, 1)
     c_rep = cond_values.repeat(n_samples, 1, 1) if cond_values is not None else x_rep
     generator = kwargs.pop("generator", None)
     gens = _per_row(generator, len(x_rep))
     out = [impute(net, x_rep[i:i + batch_size], m_rep[i:i + batch_size], scheduler,
-                  cond_values=c_rep[i:i + batch_size],
+                  cond_values=c_rep[i:i + batch_size], dt=None if dt_rep is None else dt_rep[i:i + batch_size],
                   generator=generator if gens is None else gens[i:i + batch_size], **kwargs)
            for i in range(0, len(x_rep), batch_size)]
     return torch.cat(out).reshape(n_samples, B, *x0.shape[1:])

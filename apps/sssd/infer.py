@@ -14,8 +14,14 @@ their true offset.  The gaps themselves are never used to fit it; it costs
 one more sampling pass (``--no-calibrate``: blend 1).  It falls back to the interpolation where the
 model knows no better: on the held-out entries it is fitted on it is never worse than the interpolation
 (blend 0 is the interpolation itself), and so, in expectation, on gaps like them; it may lie outside
-the 90% band of a poorly trained model.  ``--point median`` writes the samples' median.  Forecasting imputes ``--horizon`` steps appended after the
-series (or, with ``--holdout``, its last H steps, and scores them against the hidden values).
+the 90% band of a poorly trained model.  ``--point median`` writes the samples' median.  Forecasting
+(:mod:`apps.sssd.forecast`) imputes ``--horizon`` steps appended after the series (or, with ``--holdout``, its
+last H steps, and scores them against the hidden values).
+
+Time stamps: a CSV's time column (``--time-column``, by default the training's ``data.time_column``) gives each
+window its time steps, from the same rows as its values (:meth:`apps.sssd.module.SSSDModule.time_steps`: in
+units of the training series' median step, or of the input's own for a model trained without stamps).  A
+regular series samples exactly as without the column; irregular stamps need a layer that takes them (S5).
 """
 
 from __future__ import annotations
@@ -28,11 +34,11 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from apps.common.checkpoint import load_module
+from apps.common.checkpoint import datamodule_options, load_module
 from apps.common.errors import UserError
 from apps.common.io import atomic_npy_save, check_writable
 from apps.common.report import save_figure, write_csv
-from apps.sssd.data import SeriesFile, read_series
+from apps.sssd.data import SeriesFile, is_table, median_step, read_series
 from apps.sssd.diffusion import SAMPLERS
 from apps.sssd.evaluate import MetricSums
 from apps.sssd.masks import make_mask
@@ -46,8 +52,10 @@ def load_model(path: str | Path) -> SSSDModule:
     """The SSSD model of a fit checkpoint, in eval mode on the CPU."""
     if not Path(path).exists():  # a .ckpt file or a save_pretrained folder
         raise UserError(f"checkpoint not found: {path} (train one with `ssm sssd fit -c recipes/sssd/<recipe>.yaml`)")
-    module, _ = load_module(path, SSSDModule, check=lambda blob: None if "data_mean" in blob["state_dict"]
-                            else "no data statistics in its state", kind="an sssd")
+    module, blob = load_module(path, SSSDModule, check=lambda blob: None if "data_mean" in blob["state_dict"]
+                               else "no data statistics in its state", kind="an sssd")
+    #: the training's data.time_column (None for a save_pretrained folder, which keeps no data options)
+    module.training_time_column = datamodule_options(blob).get("time_column")
     return module
 
 
@@ -74,14 +82,21 @@ def window_starts(T: int, W: int) -> list[int]:
 
 @torch.no_grad()
 def sample_series(model: SSSDModule, series: np.ndarray, cond_mask: np.ndarray, n_samples: int, sampler: str,
-                  steps: int | None, seed: int) -> tuple[np.ndarray, float]:
-    """Samples of every series: (N, T, C) values (NaN = missing), (N, T, C) observed mask -> (S, N, T, C), samples/s."""
+                  steps: int | None, seed: int, times: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Samples of every series: (N, T, C) values (NaN = missing), (N, T, C) observed mask -> (S, N, T, C), samples/s.
+
+    ``times`` (N, T): the rows' time stamps, if any; each window's time steps come from its own rows
+    (:func:`series_time_steps`)."""
     N, T, C = series.shape
     W = int(model.train_length) or T
     pieces = [(i, s) for i in range(N) for s in window_starts(T, W)]
     width = min(W, T)
     x = torch.from_numpy(np.stack([series[i, s:s + width] for i, s in pieces])).float()
     m = torch.from_numpy(np.stack([cond_mask[i, s:s + width] for i, s in pieces]))
+    dt = None
+    if times is not None:
+        rel = np.stack([times[i, s:s + width] - times[i, s] for i, s in pieces])  # (pieces, width) float64
+        dt = series_time_steps(model, rel, times)
     sched_steps = steps or (model.hparams.diffusion_steps if sampler == "ddpm" else 50)
     batch = model.hparams.sample_batch_size
     total = -(-len(pieces) * n_samples // batch) * sched_steps
@@ -89,12 +104,20 @@ def sample_series(model: SSSDModule, series: np.ndarray, cond_mask: np.ndarray, 
     start = time.perf_counter()
     with Progress() as progress:
         task = progress.add_task(f"{sampler}-{sched_steps}: {len(pieces)} windows x {n_samples} samples", total=total)
-        samples = model.sample(x, m, n_samples, sampler, steps, generator, on_step=lambda: progress.advance(task))
+        samples = model.sample(x, m, n_samples, sampler, steps, generator, on_step=lambda: progress.advance(task),
+                               dt=dt)
     rate = len(pieces) * n_samples / (time.perf_counter() - start)
     out = np.repeat(series[None].copy(), n_samples, axis=0)
     for k, (i, s) in enumerate(pieces):  # later windows overwrite the overlap
         out[:, i, s:s + width] = samples[:, k].numpy()
     return out, rate
+
+
+def series_time_steps(model: SSSDModule, window_times: np.ndarray, times: np.ndarray) -> torch.Tensor | None:
+    """``dt`` (B, L) of windows whose stamps are ``window_times`` (B, L): in units of the training series' median
+    step, or of the input's own (``times``, every row) for a model trained without time stamps; None when regular."""
+    unit = float(model.time_unit) or median_step(times)
+    return model.time_steps(torch.from_numpy(window_times), unit, where="--time-column (time stamps of --input)")
 
 
 def _plot(path: Path, values: np.ndarray, observed: np.ndarray, median: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -171,7 +194,7 @@ def gap_pattern_held(observed: np.ndarray, seed: int, fraction: float = 0.15) ->
 
 
 def calibrate_blend(model: SSSDModule, values: np.ndarray, observed: np.ndarray, n_samples: int, sampler: str,
-                    steps: int | None, seed: int) -> float:
+                    steps: int | None, seed: int, times: np.ndarray | None = None) -> float:
     """The blend of the ``shrunk`` point estimate, fitted on observed entries hidden in the pattern of the
     input's own gaps (:func:`gap_pattern_held`); the model's training masks when that hides nothing."""
     held = gap_pattern_held(observed, seed + 17)
@@ -181,7 +204,7 @@ def calibrate_blend(model: SSSDModule, values: np.ndarray, observed: np.ndarray,
     if not held.any():
         return 1.0
     hidden = np.where(cond, values, np.nan).astype(np.float32)
-    samples, _ = sample_series(model, hidden, cond, n_samples, sampler, steps, seed + 31)
+    samples, _ = sample_series(model, hidden, cond, n_samples, sampler, steps, seed + 31, times)
     return held_out_blend(torch.from_numpy(samples), torch.from_numpy(values), torch.from_numpy(cond),
                           torch.from_numpy(held), model.data_mean, model.data_std)
 
@@ -236,6 +259,9 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: all 200 for ddpm, 50 otherwise)")
     p.add_argument("--max-plots", type=int, default=20, help="PNG plots for the first N series (default 20)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-column", default=None,
+                   help="the CSV's column of time stamps (default: the training's data.time_column); none: the rows "
+                        "are evenly spaced")
     return p
 
 
@@ -256,12 +282,32 @@ def check_options(a: argparse.Namespace) -> None:
     check_writable(out.parent, "--out")
 
 
-def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, np.ndarray]:
-    data = read_series(a.input, layout="auto", channels=int(model.hparams.channels))  # PTB-XL: channels first
+def input_time_column(a: argparse.Namespace, model: SSSDModule) -> tuple[str | None, bool]:
+    """The time column to read from ``--input`` and whether the user named it (``--time-column``), else the
+    training's ``data.time_column`` (only for a CSV input; none for .npy)."""
+    if a.time_column is not None:
+        return (None if a.time_column == "none" else a.time_column), True
+    column = getattr(model, "training_time_column", None)
+    return (None if column in (None, "none") or not is_table(a.input) else column), False
+
+
+def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, np.ndarray, np.ndarray | None]:
+    """The input's data, its values (N, T, C) and its time stamps (N, T) float64 (None without a time column)."""
+    column, named = input_time_column(a, model)
+    options = {"time_column": column} if column else {}
+    try:
+        data = read_series(a.input, layout="auto", channels=int(model.hparams.channels), **options)  # PTB-XL: channels first
+    except UserError as e:
+        if column and not named and str(e).startswith(f"{a.input}: no column {column!r}"):
+            raise UserError(f"{a.input}: no column {column!r}, the time column the model was trained with "
+                            "(data.time_column); name the input's with --time-column NAME, or pass --time-column none "
+                            "if its rows are evenly spaced") from None
+        raise
     values = data.values if data.values.ndim == 3 else data.values[None]
     check_series(values, int(model.hparams.channels), a.input,
                  unconditional=trained_unconditionally(model.hparams, int(model.train_length)))
-    return data, values
+    times = None if data.times is None else data.times[None].astype(np.float64)
+    return data, values, times
 
 
 def impute(argv: list[str]) -> None:
@@ -276,60 +322,16 @@ def impute(argv: list[str]) -> None:
     a = p.parse_args(argv)
     check_options(a)
     model = load_model(a.ckpt)
-    data, values = _load_input(a, model)
+    data, values, times = _load_input(a, model)
     observed = ~np.isnan(values)
     sampler = a.sampler or model.hparams.sampler
     blend = 1.0
     if a.point == "shrunk" and not a.no_calibrate:
-        blend = calibrate_blend(model, values, observed, a.samples, sampler, a.steps, a.seed)
+        blend = calibrate_blend(model, values, observed, a.samples, sampler, a.steps, a.seed, times)
         print(f"point estimate: blend {blend:.3g} toward the samples, fitted on held-out observed entries")
-    samples, rate = sample_series(model, values, observed, a.samples, sampler, a.steps, a.seed)
+    samples, rate = sample_series(model, values, observed, a.samples, sampler, a.steps, a.seed, times)
     print(f"{rate:.1f} samples/s (windows x samples per second), {int((~observed).sum())} entries imputed")
     point = point_of(samples, values, observed, model, a.point, blend)
     for path in write_outputs(Path(a.out), data, values, observed, samples, a.max_plots, f"imputed: {a.input}",
                               point):
-        print(f"wrote {path}")
-
-
-def forecast(argv: list[str]) -> None:
-    """``ssm sssd forecast --ckpt CKPT --input ... --out forecast.csv --horizon H [--holdout]``."""
-    p = _parser("ssm sssd forecast", "Forecast the next H steps of series (or their last H with --holdout).")
-    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
-    p.add_argument("--holdout", action="store_true", help="hide and forecast the last H steps, and score them")
-    a = p.parse_args(argv)
-    check_options(a)
-    model = load_model(a.ckpt)
-    data, values = _load_input(a, model)
-    N, T, C = values.shape
-    W = int(model.train_length) or T
-    if not 1 <= a.horizon < T:
-        raise UserError(f"--horizon {a.horizon} must be in [1, {T}): the series in {a.input} has {T} steps")
-    if a.horizon >= W:
-        raise UserError(f"--horizon {a.horizon} must be shorter than the model's window of {W} steps")
-    if a.holdout:
-        truth, series = values, values.copy()
-        series[:, T - a.horizon:] = np.nan
-    else:
-        truth, series = None, np.concatenate([values, np.full((N, a.horizon, C), np.nan, np.float32)], axis=1)
-        if data.index is not None:
-            data.index = [*data.index, *[f"+{k}" for k in range(1, a.horizon + 1)]]
-    context = series[:, -W:]  # only the last window matters for the future
-    observed = ~np.isnan(context)
-    samples, rate = sample_series(model, context, observed, a.samples, a.sampler or model.hparams.sampler, a.steps,
-                                  a.seed)
-    full = np.repeat(series[None], a.samples, axis=0)
-    full[:, :, -W:] = samples
-    print(f"{rate:.1f} samples/s (series x samples per second)")
-    if truth is not None:
-        sums = MetricSums()
-        hidden = np.zeros(truth.shape, dtype=bool)
-        hidden[:, T - a.horizon:] = True
-        hidden &= ~np.isnan(truth)
-        t_samples, t_truth = torch.from_numpy(full), torch.from_numpy(truth)
-        sums.add(t_samples.median(0).values, t_truth, torch.from_numpy(hidden), t_samples)
-        r = sums.result()
-        print(f"held-out last {a.horizon} steps: MSE {r['MSE']:.4g} MAE {r['MAE']:.4g} CRPS {r['CRPS']:.4g} "
-              f"NCRPS {r['NCRPS']:.4g} CRPS-sum {r['CRPS-sum']:.4g} (median; NCRPS and CRPS-sum as CSDI)")
-    for path in write_outputs(Path(a.out), data, series, ~np.isnan(series), full, a.max_plots,
-                              f"forecast of {a.horizon} steps: {a.input}"):
         print(f"wrote {path}")

@@ -15,6 +15,11 @@ Skips are summed and scaled by 1/sqrt(n_layers), then a 1x1 conv -> ReLU -> a
 zero-initialised 1x1 conv give the noise estimate.  Any ssmcore layer that takes
 ``bidirectional=True`` can be the SSM (S4 by default, as in the paper).
 
+Irregularly sampled series: a layer that takes per-step time steps (``has_dt``: S5, S5-PTD; see
+``ssmcore.registry.dt_layer_names()``) gets ``dt`` (B, L), the time since the previous sample in units of
+the series' nominal step (1 everywhere for a regular series: the same output as no ``dt``), in both SSMs of
+every residual layer (``forward(..., dt=dt)``); the convolutions around them stay per-sample.
+
 Two variants (``variant``):
 
 - ``ours`` (default): every SSM parameter trains (A, dt, P, B with their own lr and no weight decay, as
@@ -44,7 +49,7 @@ from apps.common.layers import LayerSpec, layer_spec
 from apps.sssd.evaluate import linear_fill
 from ssmcore.layers.s4 import S4, conj_full
 from ssmcore.optim import ssm_parameters
-from ssmcore.registry import make_layer
+from ssmcore.registry import dt_layer_names, make_layer
 
 #: the paper's SSM: a bidirectional S4 with 64 states
 SSSD_LAYER: LayerSpec = {"name": "s4", "d_state": 64}
@@ -94,9 +99,15 @@ class SSMBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def has_dt(self) -> bool:
+        """Whether the SSM takes per-step time steps ``dt`` (B, L) (S5, S5-PTD)."""
+        return bool(getattr(self.ssm, "has_dt", False))
+
+    def forward(self, x: Tensor, dt: Tensor | None = None) -> Tensor:
+        """``x`` (B, H, L) -> (B, H, L); ``dt`` (B, L): per-step time steps, for a layer that takes them."""
         u = rearrange(x, "b h l -> b l h")
-        y, _ = self.ssm(u)
+        y, _ = self.ssm(u) if dt is None else self.ssm(u, dt=dt)
         y = self.norm(u + self.dropout(y))
         return rearrange(y, "b l h -> b h l")
 
@@ -122,10 +133,10 @@ class ResidualLayer(nn.Module):
         """The conditioning (B, 2 or 3 C_in, L) as this layer adds it: (B, 2C, L)."""
         return self.cond_conv(conditioning)
 
-    def forward(self, x: Tensor, cond: Tensor, emb: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, cond: Tensor, emb: Tensor, dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h = x + self.fc_t(emb).unsqueeze(-1)  # (B, C, L)
-        h = self.ssm_1(self.conv(h))  # (B, 2C, L)
-        h = self.ssm_2(h + cond)
+        h = self.ssm_1(self.conv(h), dt)  # (B, 2C, L)
+        h = self.ssm_2(h + cond, dt)
         out = torch.tanh(h[:, : self.res_channels]) * torch.sigmoid(h[:, self.res_channels:])
         return (x + self.res_conv(out)) * math.sqrt(0.5), self.skip_conv(out)
 
@@ -147,10 +158,12 @@ class SSSDS4(nn.Module):
             at the end of each S4 layer; weight-normed convolutions; see the module docstring).  ``official``
             builds the layer with ``activation: gelu, postact: linear`` unless the spec says otherwise.
 
-    ``forward(x_t, cond, mask, t)``: noisy series (B, L, C_in), observed values (B, L, C_in) (zero where
-    not observed), boolean observation mask (B, L, C_in) and diffusion steps (B,), or (1,) for one step shared
-    by the batch -> noise estimate (B, L, C_in).  The conditioning does not change between denoising steps:
-    a sampler computes it once with :meth:`condition` and passes it as ``condition=``.
+    ``forward(x_t, cond, mask, t, dt=None)``: noisy series (B, L, C_in), observed values (B, L, C_in) (zero
+    where not observed), boolean observation mask (B, L, C_in) and diffusion steps (B,), or (1,) for one step
+    shared by the batch -> noise estimate (B, L, C_in).  ``dt`` (B, L): per-step time steps of an irregularly
+    sampled series, in units of its nominal step (:attr:`has_dt` layers only; None: 1 everywhere).  The
+    conditioning does not change between denoising steps: a sampler computes it once with :meth:`condition`
+    and passes it as ``condition=``.
     """
 
     def __init__(self, in_channels: int, res_channels: int = 64, skip_channels: int = 64, n_layers: int = 4,
@@ -185,6 +198,11 @@ class SSSDS4(nn.Module):
             for p in ssm_parameters(self):
                 p.requires_grad_(False)
 
+    @property
+    def has_dt(self) -> bool:
+        """Whether every SSM takes per-step time steps ``dt`` (an irregularly sampled series can be fed)."""
+        return all(layer.ssm_1.has_dt and layer.ssm_2.has_dt for layer in self.layers)
+
     @torch.no_grad()
     def init_official_C(self, length: int) -> int:
         """The published S4's start for ``C~``: ``C (I - Abar^L)`` with the current ``C~`` read as a random
@@ -214,14 +232,17 @@ class SSSDS4(nn.Module):
         return [layer.project(conditioning) for layer in self.layers]
 
     def forward(self, x_t: Tensor, cond: Tensor, mask: Tensor, t: Tensor,
-                condition: list[Tensor] | None = None) -> Tensor:
+                condition: list[Tensor] | None = None, dt: Tensor | None = None) -> Tensor:
+        if dt is not None and not self.has_dt:
+            raise ValueError("dt (per-step time steps) needs an SSM that takes them: "
+                             f"model.layer.name one of {', '.join(dt_layer_names())}")
         if condition is None:
             condition = self.condition(cond, mask)
         x = self.init_conv(rearrange(x_t, "b l c -> b c l"))  # (B, R, L)
         emb = self.embed(t)  # (B or 1, E)
         skip = 0.0
         for layer, c in zip(self.layers, condition):
-            x, s = layer(x, c, emb)
+            x, s = layer(x, c, emb, dt)
             skip = skip + s
         y = self.out_conv(self.final_conv(skip * math.sqrt(1.0 / self.n_layers)))
         return rearrange(y, "b c l -> b l c")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from apps.common.distributed import SampleResults
+from apps.common.errors import UserError
 from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
@@ -36,7 +37,10 @@ from apps.sssd.evaluate import (
 )
 from apps.sssd.masks import MASK_ALIGNMENTS, MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4, VARIANTS
-from apps.sssd.point import calibrate_blend, interpolation, point_estimate
+from apps.sssd.data import REGULAR_TOLERANCE
+from apps.sssd.point import POINTS, calibrate_blend, interpolation, point_estimate
+from ssmcore.blocks import time_steps as steps_from_times
+from ssmcore.registry import dt_layer_names
 
 #: the paper's optimiser: Adam(W) at 2e-4, no schedule
 SSSD_OPTIM = OptimConfig(lr=2e-4, weight_decay=0.0, scheduler="constant")
@@ -51,6 +55,15 @@ def trained_unconditionally(hparams, length: int) -> bool:
     ratios = hparams.get("mask_ratio")
     ratios = ratios if isinstance(ratios, (list, tuple)) else [ratios]
     return any(r is not None and float(r) >= 1.0 for r in ratios)
+
+
+def irregular_message(layer: LayerSpec, where: str, problem: str) -> str:
+    """The one line refusing irregular time stamps for a layer that cannot take per-step time steps."""
+    name = layer.get("name", "s4") if isinstance(layer, dict) else str(layer)
+    return (f"{where}: the time stamps are irregular ({problem}) and model.layer {name!r} cannot take per-step "
+            f"time steps; use model.layer.name {' or '.join(dt_layer_names())} (its steps follow the time stamps), "
+            "or model the rows as evenly spaced: data.time_column: none (and data.drop_columns: [<the column>] "
+            "if it is numeric)")
 
 
 class SSSDModule(TaskModule):
@@ -84,10 +97,18 @@ class SSSDModule(TaskModule):
             at the end of each S4 layer; weight-normed convolutions; :mod:`apps.sssd.model`) and, through the
             defaults of ``mask_per`` and ``standardise``, its training.
         test_mask, test_ratios: the masks ``ssm sssd test`` scores (default: the training mask and ratio).
-        test_samples: imputations per series at test (median = point estimate, all of them for CRPS).
+        test_samples: imputations per series at test (the point estimate from them, all of them for CRPS).
+        point: the point estimate of ``ssm sssd predict`` (``shrunk``, ``mean`` or ``median``;
+            :mod:`apps.sssd.point`), as ``ssm sssd impute --point``.
         sampler, sampler_steps: ``ddpm`` (ancestral, every step), ``ddim`` or ``dpm`` with that many steps.
         sample_batch_size: series x samples denoised at once.
         optim: the optimiser (:class:`apps.common.optim.OptimConfig`).
+
+    Time stamps (``data.time_column``): batches then carry each window's times beside its values, and a layer that
+    takes per-step time steps (S5, S5-PTD) gets ``dt`` = the steps in units of the training series' median step
+    (the ``time_unit`` buffer, kept in the checkpoint): a regular series gives dt = 1 everywhere, which is passed
+    as no ``dt`` at all, so it trains and samples exactly as without the time column.  Other layers (S4, the
+    default) refuse irregular stamps with a message; regular ones change nothing.
     """
 
     def __init__(
@@ -120,6 +141,7 @@ class SSSDModule(TaskModule):
         mask_per: str | None = None,
         standardise: bool | None = None,
         variant: str = "ours",
+        point: str = "shrunk",
         optim: OptimConfig = SSSD_OPTIM, compile: bool = False,
     ) -> None:
         super().__init__(optim, default=SSSD_OPTIM, compile=compile)
@@ -128,7 +150,8 @@ class SSSDModule(TaskModule):
         for key, value, choices in (("mask", mask, MASK_TYPES), ("test_mask", test_mask or mask, MASK_TYPES),
                                     ("loss_on", loss_on, LOSS_ON), ("sampler", sampler, SAMPLERS),
                                     ("mask_alignment", mask_alignment, MASK_ALIGNMENTS),
-                                    ("mask_per", mask_per, ("series", "batch")), ("variant", variant, VARIANTS)):
+                                    ("mask_per", mask_per, ("series", "batch")), ("variant", variant, VARIANTS),
+                                    ("point", point, POINTS)):
             if value not in choices:
                 raise ValueError(f"model.{key}: unknown {value!r}; choose one of {', '.join(choices)}")
         if test_samples < 1:
@@ -149,6 +172,8 @@ class SSSDModule(TaskModule):
         self.register_buffer("stats_ready", torch.tensor(False))
         self.register_buffer("res_scale", torch.ones(channels))  # residual std per channel (interp_residual)
         self.register_buffer("train_length", torch.tensor(0))  # the training window length, for inference
+        # the training series' median time step (data.time_column's units), 0 without time stamps
+        self.register_buffer("time_unit", torch.tensor(0.0, dtype=torch.float64))
         self.written_paths: list[Path] = []
         #: per-series validation / test sums of an epoch, gathered over every DDP process at its end
         self.results = SampleResults()
@@ -171,12 +196,51 @@ class SSSDModule(TaskModule):
         """Back to data units: (..., C) -> (..., C)."""
         return x * self.data_std + self.data_mean
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before time stamps were fed have no ``time_unit``: they trained without them."""
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict) and "time_unit" not in state:
+            state["time_unit"] = torch.tensor(0.0, dtype=torch.float64)
+
+    # -- time stamps -------------------------------------------------------------------------------
+    def time_steps(self, times: Tensor | None, unit: float | None = None, where: str = "data.time_column") -> Tensor | None:
+        """The per-step time steps ``dt`` (B, L) float32 that the denoiser's SSMs take, from time stamps ``times``
+        (B, L) (float64, each window's own; the first step gets 1): the steps divided by ``unit`` (default: the
+        training series' median step, ``time_unit``).  None when there are no stamps or the steps are all
+        ``unit`` (a regular series: exactly the model without ``dt``).  A layer that cannot take them (S4) gets
+        None for evenly spaced stamps at any step, and irregular ones are a :class:`UserError` naming ``where``."""
+        unit = unit or float(self.time_unit)
+        if times is None or unit <= 0:
+            return None
+        dt = steps_from_times(times.double(), unit)
+        if float((dt - 1).abs().max()) <= REGULAR_TOLERANCE:
+            return None
+        if not self.net.has_dt:  # evenly spaced rows at another step are rows to such a layer: fine
+            steps = dt[:, 1:]
+            if steps.numel() == 0 or float((steps / steps.median() - 1).abs().max()) <= REGULAR_TOLERANCE:
+                return None
+            raise UserError(irregular_message(self.hparams.layer, where, f"steps from {float(steps.min()):.3g} "
+                                              f"to {float(steps.max()):.3g} times the step {unit:.4g}"))
+        return dt.float()
+
+    def setup(self, stage: str) -> None:
+        """Refuse, before any work, irregular time stamps that the layer cannot take (one line, exit 2)."""
+        dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        if dm is None or not hasattr(dm, "irregular_steps") or self.net.has_dt:
+            return
+        problem = dm.irregular_steps()
+        if problem:
+            where = f"data.time_column {dm.hparams.time_column!r} of {dm.hparams.path}"
+            raise UserError(irregular_message(self.hparams.layer, where, problem))
+
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if not bool(self.stats_ready) and dm is not None and hasattr(dm, "stats"):
             C = self.hparams.channels
             self.set_stats(*(dm.stats() if self.hparams.standardise else (np.zeros(C), np.ones(C))))
             self.train_length.fill_(int(dm.splits["train"].shape[1]))
+            unit = dm.time_unit() if hasattr(dm, "time_unit") else None
+            self.time_unit.fill_(unit or 0.0)
             if self.hparams.variant == "official":  # a fresh model (not a resume): the published C~ start
                 self.net.init_official_C(int(self.train_length))
             if self.hparams.interp_residual:
@@ -208,21 +272,26 @@ class SSSDModule(TaskModule):
         return batch_masks(kind, B, L, C, ratio, self.hparams.mask_length, generator,
                            alignment=self.hparams.get("mask_alignment", "free"), shared=shared).to(self.device)
 
-    def _loss(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def _loss(self, raw: Tensor, generator: torch.Generator | None = None, dt: Tensor | None = None) -> Tensor:
         x, available = self.standardise(raw)
         shared = self.hparams.get("mask_per", "series") == "batch"
         cond_mask = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, generator, shared) & available
         target, _ = self._diffused(x, cond_mask)
         return diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
-                              generator, cond_values=x)
+                              generator, cond_values=x, dt=dt)
+
+    def _batch(self, batch) -> tuple[Tensor, Tensor | None]:
+        """A loader's batch as (values (B, L, C), dt (B, L) or None): see :meth:`time_steps`."""
+        return batch[0], self.time_steps(batch[1] if len(batch) > 1 else None)
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch[0])
+        raw, dt = self._batch(batch)
+        loss = self._loss(raw, dt=dt)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        raw = batch[0]
+        raw, dt = self._batch(batch)
         index = self.results.next_indices(self.trainer, "val", len(raw))
         # the same masks, steps and noise every epoch, whatever the batching or the number of processes:
         # series i draws them all from its own generator (seed 1000 + i), the batch runs as one
@@ -231,7 +300,7 @@ class SSSDModule(TaskModule):
         cond_mask = self._series_masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, gens) & available
         target, _ = self._diffused(x, cond_mask)
         sums = diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
-                              gens, cond_values=x, per_row=True)
+                              gens, cond_values=x, per_row=True, dt=dt)
         counted = available & ~cond_mask if self.hparams.loss_on == "missing" else available
         self.results.add(loss=sums.detach().double(), count=counted.sum(dim=(1, 2)))
 
@@ -250,24 +319,46 @@ class SSSDModule(TaskModule):
     # -- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, raw: Tensor, cond_mask: Tensor, n_samples: int, sampler: str | None = None,
-               steps: int | None = None, generator=None, on_step=None) -> Tensor:
+               steps: int | None = None, generator=None, on_step=None, dt: Tensor | None = None) -> Tensor:
         """Imputations in data units: raw (B, L, C) with NaN, cond_mask (B, L, C) -> (S, B, L, C).
 
-        Entries where ``cond_mask`` is True (and not NaN) are returned unchanged."""
+        Entries where ``cond_mask`` is True (and not NaN) are returned unchanged; ``dt`` (B, L): the series' time
+        steps (:meth:`time_steps`), None for a regular series."""
         x, available = self.standardise(raw)
         cond_mask = cond_mask & available
         target, offset = self._diffused(x, cond_mask)
         samples = impute_samples(self.net, target, cond_mask, self.noise_scheduler, n_samples, cond_values=x,
                                  batch_size=self.hparams.sample_batch_size, sampler=sampler or self.hparams.sampler,
                                  steps=steps or self.hparams.sampler_steps, loss_on=self.hparams.loss_on,
-                                 generator=generator, on_step=on_step)
+                                 generator=generator, on_step=on_step, dt=dt)
         samples = offset + samples * self.res_scale if self.hparams.interp_residual else samples
         return torch.where(cond_mask, raw, self.destandardise(samples))
 
+    def on_predict_start(self) -> None:
+        """The blend of the ``shrunk`` point estimate of ``predict``, fitted on the validation split at the training
+        masks (as :meth:`on_test_start`; 1 without a validation split)."""
+        self.predict_blend = self._split_blend("val")
+
+    def _split_blend(self, name: str, kind: str | None = None, ratio=None) -> float:
+        """:func:`apps.sssd.point.calibrate_blend` on the datamodule's split ``name`` (1.0 when it has none)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        splits = getattr(dm, "splits", None) or {}
+        val = splits.get(name)
+        if val is None or len(val) == 0:
+            return 1.0
+        times = (getattr(dm, "time_splits", None) or {}).get(name)
+        return calibrate_blend(self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device),
+                               self.hparams.test_samples, kind=kind, ratio=ratio,
+                               times=None if times is None else torch.from_numpy(np.ascontiguousarray(times)))
+
     def predict_step(self, batch, batch_idx):
-        """The median of ``test_samples`` imputations of each batch's NaN entries, data units (B, L, C)."""
-        raw = batch[0]
-        return self.sample(raw, ~torch.isnan(raw), self.hparams.test_samples).median(0).values
+        """The point estimate (``model.point``, ``shrunk`` by default, as ``ssm sssd impute``) of ``test_samples``
+        imputations of each batch's NaN entries, data units (B, L, C)."""
+        raw, dt = self._batch(batch)
+        observed = ~torch.isnan(raw)
+        samples = self.sample(raw, observed, self.hparams.test_samples, dt=dt)
+        return point_estimate(samples, interpolation(raw, observed, self.data_mean), ~observed,
+                              self.hparams.get("point", "shrunk"), self.data_std, getattr(self, "predict_blend", 1.0))
 
     # -- test: one row per mask ratio --------------------------------------------------------------
     def _test_settings(self) -> tuple[str, list]:
@@ -284,9 +375,7 @@ class SSSDModule(TaskModule):
         splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None) or {}
         val = splits.get("val")
         kind, ratios = self._test_settings()
-        self.point_blends = {r: 1.0 if val is None or len(val) == 0 else calibrate_blend(
-            self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device), self.hparams.test_samples,
-            kind=kind, ratio=r) for r in ratios}
+        self.point_blends = {r: self._split_blend("val", kind, r) for r in ratios}
         print(f"point estimate: blends {', '.join(f'{v:.3g}' for v in self.point_blends.values())}, fitted on "
               f"{len(val) if val is not None else 0} validation series", flush=True)
     #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each
@@ -294,7 +383,7 @@ class SSSDModule(TaskModule):
 
     def test_step(self, batch, batch_idx):
         kind, ratios = self._test_settings()
-        raw = batch[0]
+        raw, dt = self._batch(batch)
         index = self.results.next_indices(self.trainer, "test", len(raw)).tolist()
         available = ~torch.isnan(raw)
         S = self.hparams.test_samples
@@ -308,7 +397,7 @@ class SSSDModule(TaskModule):
             cond_mask = self._series_masks(raw.shape, kind, ratio, masks) & available
             target = available & ~cond_mask
             noise = [torch.Generator().manual_seed(((key + i) * 7919 + s + 1) % (1 << 62)) for s in range(S) for i in index]
-            samples = self.sample(raw, cond_mask, S, generator=noise)  # (S, B, L, C)
+            samples = self.sample(raw, cond_mask, S, generator=noise, dt=dt)  # (S, B, L, C)
             interp = interpolation(raw, cond_mask, self.data_mean)
             for b in range(len(index)):
                 one = slice(b, b + 1)

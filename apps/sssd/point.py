@@ -90,18 +90,21 @@ def held_out_blend(samples: Tensor, raw: Tensor, cond: Tensor, held: Tensor, mea
 
 @torch.no_grad()
 def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = 256,
-                    kind: str | None = None, ratio=None) -> float:
+                    kind: str | None = None, ratio=None, times: Tensor | None = None) -> float:
     """The blend of the ``shrunk`` estimate fitted on series ``raw`` (N, L, C) of the validation split: masks of
     ``kind`` and ``ratio`` (default: the model's training masks; give the ones the gaps follow) hide some of
     their entries, ``n_samples`` imputations of them are drawn, and the blend is :func:`fit_blend` of the
     shrunk offset to the true one (at most ``max_series`` series, evenly spaced).
 
-    ``model`` is an :class:`apps.sssd.module.SSSDModule`; returns 1.0 when nothing can be held out."""
+    ``model`` is an :class:`apps.sssd.module.SSSDModule`; ``times`` (N, L): the series' time stamps (data.time_column),
+    if any; returns 1.0 when nothing can be held out."""
     from apps.sssd.masks import batch_masks
 
     if len(raw) == 0:
         return 1.0
-    raw = raw[torch.linspace(0, len(raw) - 1, min(len(raw), max_series)).round().long().unique()]
+    keep = torch.linspace(0, len(raw) - 1, min(len(raw), max_series)).round().long().unique()
+    raw = raw[keep]
+    dt = None if times is None else model.time_steps(times[keep])
     h = model.hparams
     N, L, C = raw.shape
     available = ~torch.isnan(raw)
@@ -111,5 +114,5 @@ def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_serie
     held = available & ~cond
     if not held.any():
         return 1.0
-    samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1))
+    samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1), dt=dt)
     return held_out_blend(samples, raw, cond, held, model.data_mean, model.data_std)

@@ -26,6 +26,12 @@ formats; the values are generated, deterministic from ``--seed``):
   (I, II, V1-V6, III, aVR, aVL, aVF), from a heart dipole swept through P, QRS and T waves per beat and
   projected on each lead, with baseline wander and noise on the 8 independent leads (III, aVR, aVL and aVF
   are derived from I and II, exactly as on a recorder), in mV.
+- ``irregular``: ``irregular.csv`` (``t,y1,y2,y3,y4``; 3000 rows by default), a smooth process observed at
+  random times: two stochastic damped oscillators (periods 12 and 40 time units, damping ratio 0.1, unit
+  stationary variance), sampled exactly (the SDE's Gaussian transition over each gap) at times whose gaps are
+  log-uniform between 1/4 and 4 (median 1), mixed into 4 channels with small observation noise.  Time matters
+  here: a row may be a quarter or four time units after the previous one.  For ``data.time_column: t`` with a
+  layer that takes per-step time steps (``recipes/sssd/irregular_s5_cpu.yaml``).
 """
 
 from __future__ import annotations
@@ -42,9 +48,9 @@ from apps.common.errors import UserError
 from apps.common.io import atomic_npy_save, atomic_write_text
 from apps.common.prepared import already_prepared, building
 
-DATASETS = ("mujoco", "stocks", "eeg", "ett", "electricity", "ptbxl")
+DATASETS = ("mujoco", "stocks", "eeg", "ett", "electricity", "ptbxl", "irregular")
 #: generated sets: their --n (rows, or records for ptbxl) when not given
-DEFAULT_N = {"mujoco": 10000, "ett": 69680, "electricity": 8760, "ptbxl": 1000}
+DEFAULT_N = {"mujoco": 10000, "ett": 69680, "electricity": 8760, "ptbxl": 1000, "irregular": 3000}
 #: dm_control's planar Hopper (Apache-2.0, see assets/LICENSE); its includes sit beside it in common/
 HOPPER_XML = Path(__file__).parent / "assets" / "hopper.xml"
 
@@ -242,13 +248,65 @@ def prepare_ptbxl(out: Path, n: int, seed: int) -> list[Path]:
     return [atomic_npy_save(part, out / f"{name}_ptbxl_1000.npy") for name, part in parts.items()]
 
 
+#: the irregular stand-in's oscillators: (period, damping ratio) in time units
+IRREGULAR_OSCILLATORS = ((12.0, 0.1), (40.0, 0.1))
+#: its channels: each a fixed mix of the two oscillators
+IRREGULAR_MIX = np.array([[1.0, 0.5], [0.3, 1.0], [-0.8, 0.6], [0.5, -0.9]])
+
+
+def oscillator_transition(period: float, damping: float, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact Gaussian transitions ``(F, Q)`` ((..., 2, 2) each) over ``gaps`` (...) time units of the stochastic
+    damped oscillator ``dx = v dt, dv = (-w^2 x - 2 zeta w v) dt + sigma dW`` (``w = 2 pi / period``), ``sigma``
+    chosen for unit stationary variance of ``x``: ``F = exp(A gap)`` and ``Q`` by Van Loan's block exponential."""
+    from scipy.linalg import expm
+
+    w = 2 * np.pi / period
+    A = np.array([[0.0, 1.0], [-w * w, -2 * damping * w]])
+    GG = np.array([[0.0, 0.0], [0.0, 4 * damping * w**3]])  # sigma^2 on v
+    generator = np.block([[-A, GG], [np.zeros((2, 2)), A.T]])
+    block = expm(np.asarray(gaps, dtype=np.float64)[..., None, None] * generator)  # (..., 4, 4)
+    F = np.swapaxes(block[..., 2:, 2:], -1, -2)
+    return F, F @ block[..., :2, 2:]
+
+
+def irregular_series(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(times (n,), values (n, 4))``: the irregular stand-in (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    gaps = np.exp(rng.uniform(np.log(0.25), np.log(4.0), n))
+    gaps[0] = 0.0
+    times = np.cumsum(gaps)
+    latent = np.empty((n, len(IRREGULAR_OSCILLATORS)))
+    for k, (period, damping) in enumerate(IRREGULAR_OSCILLATORS):
+        w = 2 * np.pi / period
+        F, Q = oscillator_transition(period, damping, gaps)  # (n, 2, 2)
+        kicks = (np.linalg.cholesky(Q[1:] + 1e-12 * np.eye(2)) @ rng.normal(size=(n - 1, 2, 1)))[..., 0]
+        state = rng.normal(size=2) * np.array([1.0, w])  # stationary: var x = 1, var v = w^2
+        latent[0, k] = state[0]
+        for i in range(1, n):
+            state = F[i] @ state + kicks[i - 1]
+            latent[i, k] = state[0]
+    values = latent @ IRREGULAR_MIX.T + 0.05 * rng.normal(size=(n, len(IRREGULAR_MIX)))
+    return times, values
+
+
+def prepare_irregular(out: Path, n: int, seed: int) -> list[Path]:
+    """``out/irregular.csv``: ``t,y1,...,y4``, a smooth process observed at random times (module docstring)."""
+    if n < 2:
+        raise UserError(f"--n must be at least 2 for irregular, got {n}")
+    times, values = irregular_series(n, seed)
+    lines = ["t," + ",".join(f"y{c + 1}" for c in range(values.shape[1]))]
+    lines += [f"{t:.6f}," + ",".join(f"{v:.5f}" for v in row) for t, row in zip(times, values)]
+    return [atomic_write_text(out / "irregular.csv", "\n".join(lines) + "\n")]
+
+
 def prepare(argv: list[str]) -> None:
-    """``ssm sssd prepare mujoco|stocks|eeg|ett|electricity|ptbxl [--out DIR] [--n N] [--seed S]``."""
+    """``ssm sssd prepare mujoco|stocks|eeg|ett|electricity|ptbxl|irregular [--out DIR] [--n N] [--seed S]``."""
     p = argparse.ArgumentParser(prog="ssm sssd prepare", description="Build an offline SSSD dataset.")
     p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--out", default=None, help="output folder (default $SSM_DATA/<dataset>, SSM_DATA=data)")
     p.add_argument("--n", type=int, default=None,
-                   help="mujoco: trajectories (10000); ett / electricity: rows (69680 / 8760); ptbxl: records (1000)")
+                   help="mujoco: trajectories (10000); ett / electricity / irregular: rows (69680 / 8760 / 3000); "
+                        "ptbxl: records (1000)")
     p.add_argument("--clients", type=int, default=370, help="electricity: clients (columns, default 370)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the generated sets")
     p.add_argument("--force", action="store_true",
@@ -277,6 +335,8 @@ def prepare(argv: list[str]) -> None:
             paths = prepare_electricity(out, a.n, a.clients, a.seed)
         elif a.dataset == "ptbxl":
             paths = prepare_ptbxl(out, a.n, a.seed)
+        elif a.dataset == "irregular":
+            paths = prepare_irregular(out, a.n, a.seed)
         else:
             paths = prepare_eeg(out)
     for path in paths:
