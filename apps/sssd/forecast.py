@@ -24,7 +24,6 @@ model trained without stamps) after the last row.  With ``--holdout`` the hidden
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,15 @@ import torch
 from apps.common.errors import UserError
 from apps.sssd.data import median_step
 from apps.sssd.evaluate import MetricSums
-from apps.sssd.infer import _load_input, _parser, check_options, load_model, point_of, sample_series, write_outputs
+from apps.sssd.infer import (
+    _load_input,
+    _parser,
+    check_options,
+    load_model,
+    point_of,
+    sample_series,
+    write_outputs,
+)
 from apps.sssd.module import SSSDModule
 from apps.sssd.point import POINTS, held_out_blend
 

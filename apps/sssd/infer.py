@@ -40,7 +40,6 @@ from apps.common.io import atomic_npy_save, check_writable
 from apps.common.report import save_figure, write_csv
 from apps.sssd.data import SeriesFile, is_table, median_step, read_series
 from apps.sssd.diffusion import SAMPLERS
-from apps.sssd.evaluate import MetricSums
 from apps.sssd.masks import make_mask
 from apps.sssd.module import SSSDModule, trained_unconditionally
 from apps.sssd.point import POINTS, held_out_blend, interpolation, point_estimate

@@ -26,6 +26,7 @@ from apps.common.errors import UserError
 from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
+from apps.sssd.data import REGULAR_TOLERANCE
 from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
 from apps.sssd.evaluate import (
     BASELINE_FILLS,
@@ -37,7 +38,6 @@ from apps.sssd.evaluate import (
 )
 from apps.sssd.masks import MASK_ALIGNMENTS, MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4, VARIANTS
-from apps.sssd.data import REGULAR_TOLERANCE
 from apps.sssd.point import POINTS, calibrate_blend, interpolation, point_estimate
 from ssmcore.blocks import time_steps as steps_from_times
 from ssmcore.registry import dt_layer_names
