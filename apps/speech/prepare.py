@@ -79,24 +79,24 @@ class Clip:
         return f"{self.word}/{self.speaker}_nohash_{self.index}.wav"
 
 
+def _voice_listing(cmd: list[str], need: str) -> str:
+    """The synthesiser's voice list (``cmd``'s stdout); a missing synthesiser is one line naming the install."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError) as e:
+        raise UserError(f"{need}: run `make system-deps` or `sudo apt-get install {cmd[0]}`") from e
+
+
 def espeak_variants() -> list[str]:
     """Names of the installed espeak-ng voice variants (``m3``, ``klatt4``, ``croak``, ...)."""
-    try:
-        listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
-    except (FileNotFoundError, subprocess.CalledProcessError) as e:
-        raise UserError("espeak-ng is needed to prepare speech-commands: run `make system-deps` "
-                        "or `sudo apt-get install espeak-ng`") from e
+    listing = _voice_listing(["espeak-ng", "--voices=variant"], "espeak-ng is needed to prepare speech-commands")
     names = [line.split()[-1].split("/")[-1] for line in listing.splitlines()[1:] if "!v/" in line]
     return sorted(set(names))
 
 
 def flite_voices() -> list[str]:
     """Flite's installed voices among :data:`FLITE_VOICES`, each with every warp: ``slt@0.92``, ..."""
-    try:
-        listing = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout
-    except (FileNotFoundError, subprocess.CalledProcessError) as e:
-        raise UserError("flite is needed for --engine flite: run `make system-deps` "
-                        "or `sudo apt-get install flite`") from e
+    listing = _voice_listing(["flite", "-lv"], "flite is needed for --engine flite")
     have = set(listing.replace("Voices available:", "").split())
     voices = [v for v in FLITE_VOICES if v in have]
     if not voices:

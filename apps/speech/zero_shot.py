@@ -29,6 +29,7 @@ from apps.common.report import markdown_table, save_figure, write_csv, write_mar
 from apps.common.speech_commands import SAMPLE_RATE
 from apps.speech.data import SpeechCommandsData
 from apps.speech.module import SpeechClassifier, load_speech_classifier
+from ssmcore.layers.base import SSMLayer
 
 METHODS = {"proper": "resampled", "naive": "naive decimation"}
 DATA_KEYS = ("root", "words", "features", "n_mfcc", "normalize")
@@ -104,11 +105,10 @@ def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
 
 
 def first_ssm_layer(model: SpeechClassifier) -> torch.nn.Module | None:
-    """The network's first layer with a 1-D ``kernel(L, rate)`` (None when it has none)."""
-    for module in model.net.modules():
-        if callable(getattr(module, "kernel", None)) and not getattr(module, "multidim", False):
-            return module
-    return None
+    """The network's first SSM layer when it has a convolution kernel (``kernel(L)``: S4, S4D, CCNN, ...);
+    None when the first is a scan (S5, ...) or there is none."""
+    first = next((m for m in model.net.modules() if isinstance(m, SSMLayer)), None)
+    return first if callable(getattr(first, "kernel", None)) else None
 
 
 @torch.no_grad()
@@ -118,10 +118,7 @@ def kernel_band(model: SpeechClassifier, cutoffs: list[int], length: int = SAMPL
     layer = first_ssm_layer(model)
     if layer is None:
         return None
-    try:
-        k = layer.kernel(length).detach().double().cpu()  # (C, H, L): C = 2 for a bidirectional layer
-    except (TypeError, NotImplementedError, RuntimeError):
-        return None
+    k = layer.kernel(length).detach().double().cpu()  # (C, H, L): C = 2 for a bidirectional layer
     k = k.reshape(-1, k.shape[-1])
     fs = int(model.train_sample_rate) or SAMPLE_RATE
     power = torch.fft.rfft(k, dim=-1).abs() ** 2
@@ -230,11 +227,14 @@ def zero_shot(argv: list[str]) -> None:
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     paths = write_outputs(out, rows, train_rate, ckpt)
-    band = kernel_band(model, [r // 2 for r in rates if r < train_rate])
-    if band is not None and band["shares"]:
+    cutoffs = [r // 2 for r in rates if r < train_rate]
+    band = kernel_band(model, cutoffs) if cutoffs else None
+    if band is not None:
         paths += write_kernel_band(out, band)
+    elif cutoffs:
+        print("kernel_band.csv not written: the first SSM layer has no convolution kernel (a scan such as S5)")
     for path in paths:
         print(f"wrote {path}")
     print((out / "zero_shot.md").read_text().rstrip())
-    if band is not None and band["shares"]:
+    if band is not None:
         print((out / "kernel_band.csv").read_text().rstrip())
