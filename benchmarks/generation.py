@@ -8,8 +8,11 @@ and 16 on the CPU (``--threads``, default 2) and at batch 64 on CUDA when availa
 * ``compile``: the same with each tier's block stack compiled by ``torch.compile`` (minutes of warm-up),
 * ``native``: the C step of :mod:`apps.sashimi.native` (exact; the default of ``ssm sashimi generate`` on CPU),
   with the sampling in C too: many steps per call, each thread owning a slice of the batch,
-* ``native-bf16``: the same with the linears' weights in bfloat16 (``--weights bf16``; approximate: the
-  log-likelihood of the generated tokens under the float32 step is printed beside it).
+* ``native-bf16``, ``native-int8``: the same with the linears' weights in bfloat16 or int8 (``--weights``;
+  approximate: the log-likelihood of the generated tokens under the float32 step is printed beside it).
+
+With ``--threads 2`` or more, batch 1 runs on two threads that share each step (see
+:class:`apps.sashimi.native.NativeStepper`); larger batches are split across the threads.
 
 ``--profile`` instead prints where a native step's time goes (cycle counters of a ``-DSASHIMI_PROFILE``
 build, per tier and part, share of the counted time).
@@ -17,7 +20,7 @@ build, per tier and part, share of the counted time).
 Besides wall-clock samples/s it prints samples per CPU-second of this process, which is what a
 loaded machine still measures fairly (with several threads it sums their CPU time).
 
-    python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,torch,native,native-bf16,compile]
+    python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,torch,native,native-bf16,native-int8,compile]
     python benchmarks/generation.py --profile [--batches 1,16]
 """
 
@@ -99,12 +102,12 @@ def profile(model: SaShiMi, batch: int, steps: int) -> None:
           f"{counters[28] / total * 100:.1f}%, sampling {counters[29] / total * 100:.1f}%")
 
 
-def check_bf16(model: SaShiMi, L: int = 1024) -> float:
+def check_weights(model: SaShiMi, weights: str, L: int = 1024) -> float:
     """Largest per-sample difference of the log-likelihood of L float32-generated tokens (batch 2) between
-    the bf16-weight and the float32 native steps, teacher-forced."""
+    the native step with ``weights`` ("bf16", "int8") and the float32 one, teacher-forced."""
     from apps.sashimi.native import NativeStepper
 
-    exact, approx = NativeStepper(model), NativeStepper(model, weights="bf16")
+    exact, approx = NativeStepper(model), NativeStepper(model, weights=weights)
     run = exact.start(model.default_state(2))
     tokens, _ = run.generate(run.step(torch.full((2,), 128)), L, 1.0, 1.0, torch.Generator().manual_seed(0))
     lls = []
@@ -137,13 +140,15 @@ def main() -> None:
             profile(model, batch, args.steps)
         return
     print(f"fused step vs forward, relative error (float32): {check_exact(model):.1e}")
-    if "native-bf16" in args.modes.split(","):
-        print(f"bf16 weights: log-likelihood vs the float32 step, nats per sample: {check_bf16(model):.1e}")
+    for weights in ("bf16", "int8"):
+        if f"native-{weights}" in args.modes.split(","):
+            print(f"{weights} weights: log-likelihood vs the float32 step, nats per sample: "
+                  f"{check_weights(model, weights):.1e}")
     print("| device | mode | batch | samples/s (wall) | x real time | samples per CPU-second | load |")
     print("|---|---|---|---|---|---|---|")
     for mode in args.modes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            steps = args.steps if mode in ("native", "native-bf16", "compile") else max(16, args.steps // 8)
+            steps = args.steps if mode.startswith("native") or mode == "compile" else max(16, args.steps // 8)
             rate, cpu_rate = _run(model, mode, batch, steps, "cpu", args.threads)
             print(f"| cpu | {mode} | {batch} | {rate:,.0f} | {rate / 16000:.3f} | {cpu_rate:,.0f} | "
                   f"{os.getloadavg()[0]:.1f} |", flush=True)

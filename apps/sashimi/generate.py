@@ -245,14 +245,15 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default="auto", choices=["auto", "native", "torch", "compile", "module"],
                    help="recurrent step: native C (CPU), fused torch ops, torch.compile, or the modules' step()")
-    p.add_argument("--threads", type=int, help="CPU threads (default: 1 for the native step, whose per-sample work is too small "
-                        "to share unless the batch is large and the cores are idle; torch's otherwise)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: 1 for the native step; with 2 or more and --batch 1 two "
+                        "threads share each step, which pays on idle cores only; torch's default otherwise)")
     p.add_argument("--stream", action="store_true",
                    help="write the audio while it is generated; pipe it as one WAV stream when stdout is a pipe "
                         "(| aplay), play it when stdout is a terminal")
-    p.add_argument("--weights", default="float32", choices=["float32", "bf16"],
-                   help="the native step's linear weights: float32 (exact, default) or bf16 (half the memory "
-                        "traffic; log-likelihood within 1e-3 nats per sample of float32's in our tests)")
+    p.add_argument("--weights", default="float32", choices=["float32", "bf16", "int8"],
+                   help="the native step's linear weights: float32 (exact, default), bf16 (half the memory traffic; "
+                        "log-likelihood within 1e-3 nats per sample of float32's in our tests) or int8 (a quarter, "
+                        "one scale per column; within 3e-3)")
     args = p.parse_args(argv)
     if args.n < 1 or args.batch < 1 or not 0 < args.seconds < math.inf:
         raise UserError(f"--n and --batch must be at least 1 and --seconds a finite number above 0 "

@@ -2,7 +2,9 @@
 
 ``native_step.c`` runs one step of every tier -- the same diagonal-plus-low-rank recurrences,
 layer norms, GLU, feed-forward and pooling as :mod:`apps.sashimi.stepper` -- in one call, with no
-per-op dispatch; OpenMP splits the batch over threads.  It is compiled with the system C compiler
+per-op dispatch; OpenMP splits the batch over threads, and at batch 1 two threads share each step
+(a leader hands half of each large linear's columns and of each SSM block's channels to a spinning
+worker).  It is compiled with the system C compiler
 on first use (a second or two) into ``$SSM_CACHE`` (default ``~/.cache/ssm-suite``), keyed by the
 source, the compiler and the CPU (it is built with ``-march=native``, so a library from a cache
 shared with another machine could die with SIGILL); without a compiler :func:`available` is False and generation uses the torch path.
@@ -27,7 +29,8 @@ from apps.sashimi.recurrent import block_terms, pool_states, tier_states
 
 SOURCE = Path(__file__).with_name("native_step.c")
 REC, LREC, HEAD = 16, 10, 12  # record sizes of native_step.c
-WEIGHTS = ("float32", "bf16")  # how the linears' matrices are stored (see compile_program)
+WEIGHTS = ("float32", "bf16", "int8")  # how the linears' matrices are stored (see compile_program)
+SPLIT_MIN = 16384  # see NativeStepper.split_min
 _lib: Any = None
 _error: str | None = None
 
@@ -70,7 +73,7 @@ def build(extra_flags: tuple[str, ...] = ()) -> Any:
     lib.sashimi_generate.restype = None
     lib.sashimi_generate.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
                                      ctypes.c_void_p, ctypes.c_float, ctypes.c_float, ctypes.c_int]
-                                     + [ctypes.c_void_p] * 2)
+                                     + [ctypes.c_void_p] * 2 + [ctypes.c_long])
     return lib
 
 
@@ -134,13 +137,29 @@ def as_bf16_slots(flat: Tensor) -> Tensor:
     return half.view(torch.float32)
 
 
+def as_int8_slots(W: Tensor) -> Tensor:
+    """A matrix (in, out) as ``native_step.c`` reads an int8 one: ``out`` float32 scales, one per output
+    column (the column's largest magnitude over 127; 1 for an all-zero column), then the weights
+    divided by their column's scale, rounded to nearest and packed in strips (:func:`pack_strips`) as
+    int8, four per float32 slot (little endian), padded to a whole slot."""
+    W = W.detach().to(torch.float32)
+    peak = W.abs().amax(0)
+    scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
+    q = pack_strips(torch.round(W / scale).clamp(-127, 127)).to(torch.int8)
+    if q.numel() % 4:
+        q = torch.cat([q, q.new_zeros(4 - q.numel() % 4)])
+    return torch.cat([scale, q.view(torch.float32)])
+
+
 def compile_program(model: SaShiMi, weights: str = "float32") -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
     """``(program int64, weights float32, state floats per sequence, state map)`` of ``model``.
 
     ``weights="bf16"`` stores the matrices of every linear (block projections, feed-forward, pooling,
     decoder) as bfloat16 -- half the memory traffic, with float32 products and sums; embeddings,
     norms, biases and the SSM recurrences stay float32.  It is an approximation of the float32 step
-    (relative weight error up to 2^-9), opt-in; ``"float32"`` is the exact step.
+    (relative weight error up to 2^-9), opt-in; ``"int8"`` stores them as int8 with a float32 scale per
+    output column (:func:`as_int8_slots`: a quarter of the traffic; each weight within half a step,
+    1/254 of its column's largest magnitude), also opt-in; ``"float32"`` is the exact step.
 
     The state map lists where each model state goes: ``("ssm", (offset, H, M))`` per SSM block in
     :meth:`ssmcore.blocks.SequenceModel.tiers` order, then ``("down"/"pend", (offset, p, H))``.
@@ -152,6 +171,8 @@ def compile_program(model: SaShiMi, weights: str = "float32") -> tuple[Tensor, T
     bb, w = model.backbone, _Packer()
 
     def mat(W: Tensor) -> int:  # a linear's matrix (in, out), packed in strips, in the chosen format
+        if weights == "int8":
+            return w.add(as_int8_slots(W))
         strips = pack_strips(W)
         return w.add(as_bf16_slots(strips) if weights == "bf16" else strips)
 
@@ -200,7 +221,7 @@ def compile_program(model: SaShiMi, weights: str = "float32") -> tuple[Tensor, T
     norm_weight, norm_bias, _ = bb.norm.affine()
     prog[0:HEAD] = [len(bb.pool), model.n_classes, bb.d_model, w.add(model.embedding.weight),
                     w.add(norm_weight), w.add(norm_bias), mat(bb.decoder.weight.t()),
-                    w.add(bb.decoder.bias), state_size, widths[-1], at[("center",)], int(weights == "bf16")]
+                    w.add(bb.decoder.bias), state_size, widths[-1], at[("center",)], WEIGHTS.index(weights)]
     program = torch.tensor(prog[:HEAD] + [v for lv in levels for v in lv] + prog[HEAD:], dtype=torch.int64)
     shift = len(levels) * LREC  # the level records sit between the header and the block lists
     for i in range(len(levels)):
@@ -272,14 +293,17 @@ class NativeRun:
         a = self._args
         self.s.lib.sashimi_generate(a[0], a[1], a[2], a[4], a[5], a[6], B, self.s.threads, self.s.eps, steps,
                                     ptr(uniform), float(temperature), float(top_p), int(step_last), ptr(out),
-                                    ptr(loglik))
+                                    ptr(loglik), self.s.split_min)
         return out, loglik
 
 
 class NativeStepper:
     """Native stepping of a float32 CPU :class:`SaShiMi` whose blocks are feed-forward or per-feature SSM
     blocks (:func:`apps.sashimi.recurrent.block_kind` ``"ff"`` / ``"ssm"``); ``weights`` ``"float32"``
-    (exact, the default) or ``"bf16"`` (the linears' matrices in bfloat16, see :func:`compile_program`)."""
+    (exact, the default), ``"bf16"`` or ``"int8"`` (the linears' matrices in bfloat16, or in int8 with a
+    scale per output column; see :func:`compile_program`).  With ``threads >= 2`` a batch is split across
+    threads, and a single sequence is shared by two (see :attr:`split_min`); either way the result is
+    bit-identical to one thread's."""
 
     def __init__(self, model: SaShiMi, threads: int | None = None, weights: str = "float32") -> None:
         self.lib = library()
@@ -288,6 +312,9 @@ class NativeStepper:
         # One thread unless asked: a step is microseconds of work, and an OpenMP barrier that waits on a
         # descheduled thread costs milliseconds (30x slower on a busy 2-core machine, measured).
         self.threads = threads or 1
+        # At batch 1 with threads >= 2, the two threads share each step: linears of at least this many
+        # weights and SSM blocks of at least this many terms (H x M x 10) are split between them.
+        self.split_min = int(os.environ.get("SSM_SASHIMI_SPLIT_MIN", SPLIT_MIN))
         with torch.no_grad():
             self.program, self.weights, self.state_size, self.state_map = compile_program(model, weights)
         if model.embedding.weight.device.type != "cpu":

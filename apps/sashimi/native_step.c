@@ -12,7 +12,13 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sched.h>
+#include <omp.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 typedef int64_t i64;
 
@@ -34,7 +40,7 @@ enum { KIND, BH, BM, BR, LNW, LNB, P0, P1, P2, P3, P4, P5, P6, P7, P8, SOFF, REC
 /* level record layout */
 enum { LP, LH, DW, DB, UW, UB, DBUF, PEND, DBLK, UBLK, LREC };
 /* header */
-enum { NLEV, NCLS, D0, EMB, FLNW, FLNB, DECW, DECB, SSTRIDE, CENTER_H, CENTER_BLK, WBF16, HEAD };
+enum { NLEV, NCLS, D0, EMB, FLNW, FLNB, DECW, DECB, SSTRIDE, CENTER_H, CENTER_BLK, WFMT, HEAD };
 
 /* GELU(v) = v (1 + erf(v / sqrt 2)) / 2 over an array, with erf(x) = x P(x^2) / Q(x^2) on |x| <= 3.9
  * (a degree-5/5 rational least-squares fit made for this file; |error| < 4e-7 in float32, about
@@ -78,11 +84,27 @@ static inline v8 load8(const float *p) {
 
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int8_t i8x8 __attribute__((vector_size(8)));
 
-/* 8 weights at element index i of W: float32, or (BF) bfloat16 -- the high half of a float32, widened
- * exactly by a 16-bit shift; the products and sums stay float32. */
-static inline __attribute__((always_inline)) v8 loadw(const void *W, i64 i, const int BF) {
-    if (!BF) return load8((const float *)W + i);
+/* How a linear's matrix is stored (the header's WFMT): float32; bfloat16 (the high half of a float32,
+ * widened exactly by a 16-bit shift); or int8 with one float32 scale per output column (the matrix's
+ * first `out` floats hold the scales, the int8 strips follow).  Products and sums are float32 in all
+ * three; an int8 column's sum is scaled once, after the sum. */
+enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2 };
+
+/* 8 weights at element index i of W in format F (a compile-time constant after inlining) */
+static inline __attribute__((always_inline)) v8 loadw(const void *W, i64 i, const int F) {
+    if (F == W_F32) return load8((const float *)W + i);
+    if (F == W_I8) {
+#ifdef __AVX2__ /* one sign-extending load and one conversion; gcc scalarises the generic form below */
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + i))));
+        return (v8)f;
+#else
+        i8x8 q;
+        memcpy(&q, (const int8_t *)W + i, sizeof(q));
+        return __builtin_convertvector(q, v8);
+#endif
+    }
     u16x8 h;
     memcpy(&h, (const uint16_t *)W + i, sizeof(h));
     const i32x8 wide = __builtin_convertvector(h, i32x8) << 16;
@@ -91,40 +113,52 @@ static inline __attribute__((always_inline)) v8 loadw(const void *W, i64 i, cons
     return f;
 }
 
-static inline float loadw1(const void *W, i64 i, const int BF) {
-    if (!BF) return ((const float *)W)[i];
+static inline float loadw1(const void *W, i64 i, const int F) {
+    if (F == W_F32) return ((const float *)W)[i];
+    if (F == W_I8) return (float)((const int8_t *)W)[i];
     const uint32_t bits = (uint32_t)((const uint16_t *)W)[i] << 16;
     float f;
     memcpy(&f, &bits, sizeof(f));
     return f;
 }
 
+/* the finished sums of 8 output columns: bias + sum, or bias + scale * sum for int8 columns */
+static inline __attribute__((always_inline)) v8 finish8(v8 acc, const float *bias, const float *scale, int j) {
+    if (scale) return acc * load8(scale + j) + load8(bias + j);
+    return acc + load8(bias + j);
+}
+
 /* y[r, j0:j0+VW*8] = bias + x[r] (in) @ W[:, j0:j0+VW*8] for NR rows, the strip starting at element
- * `at` of the packed W: a register tile of NR x VW vectors (NR <= 4, VW <= 3, BF: compile-time
- * constants after inlining). */
+ * `at` of the packed W: a register tile of NR x VW vectors (NR <= 4, VW <= 3, F: compile-time
+ * constants after inlining); scale: the int8 columns' scales, or NULL. */
 static inline __attribute__((always_inline)) void tile(const float *x, const int NR, const int VW, int in, int out,
-                                                       const void *W, i64 at, const int BF, const float *bias,
-                                                       float *y, int j0) {
+                                                       const void *W, i64 at, const int F, const float *bias,
+                                                       const float *scale, float *y, int j0) {
     v8 a[4][3];
     for (int r = 0; r < NR; r++)
-        for (int v = 0; v < VW; v++) a[r][v] = load8(bias + j0 + 8 * v);
+        for (int v = 0; v < VW; v++) a[r][v] = (v8){0};
     for (int k = 0; k < in; k++) {
         const i64 row = at + (i64)k * VW * 8; /* the strip is packed: in x (VW * 8), contiguous */
         v8 wv[3];
-        for (int v = 0; v < VW; v++) wv[v] = loadw(W, row + 8 * v, BF);
+        for (int v = 0; v < VW; v++) wv[v] = loadw(W, row + 8 * v, F);
         for (int r = 0; r < NR; r++) {
             const float xk = x[(i64)r * in + k];
             for (int v = 0; v < VW; v++) a[r][v] += xk * wv[v];
         }
     }
-    for (int r = 0; r < NR; r++) memcpy(y + (i64)r * out + j0, a[r], VW * sizeof(v8));
+    for (int r = 0; r < NR; r++)
+        for (int v = 0; v < VW; v++) {
+            const v8 t = finish8(a[r][v], bias, scale, j0 + 8 * v);
+            memcpy(y + (i64)r * out + j0 + 8 * v, &t, sizeof(v8));
+        }
 }
 
 /* One row (a matrix-vector product) over a strip: the same sums, with four accumulator sets taking
  * every fourth k, so that 4 x VW independent FMA chains hide the FMA latency (one set waits on its own
  * chain: 1.5x slower on L1/L2-resident weights, measured). */
 static inline __attribute__((always_inline)) void tile1(const float *x, const int VW, int in, const void *W, i64 at,
-                                                        const int BF, const float *bias, float *y, int j0) {
+                                                        const int F, const float *bias, const float *scale, float *y,
+                                                        int j0) {
     v8 a[4][3];
     for (int s = 0; s < 4; s++)
         for (int v = 0; v < VW; v++) a[s][v] = (v8){0};
@@ -133,54 +167,167 @@ static inline __attribute__((always_inline)) void tile1(const float *x, const in
         for (int s = 0; s < 4; s++) {
             const i64 row = at + (i64)(k + s) * VW * 8;
             const float xk = x[k + s];
-            for (int v = 0; v < VW; v++) a[s][v] += xk * loadw(W, row + 8 * v, BF);
+            for (int v = 0; v < VW; v++) a[s][v] += xk * loadw(W, row + 8 * v, F);
         }
     for (; k < in; k++) {
         const i64 row = at + (i64)k * VW * 8;
-        for (int v = 0; v < VW; v++) a[0][v] += x[k] * loadw(W, row + 8 * v, BF);
+        for (int v = 0; v < VW; v++) a[0][v] += x[k] * loadw(W, row + 8 * v, F);
     }
     for (int v = 0; v < VW; v++) {
-        const v8 t = (a[0][v] + a[1][v]) + (a[2][v] + a[3][v]) + load8(bias + j0 + 8 * v);
+        const v8 t = finish8((a[0][v] + a[1][v]) + (a[2][v] + a[3][v]), bias, scale, j0 + 8 * v);
         memcpy(y + j0 + 8 * v, &t, sizeof(v8));
     }
 }
 
 #define ROW_GROUPS(VW)                                                                                          \
     do {                                                                                                        \
-        if (nb == 1) { tile1(x, VW, in, W, at, BF, bias, y, j0); break; }                                      \
+        if (nb == 1) { tile1(x, VW, in, W, at, F, bias, scale, y, j0); break; }                                \
         int r0 = 0;                                                                                             \
-        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); \
+        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); \
         switch (nb - r0) {                                                                                      \
-            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); break;       \
-            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); break;       \
-            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, W, at, BF, bias, y + (i64)r0 * out, j0); break;       \
+            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); break;  \
+            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); break;  \
+            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); break;  \
             default: break;                                                                                     \
         }                                                                                                       \
     } while (0)
 
+/* columns [c0, c1) of y; c0 and c1 must be strip boundaries (see strip_split) */
 static inline __attribute__((always_inline)) void linear_any(const float *x, int nb, int in, int out, const void *W,
-                                                             const int BF, const float *bias, float *y) {
-    int j0 = 0;
-    i64 at = 0;
-    for (; j0 + 24 <= out; j0 += 24, at += (i64)in * 24) ROW_GROUPS(3);
-    for (; j0 + 8 <= out; j0 += 8, at += (i64)in * 8) ROW_GROUPS(1);
-    for (; j0 < out; j0++, at += in)
+                                                             const int F, const float *bias, const float *scale,
+                                                             float *y, int c0, int c1) {
+    int j0 = c0;
+    i64 at = (i64)in * c0; /* strips are stored in column order, each in x width: column j0 starts at in * j0 */
+    const int n24 = out / 24 * 24, n8 = n24 + (out - n24) / 8 * 8; /* where the 24- and 8-wide strips end */
+    for (; j0 < n24 && j0 < c1; j0 += 24, at += (i64)in * 24) ROW_GROUPS(3);
+    for (; j0 < n8 && j0 < c1; j0 += 8, at += (i64)in * 8) ROW_GROUPS(1);
+    for (; j0 < c1; j0++, at += in)
         for (int r = 0; r < nb; r++) {
-            float acc = bias[j0];
-            for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * loadw1(W, at + k, BF);
-            y[(i64)r * out + j0] = acc;
+            float acc = 0.f;
+            for (int k = 0; k < in; k++) acc += x[(i64)r * in + k] * loadw1(W, at + k, F);
+            y[(i64)r * out + j0] = bias[j0] + (scale ? scale[j0] * acc : acc);
         }
 }
 #undef ROW_GROUPS
 
-/* y (nb, out) = bias + x (nb, in) @ W (in, out), W packed by apps.sashimi.native.pack_strips (column
- * strips of 24, then 8, then 1, each contiguous) as float32, or as bfloat16 when bf (two weights per
- * float slot of the parameter buffer).  Column strips outside, row groups inside: a strip (in x 24
- * weights) streams from memory once per call and from L1 for the other row groups, so the weights
- * pass through the cache once per step whatever the batch. */
-static void linear(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y, int bf) {
-    if (bf) linear_any(x, nb, in, out, W, 1, bias, y);
-    else linear_any(x, nb, in, out, W, 0, bias, y);
+/* y (nb, out) = bias + x (nb, in) @ W (in, out) over columns [c0, c1), W packed by
+ * apps.sashimi.native.pack_strips (column strips of 24, then 8, then 1, each contiguous) in format fmt
+ * (W_F32; W_BF16: two weights per float slot; W_I8: `out` float scales, then four weights per slot).
+ * Column strips outside, row groups inside: a strip (in x 24 weights) streams from memory once per call
+ * and from L1 for the other row groups, so the weights pass through the cache once per step whatever
+ * the batch. */
+static void linear_cols(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y, int fmt,
+                        int c0, int c1) {
+    if (fmt == W_BF16) linear_any(x, nb, in, out, W, W_BF16, bias, NULL, y, c0, c1);
+    else if (fmt == W_I8) linear_any(x, nb, in, out, W + out, W_I8, bias, W, y, c0, c1);
+    else linear_any(x, nb, in, out, W, W_F32, bias, NULL, y, c0, c1);
+}
+
+/* ---- Two threads on one sequence (batch 1): the leader runs the step and hands the second half of each
+ * large linear (its column strips) and of each SSM block's channels to a worker spinning on a shared
+ * job word, then waits for it.  Each core then streams half of the tiers' weights and keeps half of
+ * them in its own L2.  Jobs are posted by a release store of `seq` and finished by one of `done`. */
+enum { JOB_LINEAR = 1, JOB_SSM = 2 };
+typedef struct {
+    _Alignas(64) _Atomic long seq; /* each flag on its own cache line: the partner's spin reads do not */
+    _Alignas(64) _Atomic long done; /* steal the line that the other thread is writing */
+    _Alignas(64) _Atomic int stop;
+    long min_work; /* split a linear of in x out >= min_work weights, an SSM block of H x M x 10 >= min_work terms */
+    int kind;
+    /* JOB_LINEAR: columns [c0, c1) of y = bias + x W, then GELU on them when gelu */
+    const float *x, *W, *bias;
+    float *y;
+    int nb, in, out, fmt, c0, c1, gelu;
+    /* JOB_SSM: channels [c0, c1) of the block record r (u: normed input, y: output), then GELU on them */
+    const i64 *r;
+    const float *w, *u;
+    float *st;
+    i64 stride;
+} team_t;
+
+static _Thread_local team_t *leader_team; /* set on the leader thread for the length of a generate call */
+
+/* a waiting loop's body: a plain re-read for the first few thousand turns (a handoff takes tens of
+ * nanoseconds, and x86's pause alone costs about as much), then pause, then yield the core: a partner
+ * that is descheduled on a busy machine gets to run */
+static inline void spin_pause(long *spins) {
+    ++*spins;
+    if (*spins < 4096) return;
+#ifdef __x86_64__
+    __builtin_ia32_pause();
+#endif
+    if (*spins > (1L << 16)) { sched_yield(); *spins = 4096; }
+}
+
+static void gelu_cols(float *v, int nb, int width, int c0, int c1) {
+    for (int row = 0; row < nb; row++) gelu_inplace(v + (i64)row * width + c0, c1 - c0);
+}
+
+/* the strip boundary of a linear with `out` columns closest to out / 2 (strips: 24s, then 8s, then 1s) */
+static int strip_split(int out) {
+    const int n24 = out / 24 * 24, n8 = n24 + (out - n24) / 8 * 8, half = out / 2;
+    if (half <= n24) return (half + 12) / 24 * 24;
+    if (half <= n8) return n24 + (half - n24 + 4) / 8 * 8;
+    return half;
+}
+
+static void ssm_channels(const i64 *r, const float *w, float *st, i64 stride, const float *u, float *y, int nb,
+                         int ch0, int ch1);
+
+static void run_job(team_t *t, int part) {
+    if (t->kind == JOB_LINEAR) {
+        const int s = strip_split(t->out), c0 = part ? s : 0, c1 = part ? t->out : s;
+        linear_cols(t->x, t->nb, t->in, t->out, t->W, t->bias, t->y, t->fmt, c0, c1);
+        if (t->gelu) gelu_cols(t->y, t->nb, t->out, c0, c1);
+    } else {
+        const int H = (int)t->r[BH], c0 = part ? H / 2 : 0, c1 = part ? H : H / 2;
+        ssm_channels(t->r, t->w, t->st, t->stride, t->u, t->y, t->nb, c0, c1);
+        gelu_cols(t->y, t->nb, H, c0, c1);
+    }
+}
+
+/* the leader: post the job (fields already written), do part 0, wait for the worker's part 1 */
+static void team_run(team_t *t) {
+    const long s = atomic_load_explicit(&t->seq, memory_order_relaxed) + 1;
+    atomic_store_explicit(&t->seq, s, memory_order_release);
+    run_job(t, 0);
+    long spins = 0;
+    while (atomic_load_explicit(&t->done, memory_order_acquire) != s) spin_pause(&spins);
+}
+
+static void team_worker(team_t *t) {
+    long last = 0, spins = 0;
+    for (;;) {
+        const long s = atomic_load_explicit(&t->seq, memory_order_acquire);
+        if (s != last) {
+            run_job(t, 1);
+            last = s;
+            atomic_store_explicit(&t->done, s, memory_order_release);
+            spins = 0;
+        } else if (atomic_load_explicit(&t->stop, memory_order_acquire)) {
+            return;
+        } else {
+            spin_pause(&spins);
+        }
+    }
+}
+
+static void linear_gelu(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y, int fmt,
+                        int gelu) {
+    team_t *t = leader_team;
+    if (t && (long)in * out >= t->min_work) {
+        t->kind = JOB_LINEAR;
+        t->x = x, t->nb = nb, t->in = in, t->out = out, t->W = W, t->bias = bias, t->y = y, t->fmt = fmt;
+        t->gelu = gelu;
+        team_run(t);
+        return;
+    }
+    linear_cols(x, nb, in, out, W, bias, y, fmt, 0, out);
+    if (gelu) gelu_inplace(y, nb * out);
+}
+
+static void linear(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y, int fmt) {
+    linear_gelu(x, nb, in, out, W, bias, y, fmt, 0);
 }
 
 static inline float hsum(v8 v) {
@@ -255,18 +402,15 @@ static inline __attribute__((always_inline)) void ssm_rows(float *const *xs, con
     }
 }
 
-/* x (nb, H) in place; row r's states live at st + r * stride */
-static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float *x, int nb, float eps, int bf) {
+/* channels [ch0, ch1) of an SSM block's recurrence: u (nb, H) normed input -> y (nb, H) */
+static void ssm_channels(const i64 *r, const float *w, float *st, i64 stride, const float *u, float *y, int nb,
+                         int ch0, int ch1) {
     const int H = (int)r[BH], M = (int)r[BM], R = (int)r[BR];
     const float *lam = w + r[P0], *bb = w + r[P1], *a = w + r[P2], *c = w + r[P3], *G = w + r[P4];
-    const float *C = w + r[P5], *D = w + r[P6], *W = w + r[P7], *bias = w + r[P8];
+    const float *C = w + r[P5], *D = w + r[P6];
     const i64 HM2 = (i64)H * M * 2;
-    float u[nb * H], y[nb * H], h[nb * 2 * H];
-    PROF_T0;
-    layer_norm(x, u, nb, H, w + r[LNW], w + r[LNB], eps);
-    PROF(prof_tier(H) * 8 + 0);
     /* channel-major: a channel's parameters stay in L1 while every row of the batch slice uses them */
-    for (int ch = 0; ch < H; ch++) {
+    for (int ch = ch0; ch < ch1; ch++) {
         const i64 o = (i64)ch * M * 2; /* split layout per feature: M real parts, then M imaginary parts */
         for (int r0 = 0; r0 < nb; r0 += 4) {
             const int NR = nb - r0 < 4 ? nb - r0 : 4;
@@ -287,10 +431,29 @@ static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float
             for (int k = 0; k < NR; k++) y[(r0 + k) * H + ch] = yo[k];
         }
     }
-    PROF(prof_tier(H) * 8 + 1);
-    gelu_inplace(y, nb * H);
-    PROF(prof_tier(H) * 8 + 2);
-    linear(y, nb, H, 2 * H, W, bias, h, bf);
+}
+
+/* x (nb, H) in place; row r's states live at st + r * stride */
+static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float *x, int nb, float eps, int fmt) {
+    const int H = (int)r[BH], M = (int)r[BM];
+    const float *W = w + r[P7], *bias = w + r[P8];
+    float u[nb * H], y[nb * H], h[nb * 2 * H];
+    PROF_T0;
+    layer_norm(x, u, nb, H, w + r[LNW], w + r[LNB], eps);
+    PROF(prof_tier(H) * 8 + 0);
+    team_t *t = leader_team;
+    if (t && (long)H * M * 10 >= t->min_work) {
+        t->kind = JOB_SSM;
+        t->r = r, t->w = w, t->st = st, t->stride = stride, t->u = u, t->y = y, t->nb = nb;
+        team_run(t);
+        PROF(prof_tier(H) * 8 + 1);
+    } else {
+        ssm_channels(r, w, st, stride, u, y, nb, 0, H);
+        PROF(prof_tier(H) * 8 + 1);
+        gelu_inplace(y, nb * H);
+        PROF(prof_tier(H) * 8 + 2);
+    }
+    linear(y, nb, H, 2 * H, W, bias, h, fmt);
     PROF(prof_tier(H) * 8 + 3);
     for (int row = 0; row < nb; row++)
         for (int i = 0; i < H; i++) {
@@ -300,17 +463,15 @@ static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float
     PROF(prof_tier(H) * 8 + 2);
 }
 
-static void ff_block(const i64 *r, const float *w, float *x, int nb, float eps, int bf) {
+static void ff_block(const i64 *r, const float *w, float *x, int nb, float eps, int fmt) {
     const int H = (int)r[BH], E = (int)r[BM];
     float u[nb * H], h[nb * E], y[nb * H];
     PROF_T0;
     layer_norm(x, u, nb, H, w + r[LNW], w + r[LNB], eps);
     PROF(prof_tier(H) * 8 + 4);
-    linear(u, nb, H, E, w + r[P0], w + r[P1], h, bf);
+    linear_gelu(u, nb, H, E, w + r[P0], w + r[P1], h, fmt, 1);
     PROF(prof_tier(H) * 8 + 5);
-    gelu_inplace(h, nb * E);
-    PROF(prof_tier(H) * 8 + 6);
-    linear(h, nb, E, H, w + r[P2], w + r[P3], y, bf);
+    linear(h, nb, E, H, w + r[P2], w + r[P3], y, fmt);
     PROF(prof_tier(H) * 8 + 5);
     for (int i = 0; i < nb * H; i++) x[i] += y[i];
     PROF(prof_tier(H) * 8 + 6);
@@ -321,8 +482,8 @@ static void run_blocks(const i64 *prog, i64 at, const float *w, float *st, i64 s
     const i64 n = prog[at];
     for (i64 j = 0; j < n; j++) {
         const i64 *r = prog + at + 1 + j * REC;
-        if (r[KIND] == 0) ff_block(r, w, x, nb, eps, (int)prog[WBF16]);
-        else ssm_block(r, w, st, stride, x, nb, eps, (int)prog[WBF16]);
+        if (r[KIND] == 0) ff_block(r, w, x, nb, eps, (int)prog[WFMT]);
+        else ssm_block(r, w, st, stride, x, nb, eps, (int)prog[WFMT]);
     }
 }
 
@@ -353,11 +514,11 @@ static void level(const i64 *prog, int i, const float *w, float *st, i64 stride,
         for (int row = 0; row < nb; row++)
             memcpy(window + (i64)row * p * H, st + row * stride + lv[DBUF], sizeof(float) * p * H);
         PROF_T0;
-        linear(window, nb, p * H, Hn, w + lv[DW], w + lv[DB], below, (int)prog[WBF16]);
+        linear(window, nb, p * H, Hn, w + lv[DW], w + lv[DB], below, (int)prog[WFMT]);
         PROF(24 + i);
         level(prog, i + 1, w, st, stride, below, nb, count, next, eps);
         PROF_RESET;
-        linear(below, nb, Hn, p * H, w + lv[UW], w + lv[UB], up, (int)prog[WBF16]);
+        linear(below, nb, Hn, p * H, w + lv[UW], w + lv[UB], up, (int)prog[WFMT]);
         PROF(24 + i);
         for (int row = 0; row < nb; row++)
             memcpy(st + row * stride + lv[PEND], up + (i64)row * p * H, sizeof(float) * p * H);
@@ -377,7 +538,7 @@ static void step_slice(const i64 *prog, const float *w, float *state, const i64 
     level(prog, 0, w, state + (i64)b0 * stride, stride, x, nb, count, next, eps);
     PROF_T0;
     layer_norm(x, u, nb, H0, w + prog[FLNW], w + prog[FLNB], eps);
-    linear(u, nb, H0, K, w + prog[DECW], w + prog[DECB], logits, (int)prog[WBF16]);
+    linear(u, nb, H0, K, w + prog[DECW], w + prog[DECB], logits, (int)prog[WFMT]);
     PROF(28);
 }
 
@@ -474,39 +635,66 @@ static int sample_row(const float *lg, int K, float temperature, float top_p, fl
  * loglik[b], write it to out[b * steps + s], and step the model on it -- except after the last
  * token unless step_last, so that logits then hold the next distribution.  Each thread owns a
  * contiguous slice of the batch for the whole call (no per-step synchronisation); count/next end
- * advanced by the number of model steps taken. */
+ * advanced by the number of model steps taken.  With one sequence and threads >= 2, split_min > 0 makes
+ * two threads share every step instead (see team_t): linears of at least split_min weights and SSM
+ * blocks of at least split_min terms are split between them.  The result is the same either way. */
+static void generate_slice(const i64 *prog, const float *w, float *state, float *logits, const i64 *count,
+                           const i64 *next, int B, int b0, int nb, float eps, int steps, const float *uniform,
+                           float temperature, float top_p, int step_last, i64 *out, double *loglik) {
+    const int K = (int)prog[NCLS], L = (int)prog[NLEV];
+    i64 cnt[L > 0 ? L : 1], nxt[L > 0 ? L : 1], tok[nb];
+    memcpy(cnt, count, sizeof(i64) * L);
+    memcpy(nxt, next, sizeof(i64) * L);
+    float *scratch = malloc(sizeof(float) * 2 * (size_t)K); /* K may be 65536 (16-bit audio): not the stack */
+    for (int s = 0; s < steps; s++) {
+        PROF_T0;
+        for (int r = 0; r < nb; r++) {
+            const int b = b0 + r;
+            double lp;
+            tok[r] = sample_row(logits + (i64)b * K, K, temperature, top_p, uniform[(i64)s * B + b], scratch, &lp);
+            out[(i64)b * steps + s] = tok[r];
+            loglik[b] += lp;
+        }
+        PROF(29);
+        if (s + 1 < steps || step_last) {
+            step_slice(prog, w, state, tok, logits + (i64)b0 * K, b0, nb, cnt, nxt, eps);
+            advance(prog, cnt, nxt);
+        }
+    }
+    free(scratch);
+}
+
 void sashimi_generate(const i64 *prog, const float *w, float *state, float *logits, i64 *count, i64 *next, int B,
                       int threads, float eps, int steps, const float *uniform, float temperature, float top_p,
-                      int step_last, i64 *out, double *loglik) {
-    const int K = (int)prog[NCLS], L = (int)prog[NLEV];
+                      int step_last, i64 *out, double *loglik, long split_min) {
     if (steps <= 0) return;
-    if (threads > B) threads = B;
-    if (threads < 1) threads = 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int t = 0; t < threads; t++) {
-        int b0, nb;
-        slice_bounds(B, t, threads, &b0, &nb);
-        if (nb <= 0) continue;
-        i64 cnt[L > 0 ? L : 1], nxt[L > 0 ? L : 1], tok[nb];
-        memcpy(cnt, count, sizeof(i64) * L);
-        memcpy(nxt, next, sizeof(i64) * L);
-        float *scratch = malloc(sizeof(float) * 2 * (size_t)K); /* K may be 65536 (16-bit audio): not the stack */
-        for (int s = 0; s < steps; s++) {
-            PROF_T0;
-            for (int r = 0; r < nb; r++) {
-                const int b = b0 + r;
-                double lp;
-                tok[r] = sample_row(logits + (i64)b * K, K, temperature, top_p, uniform[(i64)s * B + b], scratch, &lp);
-                out[(i64)b * steps + s] = tok[r];
-                loglik[b] += lp;
-            }
-            PROF(29);
-            if (s + 1 < steps || step_last) {
-                step_slice(prog, w, state, tok, logits + (i64)b0 * K, b0, nb, cnt, nxt, eps);
-                advance(prog, cnt, nxt);
+    if (B == 1 && threads >= 2 && split_min > 0) { /* one sequence: a leader and a worker share each step */
+        team_t team;
+        memset(&team, 0, sizeof(team));
+        team.min_work = split_min;
+#pragma omp parallel num_threads(2)
+        {
+            if (omp_get_thread_num() == 0) {
+                leader_team = omp_get_num_threads() > 1 ? &team : NULL; /* alone: no one to hand work to */
+                generate_slice(prog, w, state, logits, count, next, 1, 0, 1, eps, steps, uniform, temperature, top_p,
+                               step_last, out, loglik);
+                leader_team = NULL;
+                atomic_store_explicit(&team.stop, 1, memory_order_release);
+            } else {
+                team_worker(&team);
             }
         }
-        free(scratch);
+    } else {
+        if (threads > B) threads = B;
+        if (threads < 1) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int t = 0; t < threads; t++) {
+            int b0, nb;
+            slice_bounds(B, t, threads, &b0, &nb);
+            if (nb > 0)
+                generate_slice(prog, w, state, logits, count, next, B, b0, nb, eps, steps, uniform, temperature, top_p,
+                               step_last, out, loglik);
+        }
     }
     const int taken = steps - 1 + (step_last != 0);
     for (int s = 0; s < taken; s++) advance(prog, count, next);

@@ -241,8 +241,9 @@ class FastStepper:
     picks native on CPU when it builds, torch otherwise.  S5 (MIMO) blocks run on the torch backend
     (native and compile fall back to it); layers outside the fused forms step through the modules.
     The precomputed terms follow the parameters (rebuilt by ``start`` after a change).
-    ``weights="bf16"`` (native backend only) stores the linears' matrices in bfloat16: an opt-in
-    approximation of the exact float32 step (see :func:`apps.sashimi.native.compile_program`).
+    ``weights="bf16"`` or ``"int8"`` (native backend only) stores the linears' matrices in bfloat16 or
+    in int8 with a scale per column: opt-in approximations of the exact float32 step (see
+    :func:`apps.sashimi.native.compile_program`).
     """
 
     def __init__(self, model: SaShiMi, backend: str = "auto", threads: int | None = None,

@@ -176,12 +176,13 @@ def test_an_interrupted_stream_leaves_no_partial_files(tmp_path):
     assert list((tmp_path / "o").iterdir()) == []
 
 
-def test_bf16_weights_are_refused_off_the_native_step(checkpoint, tmp_path, capsys):
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_approximate_weights_are_refused_off_the_native_step(checkpoint, tmp_path, capsys, weights):
     assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "1", "--seconds", "0.01",
-                 "--backend", "torch", "--weights", "bf16", "--out", str(tmp_path / "w")]) == 2
+                 "--backend", "torch", "--weights", weights, "--out", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
-    assert "--weights bf16" in err and "native" in err and len(err.strip().splitlines()) == 1
+    assert f"--weights {weights}" in err and "native" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
     assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--n", "1", "--seconds", "0.01",
-                 "--weights", "bf16", "--out", str(tmp_path / "b")]) == 0
+                 "--weights", weights, "--threads", "2", "--out", str(tmp_path / "b")]) == 0
     assert soundfile.info(str(tmp_path / "b" / "sample_000.wav")).frames == 160
