@@ -68,6 +68,8 @@ def build(extra_flags: tuple[str, ...] = ()) -> Any:
             raise RuntimeError(f"compiling {SOURCE.name} failed: {result.stderr.strip()[-400:]}")
         os.replace(tmp, target)
     lib = ctypes.CDLL(str(target))
+    lib.sashimi_vector_width.restype = ctypes.c_int
+    lib.sashimi_vector_width.argtypes = []
     lib.sashimi_step.restype = ctypes.c_int
     lib.sashimi_step.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int, ctypes.c_int, ctypes.c_float]
     lib.sashimi_generate.restype = None
@@ -114,13 +116,20 @@ class _Packer:
         return at
 
 
-def pack_strips(W: Tensor) -> Tensor:
+def strip_widths(lib: Any = None) -> tuple[int, int, int]:
+    """The column strips' widths of the compiled step ``lib`` (default: :func:`library`): 3 VL, VL and 1,
+    where VL is its vector width in floats (16 with AVX-512, else 8)."""
+    vl = int((lib or library()).sashimi_vector_width())
+    return 3 * vl, vl, 1
+
+
+def pack_strips(W: Tensor, widths: tuple[int, ...] | None = None) -> Tensor:
     """A weight matrix (in, out) in the order ``native_step.c``'s ``linear`` reads it: column strips of
-    24, then of 8, then single columns, each strip stored row by row (in x width) and contiguous, so a
-    strip streams through the cache in one sequential pass."""
+    :func:`strip_widths` (3 VL, then VL, then single columns), each strip stored row by row (in x width)
+    and contiguous, so a strip streams through the cache in one sequential pass."""
     W = W.detach().to(torch.float32)
     out, parts, j = W.shape[1], [], 0
-    for width in (24, 8, 1):
+    for width in widths or strip_widths():
         while j + width <= out:
             parts.append(W[:, j:j + width].reshape(-1))
             j += width
@@ -137,7 +146,7 @@ def as_bf16_slots(flat: Tensor) -> Tensor:
     return half.view(torch.float32)
 
 
-def as_int8_slots(W: Tensor) -> Tensor:
+def as_int8_slots(W: Tensor, widths: tuple[int, ...] | None = None) -> Tensor:
     """A matrix (in, out) as ``native_step.c`` reads an int8 one: ``out`` float32 scales, one per output
     column (the column's largest magnitude over 127; 1 for an all-zero column), then the weights
     divided by their column's scale, rounded to nearest and packed in strips (:func:`pack_strips`) as
@@ -145,15 +154,17 @@ def as_int8_slots(W: Tensor) -> Tensor:
     W = W.detach().to(torch.float32)
     peak = W.abs().amax(0)
     scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
-    q = pack_strips(torch.round(W / scale).clamp(-127, 127)).to(torch.int8)
+    q = pack_strips(torch.round(W / scale).clamp(-127, 127), widths).to(torch.int8)
     if q.numel() % 4:
         q = torch.cat([q, q.new_zeros(4 - q.numel() % 4)])
     return torch.cat([scale, q.view(torch.float32)])
 
 
-def compile_program(model: SaShiMi, weights: str = "float32") -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
+def compile_program(model: SaShiMi, weights: str = "float32", widths: tuple[int, ...] | None = None
+                    ) -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
     """``(program int64, weights float32, state floats per sequence, state map)`` of ``model``.
 
+    ``widths``: the strips' widths of the library that will run it (:func:`strip_widths`).
     ``weights="bf16"`` stores the matrices of every linear (block projections, feed-forward, pooling,
     decoder) as bfloat16 -- half the memory traffic, with float32 products and sums; embeddings,
     norms, biases and the SSM recurrences stay float32.  It is an approximation of the float32 step
@@ -172,8 +183,8 @@ def compile_program(model: SaShiMi, weights: str = "float32") -> tuple[Tensor, T
 
     def mat(W: Tensor) -> int:  # a linear's matrix (in, out), packed in strips, in the chosen format
         if weights == "int8":
-            return w.add(as_int8_slots(W))
-        strips = pack_strips(W)
+            return w.add(as_int8_slots(W, widths))
+        strips = pack_strips(W, widths)
         return w.add(as_bf16_slots(strips) if weights == "bf16" else strips)
 
     prog: list[int] = [0] * HEAD
@@ -217,11 +228,11 @@ def compile_program(model: SaShiMi, weights: str = "float32") -> tuple[Tensor, T
         state_map += [("down", (state_size, p, H)), ("pend", (state_size + p * H, p, H))]
         state_size += 2 * p * H
         lv[8], lv[9] = at[("down_blocks", i)], at[("up", i)]
-    widths = [bb.d_model * 1] + [d.d_output for d in bb.down]
+    level_widths = [bb.d_model * 1] + [d.d_output for d in bb.down]
     norm_weight, norm_bias, _ = bb.norm.affine()
     prog[0:HEAD] = [len(bb.pool), model.n_classes, bb.d_model, w.add(model.embedding.weight),
                     w.add(norm_weight), w.add(norm_bias), mat(bb.decoder.weight.t()),
-                    w.add(bb.decoder.bias), state_size, widths[-1], at[("center",)], WEIGHTS.index(weights)]
+                    w.add(bb.decoder.bias), state_size, level_widths[-1], at[("center",)], WEIGHTS.index(weights)]
     program = torch.tensor(prog[:HEAD] + [v for lv in levels for v in lv] + prog[HEAD:], dtype=torch.int64)
     shift = len(levels) * LREC  # the level records sit between the header and the block lists
     for i in range(len(levels)):
@@ -305,8 +316,8 @@ class NativeStepper:
     threads, and a single sequence is shared by two (see :attr:`split_min`); either way the result is
     bit-identical to one thread's."""
 
-    def __init__(self, model: SaShiMi, threads: int | None = None, weights: str = "float32") -> None:
-        self.lib = library()
+    def __init__(self, model: SaShiMi, threads: int | None = None, weights: str = "float32", lib: Any = None) -> None:
+        self.lib = lib or library()  # lib: a variant build (benchmarks), e.g. build(("-mno-avx512f",))
         self.weights_format = weights
         self.model = model
         # One thread unless asked: a step is microseconds of work, and an OpenMP barrier that waits on a
@@ -316,7 +327,8 @@ class NativeStepper:
         # weights and SSM blocks of at least this many terms (H x M x 10) are split between them.
         self.split_min = int(os.environ.get("SSM_SASHIMI_SPLIT_MIN", SPLIT_MIN))
         with torch.no_grad():
-            self.program, self.weights, self.state_size, self.state_map = compile_program(model, weights)
+            self.program, self.weights, self.state_size, self.state_map = compile_program(
+                model, weights, strip_widths(self.lib))
         if model.embedding.weight.device.type != "cpu":
             raise ValueError("the native step runs on CPU; use the torch backend on other devices")
         norms = [m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]

@@ -4,7 +4,7 @@
  * element owns a contiguous slice of the state buffer (SSM states as interleaved complex floats,
  * DownPool buffers, UpPool pending outputs).  Batch elements are independent, so OpenMP splits the
  * batch across threads once per step.  Complex vectors are stored split per feature (M real parts,
- * then M imaginary parts) so that the mode loops run on 8-float SIMD vectors.  Every layer is the diagonal-plus-low-rank recurrence of
+ * then M imaginary parts) so that the mode loops run on SIMD vectors of VL floats (16 with AVX-512, else 8).  Every layer is the diagonal-plus-low-rank recurrence of
  * apps/sashimi/stepper.py:  q_k = Re(a_k . x) + c_k u,  x' = lam x + b u - sum_k G_k q_k,
  * y = Re(C . x') + D u, followed by GELU, Linear(H, 2H) and GLU; feed-forward blocks are
  * Linear(H, 2H), GELU, Linear(2H, H).  All blocks are prenorm residual blocks (layer norm).
@@ -74,17 +74,30 @@ static void layer_norm(const float *x, float *u, int nb, int H, const float *w, 
     }
 }
 
-typedef float v8 __attribute__((vector_size(32))); /* 8 floats: one AVX register (two SSE ones elsewhere) */
+/* The vector width: 16 floats (one AVX-512 register) where the compiler targets AVX-512, else 8 (one AVX
+ * register, two SSE ones elsewhere).  Weight strips are 3 VL, VL and 1 columns wide (VL is exported as
+ * sashimi_vector_width, and apps.sashimi.native packs the weights to match). */
+#ifdef __AVX512F__
+#define VL 16
+#else
+#define VL 8
+#endif
+typedef float vf __attribute__((vector_size(VL * 4)));
+/* rows of a linear's register tile: TR x 3 accumulators + 3 weight vectors fit the 32 AVX-512 registers
+ * (the 16 of AVX: 4 rows) */
+#define TR (VL == 16 ? 8 : 4)
 
-static inline v8 load8(const float *p) {
-    v8 v;
+int sashimi_vector_width(void) { return VL; }
+
+static inline vf loadv(const float *p) {
+    vf v;
     memcpy(&v, p, sizeof(v));
     return v;
 }
 
-typedef uint16_t u16x8 __attribute__((vector_size(16)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-typedef int8_t i8x8 __attribute__((vector_size(8)));
+typedef uint16_t u16xV __attribute__((vector_size(VL * 2)));
+typedef int32_t i32xV __attribute__((vector_size(VL * 4)));
+typedef int8_t i8xV __attribute__((vector_size(VL)));
 
 /* How a linear's matrix is stored (the header's WFMT): float32; bfloat16 (the high half of a float32,
  * widened exactly by a 16-bit shift); or int8 with one float32 scale per output column (the matrix's
@@ -92,23 +105,24 @@ typedef int8_t i8x8 __attribute__((vector_size(8)));
  * three; an int8 column's sum is scaled once, after the sum. */
 enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2 };
 
-/* 8 weights at element index i of W in format F (a compile-time constant after inlining) */
-static inline __attribute__((always_inline)) v8 loadw(const void *W, i64 i, const int F) {
-    if (F == W_F32) return load8((const float *)W + i);
-    if (F == W_I8) {
-#ifdef __AVX2__ /* one sign-extending load and one conversion; gcc scalarises the generic form below */
-        const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + i))));
-        return (v8)f;
+/* VL weights at element index i of W in format F (a compile-time constant after inlining) */
+static inline __attribute__((always_inline)) vf loadw(const void *W, i64 i, const int F) {
+    if (F == W_F32) return loadv((const float *)W + i);
+    if (F == W_I8) { /* one sign-extending load and one conversion; gcc scalarises the generic form */
+#if VL == 16
+        return (vf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)W + i))));
+#elif defined(__AVX2__)
+        return (vf)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + i))));
 #else
-        i8x8 q;
+        i8xV q;
         memcpy(&q, (const int8_t *)W + i, sizeof(q));
-        return __builtin_convertvector(q, v8);
+        return __builtin_convertvector(q, vf);
 #endif
     }
-    u16x8 h;
+    u16xV h;
     memcpy(&h, (const uint16_t *)W + i, sizeof(h));
-    const i32x8 wide = __builtin_convertvector(h, i32x8) << 16;
-    v8 f;
+    const i32xV wide = __builtin_convertvector(h, i32xV) << 16;
+    vf f;
     memcpy(&f, &wide, sizeof(f));
     return f;
 }
@@ -122,25 +136,25 @@ static inline float loadw1(const void *W, i64 i, const int F) {
     return f;
 }
 
-/* the finished sums of 8 output columns: bias + sum, or bias + scale * sum for int8 columns */
-static inline __attribute__((always_inline)) v8 finish8(v8 acc, const float *bias, const float *scale, int j) {
-    if (scale) return acc * load8(scale + j) + load8(bias + j);
-    return acc + load8(bias + j);
+/* the finished sums of VL output columns: bias + sum, or bias + scale * sum for int8 columns */
+static inline __attribute__((always_inline)) vf finishv(vf acc, const float *bias, const float *scale, int j) {
+    if (scale) return acc * loadv(scale + j) + loadv(bias + j);
+    return acc + loadv(bias + j);
 }
 
-/* y[r, j0:j0+VW*8] = bias + x[r] (in) @ W[:, j0:j0+VW*8] for NR rows, the strip starting at element
- * `at` of the packed W: a register tile of NR x VW vectors (NR <= 4, VW <= 3, F: compile-time
+/* y[r, j0:j0+VW*VL] = bias + x[r] (in) @ W[:, j0:j0+VW*VL] for NR rows, the strip starting at element
+ * `at` of the packed W: a register tile of NR x VW vectors (NR <= TR, VW <= 3, F: compile-time
  * constants after inlining); scale: the int8 columns' scales, or NULL. */
 static inline __attribute__((always_inline)) void tile(const float *x, const int NR, const int VW, int in, int out,
                                                        const void *W, i64 at, const int F, const float *bias,
                                                        const float *scale, float *y, int j0) {
-    v8 a[4][3];
+    vf a[TR][3];
     for (int r = 0; r < NR; r++)
-        for (int v = 0; v < VW; v++) a[r][v] = (v8){0};
+        for (int v = 0; v < VW; v++) a[r][v] = (vf){0};
     for (int k = 0; k < in; k++) {
-        const i64 row = at + (i64)k * VW * 8; /* the strip is packed: in x (VW * 8), contiguous */
-        v8 wv[3];
-        for (int v = 0; v < VW; v++) wv[v] = loadw(W, row + 8 * v, F);
+        const i64 row = at + (i64)k * VW * VL; /* the strip is packed: in x (VW * VL), contiguous */
+        vf wv[3];
+        for (int v = 0; v < VW; v++) wv[v] = loadw(W, row + VL * v, F);
         for (int r = 0; r < NR; r++) {
             const float xk = x[(i64)r * in + k];
             for (int v = 0; v < VW; v++) a[r][v] += xk * wv[v];
@@ -148,8 +162,8 @@ static inline __attribute__((always_inline)) void tile(const float *x, const int
     }
     for (int r = 0; r < NR; r++)
         for (int v = 0; v < VW; v++) {
-            const v8 t = finish8(a[r][v], bias, scale, j0 + 8 * v);
-            memcpy(y + (i64)r * out + j0 + 8 * v, &t, sizeof(v8));
+            const vf t = finishv(a[r][v], bias, scale, j0 + VL * v);
+            memcpy(y + (i64)r * out + j0 + VL * v, &t, sizeof(vf));
         }
 }
 
@@ -159,35 +173,40 @@ static inline __attribute__((always_inline)) void tile(const float *x, const int
 static inline __attribute__((always_inline)) void tile1(const float *x, const int VW, int in, const void *W, i64 at,
                                                         const int F, const float *bias, const float *scale, float *y,
                                                         int j0) {
-    v8 a[4][3];
+    vf a[4][3];
     for (int s = 0; s < 4; s++)
-        for (int v = 0; v < VW; v++) a[s][v] = (v8){0};
+        for (int v = 0; v < VW; v++) a[s][v] = (vf){0};
     int k = 0;
     for (; k + 4 <= in; k += 4)
         for (int s = 0; s < 4; s++) {
-            const i64 row = at + (i64)(k + s) * VW * 8;
+            const i64 row = at + (i64)(k + s) * VW * VL;
             const float xk = x[k + s];
-            for (int v = 0; v < VW; v++) a[s][v] += xk * loadw(W, row + 8 * v, F);
+            for (int v = 0; v < VW; v++) a[s][v] += xk * loadw(W, row + VL * v, F);
         }
     for (; k < in; k++) {
-        const i64 row = at + (i64)k * VW * 8;
-        for (int v = 0; v < VW; v++) a[0][v] += x[k] * loadw(W, row + 8 * v, F);
+        const i64 row = at + (i64)k * VW * VL;
+        for (int v = 0; v < VW; v++) a[0][v] += x[k] * loadw(W, row + VL * v, F);
     }
     for (int v = 0; v < VW; v++) {
-        const v8 t = finish8((a[0][v] + a[1][v]) + (a[2][v] + a[3][v]), bias, scale, j0 + 8 * v);
-        memcpy(y + j0 + 8 * v, &t, sizeof(v8));
+        const vf t = finishv((a[0][v] + a[1][v]) + (a[2][v] + a[3][v]), bias, scale, j0 + VL * v);
+        memcpy(y + j0 + VL * v, &t, sizeof(vf));
     }
 }
 
+#define TILE(n, VW) tile(x + (i64)r0 * in, n, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0)
 #define ROW_GROUPS(VW)                                                                                          \
     do {                                                                                                        \
         if (nb == 1) { tile1(x, VW, in, W, at, F, bias, scale, y, j0); break; }                                \
         int r0 = 0;                                                                                             \
-        for (; r0 + 4 <= nb; r0 += 4) tile(x + (i64)r0 * in, 4, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); \
+        for (; r0 + TR <= nb; r0 += TR) TILE(TR, VW);                                                               \
         switch (nb - r0) {                                                                                      \
-            case 3: tile(x + (i64)r0 * in, 3, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); break;  \
-            case 2: tile(x + (i64)r0 * in, 2, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); break;  \
-            case 1: tile(x + (i64)r0 * in, 1, VW, in, out, W, at, F, bias, scale, y + (i64)r0 * out, j0); break;  \
+            case 7: TILE(7, VW); break;                                                                             \
+            case 6: TILE(6, VW); break;                                                                             \
+            case 5: TILE(5, VW); break;                                                                             \
+            case 4: TILE(4, VW); break;                                                                             \
+            case 3: TILE(3, VW); break;                                                                             \
+            case 2: TILE(2, VW); break;                                                                             \
+            case 1: TILE(1, VW); break;                                                                             \
             default: break;                                                                                     \
         }                                                                                                       \
     } while (0)
@@ -198,9 +217,9 @@ static inline __attribute__((always_inline)) void linear_any(const float *x, int
                                                              float *y, int c0, int c1) {
     int j0 = c0;
     i64 at = (i64)in * c0; /* strips are stored in column order, each in x width: column j0 starts at in * j0 */
-    const int n24 = out / 24 * 24, n8 = n24 + (out - n24) / 8 * 8; /* where the 24- and 8-wide strips end */
-    for (; j0 < n24 && j0 < c1; j0 += 24, at += (i64)in * 24) ROW_GROUPS(3);
-    for (; j0 < n8 && j0 < c1; j0 += 8, at += (i64)in * 8) ROW_GROUPS(1);
+    const int n3 = out / (3 * VL) * (3 * VL), n1 = n3 + (out - n3) / VL * VL; /* where the wide strips end */
+    for (; j0 < n3 && j0 < c1; j0 += 3 * VL, at += (i64)in * 3 * VL) ROW_GROUPS(3);
+    for (; j0 < n1 && j0 < c1; j0 += VL, at += (i64)in * VL) ROW_GROUPS(1);
     for (; j0 < c1; j0++, at += in)
         for (int r = 0; r < nb; r++) {
             float acc = 0.f;
@@ -209,11 +228,12 @@ static inline __attribute__((always_inline)) void linear_any(const float *x, int
         }
 }
 #undef ROW_GROUPS
+#undef TILE
 
 /* y (nb, out) = bias + x (nb, in) @ W (in, out) over columns [c0, c1), W packed by
- * apps.sashimi.native.pack_strips (column strips of 24, then 8, then 1, each contiguous) in format fmt
+ * apps.sashimi.native.pack_strips (column strips of 3 VL, then VL, then 1, each contiguous) in format fmt
  * (W_F32; W_BF16: two weights per float slot; W_I8: `out` float scales, then four weights per slot).
- * Column strips outside, row groups inside: a strip (in x 24 weights) streams from memory once per call
+ * Column strips outside, row groups inside: a strip (in x 3 VL weights) streams from memory once per call
  * and from L1 for the other row groups, so the weights pass through the cache once per step whatever
  * the batch. */
 static void linear_cols(const float *x, int nb, int in, int out, const float *W, const float *bias, float *y, int fmt,
@@ -263,11 +283,11 @@ static void gelu_cols(float *v, int nb, int width, int c0, int c1) {
     for (int row = 0; row < nb; row++) gelu_inplace(v + (i64)row * width + c0, c1 - c0);
 }
 
-/* the strip boundary of a linear with `out` columns closest to out / 2 (strips: 24s, then 8s, then 1s) */
+/* the strip boundary of a linear with `out` columns closest to out / 2 (strips: 3 VL, then VL, then 1) */
 static int strip_split(int out) {
-    const int n24 = out / 24 * 24, n8 = n24 + (out - n24) / 8 * 8, half = out / 2;
-    if (half <= n24) return (half + 12) / 24 * 24;
-    if (half <= n8) return n24 + (half - n24 + 4) / 8 * 8;
+    const int W3 = 3 * VL, n3 = out / W3 * W3, n1 = n3 + (out - n3) / VL * VL, half = out / 2;
+    if (half <= n3) return (half + W3 / 2) / W3 * W3;
+    if (half <= n1) return n3 + (half - n3 + VL / 2) / VL * VL;
     return half;
 }
 
@@ -330,14 +350,22 @@ static void linear(const float *x, int nb, int in, int out, const float *W, cons
     linear_gelu(x, nb, in, out, W, bias, y, fmt, 0);
 }
 
-static inline float hsum(v8 v) {
-    float t = 0.f;
-    for (int j = 0; j < 8; j++) t += v[j];
-    return t;
+typedef float f8 __attribute__((vector_size(32)));
+typedef float f4 __attribute__((vector_size(16)));
+
+static inline float hsum(vf v) { /* a tree of additions, log2(VL) deep */
+#if VL == 16
+    const f8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+    const f8 h = v;
+#endif
+    const f4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
 /* The recurrence of one channel for NR rows (1..4 after inlining).  A channel's parameters are read
- * once per 8 modes and reused by every row of the group; xs[r] is row r's state (M re, then M im),
+ * once per VL modes and reused by every row of the group; xs[r] is row r's state (M re, then M im),
  * u[r] its input, y[r] receives its output.  q_k = Re(a_k . x) + c_k u, x' = lam x + b u - sum_k G_k q_k,
  * y = Re(C . x') + D u. */
 static inline __attribute__((always_inline)) void ssm_rows(float *const *xs, const float *uc, float *yo, const int NR,
@@ -345,16 +373,16 @@ static inline __attribute__((always_inline)) void ssm_rows(float *const *xs, con
                                                            const float *a, const float *cq, int H, const float *G,
                                                            const float *C, float D) {
     const float *li = lr + M, *bi = br + M, *ci = C + M;
-    const int M8 = M - M % 8;
+    const int MV = M - M % VL;
     float q[4 * (R > 0 ? R : 1)];
     for (int k = 0; k < R; k++) {
         const float *ar = a + k * HM2, *ai = ar + M;
-        v8 acc[4];
-        for (int r = 0; r < NR; r++) acc[r] = (v8){0};
+        vf acc[4];
+        for (int r = 0; r < NR; r++) acc[r] = (vf){0};
         int m = 0;
-        for (; m < M8; m += 8) {
-            const v8 var = load8(ar + m), vai = load8(ai + m);
-            for (int r = 0; r < NR; r++) acc[r] += var * load8(xs[r] + m) - vai * load8(xs[r] + M + m);
+        for (; m < MV; m += VL) {
+            const vf var = loadv(ar + m), vai = loadv(ai + m);
+            for (int r = 0; r < NR; r++) acc[r] += var * loadv(xs[r] + m) - vai * loadv(xs[r] + M + m);
         }
         for (int r = 0; r < NR; r++) {
             float t = cq[(i64)k * H] * uc[r] + hsum(acc[r]);
@@ -362,24 +390,24 @@ static inline __attribute__((always_inline)) void ssm_rows(float *const *xs, con
             q[r * R + k] = t;
         }
     }
-    v8 vout[4];
-    for (int r = 0; r < NR; r++) vout[r] = (v8){0};
+    vf vout[4];
+    for (int r = 0; r < NR; r++) vout[r] = (vf){0};
     int m = 0;
-    for (; m < M8; m += 8) {
-        const v8 vlr = load8(lr + m), vli = load8(li + m), vbr = load8(br + m), vbi = load8(bi + m);
-        const v8 vcr = load8(C + m), vci = load8(ci + m);
+    for (; m < MV; m += VL) {
+        const vf vlr = loadv(lr + m), vli = loadv(li + m), vbr = loadv(br + m), vbi = loadv(bi + m);
+        const vf vcr = loadv(C + m), vci = loadv(ci + m);
         for (int r = 0; r < NR; r++) {
             float *xr = xs[r] + m, *xi = xs[r] + M + m;
-            const v8 sr = load8(xr), si = load8(xi);
-            v8 nr = vlr * sr - vli * si + vbr * uc[r];
-            v8 ni = vlr * si + vli * sr + vbi * uc[r];
+            const vf sr = loadv(xr), si = loadv(xi);
+            vf nr = vlr * sr - vli * si + vbr * uc[r];
+            vf ni = vlr * si + vli * sr + vbi * uc[r];
             for (int k = 0; k < R; k++) {
                 const float *gr = G + k * HM2;
-                nr -= load8(gr + m) * q[r * R + k];
-                ni -= load8(gr + M + m) * q[r * R + k];
+                nr -= loadv(gr + m) * q[r * R + k];
+                ni -= loadv(gr + M + m) * q[r * R + k];
             }
-            memcpy(xr, &nr, sizeof(v8));
-            memcpy(xi, &ni, sizeof(v8));
+            memcpy(xr, &nr, sizeof(vf));
+            memcpy(xi, &ni, sizeof(vf));
             vout[r] += vcr * nr - vci * ni;
         }
     }

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
 from apps.sashimi.model import SaShiMi, shift_right
-from apps.sashimi.native import NativeStepper, as_int8_slots
+from apps.sashimi.native import NativeStepper, as_int8_slots, build, strip_widths
 from apps.sashimi.sampling import sample
 
 
-def _model(d_state: int = 20, n_classes: int = 43, d_model: int = 12) -> SaShiMi:
-    """Sizes that reach every code path: M = 10 modes (8-wide vectors and a tail), widths 12/24/48
-    (24-wide and 8-wide weight tiles and single columns), 43 classes."""
+def _model(d_state: int = 40, n_classes: int = 43, d_model: int = 12) -> SaShiMi:
+    """Sizes that reach every code path whether the vectors are 8 or 16 floats wide: M = 20 modes (whole
+    vectors and a tail), widths 12/24/48 (3-vector and 1-vector weight strips and single columns),
+    43 classes."""
     torch.manual_seed(0)
     model = SaShiMi(n_classes=n_classes, d_model=d_model, n_layers=2, pool=(2, 2), layer="s4", d_state=d_state)
     with torch.no_grad():
@@ -21,14 +24,22 @@ def _model(d_state: int = 20, n_classes: int = 43, d_model: int = 12) -> SaShiMi
     return model.eval()
 
 
+X86 = platform.machine() in ("x86_64", "AMD64")
+
+
+@pytest.mark.parametrize("flags", [(), pytest.param(("-mno-avx512f",), marks=pytest.mark.skipif(
+    not X86, reason="an x86 compiler flag"))], ids=["native-width", "8-wide"])
 @pytest.mark.parametrize("batch", [1, 6])
-def test_native_step_equals_the_forward_pass(batch):
+def test_native_step_equals_the_forward_pass(batch, flags):
+    """Within 1e-5 of the float64 forward pass, with the machine's vector width (16 floats with AVX-512)
+    and with 8-float vectors (the build for machines without AVX-512), whose strips are packed to match."""
     model = _model()
     tokens = torch.randint(0, 43, (batch, 24))
     with torch.no_grad():
         full = model.double()(shift_right(tokens, 21))[0]
         model.float()
-        run = NativeStepper(model).start(model.default_state(batch))
+        lib = build(flags) if flags else None
+        run = NativeStepper(model, lib=lib).start(model.default_state(batch))
         out = [run.step(torch.full((batch,), 21))] + [run.step(tokens[:, t]) for t in range(23)]
     rel = float((torch.stack(out, 1).double() - full).norm() / full.norm())
     assert rel < 1e-5
@@ -180,10 +191,11 @@ def test_int8_matrices_hold_each_weight_within_half_a_step_of_its_column_scale()
     q = slots[53:].view(torch.int8)[:7 * 53].to(torch.float32)
     assert q.abs().max() <= 127
     back = torch.empty_like(W)
-    at = 0
-    for j0, width in [(0, 24), (24, 24), (48, 1), (49, 1), (50, 1), (51, 1), (52, 1)]:  # 53 = 2 x 24 + 5 x 1
-        back[:, j0:j0 + width] = q[at:at + 7 * width].reshape(7, width) * scale[j0:j0 + width]
-        at += 7 * width
+    at = j0 = 0
+    for width in strip_widths():  # 3 VL, VL, 1 (VL: the vector width, 8 or 16)
+        while j0 + width <= 53:
+            back[:, j0:j0 + width] = q[at:at + 7 * width].reshape(7, width) * scale[j0:j0 + width]
+            at, j0 = at + 7 * width, j0 + width
     assert bool(((back - W).abs() <= scale / 2 * (1 + 1e-6)).all())
 
 
