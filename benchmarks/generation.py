@@ -22,6 +22,7 @@ loaded machine still measures fairly (with several threads it sums their CPU tim
 
     python benchmarks/generation.py [--threads 2] [--steps 512] [--modes module,torch,native,native-bf16,native-int8,compile]
     python benchmarks/generation.py --profile [--batches 1,16]
+    python benchmarks/generation.py --modes native,native-int8 --cflags=-mno-avx512f   # 8-float vectors beside
 """
 
 from __future__ import annotations
@@ -38,13 +39,20 @@ from apps.sashimi.sampling import sample_logits
 from apps.sashimi.stepper import FastStepper, _ModuleRun
 
 
-def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str, threads: int) -> tuple[float, float]:
-    """``(samples per wall second, samples per CPU second)``."""
+def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str, threads: int,
+         cflags: str = "") -> tuple[float, float]:
+    """``(samples per wall second, samples per CPU second)``; ``cflags``: extra compiler flags of a native
+    variant build (e.g. ``-mno-avx512f``)."""
     state = model.default_state(batch, device)
+    backend, _, weights = mode.partition("-")
     if mode == "module":
         run = _ModuleRun(model, state)
+    elif backend == "native" and cflags:
+        from apps.sashimi import native
+
+        lib = native.build(tuple(cflags.split()))
+        run = native.NativeStepper(model, threads, weights or "float32", lib=lib).start(state)
     else:
-        backend, _, weights = mode.partition("-")
         run = FastStepper(model, backend=backend, threads=threads, weights=weights or "float32").start(state)
     g = torch.Generator(device=device).manual_seed(0)
     token = torch.full((batch,), 128, dtype=torch.long, device=device)
@@ -129,6 +137,8 @@ def main() -> None:
     p.add_argument("--batches", default="1,16")
     p.add_argument("--cuda-batch", type=int, default=64)
     p.add_argument("--profile", action="store_true", help="where the native step's time goes, then exit")
+    p.add_argument("--cflags", default="", help="native modes only: also run a variant build with these extra "
+                   "compiler flags, e.g. '-mno-avx512f' (8-float vectors), side by side")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -149,9 +159,12 @@ def main() -> None:
     for mode in args.modes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             steps = args.steps if mode.startswith("native") or mode == "compile" else max(16, args.steps // 8)
-            rate, cpu_rate = _run(model, mode, batch, steps, "cpu", args.threads)
-            print(f"| cpu | {mode} | {batch} | {rate:,.0f} | {rate / 16000:.3f} | {cpu_rate:,.0f} | "
-                  f"{os.getloadavg()[0]:.1f} |", flush=True)
+            variants = [""] + ([args.cflags] if args.cflags and mode.startswith("native") else [])
+            for cflags in variants:
+                rate, cpu_rate = _run(model, mode, batch, steps, "cpu", args.threads, cflags)
+                name = f"{mode} ({cflags})" if cflags else mode
+                print(f"| cpu | {name} | {batch} | {rate:,.0f} | {rate / 16000:.3f} | {cpu_rate:,.0f} | "
+                      f"{os.getloadavg()[0]:.1f} |", flush=True)
     if torch.cuda.is_available():
         model = model.cuda()
         for mode in (m for m in args.modes.split(",") if m in ("module", "torch", "compile")):
