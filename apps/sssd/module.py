@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import Progress
 from torch import Tensor
 
 from apps.common.distributed import SampleResults
@@ -27,7 +28,14 @@ from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.sssd.data import REGULAR_TOLERANCE
-from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
+from apps.sssd.diffusion import (
+    LOSS_ON,
+    SAMPLERS,
+    diffusion_loss,
+    impute_samples,
+    make_sampler,
+    make_scheduler,
+)
 from apps.sssd.evaluate import (
     BASELINE_FILLS,
     MetricSums,
@@ -39,7 +47,7 @@ from apps.sssd.evaluate import (
 )
 from apps.sssd.masks import MASK_ALIGNMENTS, MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4, VARIANTS
-from apps.sssd.point import POINTS, calibrate_blend, interpolation, point_estimate
+from apps.sssd.point import BLEND_SERIES, POINTS, calibrate_blend, interpolation, point_estimate
 from ssmcore.blocks import time_steps as steps_from_times
 from ssmcore.registry import dt_layer_names
 
@@ -345,19 +353,29 @@ class SSSDModule(TaskModule):
     def on_predict_start(self) -> None:
         """The blend of the ``shrunk`` point estimate of ``predict``, fitted on the validation split at the training
         masks (as :meth:`on_test_start`; 1 without a validation split)."""
-        self.predict_blend = self._split_blend("val")
+        self.predict_blend = self._split_blends("val", [(None, None)])[0]
 
-    def _split_blend(self, name: str, kind: str | None = None, ratio=None) -> float:
-        """:func:`apps.sssd.point.calibrate_blend` on the datamodule's split ``name`` (1.0 when it has none)."""
+    def _split_blends(self, name: str, masks: list[tuple[str | None, object]]) -> list[float]:
+        """:func:`apps.sssd.point.calibrate_blend` on the datamodule's split ``name`` for each (mask kind, ratio) of
+        ``masks`` (None: the training ones), with a progress bar: each is a sampling pass over up to
+        :data:`apps.sssd.point.BLEND_SERIES` series, as long as a test of as many series.  1.0 without the split."""
         dm = getattr(self.trainer, "datamodule", None)
         splits = getattr(dm, "splits", None) or {}
         val = splits.get(name)
         if val is None or len(val) == 0:
-            return 1.0
+            return [1.0] * len(masks)
         times = (getattr(dm, "time_splits", None) or {}).get(name)
-        return calibrate_blend(self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device),
-                               self.hparams.test_samples, kind=kind, ratio=ratio,
-                               times=None if times is None else torch.from_numpy(np.ascontiguousarray(times)))
+        raw = torch.from_numpy(np.ascontiguousarray(val)).to(self.device)
+        times = None if times is None else torch.from_numpy(np.ascontiguousarray(times))
+        h = self.hparams
+        S, n = h.test_samples, min(len(val), BLEND_SERIES)
+        steps = len(make_sampler(h.sampler, self.noise_scheduler, h.sampler_steps).timesteps)
+        per_fit = -(-n * S // h.sample_batch_size) * steps
+        with Progress(disable=not self.trainer.is_global_zero) as progress:
+            task = progress.add_task(f"point estimate's blend: {n} {name} series x {S} samples, {h.sampler}-{steps}",
+                                     total=per_fit * len(masks))
+            return [calibrate_blend(self, raw, S, kind=kind, ratio=ratio, times=times,
+                                    on_step=lambda: progress.advance(task)) for kind, ratio in masks]
 
     def predict_step(self, batch, batch_idx):
         """The point estimate (``model.point``, ``shrunk`` by default, as ``ssm sssd impute``) of ``test_samples``
@@ -383,7 +401,7 @@ class SSSDModule(TaskModule):
         splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None) or {}
         val = splits.get("val")
         kind, ratios = self._test_settings()
-        self.point_blends = {r: self._split_blend("val", kind, r) for r in ratios}
+        self.point_blends = dict(zip(ratios, self._split_blends("val", [(kind, r) for r in ratios])))
         print(f"point estimate: blends {', '.join(f'{v:.3g}' for v in self.point_blends.values())}, fitted on "
               f"{len(val) if val is not None else 0} validation series", flush=True)
     #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each

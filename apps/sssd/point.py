@@ -91,16 +91,21 @@ def held_out_blend(samples: Tensor, raw: Tensor, cond: Tensor, held: Tensor, mea
     return fit_blend(shrunk - interp, raw - interp, held)
 
 
+#: the most validation series that :func:`calibrate_blend` imputes
+BLEND_SERIES = 256
+
+
 @torch.no_grad()
-def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = 256,
-                    kind: str | None = None, ratio=None, times: Tensor | None = None) -> float:
+def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = BLEND_SERIES,
+                    kind: str | None = None, ratio=None, times: Tensor | None = None, on_step=None) -> float:
     """The blend of the ``shrunk`` estimate fitted on series ``raw`` (N, L, C) of the validation split: masks of
     ``kind`` and ``ratio`` (default: the model's training masks; give the ones the gaps follow) hide some of
     their entries, ``n_samples`` imputations of them are drawn, and the blend is :func:`fit_blend` of the
     shrunk offset to the true one (at most ``max_series`` series, evenly spaced).
 
     ``model`` is an :class:`apps.sssd.module.SSSDModule`; ``times`` (N, L): the series' time stamps (data.time_column),
-    if any; returns 1.0 when nothing can be held out."""
+    if any; ``on_step``: called after every denoising step (progress bars); returns 1.0 when nothing can be
+    held out.  It costs one sampling pass over the series, as many as a test of that many series."""
     from apps.sssd.masks import batch_masks
 
     if len(raw) == 0:
@@ -117,5 +122,6 @@ def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_serie
     held = available & ~cond
     if not held.any():
         return 1.0
-    samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1), dt=dt)
+    samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1), dt=dt,
+                           on_step=on_step)
     return held_out_blend(samples, raw, cond, held, model.data_mean, model.data_std, time_positions(dt))
