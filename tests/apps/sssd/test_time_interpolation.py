@@ -176,3 +176,28 @@ def test_the_model_interpolates_in_time_with_irregular_stamps():
     zero = point_estimate(samples, interpolation(raw, obs, model.data_mean, time_positions(dt)), ~obs, "shrunk",
                           model.data_std, blend=0.0)
     assert np.allclose(zero.numpy()[~observed], want[~observed], rtol=1e-4, atol=1e-5)
+
+
+def test_impute_and_forecast_points_fall_back_to_the_interpolation_in_time():
+    """``ssm sssd impute`` / ``forecast``'s point (:func:`apps.sssd.infer.point_of`) with the input's stamps: at
+    blend 0 the ``shrunk`` point is ``np.interp`` on the stamps; evenly spaced stamps are the row index's."""
+    from apps.sssd.infer import point_of, series_positions
+
+    times, values, observed = _series(seed=4)
+    observed[0, 4, 0] = True
+    model = _module()
+    model.time_unit.fill_(float(np.median(np.diff(times, axis=1))))
+    raw = np.where(observed, values, np.nan).astype(np.float32)
+    samples = np.repeat(np.nan_to_num(raw)[None], 3, axis=0) + np.random.default_rng(0).standard_normal((3, *raw.shape)).astype(np.float32)
+    got = point_of(samples, raw, observed, model, "shrunk", 0.0, times)
+    want = numpy_interp(times, values, observed, np.zeros(2))
+    assert np.allclose(got[~observed], want[~observed], rtol=1e-4, atol=1e-5)
+    assert np.array_equal(got[observed], raw[observed])
+    # stamps one training step apart: no time steps at all, the row index's interpolation exactly
+    unit = float(model.time_unit)
+    even = np.broadcast_to(np.arange(30.0) * unit + 7.0, times.shape).copy()
+    assert series_positions(model, even) is None and series_positions(model, None) is None
+    by_row = point_of(samples, raw, observed, model, "shrunk", 0.0)
+    assert np.array_equal(point_of(samples, raw, observed, model, "shrunk", 0.0, even), by_row)
+    # evenly spaced at another step: S5 gets those steps, and the interpolation is the same up to rounding
+    assert np.allclose(point_of(samples, raw, observed, model, "shrunk", 0.0, even * 3.0), by_row, atol=1e-5)
