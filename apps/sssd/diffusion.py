@@ -156,7 +156,9 @@ def impute(net: nn.Module, x0: Tensor, cond_mask: Tensor, scheduler: DDPMSchedul
     x = randn_rows(x0.shape, generator).to(x0) * sched.init_noise_sigma
     cond = (x0 if cond_values is None else cond_values) * cond_mask
     # the conditioning is the same at every step: networks that can take it prepared get it once
-    prepared = {"condition": net.condition(cond, cond_mask)} if hasattr(net, "condition") else {}
+    prepared = {}
+    if hasattr(net, "condition"):
+        prepared["condition"] = net.condition(cond, cond_mask) if dt is None else net.condition(cond, cond_mask, dt)
     if dt is not None:
         prepared["dt"] = dt
     # diffusers draws the ancestral noise with one generator per row when given a list

@@ -10,7 +10,9 @@ with the unbiased pairwise term from sorted samples.  Beside it, the scores of t
 tables (:mod:`apps.sssd.metrics`): CSDI's normalised quantile CRPS (``NCRPS``) and its CRPS-sum over
 channels (``CRPS-sum``).  The baselines are the per-channel mean of
 each series' observed entries, last observation carried forward, and linear interpolation; their
-CRPS is their MAE (a point forecast's CRPS is its absolute error), their NCRPS their MRE.
+CRPS is their MAE (a point forecast's CRPS is its absolute error), their NCRPS their MRE.  With time stamps
+(``data.time_column``, irregular steps) the linear interpolation is in time, between the observations' stamps
+(``times`` of :func:`linear_fill`); without them, in row index.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ def crps_from_samples(samples: Tensor, target: Tensor) -> Tensor:
     return abs_err - pair_sum / (S * (S - 1))
 
 
-def mean_fill(x: Tensor, observed: Tensor, fallback: Tensor) -> Tensor:
+def mean_fill(x: Tensor, observed: Tensor, fallback: Tensor, times: Tensor | None = None) -> Tensor:
     """Each channel's missing entries set to the mean of that series' observed entries: (B, L, C) -> (B, L, C).
 
-    ``fallback`` (C,) is used where a series channel has no observed entry."""
+    ``fallback`` (C,) is used where a series channel has no observed entry; ``times`` is ignored (the same
+    signature as :func:`linear_fill`)."""
     w = observed.to(x.dtype)
     count = w.sum(1, keepdim=True)
     mean = (torch.where(observed, x, 0.0).sum(1, keepdim=True) / count.clamp_min(1.0))
@@ -64,8 +67,10 @@ def _next_index(observed: Tensor) -> Tensor:
     return (L - 1) - _last_index(observed.flip(1)).flip(1)
 
 
-def locf_fill(x: Tensor, observed: Tensor, fallback: Tensor) -> Tensor:
-    """Last observation carried forward (the first observation carried backward before it): (B, L, C)."""
+def locf_fill(x: Tensor, observed: Tensor, fallback: Tensor, times: Tensor | None = None) -> Tensor:
+    """Last observation carried forward (the first observation carried backward before it): (B, L, C).
+
+    ``times`` is ignored (the same signature as :func:`linear_fill`)."""
     last, nxt = _last_index(observed), _next_index(observed)
     L = x.shape[1]
     source = torch.where(last >= 0, last, nxt).clamp(0, L - 1)
@@ -74,15 +79,25 @@ def locf_fill(x: Tensor, observed: Tensor, fallback: Tensor) -> Tensor:
     return torch.where(observed, x, filled)
 
 
-def linear_fill(x: Tensor, observed: Tensor, fallback: Tensor) -> Tensor:
-    """Linear interpolation between the neighbouring observations (nearest one at the ends): (B, L, C)."""
+def linear_fill(x: Tensor, observed: Tensor, fallback: Tensor, times: Tensor | None = None) -> Tensor:
+    """Linear interpolation between the neighbouring observations (nearest one at the ends): (B, L, C).
+
+    ``times`` (B, L) or (L,): the rows' time stamps (any origin and unit, increasing), to interpolate in time
+    between the observations' stamps; None (default): in row index, as if the rows were evenly spaced.
+    ``fallback`` (C,) where a series channel has no observed entry."""
     last, nxt = _last_index(observed), _next_index(observed)
-    L = x.shape[1]
+    B, L, C = x.shape
     lo, hi = last.clamp(0, L - 1), nxt.clamp(0, L - 1)
     x_lo, x_hi = x.gather(1, lo), x.gather(1, hi)
-    steps = torch.arange(L, device=x.device).reshape(1, L, 1).to(x.dtype)
-    span = (hi - lo).to(x.dtype).clamp_min(1.0)
-    interp = x_lo + (x_hi - x_lo) * (steps - lo.to(x.dtype)) / span
+    if times is None:
+        steps = torch.arange(L, device=x.device).reshape(1, L, 1).to(x.dtype)
+        span = (hi - lo).to(x.dtype).clamp_min(1.0)
+        interp = x_lo + (x_hi - x_lo) * (steps - lo.to(x.dtype)) / span
+    else:
+        t = times.to(device=x.device, dtype=torch.float64).reshape(-1, L, 1).expand(B, L, C)
+        t_lo, t_hi = t.gather(1, lo), t.gather(1, hi)
+        frac = torch.where(hi > lo, (t - t_lo) / torch.where(hi > lo, t_hi - t_lo, 1.0), 0.0)
+        interp = x_lo + (x_hi - x_lo) * frac.to(x.dtype)
     interp = torch.where(last < 0, x_hi, interp)
     interp = torch.where(nxt >= L, x_lo, interp)
     interp = torch.where((last < 0) & (nxt >= L), fallback.to(x).reshape(1, 1, -1).expand_as(x), interp)
@@ -141,11 +156,19 @@ class MetricSums:
 
 
 def add_baselines(sums: dict[str, MetricSums], x: Tensor, observed: Tensor, target_where: Tensor,
-                  fallback: Tensor) -> None:
-    """Fill ``x`` (B, L, C; NaN-free where observed) with every baseline and add it to ``sums[name]``."""
+                  fallback: Tensor, times: Tensor | None = None) -> None:
+    """Fill ``x`` (B, L, C; NaN-free where observed) with every baseline and add it to ``sums[name]``;
+    ``times`` (B, L): the rows' time stamps, for ``linear`` to interpolate in time (None: in row index)."""
     x_obs = torch.where(observed, torch.nan_to_num(x), 0.0)
     for name, fill in BASELINE_FILLS.items():
-        sums.setdefault(name, MetricSums()).add(fill(x_obs, observed, fallback), x, target_where)
+        sums.setdefault(name, MetricSums()).add(fill(x_obs, observed, fallback, times=times), x, target_where)
+
+
+def time_positions(dt: Tensor | None) -> Tensor | None:
+    """The rows' positions in time (B, L) float64 from their time steps ``dt`` (B, L; the first row's is any
+    value): the running sum, which differs from the time stamps only by an origin and a unit, all that
+    :func:`linear_fill` needs.  None for None (evenly spaced rows: interpolate in row index)."""
+    return None if dt is None else dt.double().cumsum(-1)
 
 
 def metrics_rows(results: dict[tuple[str, float], dict[str, dict[str, float]]]) -> tuple[list[str], list[list]]:

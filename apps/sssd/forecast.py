@@ -39,6 +39,7 @@ from apps.sssd.infer import (
     load_model,
     point_of,
     sample_series,
+    series_positions,
     write_outputs,
 )
 from apps.sssd.module import SSSDModule
@@ -73,7 +74,7 @@ def forecast_blend(model: SSSDModule, before: np.ndarray, horizon: int, n_sample
     ctx_times = None if times is None else times[:, -context.shape[1]:]
     samples, _ = sample_series(model, hidden, cond, n_samples, sampler, steps, seed + 31, ctx_times)
     return held_out_blend(torch.from_numpy(samples), torch.from_numpy(context), torch.from_numpy(cond),
-                          torch.from_numpy(held), model.data_mean, model.data_std)
+                          torch.from_numpy(held), model.data_mean, model.data_std, series_positions(model, ctx_times))
 
 
 def forecast(argv: list[str]) -> None:
@@ -121,7 +122,7 @@ def forecast(argv: list[str]) -> None:
     full[:, :, -W:] = samples
     print(f"{rate:.1f} samples/s (series x samples per second)")
     known = ~np.isnan(series)
-    points = {kind: point_of(full, series, known, model, kind, blend) for kind in (a.point, *POINTS) if kind}
+    points = {kind: point_of(full, series, known, model, kind, blend, times) for kind in (a.point, *POINTS) if kind}
     if truth is not None:
         hidden = np.zeros(truth.shape, dtype=bool)
         hidden[:, T - a.horizon:] = True

@@ -40,6 +40,7 @@ from apps.common.io import atomic_npy_save, check_writable
 from apps.common.report import save_figure, write_csv
 from apps.sssd.data import SeriesFile, is_table, median_step, read_series
 from apps.sssd.diffusion import SAMPLERS
+from apps.sssd.evaluate import time_positions
 from apps.sssd.masks import make_mask
 from apps.sssd.module import SSSDModule, trained_unconditionally
 from apps.sssd.point import POINTS, held_out_blend, interpolation, point_estimate
@@ -205,14 +206,23 @@ def calibrate_blend(model: SSSDModule, values: np.ndarray, observed: np.ndarray,
     hidden = np.where(cond, values, np.nan).astype(np.float32)
     samples, _ = sample_series(model, hidden, cond, n_samples, sampler, steps, seed + 31, times)
     return held_out_blend(torch.from_numpy(samples), torch.from_numpy(values), torch.from_numpy(cond),
-                          torch.from_numpy(held), model.data_mean, model.data_std)
+                          torch.from_numpy(held), model.data_mean, model.data_std, series_positions(model, times))
+
+
+def series_positions(model: SSSDModule, times: np.ndarray | None) -> torch.Tensor | None:
+    """The rows' positions in time (N, T) float64 for the linear interpolations of the point estimate, from the
+    input's time stamps ``times`` (N, T); None without them or when they are evenly spaced (row index)."""
+    if times is None:
+        return None
+    return time_positions(series_time_steps(model, times - times[:, :1], times))
 
 
 def point_of(samples: np.ndarray, values: np.ndarray, observed: np.ndarray, model: SSSDModule, kind: str,
-             blend: float) -> np.ndarray:
-    """The point estimate (N, T, C) of ``samples`` (S, N, T, C), observed entries as given."""
+             blend: float, times: np.ndarray | None = None) -> np.ndarray:
+    """The point estimate (N, T, C) of ``samples`` (S, N, T, C), observed entries as given; ``times`` (N, T):
+    the rows' time stamps, if any (the interpolation ``shrunk`` falls back to is then in time)."""
     t_obs = torch.from_numpy(observed)
-    interp = interpolation(torch.from_numpy(values), t_obs, model.data_mean)
+    interp = interpolation(torch.from_numpy(values), t_obs, model.data_mean, series_positions(model, times))
     est = point_estimate(torch.from_numpy(samples), interp, ~t_obs, kind, model.data_std, blend)
     return np.where(observed, values, est.numpy())
 
@@ -330,7 +340,7 @@ def impute(argv: list[str]) -> None:
         print(f"point estimate: blend {blend:.3g} toward the samples, fitted on held-out observed entries")
     samples, rate = sample_series(model, values, observed, a.samples, sampler, a.steps, a.seed, times)
     print(f"{rate:.1f} samples/s (windows x samples per second), {int((~observed).sum())} entries imputed")
-    point = point_of(samples, values, observed, model, a.point, blend)
+    point = point_of(samples, values, observed, model, a.point, blend, times)
     for path in write_outputs(Path(a.out), data, values, observed, samples, a.max_plots, f"imputed: {a.input}",
                               point):
         print(f"wrote {path}")

@@ -46,7 +46,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from apps.common.layers import LayerSpec, layer_spec
-from apps.sssd.evaluate import linear_fill
+from apps.sssd.evaluate import linear_fill, time_positions
 from ssmcore.layers.s4 import S4, conj_full
 from ssmcore.optim import ssm_parameters
 from ssmcore.registry import dt_layer_names, make_layer
@@ -222,12 +222,14 @@ class SSSDS4(nn.Module):
             changed += 1
         return changed
 
-    def condition(self, cond: Tensor, mask: Tensor) -> list[Tensor]:
-        """Every layer's projected conditioning from the observed values and mask (B, L, C_in): n_layers x (B, 2R, L)."""
+    def condition(self, cond: Tensor, mask: Tensor, dt: Tensor | None = None) -> list[Tensor]:
+        """Every layer's projected conditioning from the observed values and mask (B, L, C_in): n_layers x (B, 2R, L);
+        ``dt`` (B, L): the series' time steps, for ``interp_cond``'s interpolation to be in time (None: row index)."""
         mask = mask.to(cond.dtype)
         parts = [cond * mask, mask]
         if self.interp_cond:
-            parts.append(linear_fill(cond * mask, mask > 0, torch.zeros(self.in_channels, device=cond.device)))
+            parts.append(linear_fill(cond * mask, mask > 0, torch.zeros(self.in_channels, device=cond.device),
+                                     time_positions(dt)))
         conditioning = rearrange(torch.cat(parts, dim=-1), "b l c -> b c l")  # (B, 2 or 3 C_in, L)
         return [layer.project(conditioning) for layer in self.layers]
 
@@ -237,7 +239,7 @@ class SSSDS4(nn.Module):
             raise ValueError("dt (per-step time steps) needs an SSM that takes them: "
                              f"model.layer.name one of {', '.join(dt_layer_names())}")
         if condition is None:
-            condition = self.condition(cond, mask)
+            condition = self.condition(cond, mask, dt)
         x = self.init_conv(rearrange(x_t, "b l c -> b c l"))  # (B, R, L)
         emb = self.embed(t)  # (B or 1, E)
         skip = 0.0

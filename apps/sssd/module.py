@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import Progress
 from torch import Tensor
 
 from apps.common.distributed import SampleResults
@@ -27,18 +28,26 @@ from apps.common.layers import LayerSpec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.sssd.data import REGULAR_TOLERANCE
-from apps.sssd.diffusion import LOSS_ON, SAMPLERS, diffusion_loss, impute_samples, make_scheduler
+from apps.sssd.diffusion import (
+    LOSS_ON,
+    SAMPLERS,
+    diffusion_loss,
+    impute_samples,
+    make_sampler,
+    make_scheduler,
+)
 from apps.sssd.evaluate import (
     BASELINE_FILLS,
     MetricSums,
     add_baselines,
     linear_fill,
     summary_lines,
+    time_positions,
     write_metrics,
 )
 from apps.sssd.masks import MASK_ALIGNMENTS, MASK_TYPES, batch_masks
 from apps.sssd.model import SSSD_LAYER, SSSDS4, VARIANTS
-from apps.sssd.point import POINTS, calibrate_blend, interpolation, point_estimate
+from apps.sssd.point import BLEND_SERIES, POINTS, calibrate_blend, interpolation, point_estimate
 from ssmcore.blocks import time_steps as steps_from_times
 from ssmcore.registry import dt_layer_names
 
@@ -108,7 +117,9 @@ class SSSDModule(TaskModule):
     takes per-step time steps (S5, S5-PTD) gets ``dt`` = the steps in units of the training series' median step
     (the ``time_unit`` buffer, kept in the checkpoint): a regular series gives dt = 1 everywhere, which is passed
     as no ``dt`` at all, so it trains and samples exactly as without the time column.  Other layers (S4, the
-    default) refuse irregular stamps with a message; regular ones change nothing.
+    default) refuse irregular stamps with a message; regular ones change nothing.  With irregular stamps every
+    linear interpolation is in time, between the observations' stamps: the start of ``interp_residual`` and
+    ``interp_cond``, the one the ``shrunk`` point estimate falls back to, and the ``linear`` baseline of the test.
     """
 
     def __init__(
@@ -244,25 +255,30 @@ class SSSDModule(TaskModule):
             if self.hparams.variant == "official":  # a fresh model (not a resume): the published C~ start
                 self.net.init_official_C(int(self.train_length))
             if self.hparams.interp_residual:
-                self.res_scale.copy_(self.residual_scale(torch.from_numpy(dm.splits["train"][:1024]).to(self.device)))
+                train_times = (getattr(dm, "time_splits", None) or {}).get("train")
+                dt = None if train_times is None else self.time_steps(torch.from_numpy(np.ascontiguousarray(train_times[:1024])))
+                self.res_scale.copy_(self.residual_scale(torch.from_numpy(dm.splits["train"][:1024]).to(self.device),
+                                                         None if dt is None else dt.to(self.device)))
 
     @torch.no_grad()
-    def residual_scale(self, raw: Tensor) -> Tensor:
-        """Per-channel std (C,) of the standardised series minus their linear interpolation, on the entries the
-        training masks hide in ``raw`` (N, L, C)."""
+    def residual_scale(self, raw: Tensor, dt: Tensor | None = None) -> Tensor:
+        """Per-channel std (C,) of the standardised series minus their linear interpolation (in time with the
+        series' time steps ``dt`` (N, L), :meth:`time_steps`), on the entries the training masks hide in ``raw``
+        (N, L, C)."""
         x, available = self.standardise(raw)
         cond = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, torch.Generator().manual_seed(0))
         cond &= available
         hidden = available & ~cond
-        err = torch.where(hidden, x - linear_fill(x, cond, torch.zeros_like(self.data_mean)), 0.0)
+        err = torch.where(hidden, x - linear_fill(x, cond, torch.zeros_like(self.data_mean), time_positions(dt)), 0.0)
         count = hidden.sum((0, 1)).clamp_min(1)
         return (err.square().sum((0, 1)) / count).sqrt().clamp_min(1e-3)
 
-    def _diffused(self, x: Tensor, cond_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """What the diffusion runs on (the series, or its scaled residual after interpolation) and the offset."""
+    def _diffused(self, x: Tensor, cond_mask: Tensor, dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """What the diffusion runs on (the series, or its scaled residual after interpolation, in time when the
+        series have time steps ``dt``) and the offset."""
         if not self.hparams.interp_residual:
             return x, torch.zeros_like(x)
-        interp = linear_fill(x, cond_mask, torch.zeros_like(self.data_mean))
+        interp = linear_fill(x, cond_mask, torch.zeros_like(self.data_mean), time_positions(dt))
         return (x - interp) / self.res_scale, interp
 
     # -- training ----------------------------------------------------------------------------------
@@ -276,7 +292,7 @@ class SSSDModule(TaskModule):
         x, available = self.standardise(raw)
         shared = self.hparams.get("mask_per", "series") == "batch"
         cond_mask = self._masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, generator, shared) & available
-        target, _ = self._diffused(x, cond_mask)
+        target, _ = self._diffused(x, cond_mask, dt)
         return diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
                               generator, cond_values=x, dt=dt)
 
@@ -298,7 +314,7 @@ class SSSDModule(TaskModule):
         gens = [torch.Generator().manual_seed(1000 + i) for i in index.tolist()]
         x, available = self.standardise(raw)
         cond_mask = self._series_masks(x.shape, self.hparams.mask, self.hparams.mask_ratio, gens) & available
-        target, _ = self._diffused(x, cond_mask)
+        target, _ = self._diffused(x, cond_mask, dt)
         sums = diffusion_loss(self.net, target, available, cond_mask, self.noise_scheduler, self.hparams.loss_on,
                               gens, cond_values=x, per_row=True, dt=dt)
         counted = available & ~cond_mask if self.hparams.loss_on == "missing" else available
@@ -326,7 +342,7 @@ class SSSDModule(TaskModule):
         steps (:meth:`time_steps`), None for a regular series."""
         x, available = self.standardise(raw)
         cond_mask = cond_mask & available
-        target, offset = self._diffused(x, cond_mask)
+        target, offset = self._diffused(x, cond_mask, dt)
         samples = impute_samples(self.net, target, cond_mask, self.noise_scheduler, n_samples, cond_values=x,
                                  batch_size=self.hparams.sample_batch_size, sampler=sampler or self.hparams.sampler,
                                  steps=steps or self.hparams.sampler_steps, loss_on=self.hparams.loss_on,
@@ -337,19 +353,29 @@ class SSSDModule(TaskModule):
     def on_predict_start(self) -> None:
         """The blend of the ``shrunk`` point estimate of ``predict``, fitted on the validation split at the training
         masks (as :meth:`on_test_start`; 1 without a validation split)."""
-        self.predict_blend = self._split_blend("val")
+        self.predict_blend = self._split_blends("val", [(None, None)])[0]
 
-    def _split_blend(self, name: str, kind: str | None = None, ratio=None) -> float:
-        """:func:`apps.sssd.point.calibrate_blend` on the datamodule's split ``name`` (1.0 when it has none)."""
+    def _split_blends(self, name: str, masks: list[tuple[str | None, object]]) -> list[float]:
+        """:func:`apps.sssd.point.calibrate_blend` on the datamodule's split ``name`` for each (mask kind, ratio) of
+        ``masks`` (None: the training ones), with a progress bar: each is a sampling pass over up to
+        :data:`apps.sssd.point.BLEND_SERIES` series, as long as a test of as many series.  1.0 without the split."""
         dm = getattr(self.trainer, "datamodule", None)
         splits = getattr(dm, "splits", None) or {}
         val = splits.get(name)
         if val is None or len(val) == 0:
-            return 1.0
+            return [1.0] * len(masks)
         times = (getattr(dm, "time_splits", None) or {}).get(name)
-        return calibrate_blend(self, torch.from_numpy(np.ascontiguousarray(val)).to(self.device),
-                               self.hparams.test_samples, kind=kind, ratio=ratio,
-                               times=None if times is None else torch.from_numpy(np.ascontiguousarray(times)))
+        raw = torch.from_numpy(np.ascontiguousarray(val)).to(self.device)
+        times = None if times is None else torch.from_numpy(np.ascontiguousarray(times))
+        h = self.hparams
+        S, n = h.test_samples, min(len(val), BLEND_SERIES)
+        steps = len(make_sampler(h.sampler, self.noise_scheduler, h.sampler_steps).timesteps)
+        per_fit = -(-n * S // h.sample_batch_size) * steps
+        with Progress(disable=not self.trainer.is_global_zero) as progress:
+            task = progress.add_task(f"point estimate's blend: {n} {name} series x {S} samples, {h.sampler}-{steps}",
+                                     total=per_fit * len(masks))
+            return [calibrate_blend(self, raw, S, kind=kind, ratio=ratio, times=times,
+                                    on_step=lambda: progress.advance(task)) for kind, ratio in masks]
 
     def predict_step(self, batch, batch_idx):
         """The point estimate (``model.point``, ``shrunk`` by default, as ``ssm sssd impute``) of ``test_samples``
@@ -357,7 +383,7 @@ class SSSDModule(TaskModule):
         raw, dt = self._batch(batch)
         observed = ~torch.isnan(raw)
         samples = self.sample(raw, observed, self.hparams.test_samples, dt=dt)
-        return point_estimate(samples, interpolation(raw, observed, self.data_mean), ~observed,
+        return point_estimate(samples, interpolation(raw, observed, self.data_mean, time_positions(dt)), ~observed,
                               self.hparams.get("point", "shrunk"), self.data_std, getattr(self, "predict_blend", 1.0))
 
     # -- test: one row per mask ratio --------------------------------------------------------------
@@ -375,7 +401,7 @@ class SSSDModule(TaskModule):
         splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None) or {}
         val = splits.get("val")
         kind, ratios = self._test_settings()
-        self.point_blends = {r: self._split_blend("val", kind, r) for r in ratios}
+        self.point_blends = dict(zip(ratios, self._split_blends("val", [(kind, r) for r in ratios])))
         print(f"point estimate: blends {', '.join(f'{v:.3g}' for v in self.point_blends.values())}, fitted on "
               f"{len(val) if val is not None else 0} validation series", flush=True)
     #: the running sums of :class:`apps.sssd.evaluate.MetricSums`, one column each
@@ -398,7 +424,7 @@ class SSSDModule(TaskModule):
             target = available & ~cond_mask
             noise = [torch.Generator().manual_seed(((key + i) * 7919 + s + 1) % (1 << 62)) for s in range(S) for i in index]
             samples = self.sample(raw, cond_mask, S, generator=noise, dt=dt)  # (S, B, L, C)
-            interp = interpolation(raw, cond_mask, self.data_mean)
+            interp = interpolation(raw, cond_mask, self.data_mean, time_positions(dt))
             for b in range(len(index)):
                 one = slice(b, b + 1)
                 sums = {"SSSD": MetricSums(), "SSSD median": MetricSums()}
@@ -406,7 +432,8 @@ class SSSDModule(TaskModule):
                                        self.point_blends.get(ratio, 1.0))  # apps.sssd.point
                 sums["SSSD"].add(point, raw[one], target[one], samples[:, one])
                 sums["SSSD median"].add(samples[:, one].median(0).values, raw[one], target[one], samples[:, one])
-                add_baselines(sums, raw[one], cond_mask[one], target[one], self.data_mean)
+                add_baselines(sums, raw[one], cond_mask[one], target[one], self.data_mean,
+                              None if dt is None else time_positions(dt[one]))
                 rows[b].append([[float(getattr(sums[m], f)) for f in self.SUM_FIELDS] for m in self.TEST_METHODS])
         self.results.add(sums=torch.tensor(rows, dtype=torch.float64))  # (B, ratios, methods, fields)
 

@@ -23,15 +23,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from apps.sssd.evaluate import linear_fill
+from apps.sssd.evaluate import linear_fill, time_positions
 
 POINTS = ("shrunk", "mean", "median")
 
 
-def interpolation(raw: Tensor, cond_mask: Tensor, fallback: Tensor) -> Tensor:
+def interpolation(raw: Tensor, cond_mask: Tensor, fallback: Tensor, times: Tensor | None = None) -> Tensor:
     """Linear interpolation of the conditioning entries of ``raw`` (B, L, C; NaN allowed elsewhere), data units;
-    ``fallback`` (C,) where a channel has no observed entry."""
-    return linear_fill(torch.where(cond_mask, torch.nan_to_num(raw), 0.0), cond_mask, fallback)
+    ``fallback`` (C,) where a channel has no observed entry; ``times`` (B, L): the rows' positions in time, to
+    interpolate in time (irregular time stamps; :func:`apps.sssd.evaluate.linear_fill`), None: in row index."""
+    return linear_fill(torch.where(cond_mask, torch.nan_to_num(raw), 0.0), cond_mask, fallback, times=times)
 
 
 def shrink_factor(samples: Tensor, interp: Tensor, where: Tensor, scale: Tensor | None = None) -> Tensor:
@@ -80,24 +81,31 @@ def fit_blend(offset: Tensor, error: Tensor, where: Tensor) -> float:
     return 0.0 if denom <= 0 else min(max(float((d * e).sum()) / denom, 0.0), 1.0)
 
 
-def held_out_blend(samples: Tensor, raw: Tensor, cond: Tensor, held: Tensor, mean: Tensor, scale: Tensor) -> float:
+def held_out_blend(samples: Tensor, raw: Tensor, cond: Tensor, held: Tensor, mean: Tensor, scale: Tensor,
+                   times: Tensor | None = None) -> float:
     """:func:`fit_blend` of the ``shrunk`` estimate on the held-out entries ``held`` of ``raw`` (B, L, C), which
-    ``samples`` (S, B, L, C) imputed from the entries of ``cond``; ``mean`` / ``scale``: the data's (C,)."""
-    interp = interpolation(raw, cond, mean)
+    ``samples`` (S, B, L, C) imputed from the entries of ``cond``; ``mean`` / ``scale``: the data's (C,);
+    ``times`` (B, L): the rows' positions in time (irregular stamps), None: evenly spaced rows."""
+    interp = interpolation(raw, cond, mean, times)
     shrunk = point_estimate(samples, interp, held, "shrunk", scale)
     return fit_blend(shrunk - interp, raw - interp, held)
 
 
+#: the most validation series that :func:`calibrate_blend` imputes
+BLEND_SERIES = 256
+
+
 @torch.no_grad()
-def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = 256,
-                    kind: str | None = None, ratio=None, times: Tensor | None = None) -> float:
+def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_series: int = BLEND_SERIES,
+                    kind: str | None = None, ratio=None, times: Tensor | None = None, on_step=None) -> float:
     """The blend of the ``shrunk`` estimate fitted on series ``raw`` (N, L, C) of the validation split: masks of
     ``kind`` and ``ratio`` (default: the model's training masks; give the ones the gaps follow) hide some of
     their entries, ``n_samples`` imputations of them are drawn, and the blend is :func:`fit_blend` of the
     shrunk offset to the true one (at most ``max_series`` series, evenly spaced).
 
     ``model`` is an :class:`apps.sssd.module.SSSDModule`; ``times`` (N, L): the series' time stamps (data.time_column),
-    if any; returns 1.0 when nothing can be held out."""
+    if any; ``on_step``: called after every denoising step (progress bars); returns 1.0 when nothing can be
+    held out.  It costs one sampling pass over the series, as many as a test of that many series."""
     from apps.sssd.masks import batch_masks
 
     if len(raw) == 0:
@@ -114,5 +122,6 @@ def calibrate_blend(model, raw: Tensor, n_samples: int, seed: int = 0, max_serie
     held = available & ~cond
     if not held.any():
         return 1.0
-    samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1), dt=dt)
-    return held_out_blend(samples, raw, cond, held, model.data_mean, model.data_std)
+    samples = model.sample(raw, cond, n_samples, generator=torch.Generator().manual_seed(seed + 1), dt=dt,
+                           on_step=on_step)
+    return held_out_blend(samples, raw, cond, held, model.data_mean, model.data_std, time_positions(dt))
