@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -39,10 +41,9 @@ from apps.sashimi.sampling import sample_logits
 from apps.sashimi.stepper import FastStepper, _ModuleRun
 
 
-def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str, threads: int,
-         cflags: str = "") -> tuple[float, float]:
-    """``(samples per wall second, samples per CPU second)``; ``cflags``: extra compiler flags of a native
-    variant build (e.g. ``-mno-avx512f``)."""
+def _start(model: SaShiMi, mode: str, batch: int, device: str, threads: int, cflags: str = "") -> Any:
+    """A warmed-up run of ``mode``; ``cflags``: extra compiler flags of a native variant build (e.g.
+    ``-mno-avx512f``)."""
     state = model.default_state(batch, device)
     backend, _, weights = mode.partition("-")
     if mode == "module":
@@ -54,21 +55,30 @@ def _run(model: SaShiMi, mode: str, batch: int, steps: int, device: str, threads
         run = native.NativeStepper(model, threads, weights or "float32", lib=lib).start(state)
     else:
         run = FastStepper(model, backend=backend, threads=threads, weights=weights or "float32").start(state)
-    g = torch.Generator(device=device).manual_seed(0)
+    run.g = torch.Generator(device=device).manual_seed(0)
     token = torch.full((batch,), 128, dtype=torch.long, device=device)
     with torch.no_grad():
+        if hasattr(run, "generate"):
+            run.generate(run.step(token), 16, 1.0, 1.0, run.g, step_last=True)
+        else:
+            for _ in range(48 if "compile" in mode else 16):  # whole frames (and compilation)
+                token = sample_logits(run.step(token), 1.0, 1.0, run.g)
+    run.token = token
+    return run
+
+
+def _time(run: Any, batch: int, steps: int, device: str) -> tuple[float, float]:
+    """``(samples per wall second, samples per CPU second)`` of ``steps`` more steps of a started run."""
+    with torch.no_grad():
         if hasattr(run, "generate"):  # native: sampling and stepping in C, as `ssm sashimi generate` runs it
-            run.generate(run.step(token), 16, 1.0, 1.0, g, step_last=True)  # warm-up
             began, cpu = time.perf_counter(), time.process_time()
-            run.generate(run.logits, steps, 1.0, 1.0, g, step_last=True)
+            run.generate(run.logits, steps, 1.0, 1.0, run.g, step_last=True)
             return batch * steps / (time.perf_counter() - began), batch * steps / (time.process_time() - cpu)
-        for _ in range(48 if "compile" in mode else 16):  # warm-up (and compilation), whole frames
-            token = sample_logits(run.step(token), 1.0, 1.0, g)
         if device == "cuda":
             torch.cuda.synchronize()
         began, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
-            token = sample_logits(run.step(token), 1.0, 1.0, g)
+            run.token = sample_logits(run.step(run.token), 1.0, 1.0, run.g)
         if device == "cuda":
             torch.cuda.synchronize()
     return batch * steps / (time.perf_counter() - began), batch * steps / (time.process_time() - cpu)
@@ -137,6 +147,7 @@ def main() -> None:
     p.add_argument("--batches", default="1,16")
     p.add_argument("--cuda-batch", type=int, default=64)
     p.add_argument("--profile", action="store_true", help="where the native step's time goes, then exit")
+    p.add_argument("--repeats", type=int, default=1, help="rounds over all configurations (medians printed)")
     p.add_argument("--cflags", default="", help="native modes only: also run a variant build with these extra "
                    "compiler flags, e.g. '-mno-avx512f' (8-float vectors), side by side")
     args = p.parse_args()
@@ -154,21 +165,30 @@ def main() -> None:
         if f"native-{weights}" in args.modes.split(","):
             print(f"{weights} weights: log-likelihood vs the float32 step, nats per sample: "
                   f"{check_weights(model, weights):.1e}")
-    print("| device | mode | batch | samples/s (wall) | x real time | samples per CPU-second | load |")
+    print(f"| device | mode | batch | samples/s (wall{', median' if args.repeats > 1 else ''}) | x real time | "
+          "samples per CPU-second | load |")
     print("|---|---|---|---|---|---|---|")
-    for mode in args.modes.split(","):
-        for batch in (int(b) for b in args.batches.split(",")):
-            steps = args.steps if mode.startswith("native") or mode == "compile" else max(16, args.steps // 8)
-            variants = [""] + ([args.cflags] if args.cflags and mode.startswith("native") else [])
-            for cflags in variants:
-                rate, cpu_rate = _run(model, mode, batch, steps, "cpu", args.threads, cflags)
-                name = f"{mode} ({cflags})" if cflags else mode
-                print(f"| cpu | {name} | {batch} | {rate:,.0f} | {rate / 16000:.3f} | {cpu_rate:,.0f} | "
-                      f"{os.getloadavg()[0]:.1f} |", flush=True)
+    for batch in (int(b) for b in args.batches.split(",")):
+        # every configuration of this batch started first, then timed in turn, `repeats` rounds (medians):
+        # a ratio between two rows is measured side by side
+        configs = [(m, f) for m in args.modes.split(",")
+                   for f in [""] + ([args.cflags] if args.cflags and m.startswith("native") else [])]
+        runs = {c: _start(model, c[0], batch, "cpu", args.threads, c[1]) for c in configs}
+        rates: dict[tuple[str, str], list[tuple[float, float]]] = {c: [] for c in configs}
+        for _ in range(args.repeats):
+            for c in configs:
+                steps = args.steps if c[0].startswith("native") or c[0] == "compile" else max(16, args.steps // 8)
+                rates[c].append(_time(runs[c], batch, steps, "cpu"))
+        for (mode, cflags), got in rates.items():
+            rate, cpu_rate = (statistics.median(r[i] for r in got) for i in (0, 1))
+            name = f"{mode} ({cflags})" if cflags else mode
+            print(f"| cpu | {name} | {batch} | {rate:,.0f} | {rate / 16000:.3f} | {cpu_rate:,.0f} | "
+                  f"{os.getloadavg()[0]:.1f} |", flush=True)
     if torch.cuda.is_available():
         model = model.cuda()
         for mode in (m for m in args.modes.split(",") if m in ("module", "torch", "compile")):
-            rate, _ = _run(model, mode, args.cuda_batch, args.steps, "cuda", args.threads)
+            run = _start(model, mode, args.cuda_batch, "cuda", args.threads)
+            rate, _ = _time(run, args.cuda_batch, args.steps, "cuda")
             print(f"| cuda | {mode} | {args.cuda_batch} | {rate:,.0f} | {rate / 16000:.2f} | | |", flush=True)
 
 
