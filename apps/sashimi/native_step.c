@@ -8,7 +8,8 @@
  * loops run on SIMD vectors of VL floats (16 with AVX-512, else 8).  Every layer is the
  * diagonal-plus-low-rank recurrence of apps/sashimi/stepper.py:
  * q_k = Re(a_k . x) + c_k u,  x' = lam x + b u - sum_k G_k q_k,  y = Re(C . x') + D u, followed by
- * GELU, Linear(H, 2H) and GLU; feed-forward blocks are Linear(H, 2H), GELU, Linear(2H, H).  All blocks are prenorm residual blocks (layer norm).
+ * GELU, Linear(H, 2H) and GLU; feed-forward blocks are Linear(H, 2H), GELU, Linear(2H, H).  All blocks
+ * are prenorm residual blocks (layer norm).
  */
 #include <math.h>
 #include <stdint.h>
