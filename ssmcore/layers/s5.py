@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ssmcore.hippo import nplr
 from ssmcore.init import log_dt_init
@@ -26,6 +27,10 @@ from ssmcore.layers.base import Recurrence, SSMLayer
 from ssmcore.scan import complex_exp, linear_scan
 
 DISCRETIZATIONS = ("zoh", "bilinear")
+#: steps per chunk of the chunked scan: about this many (batch x step x mode) elements per chunk ...
+SCAN_BLOCK_ELEMENTS = 1 << 18
+#: ... and at least this many steps
+SCAN_BLOCK_MIN_STEPS = 64
 
 
 def hippo_n_blocks(P: int, blocks: int, conj_sym: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -116,14 +121,17 @@ class S5(SSMLayer):
         self.state_modes = M
 
     # ----------------------------------------------------------------- the SSM
-    def eigenvalues(self) -> Tensor:
-        """``Lambda`` (M,) complex, with ``Re Lambda <= -1e-4`` when ``clip_eigs``."""
-        re = self.Lambda_re.clamp(max=-1e-4) if self.clip_eigs else self.Lambda_re
-        return torch.complex(re, self.Lambda_im)
+    def eigenvalues(self, Lambda_re: Tensor | None = None, Lambda_im: Tensor | None = None) -> Tensor:
+        """``Lambda`` (M,) complex, with ``Re Lambda <= -1e-4`` when ``clip_eigs`` (from the given real and
+        imaginary parts, by default the layer's)."""
+        re = self.Lambda_re if Lambda_re is None else Lambda_re
+        im = self.Lambda_im if Lambda_im is None else Lambda_im
+        return torch.complex(re.clamp(max=-1e-4) if self.clip_eigs else re, im)
 
-    def discretize(self, step: Tensor) -> tuple[Tensor, Tensor]:
-        """``(log Lambda_bar, B_bar / B~)`` for per-state steps ``step`` (..., M)."""
-        Lambda = self.eigenvalues()
+    def discretize(self, step: Tensor, Lambda: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(log Lambda_bar, B_bar / B~)`` for per-state steps ``step`` (..., M) (and eigenvalues ``Lambda``,
+        by default the layer's)."""
+        Lambda = self.eigenvalues() if Lambda is None else Lambda
         dtA = step * Lambda
         if self.disc == "zoh":
             return dtA, torch.expm1(dtA) / Lambda
@@ -149,27 +157,58 @@ class S5(SSMLayer):
         return self.post(rearrange(y, "b l c h -> b l (c h)")), next_state
 
     def _scan(self, x: Tensor, state: Tensor | None, rate: float, dt: Tensor | None) -> tuple[Tensor, Any]:
-        """The bare SSM on ``x`` (B, L, H) -> ``(y (B, L, C, H), next_state)``."""
-        C_tilde = torch.view_as_complex(self.C)  # (n_kernels, H, M)
-        step = torch.exp(self.log_step) * rate  # (M,)
-        if dt is not None:
-            step = step * dt.to(step.dtype)[..., None]  # (B, L, M)
-        log_a, b_scale = self.discretize(step)
+        """The bare SSM on ``x`` (B, L, H) -> ``(y (B, L, C, H), next_state)``.
+
+        Under autograd (outside tracing) each direction runs as a :class:`_ChunkedScan`: only ``x``,
+        ``dt`` and the states at chunk boundaries are kept for the backward, which recomputes one
+        chunk of ``B~ u`` and states at a time (the plain composition keeps ``B~ u`` and all the states,
+        two (B, L, M) complex tensors).  Values and gradients are those of the plain composition.
+        """
+        fused = torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        y, last = self._direction(x, dt, None, state, rate, 0, fused)
+        if self.bidirectional:
+            # the anti-causal scan runs over the reversed sequence; the decay from step k + 1 back to k
+            # spans the gap before k + 1, so its per-step decays use dt shifted by one (its inputs do not)
+            dt_a = None if dt is None else torch.cat([dt[:, 1:], dt[:, -1:]], dim=1).flip(1)
+            dt_b = None if dt is None else dt.flip(1)
+            y_rev, _ = self._direction(x.flip(1), dt_a, dt_b, None, rate, 1, fused)
+            # the state after u_{L-1} .. u_{k+1} (only the inputs after k) is read out at step k
+            y = y + torch.nn.functional.pad(y_rev[:, :-1].flip(1), (0, 0, 0, 0, 0, 1))
+        next_state = last if state is not None else None
+        return y.to(x.dtype) if x.is_floating_point() else y, next_state
+
+    def _direction(self, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None, rate: float,
+                   direction: int, fused: bool) -> tuple[Tensor, Tensor]:
+        """One scan over ``x`` (B, L, H) -> ``(y (B, L, C, H) real, last state (B, M))``, read out with the C~
+        of ``direction`` (0 causal, 1 anti-causal); ``dt_a`` (B, L) scales the decays' steps and ``dt_b``
+        the inputs' (None: ``dt_a``'s)."""
+        params = (self.Lambda_re, self.Lambda_im, self.log_step, self.B, self.C)
+        run = lambda x, dt_a, dt_b, s, *ps: self._run(x, dt_a, dt_b, s, rate, direction, *ps)  # noqa: E731
+        if not fused:
+            return run(x, dt_a, dt_b, state, *params)
+        T = max(SCAN_BLOCK_MIN_STEPS, SCAN_BLOCK_ELEMENTS // max(1, x.shape[0] * self.state_modes))
+        return _ChunkedScan.apply(run, T, x, dt_a, dt_b, state, *params)
+
+    def _run(self, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None, rate: float,
+             direction: int, Lambda_re: Tensor, Lambda_im: Tensor, log_step: Tensor, B: Tensor,
+             C: Tensor) -> tuple[Tensor, Tensor]:
+        """The plain composition of :meth:`_direction` (discretisation, ``B~ u``, scan, read-out), from the
+        parameters given (the layer's, passed explicitly so that a recomputation uses the same tensors)."""
+        C_tilde = torch.view_as_complex(C)  # (n_kernels, H, M)
+        Lambda = self.eigenvalues(Lambda_re, Lambda_im)
+        step = torch.exp(log_step) * rate  # (M,)
+        step_a = step if dt_a is None else step * dt_a.to(step.dtype)[..., None]  # (M,) or (B, L, M)
+        log_a, b_scale = self.discretize(step_a, Lambda)
+        if dt_b is not None:
+            b_scale = self.discretize(step * dt_b.to(step.dtype)[..., None], Lambda)[1]
         # B~ u as one real matmul: (B, L, H) @ (H, 2M) -> (B, L, M) complex
-        Bu = torch.view_as_complex(torch.einsum("blh,mhr->blmr", x.to(self.B.dtype), self.B).contiguous())
+        Bu = torch.view_as_complex(torch.einsum("blh,mhr->blmr", x.to(B.dtype), B).contiguous())
         a = complex_exp(log_a)  # (M,) or (B, L, M)
         b = b_scale * Bu  # (B, L, M)
         scale = 2.0 if self.conj_sym else 1.0
         xs = linear_scan(a, b, state, dim=1)  # (B, L, M)
-        y = scale * self._readout(xs, C_tilde[: self.channels])  # (B, L, C, H)
-        if self.bidirectional:
-            # the decay from step k + 1 back to k spans the gap before k + 1: per-step a shifts by one
-            a_rev = a if a.dim() == 1 else torch.cat([a[:, 1:], a[:, -1:]], dim=1).flip(1)
-            xs_rev = linear_scan(a_rev, b.flip(1), dim=1).flip(1)  # state after u_{L-1} .. u_k
-            xs_rev = torch.nn.functional.pad(xs_rev[:, 1:], (0, 0, 0, 1))  # only inputs after k
-            y = y + scale * self._readout(xs_rev, C_tilde[self.channels :])
-        next_state = xs[:, -1] if state is not None else None
-        return y.to(x.dtype) if x.is_floating_point() else y, next_state
+        heads = slice(0, self.channels) if direction == 0 else slice(self.channels, None)
+        return scale * self._readout(xs, C_tilde[heads]), xs[:, -1]
 
     @staticmethod
     def _readout(xs: Tensor, C_tilde: Tensor) -> Tensor:
@@ -193,3 +232,76 @@ class S5(SSMLayer):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", blocks={self.blocks}, conj_sym={self.conj_sym}, disc={self.disc}"
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """``run(x, dt_a, dt_b, state, *params) -> (y, last state)`` over chunks of ``T`` steps, keeping for the
+    backward only the inputs and the state entering each chunk (B, L / T, M).
+
+    ``run`` is S5's plain composition on one chunk (its discretisation, ``B~ u``, the scan from the
+    incoming state, the read-out), so the forward gives its values.  The backward walks the chunks from
+    the last: it reruns ``run`` on the chunk under autograd from the kept incoming state and
+    back-propagates the chunk's output gradient together with the gradient reaching the chunk's last
+    state from the later chunks; the gradient of the incoming state is what the earlier chunk's last
+    state receives.  The same operators, so the same gradient formulas; transients are one chunk's.
+    The price is ``B~ u``, the scan and the read-out once more in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, run, T: int, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None,
+                *params: Tensor) -> tuple[Tensor, Tensor]:
+        L = x.shape[1]
+        bounds = [(t, min(L, t + T)) for t in range(0, L, T)]
+        cut = lambda t, a, b: None if t is None else t[:, a:b]  # noqa: E731
+        out, carries, s = None, [], state
+        for t0, t1 in bounds:
+            if t0:
+                carries.append(s)
+            y, s = run(x[:, t0:t1], cut(dt_a, t0, t1), cut(dt_b, t0, t1), s, *params)
+            if out is None:
+                out = y.new_empty((y.shape[0], L, *y.shape[2:]))
+            out[:, t0:t1] = y
+        ctx.run, ctx.bounds = run, bounds
+        ctx.save_for_backward(x, dt_a, dt_b, state, torch.stack(carries, 1) if carries else None, *params)
+        return out, s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: Tensor, grad_last: Tensor):
+        x, dt_a, dt_b, state, carries, *params = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        wanted = [i for i, p in enumerate(params) if need[6 + i]]
+        d_params: list[Tensor | None] = [None] * len(params)
+        dx = torch.empty_like(x) if need[2] else None
+        d_dt = [torch.zeros_like(t) if t is not None and need[3 + j] else None for j, t in enumerate((dt_a, dt_b))]
+        g = grad_last
+        for k in range(len(ctx.bounds) - 1, -1, -1):
+            t0, t1 = ctx.bounds[k]
+            s_in = state if k == 0 else carries[:, k - 1]
+            if s_in is not None:
+                s_in = s_in.detach().requires_grad_(k > 0 or need[5])
+            xc = x[:, t0:t1].detach().requires_grad_(dx is not None)
+            dts = [None if t is None else t[:, t0:t1].detach().requires_grad_(d is not None)
+                   for t, d in zip((dt_a, dt_b), d_dt)]
+            with torch.enable_grad():
+                y, last = ctx.run(xc, dts[0], dts[1], s_in, *params)
+            leaves = [t for t in (xc, *dts, s_in) if t is not None and t.requires_grad]
+            inputs = leaves + [params[i] for i in wanted]
+            outputs, grads = [y], [grad_y[:, t0:t1]]
+            if g is not None:
+                outputs.append(last)
+                grads.append(g)
+            res = dict(zip(range(len(inputs)), torch.autograd.grad(outputs, inputs, grads, allow_unused=True)))
+            got = {id(t): res[i] for i, t in enumerate(leaves)}
+            if dx is not None:
+                dx[:, t0:t1] = got[id(xc)]
+            for d, t in zip(d_dt, dts):
+                if d is not None and got.get(id(t)) is not None:
+                    d[:, t0:t1] = got[id(t)]
+            g = got.get(id(s_in)) if s_in is not None else None
+            for j, i in enumerate(wanted):
+                gi = res[len(leaves) + j]
+                if gi is not None:
+                    d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+        d_state = g if need[5] else None
+        return (None, None, dx, d_dt[0], d_dt[1], d_state, *d_params)
