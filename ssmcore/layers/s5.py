@@ -28,7 +28,7 @@ from ssmcore.scan import complex_exp, linear_scan
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 #: steps per chunk of the chunked scan: about this many (batch x step x mode) elements per chunk ...
-SCAN_BLOCK_ELEMENTS = 1 << 18
+SCAN_BLOCK_ELEMENTS = 1 << 20
 #: ... and at least this many steps
 SCAN_BLOCK_MIN_STEPS = 64
 
@@ -182,19 +182,25 @@ class S5(SSMLayer):
         """One scan over ``x`` (B, L, H) -> ``(y (B, L, C, H) real, last state (B, M))``, read out with the C~
         of ``direction`` (0 causal, 1 anti-causal); ``dt_a`` (B, L) scales the decays' steps and ``dt_b``
         the inputs' (None: ``dt_a``'s)."""
-        params = (self.Lambda_re, self.Lambda_im, self.log_step, self.B, self.C)
-        run = lambda x, dt_a, dt_b, s, *ps: self._run(x, dt_a, dt_b, s, rate, direction, *ps)  # noqa: E731
-        if not fused:
-            return run(x, dt_a, dt_b, state, *params)
-        T = max(SCAN_BLOCK_MIN_STEPS, SCAN_BLOCK_ELEMENTS // max(1, x.shape[0] * self.state_modes))
-        return _ChunkedScan.apply(run, T, x, dt_a, dt_b, state, *params)
+        params = (self.Lambda_re, self.Lambda_im, self.log_step, self.B)
+        heads = slice(0, self.channels) if direction == 0 else slice(self.channels, None)
+        C_tilde = torch.view_as_complex(self.C)[heads]  # (C, H, M)
+        scale = 2.0 if self.conj_sym else 1.0
+        # Re(C~ x) as a real matmul: (B, L, 2M) real view of x against (C H, 2M) [Re C~, -Im C~]
+        readout = scale * torch.stack([C_tilde.real, -C_tilde.imag], dim=-1).flatten(2).flatten(0, 1)
+        states = lambda x, dt_a, dt_b, s, *ps: self._states(x, dt_a, dt_b, s, rate, *ps)  # noqa: E731
+        if fused:
+            T = max(SCAN_BLOCK_MIN_STEPS, SCAN_BLOCK_ELEMENTS // max(1, x.shape[0] * self.state_modes))
+            y, last = _ChunkedScan.apply(states, T, x, dt_a, dt_b, state, readout, *params)
+        else:
+            xs = states(x, dt_a, dt_b, state, *params)  # (B, L, M)
+            y, last = torch.view_as_real(xs).flatten(2) @ readout.t(), xs[:, -1]
+        return y.unflatten(-1, (-1, C_tilde.shape[1])), last
 
-    def _run(self, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None, rate: float,
-             direction: int, Lambda_re: Tensor, Lambda_im: Tensor, log_step: Tensor, B: Tensor,
-             C: Tensor) -> tuple[Tensor, Tensor]:
-        """The plain composition of :meth:`_direction` (discretisation, ``B~ u``, scan, read-out), from the
-        parameters given (the layer's, passed explicitly so that a recomputation uses the same tensors)."""
-        C_tilde = torch.view_as_complex(C)  # (n_kernels, H, M)
+    def _states(self, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None, rate: float,
+                Lambda_re: Tensor, Lambda_im: Tensor, log_step: Tensor, B: Tensor) -> Tensor:
+        """The states (B, L, M) of one scan (discretisation, ``B~ u``, scan) from the parameters given (the
+        layer's, passed explicitly so that a recomputation uses the same tensors)."""
         Lambda = self.eigenvalues(Lambda_re, Lambda_im)
         step = torch.exp(log_step) * rate  # (M,)
         step_a = step if dt_a is None else step * dt_a.to(step.dtype)[..., None]  # (M,) or (B, L, M)
@@ -204,18 +210,7 @@ class S5(SSMLayer):
         # B~ u as one real matmul: (B, L, H) @ (H, 2M) -> (B, L, M) complex
         Bu = torch.view_as_complex(torch.einsum("blh,mhr->blmr", x.to(B.dtype), B).contiguous())
         a = complex_exp(log_a)  # (M,) or (B, L, M)
-        b = b_scale * Bu  # (B, L, M)
-        scale = 2.0 if self.conj_sym else 1.0
-        xs = linear_scan(a, b, state, dim=1)  # (B, L, M)
-        heads = slice(0, self.channels) if direction == 0 else slice(self.channels, None)
-        return scale * self._readout(xs, C_tilde[heads]), xs[:, -1]
-
-    @staticmethod
-    def _readout(xs: Tensor, C_tilde: Tensor) -> Tensor:
-        """``Re(C~ x)``: (B, L, M) complex x (C, H, M) complex -> (B, L, C, H) real, as a real matmul."""
-        x_ri = rearrange(torch.view_as_real(xs), "b l m r -> b l (m r)")  # (B, L, 2M)
-        C_ri = torch.stack([C_tilde.real, -C_tilde.imag], dim=-1)  # (C, H, M, 2)
-        return torch.einsum("blk,chk->blch", x_ri, rearrange(C_ri, "c h m r -> c h (m r)"))
+        return linear_scan(a, b_scale * Bu, state, dim=1)  # (B, L, M)
 
     # ----------------------------------------------------------------- recurrent mode
     def discrete_recurrence(self, rate: float = 1.0) -> Recurrence:
@@ -235,45 +230,47 @@ class S5(SSMLayer):
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """``run(x, dt_a, dt_b, state, *params) -> (y, last state)`` over chunks of ``T`` steps, keeping for the
-    backward only the inputs and the state entering each chunk (B, L / T, M).
+    """``y = Re-view(states(x, dt_a, dt_b, state, *params)) @ readout^T`` over chunks of ``T`` steps, and the
+    last state; only the inputs and the state entering each chunk (B, L / T, M) are kept for the backward.
 
-    ``run`` is S5's plain composition on one chunk (its discretisation, ``B~ u``, the scan from the
-    incoming state, the read-out), so the forward gives its values.  The backward walks the chunks from
-    the last: it reruns ``run`` on the chunk under autograd from the kept incoming state and
-    back-propagates the chunk's output gradient together with the gradient reaching the chunk's last
-    state from the later chunks; the gradient of the incoming state is what the earlier chunk's last
-    state receives.  The same operators, so the same gradient formulas; transients are one chunk's.
-    The price is ``B~ u``, the scan and the read-out once more in the backward.
+    ``states`` is S5's plain composition on one chunk (its discretisation, ``B~ u``, the scan from the
+    incoming state) and ``readout`` (K, 2M) the real read-out matrix, so the forward gives the plain
+    values.  The backward walks the chunks from the last: it reruns ``states`` on the chunk under
+    autograd from the kept incoming state, forms the states' gradient from the chunk's output gradient
+    (the read-out's adjoint, a matmul, plus the gradient reaching the chunk's last state from the later
+    chunks) and back-propagates it; the gradient of the incoming state is what the earlier chunk's last
+    state receives.  The same operators, so the same gradient formulas; transients are one chunk's.  The
+    price is ``B~ u`` and the scan once more in the backward.
     """
 
     @staticmethod
-    def forward(ctx, run, T: int, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None,
-                *params: Tensor) -> tuple[Tensor, Tensor]:
-        L = x.shape[1]
+    def forward(ctx, states, T: int, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None,
+                readout: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
+        B, L = x.shape[:2]
         bounds = [(t, min(L, t + T)) for t in range(0, L, T)]
         cut = lambda t, a, b: None if t is None else t[:, a:b]  # noqa: E731
-        out, carries, s = None, [], state
+        out = torch.empty(B, L, readout.shape[0], dtype=readout.dtype, device=x.device)
+        carries, s = [], state
         for t0, t1 in bounds:
             if t0:
                 carries.append(s)
-            y, s = run(x[:, t0:t1], cut(dt_a, t0, t1), cut(dt_b, t0, t1), s, *params)
-            if out is None:
-                out = y.new_empty((y.shape[0], L, *y.shape[2:]))
-            out[:, t0:t1] = y
-        ctx.run, ctx.bounds = run, bounds
-        ctx.save_for_backward(x, dt_a, dt_b, state, torch.stack(carries, 1) if carries else None, *params)
+            xs = states(x[:, t0:t1], cut(dt_a, t0, t1), cut(dt_b, t0, t1), s, *params)
+            out[:, t0:t1] = torch.view_as_real(xs).flatten(2) @ readout.t()
+            s = xs[:, -1]
+        ctx.states, ctx.bounds = states, bounds
+        ctx.save_for_backward(x, dt_a, dt_b, state, torch.stack(carries, 1) if carries else None, readout, *params)
         return out, s
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y: Tensor, grad_last: Tensor):
-        x, dt_a, dt_b, state, carries, *params = ctx.saved_tensors
+        x, dt_a, dt_b, state, carries, readout, *params = ctx.saved_tensors
         need = ctx.needs_input_grad
-        wanted = [i for i, p in enumerate(params) if need[6 + i]]
+        wanted = [i for i in range(len(params)) if need[7 + i]]
         d_params: list[Tensor | None] = [None] * len(params)
         dx = torch.empty_like(x) if need[2] else None
         d_dt = [torch.zeros_like(t) if t is not None and need[3 + j] else None for j, t in enumerate((dt_a, dt_b))]
+        d_readout = torch.zeros_like(readout) if need[6] else None
         g = grad_last
         for k in range(len(ctx.bounds) - 1, -1, -1):
             t0, t1 = ctx.bounds[k]
@@ -284,24 +281,27 @@ class _ChunkedScan(torch.autograd.Function):
             dts = [None if t is None else t[:, t0:t1].detach().requires_grad_(d is not None)
                    for t, d in zip((dt_a, dt_b), d_dt)]
             with torch.enable_grad():
-                y, last = ctx.run(xc, dts[0], dts[1], s_in, *params)
+                xs = ctx.states(xc, dts[0], dts[1], s_in, *params)
+            gy = grad_y[:, t0:t1]
+            if d_readout is not None:  # sum over (b, l) of dy^T [Re x, Im x]
+                d_readout.addmm_(gy.flatten(0, 1).t(), torch.view_as_real(xs.detach()).flatten(2).flatten(0, 1))
+            g_xs = torch.view_as_complex((gy @ readout).unflatten(-1, (-1, 2)))  # (B, t, M)
+            if g is not None:
+                g_xs[:, -1] += g
             leaves = [t for t in (xc, *dts, s_in) if t is not None and t.requires_grad]
             inputs = leaves + [params[i] for i in wanted]
-            outputs, grads = [y], [grad_y[:, t0:t1]]
-            if g is not None:
-                outputs.append(last)
-                grads.append(g)
-            res = dict(zip(range(len(inputs)), torch.autograd.grad(outputs, inputs, grads, allow_unused=True)))
-            got = {id(t): res[i] for i, t in enumerate(leaves)}
+            if not inputs:
+                continue
+            res = torch.autograd.grad(xs, inputs, g_xs, allow_unused=True)
+            got = {id(t): r for t, r in zip(leaves, res)}
             if dx is not None:
                 dx[:, t0:t1] = got[id(xc)]
             for d, t in zip(d_dt, dts):
                 if d is not None and got.get(id(t)) is not None:
                     d[:, t0:t1] = got[id(t)]
             g = got.get(id(s_in)) if s_in is not None else None
-            for j, i in enumerate(wanted):
-                gi = res[len(leaves) + j]
+            for i, gi in zip(wanted, res[len(leaves):]):
                 if gi is not None:
                     d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
         d_state = g if need[5] else None
-        return (None, None, dx, d_dt[0], d_dt[1], d_state, *d_params)
+        return (None, None, dx, d_dt[0], d_dt[1], d_state, d_readout, *d_params)
