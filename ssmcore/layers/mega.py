@@ -21,10 +21,11 @@ Attention functions: ``laplace`` (the paper's), ``f = laplace(Q.K / n + b_rel(t 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ssmcore.layers.base import SSMLayer
 from ssmcore.layers.ema import EMA
@@ -32,6 +33,9 @@ from ssmcore.layers.ema import EMA
 ATTENTIONS = ("laplace", "softmax")
 _LAPLACE_MU = math.sqrt(0.5)
 _LAPLACE_SIGMA = math.sqrt(0.25 / math.pi)
+#: tokens per block of the blocked attention: about this many (batch x token x width) elements, where the
+#: width counts a token's scores (the chunk's length) and its projections; whole chunks, at least one
+ATTENTION_BLOCK_ELEMENTS = 1 << 21
 
 
 def laplace_attention(scores: Tensor) -> Tensor:
@@ -140,6 +144,8 @@ class Mega(SSMLayer):
             raise ValueError("state passing needs a causal layer: this one was built with bidirectional=True")
         ema_state, keys, values = (None, None, None) if state is None else state
         xe, ema_next = self.ema(x, state=ema_state, rate=rate)  # x' (B, L, H)
+        if state is None and self._fused_output(x):
+            return self._blocked_attention(x, xe), None
         y, cache = self._gated_attention(x, xe, keys, values)
         return y, (None if state is None else (ema_next, *cache))
 
@@ -153,6 +159,25 @@ class Mega(SSMLayer):
         return y[:, 0], (ema_next, *cache)
 
     # ----------------------------------------------------------------- the block
+    def _attention_parameters(self) -> list[Tensor]:
+        """The parameters of the gated attention and the output projection (all but the EMA's)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("ema.")]
+
+    def _blocked_attention(self, x: Tensor, xe: Tensor) -> Tensor:
+        """:meth:`_gated_attention` from the start of a sequence, as a :class:`_BlockedAttention`: blocks
+        of whole chunks (one block for full attention), only ``x`` and ``x'`` kept for the backward."""
+        B, L, H = x.shape
+        c = self.chunk_size
+        if c == 0 or L <= c:
+            bounds = [(0, L)]
+        else:
+            width = c + 3 * H + self.qk_dim * 3 + 3 * self.v_dim  # scores, projections, q, k, gates
+            per = max(1, ATTENTION_BLOCK_ELEMENTS // (B * width * c)) * c
+            bounds = [(t, min(L, t + per)) for t in range(0, L, per)]
+        run = lambda x, xe: self._gated_attention(x, xe, None, None)[0]  # noqa: E731
+        return _BlockedAttention.apply(run, self._attention_parameters, bounds, x, xe,
+                                       *self._attention_parameters())
+
     def _gated_attention(self, x: Tensor, xe: Tensor, keys: Tensor | None, values: Tensor | None):
         """``x``, ``x'`` (B, L, H) and the cached keys / values of the current chunk -> ``(y (B, L, H),
         (keys, values) to cache)``."""
@@ -227,3 +252,64 @@ class Mega(SSMLayer):
             f"d_model={self.d_model}, d_state={self.d_state}, chunk_size={self.chunk_size}, qk_dim={self.qk_dim}, "
             f"v_dim={self.v_dim}, attention={self.attention}, bidirectional={self.bidirectional}"
         )
+
+
+class _BlockedAttention(torch.autograd.Function):
+    """Mega's gated attention (with its output projection) over blocks of whole chunks; only ``x`` and
+    ``x'`` are kept for the backward.
+
+    The plain composition keeps, for every token, its projections (the mixed ``x'`` projection, values,
+    queries, keys, gates) and its chunk's scores and attention weights (several (B, L, chunk) tensors);
+    the chunks are independent (a token attends within its own chunk), so the backward reruns the block
+    on one block of chunks at a time under autograd (the same operators, so the same gradient formulas)
+    and writes the block's input gradients, summing the parameters' gradients over blocks.  The price is
+    the block's forward once more in the backward.  ``run(x, x')`` is the block on a piece of the
+    sequence that starts at a chunk boundary; ``current()`` lists the layer's parameters at backward
+    time, which must be those given (a backward after ``torch.func.functional_call`` swapped them back
+    would recompute with other tensors: it raises instead).
+    """
+
+    @staticmethod
+    def forward(ctx, run: Callable[[Tensor, Tensor], Tensor], current: Callable[[], list[Tensor]],
+                bounds: list[tuple[int, int]], x: Tensor, xe: Tensor, *params: Tensor) -> Tensor:
+        device_type = x.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        out = None
+        for t0, t1 in bounds:
+            o = run(x[:, t0:t1], xe[:, t0:t1])
+            if out is None:
+                out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
+            out[:, t0:t1] = o
+        ctx.run, ctx.current, ctx.bounds = run, current, bounds
+        ctx.save_for_backward(x, xe, *params)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, xe, *params = ctx.saved_tensors
+        if any(p is not q for p, q in zip(ctx.current(), params)):
+            raise RuntimeError("Mega's blocked attention: the layer's parameters changed between the forward "
+                               "and the backward (torch.func.functional_call?); run that forward under "
+                               "torch.no_grad() or with dropout active to use the plain path")
+        device_type, enabled, dtype = ctx.autocast
+        need = ctx.needs_input_grad
+        wanted = [i for i in range(len(params)) if need[5 + i]]
+        d_params: list[Tensor | None] = [None] * len(params)
+        dx = torch.empty_like(x) if need[3] else None
+        dxe = torch.empty_like(xe) if need[4] else None
+        for t0, t1 in ctx.bounds:
+            xs = x[:, t0:t1].detach().requires_grad_(dx is not None)
+            xes = xe[:, t0:t1].detach().requires_grad_(dxe is not None)
+            with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+                o = ctx.run(xs, xes)
+            leaves = [t for t in (xs, xes) if t.requires_grad]
+            g = torch.autograd.grad(o, leaves + [params[i] for i in wanted], grad[:, t0:t1], allow_unused=True)
+            if dx is not None:
+                dx[:, t0:t1] = g[0]
+            if dxe is not None:
+                dxe[:, t0:t1] = g[len(leaves) - 1]
+            for i, gi in zip(wanted, g[len(leaves):]):
+                if gi is not None:
+                    d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+        return (None, None, None, dx, dxe, *d_params)

@@ -104,7 +104,7 @@ def test_fftconv_gradients_for_single_sequence_or_kernel(B, C):
         assert rel_err(g, g_ref) < 1e-12
 
 
-@pytest.mark.parametrize("name", ["s4", "liquid_s4"])
+@pytest.mark.parametrize("name", ["s4", "liquid_s4", "ema"])
 def test_kernel_saves_nothing_of_length_L(name):
     """Generating S4's kernel keeps only O(H N) tensors for the backward pass, whatever L."""
     torch.manual_seed(0)
@@ -309,6 +309,10 @@ def test_ccnn_kernel_network_recomputed_per_block(monkeypatch):
     ("ccnn", dict(d_state=32, dim=2), (2, 64, 64, 16), 6.5),  # was 131: the two-sided kernel is 2 units
     ("s5", dict(d_state=256), (2, 4096, 16), 1.25),  # was 33.1: B~ u and the states (B, L, M) complex
     ("s5", dict(d_state=256, bidirectional=True), (2, 4096, 16), 2.25),  # was 65.1; the reversed input is 1
+    ("mega", dict(), (2, 4096, 16), 3.0),  # was 51.9: the projections, scores and weights of the attention
+    ("mega", dict(chunk_size=0), (2, 1024, 16), 3.0),  # was 259.6: full attention's (L, L) scores
+    ("mega", dict(bidirectional=True), (2, 4096, 16), 3.5),
+    ("ema", dict(), (2, 4096, 16), 1.75),  # 1.53 before and after: its kernel was already blocked
 ])
 def test_layers_save_few_units_of_BHL(name, kw, shape, bound):
     """Bytes each layer keeps for its backward, in units of one (B, H, L) float32 tensor (L the grid's
@@ -440,3 +444,60 @@ def test_s5_layer_float32_matches_plain_composition(monkeypatch):
     assert rel_err(gx, gx_ref) < 1e-5
     for g, g_ref in zip(gp, gp_ref):
         assert rel_err(g, g_ref) < 1e-5
+
+
+def _mega_grads(layer, x, w):
+    y = layer(x)[0]
+    return y, torch.autograd.grad((y * w).sum(), (x, *layer.parameters()), allow_unused=True)
+
+
+@pytest.mark.parametrize("options", [dict(chunk_size=4), dict(chunk_size=4, attention="softmax", bidirectional=True),
+                                     dict(chunk_size=0), dict(chunk_size=4, postact="glu", activation="gelu")])
+def test_mega_blocked_attention_matches_plain_composition_float64(monkeypatch, options):
+    """Mega's blocked attention (blocks of one chunk, the last one short; only x and x' kept) against
+    the plain composition (the same layer with the attention in one piece, everything kept): values
+    and the gradients of the input and of every parameter, float64; then gradcheck on a tiny case."""
+    import ssmcore.layers.mega as mega
+
+    torch.manual_seed(0)
+    layer = make_layer("mega", d_model=3, d_state=2, qk_dim=4, **options).double()
+    x = torch.randn(2, 19, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 19, 3, dtype=torch.float64)
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_ELEMENTS", 1)
+    y, grads = _mega_grads(layer, x, w)
+    assert "BlockedAttention" in y.grad_fn.name()
+    layer._fused_output = lambda x: False
+    y_ref, grads_ref = _mega_grads(layer, x, w)
+    assert rel_err(y, y_ref) < 1e-13
+    for g, g_ref in zip(grads, grads_ref):
+        assert (g is None) == (g_ref is None)
+        if g is not None:
+            assert rel_err(g, g_ref) < 1e-12
+    del layer._fused_output
+    xe = layer.ema(x)[0].detach().requires_grad_()
+    small = x[:, :6].detach().clone().requires_grad_()
+    params = list(layer._attention_parameters())
+    run = lambda a, b: layer._gated_attention(a, b, None, None)[0]  # noqa: E731
+    bounds = [(0, 4), (4, 6)] if layer.chunk_size else [(0, 6)]
+    f = lambda a, b, *ps: mega._BlockedAttention.apply(run, layer._attention_parameters, bounds, a, b, *ps)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (small, xe[:, :6], *params))
+
+
+def test_mega_float32_matches_plain_composition_and_guards_swapped_parameters():
+    torch.manual_seed(0)
+    layer = make_layer("mega", d_model=8, chunk_size=32)
+    x = torch.randn(2, 300, 8, requires_grad=True)
+    w = torch.randn(2, 300, 8)
+    y, grads = _mega_grads(layer, x, w)
+    layer._fused_output = lambda x: False
+    y_ref, grads_ref = _mega_grads(layer, x, w)
+    del layer._fused_output
+    assert rel_err(y, y_ref) < 1e-6
+    for g, g_ref in zip(grads, grads_ref):
+        assert rel_err(g, g_ref) < 1e-5
+    # a backward after the parameters were swapped back (torch.func.functional_call) raises, never
+    # recomputes with other tensors
+    params = {n: p.detach().clone().requires_grad_() for n, p in layer.named_parameters()}
+    y = torch.func.functional_call(layer, params, (x,))[0]
+    with pytest.raises(RuntimeError, match="parameters changed between the forward and the backward"):
+        y.sum().backward()
