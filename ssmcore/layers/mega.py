@@ -144,7 +144,7 @@ class Mega(SSMLayer):
             raise ValueError("state passing needs a causal layer: this one was built with bidirectional=True")
         ema_state, keys, values = (None, None, None) if state is None else state
         xe, ema_next = self.ema(x, state=ema_state, rate=rate)  # x' (B, L, H)
-        if state is None and self._fused_output(x):
+        if state is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return self._blocked_attention(x, xe), None
         y, cache = self._gated_attention(x, xe, keys, values)
         return y, (None if state is None else (ema_next, *cache))
@@ -175,7 +175,8 @@ class Mega(SSMLayer):
             per = max(1, ATTENTION_BLOCK_ELEMENTS // (B * width * c)) * c
             bounds = [(t, min(L, t + per)) for t in range(0, L, per)]
         run = lambda x, xe: self._gated_attention(x, xe, None, None)[0]  # noqa: E731
-        return _BlockedAttention.apply(run, self._attention_parameters, bounds, x, xe,
+        random = self.training and isinstance(self.dropout, nn.Dropout)  # dropout masks drawn per block
+        return _BlockedAttention.apply(run, self._attention_parameters, bounds, random, x, xe,
                                        *self._attention_parameters())
 
     def _gated_attention(self, x: Tensor, xe: Tensor, keys: Tensor | None, values: Tensor | None):
@@ -266,16 +267,20 @@ class _BlockedAttention(torch.autograd.Function):
     the block's forward once more in the backward.  ``run(x, x')`` is the block on a piece of the
     sequence that starts at a chunk boundary; ``current()`` lists the layer's parameters at backward
     time, which must be those given (a backward after ``torch.func.functional_call`` swapped them back
-    would recompute with other tensors: it raises instead).
+    would recompute with other tensors: it raises instead).  With ``random`` (dropout active) the
+    random generator's state is kept before each block and restored for its recomputation, so the
+    backward sees the forward's dropout masks.
     """
 
     @staticmethod
     def forward(ctx, run: Callable[[Tensor, Tensor], Tensor], current: Callable[[], list[Tensor]],
-                bounds: list[tuple[int, int]], x: Tensor, xe: Tensor, *params: Tensor) -> Tensor:
+                bounds: list[tuple[int, int]], random: bool, x: Tensor, xe: Tensor, *params: Tensor) -> Tensor:
         device_type = x.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-        out = None
+        out, ctx.rng = None, []
         for t0, t1 in bounds:
+            if random:
+                ctx.rng.append(_rng_state(x.device))
             o = run(x[:, t0:t1], xe[:, t0:t1])
             if out is None:
                 out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
@@ -294,15 +299,19 @@ class _BlockedAttention(torch.autograd.Function):
                                "torch.no_grad() or with dropout active to use the plain path")
         device_type, enabled, dtype = ctx.autocast
         need = ctx.needs_input_grad
-        wanted = [i for i in range(len(params)) if need[5 + i]]
+        wanted = [i for i in range(len(params)) if need[6 + i]]
         d_params: list[Tensor | None] = [None] * len(params)
-        dx = torch.empty_like(x) if need[3] else None
-        dxe = torch.empty_like(xe) if need[4] else None
-        for t0, t1 in ctx.bounds:
+        dx = torch.empty_like(x) if need[4] else None
+        dxe = torch.empty_like(xe) if need[5] else None
+        devices = [x.device] if x.device.type == "cuda" else []
+        for j, (t0, t1) in enumerate(ctx.bounds):
             xs = x[:, t0:t1].detach().requires_grad_(dx is not None)
             xes = xe[:, t0:t1].detach().requires_grad_(dxe is not None)
-            with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-                o = ctx.run(xs, xes)
+            with torch.random.fork_rng(devices=devices, enabled=bool(ctx.rng)):
+                if ctx.rng:
+                    _set_rng_state(x.device, ctx.rng[j])
+                with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+                    o = ctx.run(xs, xes)
             leaves = [t for t in (xs, xes) if t.requires_grad]
             g = torch.autograd.grad(o, leaves + [params[i] for i in wanted], grad[:, t0:t1], allow_unused=True)
             if dx is not None:
@@ -312,4 +321,16 @@ class _BlockedAttention(torch.autograd.Function):
             for i, gi in zip(wanted, g[len(leaves):]):
                 if gi is not None:
                     d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
-        return (None, None, None, dx, dxe, *d_params)
+        return (None, None, None, None, dx, dxe, *d_params)
+
+
+def _rng_state(device: torch.device) -> Tensor:
+    """The state of the random generator that draws dropout masks on ``device``."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(device: torch.device, state: Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)

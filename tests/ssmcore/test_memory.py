@@ -479,7 +479,7 @@ def test_mega_blocked_attention_matches_plain_composition_float64(monkeypatch, o
     params = list(layer._attention_parameters())
     run = lambda a, b: layer._gated_attention(a, b, None, None)[0]  # noqa: E731
     bounds = [(0, 4), (4, 6)] if layer.chunk_size else [(0, 6)]
-    f = lambda a, b, *ps: mega._BlockedAttention.apply(run, layer._attention_parameters, bounds, a, b, *ps)  # noqa: E731
+    f = lambda a, b, *ps: mega._BlockedAttention.apply(run, layer._attention_parameters, bounds, False, a, b, *ps)  # noqa: E501, E731
     assert torch.autograd.gradcheck(f, (small, xe[:, :6], *params))
 
 
@@ -501,3 +501,34 @@ def test_mega_float32_matches_plain_composition_and_guards_swapped_parameters():
     y = torch.func.functional_call(layer, params, (x,))[0]
     with pytest.raises(RuntimeError, match="parameters changed between the forward and the backward"):
         y.sum().backward()
+
+
+def test_mega_blocked_attention_replays_dropout_masks(monkeypatch):
+    """With dropout active the backward recomputes each block with the forward's random state: the
+    values and gradients are those of the plain composition run block after block from the same seed
+    (the same masks), whatever the generator's state at the backward."""
+    import ssmcore.layers.mega as mega
+
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_ELEMENTS", 1)
+    torch.manual_seed(0)
+    layer = make_layer("mega", d_model=3, d_state=2, qk_dim=4, chunk_size=4, dropout=0.3).double().train()
+    x = torch.randn(2, 19, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 19, 3, dtype=torch.float64)
+    layer._fused_output = lambda x: False  # the EMA's output block is plain anyway under dropout
+    results = []
+    for plain in (False, True):
+        if plain:
+            def blockwise(x, xe):  # chunks of 4: the blocks of one chunk, drawn in the same order
+                return torch.cat([layer._gated_attention(x[:, t:t + 4], xe[:, t:t + 4], None, None)[0]
+                                  for t in range(0, x.shape[1], 4)], dim=1)
+
+            monkeypatch.setattr(layer, "_blocked_attention", blockwise)
+        torch.manual_seed(1)
+        y = layer(x)[0]
+        torch.manual_seed(2)  # the backward must not depend on the generator's state by then
+        results.append((y, torch.autograd.grad((y * w).sum(), (x, *layer.parameters()), allow_unused=True)))
+    (y, grads), (y_ref, grads_ref) = results
+    assert rel_err(y, y_ref) < 1e-13
+    for g, g_ref in zip(grads, grads_ref):
+        if g_ref is not None:
+            assert rel_err(g, g_ref) < 1e-12
