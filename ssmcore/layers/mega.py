@@ -21,7 +21,8 @@ Attention functions: ``laplace`` (the paper's), ``f = laplace(Q.K / n + b_rel(t 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -309,6 +309,7 @@ def test_ccnn_kernel_network_recomputed_per_block(monkeypatch):
     ("ccnn", dict(d_state=32, dim=2), (2, 64, 64, 16), 6.5),  # was 131: the two-sided kernel is 2 units
     ("s5", dict(d_state=256), (2, 4096, 16), 1.25),  # was 33.1: B~ u and the states (B, L, M) complex
     ("s5", dict(d_state=256, bidirectional=True), (2, 4096, 16), 2.25),  # was 65.1; the reversed input is 1
+    ("s5_dt", dict(d_state=256), (2, 4096, 16), 1.25),  # was 97.1: the per-step decays (B, L, M) too
     ("mega", dict(), (2, 4096, 16), 3.0),  # was 51.9: the projections, scores and weights of the attention
     ("mega", dict(chunk_size=0), (2, 1024, 16), 3.0),  # was 259.6: full attention's (L, L) scores
     ("mega", dict(bidirectional=True), (2, 4096, 16), 3.5),
@@ -318,9 +319,10 @@ def test_layers_save_few_units_of_BHL(name, kw, shape, bound):
     """Bytes each layer keeps for its backward, in units of one (B, H, L) float32 tensor (L the grid's
     size): the figures before this round were 14.4 (liquid_s4), 16.3 (s4nd), 32.7 and 131 (ccnn 1-D, 2-D)."""
     torch.manual_seed(0)
-    layer = make_layer(name, d_model=shape[-1], **kw)
+    layer = make_layer(name.removesuffix("_dt"), d_model=shape[-1], **kw)
     x = torch.randn(*shape, requires_grad=True)
-    kept = saved_bytes(lambda: layer(x), exclude=[*layer.parameters(), *layer.buffers(), x])
+    extra = dict(dt=torch.rand(shape[:2]) + 0.5) if name.endswith("_dt") else {}  # irregular sampling
+    kept = saved_bytes(lambda: layer(x, **extra), exclude=[*layer.parameters(), *layer.buffers(), x])
     assert kept <= bound * x.numel() * 4
 
 
@@ -392,27 +394,29 @@ def test_s5_chunked_scan_gradients_match_float64_loops(monkeypatch, options, wit
         assert rel_err(g, g_ref) < 1e-10
 
 
-def test_s5_chunked_scan_gradcheck(monkeypatch):
+@pytest.mark.parametrize("options", [dict(), dict(bidirectional=True)])
+def test_s5_chunked_scan_gradcheck(monkeypatch, options):
+    """gradcheck of the whole layer (chunks of 2, 2 and 1 steps) in the input, dt, the incoming state
+    and the SSM's parameters, float64."""
     import ssmcore.layers.s5 as s5
 
     monkeypatch.setattr(s5, "SCAN_BLOCK_ELEMENTS", 1)
     monkeypatch.setattr(s5, "SCAN_BLOCK_MIN_STEPS", 2)
     torch.manual_seed(0)
-    for options in (dict(), dict(bidirectional=True)):
-        layer = make_layer("s5", d_model=2, d_state=4, **options).double()
-        names = [n for n, _ in layer.named_parameters() if not n.startswith("output.")]
-        x = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)  # chunks of 2, 2, 1
-        dt = (torch.rand(1, 5, dtype=torch.float64) + 0.5).requires_grad_()
-        causal = not layer.bidirectional
-        state = torch.randn(1, 2, 2, dtype=torch.float64, requires_grad=causal)
+    layer = make_layer("s5", d_model=2, d_state=4, **options).double()
+    names = [n for n, _ in layer.named_parameters() if not n.startswith("output.")]
+    x = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)
+    dt = (torch.rand(1, 5, dtype=torch.float64) + 0.5).requires_grad_()
+    causal = not layer.bidirectional
+    state = torch.randn(1, 2, 2, dtype=torch.float64, requires_grad=causal)
 
-        def f(x, dt, state, *ps):
-            out = torch.func.functional_call(layer, dict(zip(names, ps)), (x,), dict(
-                dt=dt, state=torch.view_as_complex(state) if causal else None))
-            return out[0] if not causal else (out[0], torch.view_as_real(out[1]))
+    def f(x, dt, state, *ps):
+        out = torch.func.functional_call(layer, dict(zip(names, ps)), (x,), dict(
+            dt=dt, state=torch.view_as_complex(state) if causal else None))
+        return out[0] if not causal else (out[0], torch.view_as_real(out[1]))
 
-        params = tuple(layer.get_parameter(n).detach().clone().requires_grad_() for n in names)
-        assert torch.autograd.gradcheck(f, (x, dt, state, *params))
+    params = tuple(layer.get_parameter(n).detach().clone().requires_grad_() for n in names)
+    assert torch.autograd.gradcheck(f, (x, dt, state, *params))
 
 
 def test_s5_layer_float32_matches_plain_composition(monkeypatch):
