@@ -256,7 +256,7 @@ class _ChunkedScan(torch.autograd.Function):
                 carries.append(s)
             xs = states(x[:, t0:t1], cut(dt_a, t0, t1), cut(dt_b, t0, t1), s, *params)
             out[:, t0:t1] = torch.view_as_real(xs).flatten(2) @ readout.t()
-            s = xs[:, -1]
+            s = xs[:, -1].clone()  # not a view: the chunk's states are freed
         ctx.states, ctx.bounds = states, bounds
         ctx.save_for_backward(x, dt_a, dt_b, state, torch.stack(carries, 1) if carries else None, readout, *params)
         return out, s
