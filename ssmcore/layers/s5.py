@@ -239,14 +239,16 @@ class _ChunkedScan(torch.autograd.Function):
     autograd from the kept incoming state, forms the states' gradient from the chunk's output gradient
     (the read-out's adjoint, a matmul, plus the gradient reaching the chunk's last state from the later
     chunks) and back-propagates it; the gradient of the incoming state is what the earlier chunk's last
-    state receives.  The same operators, so the same gradient formulas; transients are one chunk's.  The
-    price is ``B~ u`` and the scan once more in the backward.
+    state receives.  The same operators (under the forward's autocast state), so the same gradient
+    formulas; transients are one chunk's.  The price is ``B~ u`` and the scan once more in the backward.
     """
 
     @staticmethod
     def forward(ctx, states, T: int, x: Tensor, dt_a: Tensor | None, dt_b: Tensor | None, state: Tensor | None,
                 readout: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
         B, L = x.shape[:2]
+        device_type = x.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
         bounds = [(t, min(L, t + T)) for t in range(0, L, T)]
         cut = lambda t, a, b: None if t is None else t[:, a:b]  # noqa: E731
         out = torch.empty(B, L, readout.shape[0], dtype=readout.dtype, device=x.device)
@@ -265,6 +267,7 @@ class _ChunkedScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y: Tensor, grad_last: Tensor):
         x, dt_a, dt_b, state, carries, readout, *params = ctx.saved_tensors
+        device_type, enabled, dtype = ctx.autocast
         need = ctx.needs_input_grad
         wanted = [i for i in range(len(params)) if need[7 + i]]
         d_params: list[Tensor | None] = [None] * len(params)
@@ -280,7 +283,7 @@ class _ChunkedScan(torch.autograd.Function):
             xc = x[:, t0:t1].detach().requires_grad_(dx is not None)
             dts = [None if t is None else t[:, t0:t1].detach().requires_grad_(d is not None)
                    for t, d in zip((dt_a, dt_b), d_dt)]
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
                 xs = ctx.states(xc, dts[0], dts[1], s_in, *params)
             gy = grad_y[:, t0:t1]
             if d_readout is not None:  # sum over (b, l) of dy^T [Re x, Im x]
