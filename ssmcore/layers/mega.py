@@ -270,7 +270,8 @@ class _BlockedAttention(torch.autograd.Function):
     time, which must be those given (a backward after ``torch.func.functional_call`` swapped them back
     would recompute with other tensors: it raises instead).  With ``random`` (dropout active) the
     random generator's state is kept before each block and restored for its recomputation, so the
-    backward sees the forward's dropout masks.
+    backward sees the forward's dropout masks.  The backward is not itself differentiable
+    (``once_differentiable``), like the fused output block's: no double backward through the layer.
     """
 
     @staticmethod

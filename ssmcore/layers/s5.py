@@ -241,6 +241,8 @@ class _ChunkedScan(torch.autograd.Function):
     chunks) and back-propagates it; the gradient of the incoming state is what the earlier chunk's last
     state receives.  The same operators (under the forward's autocast state), so the same gradient
     formulas; transients are one chunk's.  The price is ``B~ u`` and the scan once more in the backward.
+    The backward is not itself differentiable (``once_differentiable``), like the fused output block's
+    that follows it: no double backward through the layer (it had none before either).
     """
 
     @staticmethod
