@@ -456,7 +456,9 @@ def _mega_grads(layer, x, w):
 
 
 @pytest.mark.parametrize("options", [dict(chunk_size=4), dict(chunk_size=4, attention="softmax", bidirectional=True),
-                                     dict(chunk_size=0), dict(chunk_size=4, postact="glu", activation="gelu")])
+                                     dict(chunk_size=0), dict(chunk_size=0, attention="softmax"),
+                                     dict(chunk_size=0, bidirectional=True),
+                                     dict(chunk_size=4, postact="glu", activation="gelu")])
 def test_mega_blocked_attention_matches_plain_composition_float64(monkeypatch, options):
     """Mega's blocked attention (blocks of one chunk, the last one short; only x and x' kept) against
     the plain composition (the same layer with the attention in one piece, everything kept): values
@@ -468,8 +470,10 @@ def test_mega_blocked_attention_matches_plain_composition_float64(monkeypatch, o
     x = torch.randn(2, 19, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 19, 3, dtype=torch.float64)
     monkeypatch.setattr(mega, "ATTENTION_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_MIN_ROWS", 4)  # causal full attention: blocks of 4 queries
     y, grads = _mega_grads(layer, x, w)
-    assert "BlockedAttention" in y.grad_fn.name()
+    prefix = layer.chunk_size == 0 and not layer.bidirectional
+    assert ("PrefixAttention" if prefix else "BlockedAttention") in y.grad_fn.name()
     layer._fused_output = lambda x: False
     y_ref, grads_ref = _mega_grads(layer, x, w)
     assert rel_err(y, y_ref) < 1e-13
@@ -482,8 +486,14 @@ def test_mega_blocked_attention_matches_plain_composition_float64(monkeypatch, o
     small = x[:, :6].detach().clone().requires_grad_()
     params = list(layer._attention_parameters())
     run = lambda a, b: layer._gated_attention(a, b, None, None)[0]  # noqa: E731
-    bounds = [(0, 4), (4, 6)] if layer.chunk_size else [(0, 6)]
-    f = lambda a, b, *ps: mega._BlockedAttention.apply(run, layer._attention_parameters, bounds, False, a, b, *ps)  # noqa: E501, E731
+    if not prefix:
+        def f(a, b, *ps):
+            bounds = [(0, 4), (4, 6)] if layer.chunk_size else [(0, 6)]
+            return mega._BlockedAttention.apply(run, layer._attention_parameters, bounds, False, a, b, *ps)
+    else:  # three blocks of queries, the keys and values of the earlier ones carried
+        def f(a, b, *ps):
+            return mega._PrefixAttention.apply(layer._gated_attention, layer._keys_values, layer._attention_parameters,
+                                               [(0, 2), (2, 4), (4, 6)], False, a, b, *ps)
     assert torch.autograd.gradcheck(f, (small, xe[:, :6], *params))
 
 
@@ -507,24 +517,29 @@ def test_mega_float32_matches_plain_composition_and_guards_swapped_parameters():
         y.sum().backward()
 
 
-def test_mega_blocked_attention_replays_dropout_masks(monkeypatch):
+@pytest.mark.parametrize("chunk_size", [4, 0])
+def test_mega_blocked_attention_replays_dropout_masks(monkeypatch, chunk_size):
     """With dropout active the backward recomputes each block with the forward's random state: the
     values and gradients are those of the plain composition run block after block from the same seed
     (the same masks), whatever the generator's state at the backward."""
     import ssmcore.layers.mega as mega
 
     monkeypatch.setattr(mega, "ATTENTION_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_MIN_ROWS", 4)
     torch.manual_seed(0)
-    layer = make_layer("mega", d_model=3, d_state=2, qk_dim=4, chunk_size=4, dropout=0.3).double().train()
+    layer = make_layer("mega", d_model=3, d_state=2, qk_dim=4, chunk_size=chunk_size, dropout=0.3).double().train()
     x = torch.randn(2, 19, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 19, 3, dtype=torch.float64)
     layer._fused_output = lambda x: False  # the EMA's output block is plain anyway under dropout
     results = []
     for plain in (False, True):
         if plain:
-            def blockwise(x, xe):  # chunks of 4: the blocks of one chunk, drawn in the same order
-                return torch.cat([layer._gated_attention(x[:, t:t + 4], xe[:, t:t + 4], None, None)[0]
-                                  for t in range(0, x.shape[1], 4)], dim=1)
+            def blockwise(x, xe):  # blocks of 4 tokens drawn in the same order, keys carried as a cache
+                outs, keys, values = [], None, None
+                for t in range(0, x.shape[1], 4):
+                    o, (keys, values) = layer._gated_attention(x[:, t:t + 4], xe[:, t:t + 4], keys, values)
+                    outs.append(o)
+                return torch.cat(outs, dim=1)
 
             monkeypatch.setattr(layer, "_blocked_attention", blockwise)
         torch.manual_seed(1)
