@@ -21,10 +21,12 @@ Attention functions: ``laplace`` (the paper's), ``f = laplace(Q.K / n + b_rel(t 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ssmcore.layers.base import SSMLayer
 from ssmcore.layers.ema import EMA
@@ -32,6 +34,11 @@ from ssmcore.layers.ema import EMA
 ATTENTIONS = ("laplace", "softmax")
 _LAPLACE_MU = math.sqrt(0.5)
 _LAPLACE_SIGMA = math.sqrt(0.25 / math.pi)
+#: tokens per block of the blocked attention: about this many (batch x token x width) elements, where the
+#: width counts a token's scores (the chunk's length) and its projections; whole chunks, at least one
+ATTENTION_BLOCK_ELEMENTS = 1 << 21
+#: causal full attention: queries per block, at least
+ATTENTION_BLOCK_MIN_ROWS = 64
 
 
 def laplace_attention(scores: Tensor) -> Tensor:
@@ -140,6 +147,8 @@ class Mega(SSMLayer):
             raise ValueError("state passing needs a causal layer: this one was built with bidirectional=True")
         ema_state, keys, values = (None, None, None) if state is None else state
         xe, ema_next = self.ema(x, state=ema_state, rate=rate)  # x' (B, L, H)
+        if state is None and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return self._blocked_attention(x, xe), None
         y, cache = self._gated_attention(x, xe, keys, values)
         return y, (None if state is None else (ema_next, *cache))
 
@@ -153,6 +162,38 @@ class Mega(SSMLayer):
         return y[:, 0], (ema_next, *cache)
 
     # ----------------------------------------------------------------- the block
+    def _attention_parameters(self) -> list[Tensor]:
+        """The parameters of the gated attention and the output projection (all but the EMA's)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("ema.")]
+
+    def _blocked_attention(self, x: Tensor, xe: Tensor) -> Tensor:
+        """:meth:`_gated_attention` from the start of a sequence with only ``x`` and ``x'`` kept for the
+        backward: a :class:`_BlockedAttention` over blocks of whole chunks (bidirectional full attention:
+        one block), or for causal full attention a :class:`_PrefixAttention` over blocks of queries."""
+        B, L, H = x.shape
+        c = self.chunk_size
+        width = 3 * H + self.qk_dim * 3 + 3 * self.v_dim  # projections, q, k, gates per token
+        random = self.training and isinstance(self.dropout, nn.Dropout)  # dropout masks drawn per block
+        params = self._attention_parameters()
+        if c == 0 and not self.bidirectional:
+            per = max(ATTENTION_BLOCK_MIN_ROWS, ATTENTION_BLOCK_ELEMENTS // (B * (L + width)))
+            bounds = [(t, min(L, t + per)) for t in range(0, L, per)]
+            return _PrefixAttention.apply(self._gated_attention, self._keys_values, self._attention_parameters,
+                                          bounds, random, x, xe, *params)
+        if c == 0 or L <= c:
+            bounds = [(0, L)]
+        else:
+            per = max(1, ATTENTION_BLOCK_ELEMENTS // (B * (width + c) * c)) * c
+            bounds = [(t, min(L, t + per)) for t in range(0, L, per)]
+        run = lambda x, xe: self._gated_attention(x, xe, None, None)[0]  # noqa: E731
+        return _BlockedAttention.apply(run, self._attention_parameters, bounds, random, x, xe, *params)
+
+    def _keys_values(self, x: Tensor, xe: Tensor) -> tuple[Tensor, Tensor]:
+        """The keys (B, L, z) and values (B, L, v) that :meth:`_gated_attention` computes, alone."""
+        H, z = self.d_model, self.qk_dim
+        shared = self.activation(nn.functional.linear(xe, self.mix.weight[H:H + z], self.mix.bias[H:H + z]))
+        return torch.addcmul(self.qk_offset[1], shared, self.qk_scale[1]), self.activation(self.value(x))
+
     def _gated_attention(self, x: Tensor, xe: Tensor, keys: Tensor | None, values: Tensor | None):
         """``x``, ``x'`` (B, L, H) and the cached keys / values of the current chunk -> ``(y (B, L, H),
         (keys, values) to cache)``."""
@@ -227,3 +268,166 @@ class Mega(SSMLayer):
             f"d_model={self.d_model}, d_state={self.d_state}, chunk_size={self.chunk_size}, qk_dim={self.qk_dim}, "
             f"v_dim={self.v_dim}, attention={self.attention}, bidirectional={self.bidirectional}"
         )
+
+
+class _BlockedAttention(torch.autograd.Function):
+    """Mega's gated attention (with its output projection) over blocks of whole chunks; only ``x`` and
+    ``x'`` are kept for the backward.
+
+    The plain composition keeps, for every token, its projections (the mixed ``x'`` projection, values,
+    queries, keys, gates) and its chunk's scores and attention weights (several (B, L, chunk) tensors);
+    the chunks are independent (a token attends within its own chunk), so the backward reruns the block
+    on one block of chunks at a time under autograd (the same operators, so the same gradient formulas)
+    and writes the block's input gradients, summing the parameters' gradients over blocks.  The price is
+    the block's forward once more in the backward.  ``run(x, x')`` is the block on a piece of the
+    sequence that starts at a chunk boundary; ``current()`` lists the layer's parameters at backward
+    time, which must be those given (a backward after ``torch.func.functional_call`` swapped them back
+    would recompute with other tensors: it raises instead).  With ``random`` (dropout active) the
+    random generator's state is kept before each block and restored for its recomputation, so the
+    backward sees the forward's dropout masks.  The backward is not itself differentiable
+    (``once_differentiable``), like the fused output block's: no double backward through the layer.
+    """
+
+    @staticmethod
+    def forward(ctx, run: Callable[[Tensor, Tensor], Tensor], current: Callable[[], list[Tensor]],
+                bounds: list[tuple[int, int]], random: bool, x: Tensor, xe: Tensor, *params: Tensor) -> Tensor:
+        device_type = x.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        out, ctx.rng = None, []
+        for t0, t1 in bounds:
+            if random:
+                ctx.rng.append(_rng_state(x.device))
+            o = run(x[:, t0:t1], xe[:, t0:t1])
+            if out is None:
+                out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
+            out[:, t0:t1] = o
+        ctx.run, ctx.current, ctx.bounds = run, current, bounds
+        ctx.save_for_backward(x, xe, *params)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, xe, *params = ctx.saved_tensors
+        if any(p is not q for p, q in zip(ctx.current(), params)):
+            raise RuntimeError("Mega's blocked attention: the layer's parameters changed between the forward "
+                               "and the backward (torch.func.functional_call?); run that forward under "
+                               "torch.no_grad() or with dropout active to use the plain path")
+        device_type, enabled, dtype = ctx.autocast
+        need = ctx.needs_input_grad
+        wanted = [i for i in range(len(params)) if need[6 + i]]
+        d_params: list[Tensor | None] = [None] * len(params)
+        dx = torch.empty_like(x) if need[4] else None
+        dxe = torch.empty_like(xe) if need[5] else None
+        devices = [x.device] if x.device.type == "cuda" else []
+        for j, (t0, t1) in enumerate(ctx.bounds):
+            xs = x[:, t0:t1].detach().requires_grad_(dx is not None)
+            xes = xe[:, t0:t1].detach().requires_grad_(dxe is not None)
+            with torch.random.fork_rng(devices=devices, enabled=bool(ctx.rng)):
+                if ctx.rng:
+                    _set_rng_state(x.device, ctx.rng[j])
+                with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+                    o = ctx.run(xs, xes)
+            leaves = [t for t in (xs, xes) if t.requires_grad]
+            g = torch.autograd.grad(o, leaves + [params[i] for i in wanted], grad[:, t0:t1], allow_unused=True)
+            if dx is not None:
+                dx[:, t0:t1] = g[0]
+            if dxe is not None:
+                dxe[:, t0:t1] = g[len(leaves) - 1]
+            for i, gi in zip(wanted, g[len(leaves):]):
+                if gi is not None:
+                    d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+        return (None, None, None, None, dx, dxe, *d_params)
+
+
+class _PrefixAttention(torch.autograd.Function):
+    """Mega's causal full attention (with its gating and output projection) over blocks of queries;
+    only ``x`` and ``x'`` are kept for the backward.
+
+    Block j's queries attend to every key before them: the forward runs ``run(x_j, x'_j, keys, values)``
+    -- :meth:`Mega._gated_attention` with the keys and values of the earlier blocks as its cache, as
+    state passing does -- and the cache grows block by block.  The backward recomputes all keys and
+    values once (``keys_values``, without autograd), then walks the blocks from the last: it reruns
+    block j under autograd with the earlier keys and values as leaves, back-propagates the block's
+    output gradient together with the gradient that the later blocks sent to block j's own keys and
+    values, and adds the gradient of the earlier keys and values to what their blocks will receive.
+    Transients are one block's (its queries against all earlier keys), never (L, L).  ``current``,
+    ``random`` and the autocast state as in :class:`_BlockedAttention`.
+    """
+
+    @staticmethod
+    def forward(ctx, run, keys_values, current, bounds: list[tuple[int, int]], random: bool, x: Tensor,
+                xe: Tensor, *params: Tensor) -> Tensor:
+        device_type = x.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        out, keys, values, ctx.rng = None, None, None, []
+        for t0, t1 in bounds:
+            if random:
+                ctx.rng.append(_rng_state(x.device))
+            o, (keys, values) = run(x[:, t0:t1], xe[:, t0:t1], keys, values)
+            if out is None:
+                out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
+            out[:, t0:t1] = o
+        ctx.run, ctx.keys_values, ctx.current, ctx.bounds = run, keys_values, current, bounds
+        ctx.save_for_backward(x, xe, *params)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, xe, *params = ctx.saved_tensors
+        if any(p is not q for p, q in zip(ctx.current(), params)):
+            raise RuntimeError("Mega's blocked attention: the layer's parameters changed between the forward "
+                               "and the backward (torch.func.functional_call?); run that forward under "
+                               "torch.no_grad() or use state passing to take the plain path")
+        device_type, enabled, dtype = ctx.autocast
+        need = ctx.needs_input_grad
+        wanted = [i for i in range(len(params)) if need[7 + i]]
+        d_params: list[Tensor | None] = [None] * len(params)
+        dx = torch.empty_like(x) if need[5] else None
+        dxe = torch.empty_like(xe) if need[6] else None
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            keys, values = ctx.keys_values(x, xe)
+        d_keys, d_values = torch.zeros_like(keys), torch.zeros_like(values)
+        devices = [x.device] if x.device.type == "cuda" else []
+        for j in range(len(ctx.bounds) - 1, -1, -1):
+            t0, t1 = ctx.bounds[j]
+            xs = x[:, t0:t1].detach().requires_grad_(dx is not None)
+            xes = xe[:, t0:t1].detach().requires_grad_(dxe is not None)
+            prefix = [t[:, :t0].detach().requires_grad_() if t0 else None for t in (keys, values)]
+            with torch.random.fork_rng(devices=devices, enabled=bool(ctx.rng)):
+                if ctx.rng:
+                    _set_rng_state(x.device, ctx.rng[j])
+                with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+                    o, (k_all, v_all) = ctx.run(xs, xes, *prefix)
+            # the block's own keys and values (the cache's last rows) get what the later blocks sent
+            g_k = nn.functional.pad(d_keys[:, t0:t1], (0, 0, t0, 0)).to(k_all.dtype)
+            g_v = nn.functional.pad(d_values[:, t0:t1], (0, 0, t0, 0)).to(v_all.dtype)
+            leaves = [t for t in (xs, xes) if t.requires_grad] + [t for t in prefix if t is not None]
+            g = torch.autograd.grad((o, k_all, v_all), leaves + [params[i] for i in wanted],
+                                    (grad[:, t0:t1], g_k, g_v), allow_unused=True)
+            n = 0
+            if dx is not None:
+                dx[:, t0:t1], n = g[n], n + 1
+            if dxe is not None:
+                dxe[:, t0:t1], n = g[n], n + 1
+            if t0:
+                d_keys[:, :t0] += g[n]
+                d_values[:, :t0] += g[n + 1]
+                n += 2
+            for i, gi in zip(wanted, g[n:]):
+                if gi is not None:
+                    d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+        return (None, None, None, None, None, dx, dxe, *d_params)
+
+
+def _rng_state(device: torch.device) -> Tensor:
+    """The state of the random generator that draws dropout masks on ``device``."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(device: torch.device, state: Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)

@@ -104,7 +104,7 @@ def test_fftconv_gradients_for_single_sequence_or_kernel(B, C):
         assert rel_err(g, g_ref) < 1e-12
 
 
-@pytest.mark.parametrize("name", ["s4", "liquid_s4"])
+@pytest.mark.parametrize("name", ["s4", "liquid_s4", "ema"])
 def test_kernel_saves_nothing_of_length_L(name):
     """Generating S4's kernel keeps only O(H N) tensors for the backward pass, whatever L."""
     torch.manual_seed(0)
@@ -307,12 +307,247 @@ def test_ccnn_kernel_network_recomputed_per_block(monkeypatch):
     ("s4nd", dict(dim=2), (2, 64, 64, 16), 3.5),  # was 16.3
     ("ccnn", dict(d_state=32), (2, 4096, 16), 2.5),  # was 32.7
     ("ccnn", dict(d_state=32, dim=2), (2, 64, 64, 16), 6.5),  # was 131: the two-sided kernel is 2 units
+    ("s5", dict(d_state=256), (2, 4096, 16), 1.25),  # was 33.1: B~ u and the states (B, L, M) complex
+    ("s5", dict(d_state=256, bidirectional=True), (2, 4096, 16), 2.25),  # was 65.1; the reversed input is 1
+    ("s5_dt", dict(d_state=256), (2, 4096, 16), 1.25),  # was 97.1: the per-step decays (B, L, M) too
+    ("mega", dict(), (2, 4096, 16), 3.0),  # was 51.9: the projections, scores and weights of the attention
+    ("mega", dict(chunk_size=0), (2, 1024, 16), 3.0),  # was 259.6: full attention's (L, L) scores
+    ("mega", dict(bidirectional=True), (2, 4096, 16), 3.5),
+    ("ema", dict(), (2, 4096, 16), 1.75),  # 1.53 before and after: its kernel was already blocked
 ])
 def test_layers_save_few_units_of_BHL(name, kw, shape, bound):
     """Bytes each layer keeps for its backward, in units of one (B, H, L) float32 tensor (L the grid's
     size): the figures before this round were 14.4 (liquid_s4), 16.3 (s4nd), 32.7 and 131 (ccnn 1-D, 2-D)."""
     torch.manual_seed(0)
-    layer = make_layer(name, d_model=shape[-1], **kw)
+    layer = make_layer(name.removesuffix("_dt"), d_model=shape[-1], **kw)
     x = torch.randn(*shape, requires_grad=True)
-    kept = saved_bytes(lambda: layer(x), exclude=[*layer.parameters(), *layer.buffers(), x])
+    extra = dict(dt=torch.rand(shape[:2]) + 0.5) if name.endswith("_dt") else {}  # irregular sampling
+    kept = saved_bytes(lambda: layer(x, **extra), exclude=[*layer.parameters(), *layer.buffers(), x])
     assert kept <= bound * x.numel() * 4
+
+
+# ----------------------------------------------------------------- S5's chunked scan, Mega's blocks, EMA
+
+
+def _s5_reference(layer, x, dt=None, state=None):
+    """S5's bare output (B, L, C, H) from its continuous parameters by explicit float64 loops (causal
+    from ``state``; with ``bidirectional`` plus the anti-causal sum over the inputs after each step),
+    differentiable in the parameters, ``x``, ``dt`` and ``state``; and the last causal state."""
+    Lam = torch.complex(layer.Lambda_re.clamp(max=-1e-4), layer.Lambda_im)
+    Bt, Ct = torch.view_as_complex(layer.B), torch.view_as_complex(layer.C)
+    step = torch.exp(layer.log_step) * (1.0 if dt is None else dt[..., None])  # (M,) or (B, L, M)
+    if layer.disc == "zoh":
+        a, gain = torch.exp(step * Lam), torch.expm1(step * Lam) / Lam
+    else:
+        a, gain = (1 + step * Lam / 2) / (1 - step * Lam / 2), step / (1 - step * Lam / 2)
+    Bsz, L, _ = x.shape
+    a = a.expand(Bsz, L, -1) if a.dim() == 1 else a
+    b = gain * torch.einsum("mh,blh->blm", Bt, x.to(Bt.dtype))
+    scale = 2.0 if layer.conj_sym else 1.0
+    s = torch.zeros_like(b[:, 0]) if state is None else state
+    fwd = []
+    for k in range(L):
+        s = a[:, k] * s + b[:, k]
+        fwd.append(s)
+    y = scale * torch.einsum("chm,blm->blch", Ct[: layer.channels], torch.stack(fwd, 1)).real
+    if layer.bidirectional:
+        r, bwd = torch.zeros_like(b[:, 0]), [None] * L
+        for k in range(L - 1, -1, -1):  # r_k = sum_{j > k} a_{k+2} .. a_j b_j: r_{k-1} = a_{k+1} r_k + b_k
+            bwd[k] = r
+            r = a[:, min(k + 1, L - 1)] * r + b[:, k]
+        y = y + scale * torch.einsum("chm,blm->blch", Ct[layer.channels:], torch.stack(bwd, 1)).real
+    return y, s
+
+
+@pytest.mark.parametrize("options", [dict(), dict(bidirectional=True, channels=2), dict(disc="bilinear"),
+                                     dict(conj_sym=False, bidirectional=True)])
+@pytest.mark.parametrize("with_dt", [False, True])
+def test_s5_chunked_scan_gradients_match_float64_loops(monkeypatch, options, with_dt):
+    """S5's chunked scan (chunks of 5 steps, the last one short; only the states at chunk boundaries
+    kept) against explicit loops: values, the next state, and the gradients of the parameters, the
+    input, ``dt`` and the incoming state; float64."""
+    import ssmcore.layers.s5 as s5
+
+    monkeypatch.setattr(s5, "SCAN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(s5, "SCAN_BLOCK_MIN_STEPS", 5)
+    torch.manual_seed(0)
+    layer = make_layer("s5", d_model=3, d_state=8, **options).double()
+    B, L = 2, 23
+    x = torch.randn(B, L, 3, dtype=torch.float64, requires_grad=True)
+    dt = (torch.rand(B, L, dtype=torch.float64) * 2 + 0.1).requires_grad_() if with_dt else None
+    causal = not layer.bidirectional
+    state = (0.3 * layer.default_state(B).normal_()).requires_grad_() if causal else None
+    y, nxt = layer._scan(x, state, 1.0, dt)
+    ref, last = _s5_reference(layer, x, dt, state)
+    assert rel_err(y, ref) < 1e-12
+    if causal:
+        assert rel_err(nxt, last) < 1e-12
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    wl = torch.randn(last.shape, dtype=torch.complex128)
+    leaves = [t for t in (x, dt, state) if t is not None] + list(layer.parameters())
+    total = lambda y, s: (y * w).sum() + ((s * wl.conj()).real.sum() if causal else 0)  # noqa: E731
+    grads = torch.autograd.grad(total(y, nxt), leaves, allow_unused=True)
+    grads_ref = torch.autograd.grad(total(ref, last), leaves, allow_unused=True)
+    for g, g_ref in zip(grads, grads_ref):
+        if g_ref is None:  # D: not part of the bare SSM
+            continue
+        assert rel_err(g, g_ref) < 1e-10
+
+
+@pytest.mark.parametrize("options", [dict(), dict(bidirectional=True)])
+def test_s5_chunked_scan_gradcheck(monkeypatch, options):
+    """gradcheck of the whole layer (chunks of 2, 2 and 1 steps) in the input, dt, the incoming state
+    and the SSM's parameters, float64."""
+    import ssmcore.layers.s5 as s5
+
+    monkeypatch.setattr(s5, "SCAN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(s5, "SCAN_BLOCK_MIN_STEPS", 2)
+    torch.manual_seed(0)
+    layer = make_layer("s5", d_model=2, d_state=4, **options).double()
+    names = [n for n, _ in layer.named_parameters() if not n.startswith("output.")]
+    x = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)
+    dt = (torch.rand(1, 5, dtype=torch.float64) + 0.5).requires_grad_()
+    causal = not layer.bidirectional
+    state = torch.randn(1, 2, 2, dtype=torch.float64, requires_grad=causal)
+
+    def f(x, dt, state, *ps):
+        out = torch.func.functional_call(layer, dict(zip(names, ps)), (x,), dict(
+            dt=dt, state=torch.view_as_complex(state) if causal else None))
+        return out[0] if not causal else (out[0], torch.view_as_real(out[1]))
+
+    params = tuple(layer.get_parameter(n).detach().clone().requires_grad_() for n in names)
+    assert torch.autograd.gradcheck(f, (x, dt, state, *params))
+
+
+def test_s5_layer_float32_matches_plain_composition(monkeypatch):
+    """The chunked scan against S5's plain composition (the same layer with the scan in one piece,
+    everything kept), float32, with dt, a state and a default-size chunk."""
+    import ssmcore.layers.s5 as s5
+
+    torch.manual_seed(0)
+    layer = make_layer("s5", d_model=8, d_state=32)
+    monkeypatch.setattr(s5, "SCAN_BLOCK_ELEMENTS", 2 * 16 * 100)  # chunks of 100 steps
+    x = torch.randn(2, 700, 8, requires_grad=True)
+    dt = torch.rand(2, 700) + 0.5
+    state = 0.1 * layer.default_state(2).normal_()
+
+    def run():
+        y, s = layer(x, state=state, dt=dt)
+        return torch.autograd.grad((y ** 2).sum() + s.abs().square().sum(), (x, *layer.parameters())), y, s
+
+    (gx, *gp), y, s = run()
+
+    def plain(states, T, x, dt_a, dt_b, st, readout, *ps):  # the scan in one piece, under autograd
+        xs = states(x, dt_a, dt_b, st, *ps)
+        return torch.view_as_real(xs).flatten(2) @ readout.t(), xs[:, -1]
+
+    monkeypatch.setattr(s5._ChunkedScan, "apply", plain)
+    (gx_ref, *gp_ref), y_ref, s_ref = run()
+    assert rel_err(y, y_ref) < 1e-6
+    assert rel_err(s, s_ref) < 1e-5  # 700 steps summed in another order (the scan restarts at each chunk)
+    assert rel_err(gx, gx_ref) < 1e-5
+    for g, g_ref in zip(gp, gp_ref):
+        assert rel_err(g, g_ref) < 1e-5
+
+
+def _mega_grads(layer, x, w):
+    y = layer(x)[0]
+    return y, torch.autograd.grad((y * w).sum(), (x, *layer.parameters()), allow_unused=True)
+
+
+@pytest.mark.parametrize("options", [dict(chunk_size=4), dict(chunk_size=4, attention="softmax", bidirectional=True),
+                                     dict(chunk_size=0), dict(chunk_size=0, attention="softmax"),
+                                     dict(chunk_size=0, bidirectional=True),
+                                     dict(chunk_size=4, postact="glu", activation="gelu")])
+def test_mega_blocked_attention_matches_plain_composition_float64(monkeypatch, options):
+    """Mega's blocked attention (blocks of one chunk, the last one short; only x and x' kept) against
+    the plain composition (the same layer with the attention in one piece, everything kept): values
+    and the gradients of the input and of every parameter, float64; then gradcheck on a tiny case."""
+    import ssmcore.layers.mega as mega
+
+    torch.manual_seed(0)
+    layer = make_layer("mega", d_model=3, d_state=2, qk_dim=4, **options).double()
+    x = torch.randn(2, 19, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 19, 3, dtype=torch.float64)
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_MIN_ROWS", 4)  # causal full attention: blocks of 4 queries
+    y, grads = _mega_grads(layer, x, w)
+    prefix = layer.chunk_size == 0 and not layer.bidirectional
+    assert ("PrefixAttention" if prefix else "BlockedAttention") in y.grad_fn.name()
+    layer._fused_output = lambda x: False
+    y_ref, grads_ref = _mega_grads(layer, x, w)
+    assert rel_err(y, y_ref) < 1e-13
+    for g, g_ref in zip(grads, grads_ref):
+        assert (g is None) == (g_ref is None)
+        if g is not None:
+            assert rel_err(g, g_ref) < 1e-12
+    del layer._fused_output
+    xe = layer.ema(x)[0].detach().requires_grad_()
+    small = x[:, :6].detach().clone().requires_grad_()
+    params = list(layer._attention_parameters())
+    run = lambda a, b: layer._gated_attention(a, b, None, None)[0]  # noqa: E731
+    if not prefix:
+        def f(a, b, *ps):
+            bounds = [(0, 4), (4, 6)] if layer.chunk_size else [(0, 6)]
+            return mega._BlockedAttention.apply(run, layer._attention_parameters, bounds, False, a, b, *ps)
+    else:  # three blocks of queries, the keys and values of the earlier ones carried
+        def f(a, b, *ps):
+            return mega._PrefixAttention.apply(layer._gated_attention, layer._keys_values, layer._attention_parameters,
+                                               [(0, 2), (2, 4), (4, 6)], False, a, b, *ps)
+    assert torch.autograd.gradcheck(f, (small, xe[:, :6], *params))
+
+
+def test_mega_float32_matches_plain_composition_and_guards_swapped_parameters():
+    torch.manual_seed(0)
+    layer = make_layer("mega", d_model=8, chunk_size=32)
+    x = torch.randn(2, 300, 8, requires_grad=True)
+    w = torch.randn(2, 300, 8)
+    y, grads = _mega_grads(layer, x, w)
+    layer._fused_output = lambda x: False
+    y_ref, grads_ref = _mega_grads(layer, x, w)
+    del layer._fused_output
+    assert rel_err(y, y_ref) < 1e-6
+    for g, g_ref in zip(grads, grads_ref):
+        assert rel_err(g, g_ref) < 1e-5
+    # a backward after the parameters were swapped back (torch.func.functional_call) raises, never
+    # recomputes with other tensors
+    params = {n: p.detach().clone().requires_grad_() for n, p in layer.named_parameters()}
+    y = torch.func.functional_call(layer, params, (x,))[0]
+    with pytest.raises(RuntimeError, match="parameters changed between the forward and the backward"):
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("chunk_size", [4, 0])
+def test_mega_blocked_attention_replays_dropout_masks(monkeypatch, chunk_size):
+    """With dropout active the backward recomputes each block with the forward's random state: the
+    values and gradients are those of the plain composition run block after block from the same seed
+    (the same masks), whatever the generator's state at the backward."""
+    import ssmcore.layers.mega as mega
+
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_MIN_ROWS", 4)
+    torch.manual_seed(0)
+    layer = make_layer("mega", d_model=3, d_state=2, qk_dim=4, chunk_size=chunk_size, dropout=0.3).double().train()
+    x = torch.randn(2, 19, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 19, 3, dtype=torch.float64)
+    layer._fused_output = lambda x: False  # the EMA's output block is plain anyway under dropout
+    results = []
+    for plain in (False, True):
+        if plain:
+            def blockwise(x, xe):  # blocks of 4 tokens drawn in the same order, keys carried as a cache
+                outs, keys, values = [], None, None
+                for t in range(0, x.shape[1], 4):
+                    o, (keys, values) = layer._gated_attention(x[:, t:t + 4], xe[:, t:t + 4], keys, values)
+                    outs.append(o)
+                return torch.cat(outs, dim=1)
+
+            monkeypatch.setattr(layer, "_blocked_attention", blockwise)
+        torch.manual_seed(1)
+        y = layer(x)[0]
+        torch.manual_seed(2)  # the backward must not depend on the generator's state by then
+        results.append((y, torch.autograd.grad((y * w).sum(), (x, *layer.parameters()), allow_unused=True)))
+    (y, grads), (y_ref, grads_ref) = results
+    assert rel_err(y, y_ref) < 1e-13
+    for g, g_ref in zip(grads, grads_ref):
+        if g_ref is not None:
+            assert rel_err(g, g_ref) < 1e-12
