@@ -153,6 +153,31 @@ def _to_rows(y: Tensor, b: int | None, r0: int, r1: int) -> Tensor:
     return rearrange(y[b, :, :, r0:r1], "c h l -> l (c h)").contiguous()
 
 
+class _PostOf(nn.Module):
+    """``layer._post`` as a module's forward, so that it can run with given output parameters."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.layer._post(z)
+
+
+def _with_parameters(post: Callable[[Tensor], Tensor], params: list[Tensor]) -> Callable[[Tensor], Tensor]:
+    """``post`` (a layer's bound ``_post``) recomputing with ``params``, the output projection's parameters
+    the forward used, rather than whatever the module holds when the backward runs: under
+    ``torch.func.functional_call`` the forward saw the call's tensors, which are swapped out again before
+    the backward, and a recompute with the module's own would give those tensors no gradient at all."""
+    layer = getattr(post, "__self__", None)
+    output = getattr(layer, "output", None)
+    if not params or not isinstance(output, nn.Module):
+        return post
+    names = [f"layer.output.{name}" for name, _ in output.named_parameters()]
+    wrapper, given = _PostOf(layer), dict(zip(names, params, strict=True))
+    return lambda z: torch.func.functional_call(wrapper, given, (z,), strict=False)
+
+
 class _FusedOutput(torch.autograd.Function):
     """``post(y)`` -- a layer's activation, output projection and GLU -- run over blocks of rows; only
     ``y`` is saved, and the backward recomputes each block's activation and projection.
@@ -202,11 +227,12 @@ class _FusedOutput(torch.autograd.Function):
         else:
             seqs, rows, width = [None], y.shape[0], y.shape[1]
             grad = grad.unsqueeze(0)
+        post = _with_parameters(ctx.post, params)
         for b in seqs:
             for r0, r1 in _row_blocks(rows, width):
                 z = _to_rows(y, b, r0, r1).detach().requires_grad_(dy is not None)
                 with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-                    o = ctx.post(z)
+                    o = post(z)
                 inputs = ([z] if dy is not None else []) + [params[i] for i in wanted]
                 g = torch.autograd.grad(o, inputs, grad[0 if b is None else b, r0:r1], allow_unused=True)
                 if dy is not None:

@@ -200,6 +200,25 @@ def test_layer_output_float32_matches_plain_path():
         assert rel_err(g, g_ref) < 1e-5
 
 
+@pytest.mark.parametrize("name", ["s4", "s4d", "dss", "sgconv"])
+def test_fused_output_gives_functional_call_parameters_their_gradients(name):
+    """Under ``torch.func.functional_call`` the forward sees the call's tensors, which are swapped back out
+    before the backward: the fused output block's recompute must use the tensors the forward used, so that
+    each gets its gradient (it used to recompute with the module's own and return None, silently)."""
+    torch.manual_seed(0)
+    layer = make_layer(name, d_model=8, d_state=8)
+    x = torch.randn(2, 40, 8)
+    given = {k: v.detach().clone().requires_grad_(True) for k, v in layer.named_parameters()}
+    (torch.func.functional_call(layer, given, (x,))[0] ** 2).sum().backward()
+    (layer(x)[0] ** 2).sum().backward()
+    assert layer._fused_output(x)
+    for k, p in layer.named_parameters():
+        if p.grad is None:
+            continue
+        assert given[k].grad is not None, k
+        assert rel_err(given[k].grad, p.grad) < 1e-6, k
+
+
 def test_fftconv_blocks_match_one_pass(monkeypatch):
     """The convolution over blocks of features gives the one-pass values and gradients (bit for bit in
     float64 up to the FFT's batching)."""
