@@ -5,6 +5,7 @@ and a one-line error for a bad recipe."""
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +21,55 @@ from apps.common.io import atomic_write_text, check_writable
 from apps.common.predictions import PredictionWriter, has_predict_step
 from apps.common.runs import fit_run_dir, run_of_checkpoint, runs_root
 from apps.common.training import AtomicCheckpointIO, default_callbacks, default_loggers
+
+
+def model_options(args: list[str]) -> list[str]:
+    """The explicit ``--model.KEY VALUE`` and ``--model.KEY=VALUE`` options of ``args``, in order, as
+    ``[--model.KEY, VALUE, ...]`` (``--model.KEY`` alone when no value follows it)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--model.") and "=" in a:
+            key, value = a.split("=", 1)
+            out += [key, value]
+        elif a.startswith("--model."):
+            out.append(a)
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                out.append(args[i + 1])
+                i += 1
+        i += 1
+    return out
+
+
+def _state_dict_mismatch(message: str, ckpt_path: Any, overrides: list[str]) -> str:
+    """One line for torch's multi-line "Error(s) in loading state_dict" ``message``: the first difference,
+    how many more, and the cause (the explicit ``--model.*`` options, else a checkpoint of another model)."""
+    details = [line.strip().rstrip(".") for line in message.splitlines()[1:] if line.strip()]
+    first = details[0] if details else "the parameters differ"
+    size = re.match(r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[.*?\])\) from checkpoint, "
+                    r"the shape in current model is torch\.Size\((\[.*?\])\)", first)
+    if size:
+        first = f"{size[1]} is {size[2]} in the checkpoint, {size[3]} in the model"
+    more = f", and {len(details) - 1} more difference{'s' if len(details) > 2 else ''}" if len(details) > 1 else ""
+    if len(overrides) == 1:
+        cause = f"{overrides[0]} changes the trained architecture; drop it (the checkpoint's value is used without it)"
+    elif overrides:
+        cause = (f"one of {', '.join(overrides)} changes the trained architecture; drop it (the checkpoint's value "
+                 "is used without it)")
+    else:
+        cause = "it was made by another model or another version of it; use a checkpoint of this app's model"
+    return f"checkpoint {ckpt_path} does not fit the model ({first}{more}): {cause}"
+
+
+def _lookup(tree: Any, path: list[str]) -> tuple[bool, Any]:
+    """``(True, value)`` of the dotted ``path`` in nested dicts / namespaces, ``(False, None)`` if absent."""
+    for part in path:
+        if hasattr(tree, "__contains__") and not isinstance(tree, str) and part in tree:
+            tree = tree[part]
+        else:
+            return False, None
+    return True, tree
 
 
 class _NoAdverts(logging.Filter):
@@ -54,9 +104,19 @@ class SSMCLI(LightningCLI):
         remap_data_paths(config)
         check_values(config)
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse as LightningCLI does, keeping the argument list for :meth:`_parse_ckpt_path`."""
+        self._cli_args = [str(a) for a in args] if isinstance(args, (list, tuple)) else []
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
         """With ``--ckpt_path``, the checkpoint's model hyper-parameters fill the config (as Lightning does), read
-        by :func:`apps.common.checkpoint.read_checkpoint` (allow-listed, once) and upgraded from older spellings."""
+        by :func:`apps.common.checkpoint.read_checkpoint` (allow-listed, once) and upgraded from older spellings.
+
+        The ``--model.*`` options given explicitly on the command line then apply on top of them (parsed and
+        type-checked again by the parser), with a note where one changes the checkpoint's value; a recipe's
+        ``model:`` values do not: the checkpoint describes the model that was trained.
+        """
         from apps.common.checkpoint import read_checkpoint, upgrade_hparams
 
         subcommand = self.config.get("subcommand")
@@ -70,6 +130,29 @@ class SSMCLI(LightningCLI):
         hparams.pop("_class_path", None)  # one LightningModule per app: the checkpoint's class is the app's
         hparams = upgrade_hparams(self._model_class, hparams)
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        overrides = model_options(getattr(self, "_cli_args", []))
+        if not overrides:
+            return
+        self.config = self.parser.parse_args([subcommand, *overrides], namespace=self.config)
+        self._model_overrides = []  # the explicit options that changed a checkpoint value
+        for key in dict.fromkeys(k for k in overrides if k.startswith("--model.")):
+            path = key[len("--model."):].split(".")
+            found, before = _lookup(hparams, path)
+            _, after = _lookup(self.config[subcommand]["model"], path)
+            after = after.as_dict() if hasattr(after, "as_dict") else after
+            if found and before != after:
+                self._model_overrides.append(key)
+                print(f"note: {key} {after} overrides the checkpoint's {before}", flush=True)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run ``subcommand``; a checkpoint whose weights do not fit the configured model is one line."""
+        try:
+            super()._run_subcommand(subcommand)
+        except RuntimeError as e:
+            if "Error(s) in loading state_dict" not in str(e):
+                raise
+            raise UserError(_state_dict_mismatch(str(e), self.config[subcommand].get("ckpt_path"),
+                                                 getattr(self, "_model_overrides", []))) from None
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         for source, target in getattr(self.app_module, "LINKS", []):
