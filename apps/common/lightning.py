@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from apps.common.config_checks import check_values, check_yaml, remap_data_paths
@@ -170,6 +170,8 @@ class SSMCLI(LightningCLI):
             model = self.model
             callbacks = [*callbacks, *default_callbacks(run_dir, getattr(model, "monitor", "val/loss"),
                                                          getattr(model, "monitor_mode", "min"))]
+        if config.get("enable_progress_bar") is False:  # --trainer.enable_progress_bar false: no bar of ours
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         if not config.get("plugins"):
             config["plugins"] = [AtomicCheckpointIO()]
         if self.subcommand == "predict":

@@ -87,3 +87,10 @@ def test_an_override_of_the_wrong_type_is_refused(checkpoint, runs_dir, capsys):
     assert main(["smoke", "test", "-c", TINY, "--ckpt_path", str(checkpoint), "--model.dropout", "lots"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.dropout" in err[0]
+
+
+def test_the_progress_bar_can_be_turned_off(checkpoint, runs_dir):
+    """``--trainer.enable_progress_bar false`` used to clash with the default rich bar (a one-line error);
+    now the run has no progress bar."""
+    cli = _test(checkpoint, "--trainer.enable_progress_bar", "false")
+    assert cli.trainer.progress_bar_callback is None
