@@ -1,4 +1,4 @@
-"""``ssm speech prepare``: offline stand-ins for Speech Commands v0.02, from two independent synthesisers.
+"""``ssm speech prepare``: offline stand-ins for Speech Commands v0.02, from three independent synthesisers.
 
 The real dataset (Warden 2018, "Speech Commands: A Dataset for Limited-Vocabulary Speech
 Recognition") is one folder per word of 1-second 16 kHz mono WAVs named
@@ -14,6 +14,13 @@ exactly that layout from a speech synthesiser (``--engine``):
   Every (voice, vocal-tract warp) pair is one speaker: the warp resamples the voice by 0.84-1.16,
   which moves its formants and pitch together, and each speaker has its own base pitch target
   and speaking rate.
+- ``festival``: the Festival Speech Synthesis System (Edinburgh), with its own text front end,
+  prosody models and waveform synthesis: the US English diphone voices kal and ked (two male
+  speakers, residual-excited LPC concatenation) and the HTS voice cmu_us_slt_arctic_hts (a female
+  ARCTIC speaker, statistical parametric synthesis by Festival's own hts_engine).  Speakers are
+  (voice, warp) pairs as for flite; the diphone voices take each speaker's pitch target, the HTS
+  voice only its rate (its pitch comes from its model, moved by the warp alone).  Festival runs as
+  one process per batch of clips, since starting it costs more than speaking a word.
 
 Each clip jitters the speaker's pitch and speed, is trimmed of silence, resampled to 16 kHz,
 scaled, placed at a random offset inside one second and optionally given light noise.  Speakers,
@@ -33,6 +40,7 @@ import io
 import math
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,9 +61,13 @@ ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-
 ESPEAK_RATE = 22050
 #: Flite's built-in voices that speak (``awb_time`` writes near-silence, so it is left out)
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
-#: vocal-tract warps applied to each Flite voice (resampling factors: formants and pitch scale by it)
 FLITE_WARPS = (0.84, 0.88, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16)
-ENGINES = ("espeak-ng", "flite")
+#: Festival's US English voices (Debian festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts)
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+#: vocal-tract warps applied to each Flite or Festival voice (resampling factors: formants and pitch scale by it)
+WARPS = FLITE_WARPS
+FESTIVAL_BATCH = 40  # clips per Festival process
+ENGINES = ("espeak-ng", "flite", "festival")
 NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "hum")
 
 
@@ -67,8 +79,8 @@ class Clip:
     speaker: str
     index: int
     voice: str
-    pitch: int  # espeak-ng: its 0-99 pitch; flite: the target mean F0 in Hz
-    speed: int  # espeak-ng: words per minute; flite: percent of the voice's own rate
+    pitch: int  # espeak-ng: its 0-99 pitch; flite, festival: the target mean F0 in Hz
+    speed: int  # espeak-ng: words per minute; flite, festival: percent of the voice's own rate
     gain: float
     offset: float  # fraction of the free room before the word
     noise: float
@@ -94,15 +106,38 @@ def espeak_variants() -> list[str]:
     return sorted(set(names))
 
 
+def warped_voices(engine: str, wanted: Sequence[str], have: set[str], listing: str, packages: str) -> list[str]:
+    """Each voice of ``wanted`` that the synthesiser has, with every warp: ``slt@0.92``, ...
+
+    One speaker per (voice, warp) pair; none installed is one line naming the packages to install.
+    """
+    voices = [v for v in wanted if v in have]
+    if not voices:
+        raise UserError(f"{engine} lists none of the voices {', '.join(wanted)} (it says: {listing.strip()!r}); "
+                        f"install them with `make system-deps` or `sudo apt-get install {packages}`")
+    return [f"{v}@{w:.2f}" for v in voices for w in WARPS]
+
+
+def split_warp(voice: str) -> tuple[str, float]:
+    """``"slt@0.92"`` -> ``("slt", 0.92)``; a voice without a warp has warp 1."""
+    name, _, warp = voice.partition("@")
+    return name, float(warp or 1)
+
+
 def flite_voices() -> list[str]:
     """Flite's installed voices among :data:`FLITE_VOICES`, each with every warp: ``slt@0.92``, ..."""
     listing = _voice_listing(["flite", "-lv"], "flite is needed for --engine flite")
-    have = set(listing.replace("Voices available:", "").split())
-    voices = [v for v in FLITE_VOICES if v in have]
-    if not voices:
-        raise UserError(f"flite lists none of the voices {', '.join(FLITE_VOICES)} (it says: {listing.strip()!r}); "
-                        "reinstall it with `sudo apt-get install --reinstall flite`")
-    return [f"{v}@{w:.2f}" for v in voices for w in FLITE_WARPS]
+    return warped_voices("flite", FLITE_VOICES, set(listing.replace("Voices available:", "").split()), listing,
+                         "--reinstall flite")
+
+
+def festival_voices() -> list[str]:
+    """Festival's installed voices among :data:`FESTIVAL_VOICES`, each with every warp: ``ked_diphone@0.92``, ..."""
+    listing = _voice_listing(["festival", "-b", "(print (voice.list))"],
+                             "festival is needed for --engine festival (with festvox-kdlpc16k, festvox-kallpc16k, "
+                             "festvox-us-slt-hts)")
+    return warped_voices("festival", FESTIVAL_VOICES, set(listing.replace("(", " ").replace(")", " ").split()),
+                         listing, "festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts")
 
 
 @dataclass(frozen=True)
@@ -119,12 +154,15 @@ class Engine:
     def voices(self) -> list[str]:
         if self.name == "flite":
             return flite_voices()
+        if self.name == "festival":
+            return festival_voices()
         return [f"{a}+{v}" for a in ACCENTS for v in espeak_variants()]
 
 
 ENGINE_SPECS = {
     "espeak-ng": Engine("espeak-ng", (20, 80), (135, 200), 8, 15, (0, 99)),
     "flite": Engine("flite", (90, 200), (82, 122), 12, 8, (60, 260)),
+    "festival": Engine("festival", (80, 190), (82, 122), 12, 8, (60, 260)),
 }
 
 
@@ -138,7 +176,7 @@ def plan_clips(words: Sequence[str], per_word: int, seed: int, noise: float,
                voices: Sequence[str] | None = None) -> tuple[list[Clip], dict[str, str], dict[str, dict]]:
     """Every clip to write, the split of each speaker, and each speaker's base voice settings.
 
-    Speakers (espeak-ng: accent x ``variants``; flite: voice x warp, or ``voices`` when given) are
+    Speakers (espeak-ng: accent x ``variants``; flite, festival: voice x warp, or ``voices`` when given) are
     shuffled and split 80/10/10 into train/validation/test; each word gets ``max(1, round(0.1 N))``
     validation and test clips and the rest in training, each spoken by a speaker drawn from that
     split's pool.
@@ -197,24 +235,59 @@ def speak(clip: Clip, engine: str = "espeak-ng") -> tuple[np.ndarray, int]:
     A Flite warp w relabels the voice's rate r as r * w: played back at 16 kHz after resampling,
     its formants and pitch scale by w and its duration by 1 / w.
     """
+    voice, warp = split_warp(clip.voice)
+    if engine == "festival":
+        return speak_festival([clip])[0]
     if engine == "flite":
-        voice, warp = clip.voice.split("@")
         cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={100 / clip.speed:.4f}",
                "--setf", f"int_f0_target_mean={clip.pitch}", "-t", clip.word, "-o", "/dev/stdout"]
     else:
         cmd = ["espeak-ng", "-v", clip.voice, "-p", str(clip.pitch), "-s", str(clip.speed), "-z", "--stdout",
                clip.word]
-        warp = "1"
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
-    wav, rate = soundfile.read(io.BytesIO(raw), dtype="float32")
+    return _warped(*soundfile.read(io.BytesIO(raw), dtype="float32"), warp)
+
+
+def _warped(wav: np.ndarray, rate: int, warp: float) -> tuple[np.ndarray, int]:
+    """Mono samples and their rate relabelled by the vocal-tract warp."""
     if wav.ndim > 1:
         wav = wav.mean(axis=1)
-    return wav, int(round(rate * float(warp)))
+    return wav, int(round(rate * warp))
 
 
-def synthesise(clip: Clip, engine: str = "espeak-ng") -> np.ndarray:
-    """Speak ``clip`` with ``engine`` and return one second of 16 kHz float32 audio (16000,)."""
-    wav, rate = speak(clip, engine)
+def festival_script(clips: Sequence[Clip], folder: Path) -> str:
+    """The Scheme that makes Festival speak ``clips`` into ``folder/<i>.wav``, each with its own settings.
+
+    Every utterance sets all of its parameters, so what it says does not depend on the clips before it.
+    """
+    lines, current = [], None
+    for i, clip in enumerate(clips):
+        voice, _ = split_warp(clip.voice)
+        if voice != current:
+            lines.append(f"(voice_{voice})")
+            current = voice
+        if voice.endswith("_hts"):  # hts_engine's -r is its speaking rate; it makes its own F0
+            lines.append(f"(set! hts_engine_params (append {voice}::hts_engine_params '((\"-r\" {clip.speed / 100:.4f}))))")
+        else:
+            lines.append(f"(set! int_lr_params '((target_f0_mean {clip.pitch}) (target_f0_std {max(8, clip.pitch // 7)}) "
+                         "(model_f0_mean 170) (model_f0_std 34)))")
+            lines.append(f"(Parameter.set 'Duration_Stretch {100 / clip.speed:.4f})")
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{clip.word}")) "{folder / f"{i}.wav"}" \'riff)')
+    return "\n".join(lines) + "\n"
+
+
+def speak_festival(clips: Sequence[Clip]) -> list[tuple[np.ndarray, int]]:
+    """Festival's raw output for each of ``clips`` (one Festival process): (samples (T,), rate as heard)."""
+    with tempfile.TemporaryDirectory(prefix="ssm-festival-") as tmp:
+        folder = Path(tmp)
+        (folder / "speak.scm").write_text(festival_script(clips, folder))
+        subprocess.run(["festival", "-b", str(folder / "speak.scm")], capture_output=True, check=True)
+        return [_warped(*soundfile.read(str(folder / f"{i}.wav"), dtype="float32"), split_warp(c.voice)[1])
+                for i, c in enumerate(clips)]
+
+
+def finish(clip: Clip, wav: np.ndarray, rate: int, engine: str) -> np.ndarray:
+    """A synthesiser's raw output for ``clip`` as one second of 16 kHz float32 audio (16000,)."""
     wav = trim_silence(wav, rate)
     if wav.size == 0:
         raise RuntimeError(f"{engine} voice {clip.voice} said nothing for {clip.word!r}")
@@ -227,6 +300,23 @@ def synthesise(clip: Clip, engine: str = "espeak-ng") -> np.ndarray:
     if clip.noise > 0:
         out += clip.noise * np.random.default_rng(clip.seed).standard_normal(SAMPLE_RATE).astype(np.float32)
     return np.clip(out, -1.0, 1.0)
+
+
+def synthesise(clip: Clip, engine: str = "espeak-ng") -> np.ndarray:
+    """Speak ``clip`` with ``engine`` and return one second of 16 kHz float32 audio (16000,)."""
+    return finish(clip, *speak(clip, engine), engine)
+
+
+def batches(clips: Sequence[Clip], engine: str) -> list[list[Clip]]:
+    """The clips in the groups one synthesiser process speaks: one each, or for Festival up to
+    :data:`FESTIVAL_BATCH` of one voice (fixed by the plan, so the output does not depend on ``--jobs``)."""
+    if engine != "festival":
+        return [[c] for c in clips]
+    by_voice: dict[str, list[Clip]] = {}
+    for c in clips:
+        by_voice.setdefault(split_warp(c.voice)[0], []).append(c)
+    return [group[i:i + FESTIVAL_BATCH] for _, group in sorted(by_voice.items())
+            for i in range(0, len(group), FESTIVAL_BATCH)]
 
 
 def background_noise(kind: str, seconds: float, seed: int) -> np.ndarray:
@@ -265,13 +355,16 @@ def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noi
     (staging / "_background_noise_").mkdir()
     start = time.perf_counter()
 
-    def work(clip: Clip) -> None:
-        _write(staging / clip.relpath, synthesise(clip, engine))
+    def work(group: list[Clip]) -> int:
+        raw = speak_festival(group) if engine == "festival" else [speak(c, engine) for c in group]
+        for clip, (wav, rate) in zip(group, raw):
+            _write(staging / clip.relpath, finish(clip, wav, rate, engine))
+        return len(group)
 
     with Progress() as progress, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         task = progress.add_task(f"{engine}: {len(clips)} clips, {jobs} jobs", total=len(clips))
-        for _ in pool.map(work, clips):
-            progress.advance(task)
+        for n in pool.map(work, batches(clips, engine)):
+            progress.advance(task, n)
     seconds = time.perf_counter() - start
     for i, kind in enumerate(NOISE_FILES):
         _write(staging / "_background_noise_" / f"{kind}.wav", background_noise(kind, noise_seconds, seed + i))
@@ -308,15 +401,15 @@ def resolve_words(text: str) -> list[str]:
 def prepare_speech_commands(argv: list[str]) -> None:
     """``ssm speech prepare --out DIR --words sc35|sc10|sc09 --per-word N``."""
     p = argparse.ArgumentParser(prog="ssm speech prepare",
-                                description="Speak the Speech Commands words with espeak-ng or flite into the "
+                                description="Speak the Speech Commands words with espeak-ng, flite or festival into the "
                                             "v0.02 layout.")
     p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
     p.add_argument("--words", default="sc35", help="sc35, sc10, sc09 or comma-separated words (default sc35)")
     p.add_argument("--per-word", type=int, default=300,
                    help="clips per word (default 300: the real recipes; 12 is enough for a demo)")
     p.add_argument("--engine", default="espeak-ng", choices=ENGINES,
-                   help="the synthesiser: espeak-ng (default) or flite, an independent one with other voices "
-                        "(train on one, test on the other)")
+                   help="the synthesiser: espeak-ng (default), or flite or festival, independent ones with other "
+                        "voices (train on some, test on another)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.0, help="std of light white noise added to each clip (e.g. 0.005)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel synthesiser processes")
