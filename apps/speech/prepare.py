@@ -27,8 +27,14 @@ scaled, placed at a random offset inside one second and optionally given light n
 not clips, are split 80/10/10, so no test voice is heard in training.  Everything is drawn from
 ``--seed`` up front; both synthesisers are deterministic, so the same seed gives the same bytes.
 Several synthesiser processes run at once (``--jobs``), each writing to a pipe.  Training on one
-engine's stand-in and testing on the other's measures whether a model learned the words or the
+engine's stand-in and testing on another's measures whether a model learned the words or the
 synthesiser.
+
+``--engine asterisk`` is no synthesiser but a probe with a real human voice: the ten digits
+recorded by Allison Smith for Asterisk (Debian ``asterisk-core-sounds-en-wav``, CC-BY-SA-3.0;
+8 kHz telephone recordings), resampled to 16 kHz and centred in one second, laid out as a
+test-only SC09 set (every clip in ``testing_list.txt``).  It is ten clips of one speaker: a
+smoke test of an SC09 model on a human voice, not an accuracy benchmark.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 #: vocal-tract warps applied to each Flite or Festival voice (resampling factors: formants and pitch scale by it)
 WARPS = FLITE_WARPS
 FESTIVAL_BATCH = 40  # clips per Festival process
-ENGINES = ("espeak-ng", "flite", "festival")
+ENGINES = ("espeak-ng", "flite", "festival", "asterisk")
+#: where Debian's asterisk-core-sounds-en-wav puts Allison Smith's digits (0.wav ... 9.wav)
+ASTERISK_DIGITS = "/usr/share/asterisk/sounds/en_US_f_Allison/digits"
 NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "hum")
 
 
@@ -347,8 +355,9 @@ def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noi
 
     ``prepare`` calls it inside :func:`apps.common.prepared.building`, which renames the folder into place.
     """
-    if engine not in ENGINES:
-        raise UserError(f"--engine: unknown {engine!r}; choose {' or '.join(ENGINES)}")
+    if engine not in ENGINE_SPECS:
+        raise UserError(f"--engine: {engine!r} is no synthesiser; choose {', '.join(ENGINE_SPECS)} "
+                        "(asterisk's recordings are laid out by build_recorded)")
     clips, _, info = plan_clips(words, per_word, seed, noise, engine=engine)
     for word in words:
         (staging / word).mkdir(parents=True, exist_ok=True)
@@ -388,6 +397,59 @@ def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noi
     return {"clips": len(clips), "seconds": seconds, "clips_per_s": len(clips) / max(seconds, 1e-9)}
 
 
+def centre(wav: np.ndarray) -> np.ndarray:
+    """A 16 kHz recording (T,) centred in one second (16000,): zero-padded both sides, or its middle second."""
+    if wav.size >= SAMPLE_RATE:
+        start = (wav.size - SAMPLE_RATE) // 2
+        return wav[start:start + SAMPLE_RATE].astype(np.float32)
+    out = np.zeros(SAMPLE_RATE, np.float32)
+    start = (SAMPLE_RATE - wav.size) // 2
+    out[start:start + wav.size] = wav
+    return out
+
+
+def build_recorded(staging: Path, source: Path, words: Sequence[str]) -> dict[str, float]:
+    """Write Asterisk's recorded digits (``source/<d>.wav``) as a test-only set of ``words`` (digits) in ``staging``.
+
+    Each recording is read at its own rate, resampled to 16 kHz, trimmed of leading and trailing
+    silence and centred in one second, its level kept.  One speaker, one clip per word, all in the
+    test split.
+    """
+    digits = {w: str(i) for i, w in enumerate(WORD_SETS["sc09"])}
+    if any(w not in digits for w in words):
+        raise UserError(f"--engine asterisk has the digits only: use --words sc09 or some of "
+                        f"{', '.join(WORD_SETS['sc09'])}, got {', '.join(words)}")
+    sid = speaker_id("asterisk:en_US_f_Allison")
+    start = time.perf_counter()
+    rels = []
+    for word in words:
+        path = source / f"{digits[word]}.wav"
+        try:
+            wav, rate = soundfile.read(str(path), dtype="float32")
+        except Exception as e:  # noqa: BLE001 -- soundfile raises several types for a missing or bad file
+            raise UserError(f"--engine asterisk: cannot read {path} ({str(e).splitlines()[0]}); install "
+                            "asterisk-core-sounds-en-wav (`sudo apt-get install asterisk-core-sounds-en-wav`) or "
+                            "point --source at a folder holding 0.wav ... 9.wav") from e
+        wav = wav.mean(axis=1) if wav.ndim > 1 else wav
+        g = math.gcd(SAMPLE_RATE, rate)
+        wav = trim_silence(resample_poly(wav, SAMPLE_RATE // g, rate // g), SAMPLE_RATE)
+        if wav.size == 0:
+            raise UserError(f"--engine asterisk: {path} is silent")
+        (staging / word).mkdir(parents=True)
+        rels.append(f"{word}/{sid}_nohash_0.wav")
+        _write(staging / rels[-1], np.clip(centre(wav), -1.0, 1.0))
+    (staging / "validation_list.txt").write_text("")
+    (staging / "testing_list.txt").write_text("".join(f"{r}\n" for r in sorted(rels)))
+    (staging / "voices.csv").write_text(f"speaker,voice,split,pitch,speed\n{sid},asterisk:Allison,testing,,\n")
+    (staging / "README.md").write_text(
+        f"Test-only probe in the Speech Commands v0.02 layout: {len(words)} digits spoken by one real person,\n"
+        f"Allison Smith (Asterisk core sounds, en_US_f_Allison, CC-BY-SA-3.0; 8 kHz telephone recordings\n"
+        f"resampled to 16 kHz), copied from {source} by ssm-suite.  One clip per word, every clip in\n"
+        "testing_list.txt: score an SC09 model with `ssm speech test`-style evaluation, not a benchmark.\n")
+    seconds = time.perf_counter() - start
+    return {"clips": len(rels), "seconds": seconds, "clips_per_s": len(rels) / max(seconds, 1e-9)}
+
+
 def resolve_words(text: str) -> list[str]:
     """``sc35``/``sc10``/``sc09`` or a comma-separated list of words."""
     if text.lower() in WORD_SETS:
@@ -404,12 +466,15 @@ def prepare_speech_commands(argv: list[str]) -> None:
                                 description="Speak the Speech Commands words with espeak-ng, flite or festival into the "
                                             "v0.02 layout.")
     p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
-    p.add_argument("--words", default="sc35", help="sc35, sc10, sc09 or comma-separated words (default sc35)")
+    p.add_argument("--words", help="sc35, sc10, sc09 or comma-separated words (default sc35; sc09 for asterisk)")
     p.add_argument("--per-word", type=int, default=300,
                    help="clips per word (default 300: the real recipes; 12 is enough for a demo)")
     p.add_argument("--engine", default="espeak-ng", choices=ENGINES,
                    help="the synthesiser: espeak-ng (default), or flite or festival, independent ones with other "
-                        "voices (train on some, test on another)")
+                        "voices (train on some, test on another); asterisk: ten digits recorded by one real person "
+                        "(a test-only SC09 probe, from asterisk-core-sounds-en-wav)")
+    p.add_argument("--source", default=ASTERISK_DIGITS,
+                   help=f"--engine asterisk: the folder of 0.wav ... 9.wav (default {ASTERISK_DIGITS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.0, help="std of light white noise added to each clip (e.g. 0.005)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel synthesiser processes")
@@ -421,15 +486,25 @@ def prepare_speech_commands(argv: list[str]) -> None:
         raise UserError(f"--noise must be a finite number >= 0, got {a.noise}")
     if a.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {a.jobs}")
-    words = resolve_words(a.words)
-    args = {"words": words, "per_word": a.per_word, "seed": a.seed, "noise": a.noise}
-    if a.engine != "espeak-ng":  # (keeps the manifests of earlier espeak-ng folders valid)
-        args["engine"] = a.engine
+    recorded = a.engine == "asterisk"
+    words = resolve_words(a.words or ("sc09" if recorded else "sc35"))
+    if recorded:
+        args = {"words": words, "engine": a.engine, "source": str(Path(a.source).resolve())}
+    else:
+        args = {"words": words, "per_word": a.per_word, "seed": a.seed, "noise": a.noise}
+        if a.engine != "espeak-ng":  # (keeps the manifests of earlier espeak-ng folders valid)
+            args["engine"] = a.engine
     if already_prepared(out, "ssm speech prepare", args, a.force):
         return
     with building(out, "ssm speech prepare", args) as staging:
-        stats = build(staging, words, a.per_word, a.seed, a.noise, a.jobs, engine=a.engine)
-    print(f"wrote {stats['clips']} clips of {len(words)} words under {out} "
-          f"in {stats['seconds']:.1f} s ({stats['clips_per_s']:.0f} clips/s, {a.jobs} jobs)")
-    for name in ("validation_list.txt", "testing_list.txt", "voices.csv", "_background_noise_"):
+        if recorded:
+            stats = build_recorded(staging, Path(a.source), words)
+        else:
+            stats = build(staging, words, a.per_word, a.seed, a.noise, a.jobs, engine=a.engine)
+    if recorded:
+        print(f"wrote {stats['clips']} recorded digits of one speaker (a test-only probe, not a benchmark) under {out}")
+    else:
+        print(f"wrote {stats['clips']} clips of {len(words)} words under {out} "
+              f"in {stats['seconds']:.1f} s ({stats['clips_per_s']:.0f} clips/s, {a.jobs} jobs)")
+    for name in ("validation_list.txt", "testing_list.txt", "voices.csv") + ((), ("_background_noise_",))[not recorded]:
         print(f"wrote {out / name}")
