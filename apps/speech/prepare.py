@@ -275,10 +275,11 @@ def festival_script(clips: Sequence[Clip], folder: Path) -> str:
             lines.append(f"(voice_{voice})")
             current = voice
         if voice.endswith("_hts"):  # hts_engine's -r is its speaking rate; it makes its own F0
-            lines.append(f"(set! hts_engine_params (append {voice}::hts_engine_params '((\"-r\" {clip.speed / 100:.4f}))))")
+            rate = f"'((\"-r\" {clip.speed / 100:.4f}))"
+            lines.append(f"(set! hts_engine_params (append {voice}::hts_engine_params {rate}))")
         else:
-            lines.append(f"(set! int_lr_params '((target_f0_mean {clip.pitch}) (target_f0_std {max(8, clip.pitch // 7)}) "
-                         "(model_f0_mean 170) (model_f0_std 34)))")
+            lines.append(f"(set! int_lr_params '((target_f0_mean {clip.pitch}) "
+                         f"(target_f0_std {max(8, clip.pitch // 7)}) (model_f0_mean 170) (model_f0_std 34)))")
             lines.append(f"(Parameter.set 'Duration_Stretch {100 / clip.speed:.4f})")
         lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{clip.word}")) "{folder / f"{i}.wav"}" \'riff)')
     return "\n".join(lines) + "\n"
@@ -463,8 +464,8 @@ def resolve_words(text: str) -> list[str]:
 def prepare_speech_commands(argv: list[str]) -> None:
     """``ssm speech prepare --out DIR --words sc35|sc10|sc09 --per-word N``."""
     p = argparse.ArgumentParser(prog="ssm speech prepare",
-                                description="Speak the Speech Commands words with espeak-ng, flite or festival into the "
-                                            "v0.02 layout.")
+                                description="Speak the Speech Commands words with espeak-ng, flite or festival "
+                                            "(or lay out recorded digits) in the v0.02 layout.")
     p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
     p.add_argument("--words", help="sc35, sc10, sc09 or comma-separated words (default sc35; sc09 for asterisk)")
     p.add_argument("--per-word", type=int, default=300,

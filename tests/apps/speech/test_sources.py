@@ -8,7 +8,7 @@ import soundfile
 
 from apps.common.cli import main
 from apps.common.errors import UserError
-from apps.common.speech_commands import WORD_SETS, speech_commands_items
+from apps.common.speech_commands import speech_commands_items
 from apps.speech.data import SpeechCommandsData
 from apps.speech.prepare import build
 from tests.apps.speech.speech_sets import TINY_RECIPE, WORDS, tiny_set
