@@ -445,8 +445,10 @@ def build_recorded(staging: Path, source: Path, words: Sequence[str]) -> dict[st
     (staging / "README.md").write_text(
         f"Test-only probe in the Speech Commands v0.02 layout: {len(words)} digits spoken by one real person,\n"
         f"Allison Smith (Asterisk core sounds, en_US_f_Allison, CC-BY-SA-3.0; 8 kHz telephone recordings\n"
-        f"resampled to 16 kHz), copied from {source} by ssm-suite.  One clip per word, every clip in\n"
-        "testing_list.txt: score an SC09 model with `ssm speech test`-style evaluation, not a benchmark.\n")
+        f"resampled to 16 kHz), copied by ssm-suite from\n{source}.\nOne clip per word, every clip in "
+        "testing_list.txt (no training split).  Score an SC09 model on it with its own input statistics:\n"
+        "ssm speech zero-shot --ckpt CKPT --rates 16000 --data-root DIR (DIR: this folder).\n"
+        "A probe, not a benchmark.\n")
     seconds = time.perf_counter() - start
     return {"clips": len(rels), "seconds": seconds, "clips_per_s": len(rels) / max(seconds, 1e-9)}
 
