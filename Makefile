@@ -23,9 +23,9 @@ SHELL := /bin/bash
 
 .PHONY: setup venv system-deps lock upgrade lock-check core-check test test-slow demo bench lint clean
 
-# Debian packages behind the offline stand-ins: espeak-ng and flite (Speech Commands), fluidsynth and the
+# Debian packages behind the offline stand-ins: espeak-ng, flite and festival with its US English voices (Speech Commands), fluidsynth and the
 # TimGM6mb soundfont (piano), gcc (SaShiMi's native generation step). Installed when missing and we are root (CI is); otherwise we say how.
-DEB_PACKAGES := espeak-ng flite fluidsynth timgm6mb-soundfont gcc
+DEB_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fluidsynth timgm6mb-soundfont gcc
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

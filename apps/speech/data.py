@@ -13,6 +13,10 @@ one second, ``(L, 1)`` with L = sample_rate, or MFCCs ``(frames, n_mfcc)``; both
 training-set statistics.  A lower ``sample_rate`` feeds the same clips at that rate (zero-shot
 resolution change, S4 Sec. 4.4): ``proper`` low-passes then decimates, ``naive`` keeps every k-th
 sample.
+
+``data.root`` may name several folders (a YAML list): their clips are merged split by split, each
+folder keeping its own train / validation / test lists, so a model can train on two synthesisers'
+stand-ins and be tested on a third.
 """
 
 from __future__ import annotations
@@ -105,11 +109,33 @@ class SpeechCommandsDataset(Dataset):
         return x.float(), self.items[i][1]
 
 
+def resolve_roots(root: str | Path | list) -> list[Path]:
+    """``data.root`` as a list of folders: one path, or a non-empty list of distinct paths."""
+    roots = list(root) if isinstance(root, (list, tuple)) else [root]
+    if not roots or not all(isinstance(r, (str, Path)) and str(r) for r in roots):
+        raise UserError(f"data.root must be a folder or a list of folders, got {root!r}")
+    paths = [Path(r) for r in roots]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise UserError(f"data.root lists a folder twice ({', '.join(map(str, paths))}): "
+                        "its clips would count double; list each once")
+    return paths
+
+
+def merged_items(roots: list[Path], words: list[str], split: str) -> list[tuple[Path, int]]:
+    """The ``split`` clips of every root, one after the other (each root's own split lists decide).
+
+    Raises:
+        UserError: a root that is not in the layout or lacks a word or the split (the line names it).
+    """
+    return [item for root in roots for item in speech_commands_items(root, words, split)]
+
+
 class SpeechCommandsData(pl.LightningDataModule):
     """Speech Commands classification data (real v0.02 layout or the prepared stand-in).
 
     Args:
-        root: dataset folder.
+        root: dataset folder, or a list of folders whose splits are merged (train on several
+            synthesisers' stand-ins at once); every folder must hold every word.
         words: ``sc35``, ``sc10``, ``sc09`` or a list of words (labels follow its order).
         sample_rate: rate fed to the model (16000; 8000 for the zero-shot test).
         resample: ``proper`` (low-pass then decimate) or ``naive`` (every k-th sample).
@@ -127,7 +153,7 @@ class SpeechCommandsData(pl.LightningDataModule):
         batch_size, num_workers: loader options.
     """
 
-    def __init__(self, root: str = "data/speech_commands_synth", words: str | list[str] = "sc10",
+    def __init__(self, root: str | list[str] = "data/speech_commands_synth", words: str | list[str] = "sc10",
                  sample_rate: int = SAMPLE_RATE, resample: str = "proper", features: str = "raw", n_mfcc: int = 20,
                  normalize: bool = True, mean: list[float] | None = None, std: list[float] | None = None,
                  stats_clips: int = 1000, background_noise: float = 0.0, noise_level: float = 0.1,
@@ -146,7 +172,9 @@ class SpeechCommandsData(pl.LightningDataModule):
         self.augmentation = Augmentation.from_config(augment)
         self.save_hyperparameters()
         self.words = resolve_word_set(words)
-        self.sample_rate, self.root = int(sample_rate), Path(root)
+        self.roots = resolve_roots(root)
+        self.sample_rate = int(sample_rate)
+        self.root = self.roots[0] if len(self.roots) == 1 else " + ".join(map(str, self.roots))
         self.items: dict[str, list[tuple[Path, int]]] = {}
         self._stats: tuple[Tensor, Tensor] | None = None
         if mean is not None and std is not None:
@@ -166,7 +194,7 @@ class SpeechCommandsData(pl.LightningDataModule):
                   "predict": ["test"]}.get(stage or "fit", ["train", "validation", "test"])
         for split in needed:
             if split not in self.items:
-                self.items[split] = speech_commands_items(self.root, self.words, split)
+                self.items[split] = merged_items(self.roots, self.words, split)
 
     def set_normalization(self, mean: Tensor, std: Tensor) -> None:
         """Use these statistics (C,) instead of computing them from the training split (kept on the CPU,
@@ -180,7 +208,7 @@ class SpeechCommandsData(pl.LightningDataModule):
         a model tested zero-shot at another rate sees its inputs scaled exactly as in training.
         """
         if self._stats is None:
-            items = self.items.get("train") or speech_commands_items(self.root, self.words, "train")
+            items = self.items.get("train") or merged_items(self.roots, self.words, "train")
             step = max(1, len(items) // self.hparams.stats_clips)
             ds = self._dataset(items[::step], normalized=False)
             if self.hparams.features == "raw":
@@ -191,10 +219,10 @@ class SpeechCommandsData(pl.LightningDataModule):
         return self._stats
 
     def background_clips(self) -> list[Tensor]:
-        """The ``_background_noise_`` recordings at 16 kHz (empty when the folder is missing)."""
-        folder = self.root / "_background_noise_"
+        """The ``_background_noise_`` recordings of every root at 16 kHz (empty when none has the folder)."""
+        folders = [root / "_background_noise_" for root in self.roots]
         clips = []
-        for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
+        for path in [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.wav"))]:
             try:
                 clips.append(load_audio(path, SAMPLE_RATE)[0])
             except AudioError as e:
@@ -214,7 +242,7 @@ class SpeechCommandsData(pl.LightningDataModule):
         """The dataset of ``split`` (train, validation or test), normalised, augmented if train."""
         split = {"val": "validation", "testing": "test"}.get(split, split)
         if split not in self.items:
-            self.items[split] = speech_commands_items(self.root, self.words, split)
+            self.items[split] = merged_items(self.roots, self.words, split)
         return self._dataset(self.items[split], augment=split == "train")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

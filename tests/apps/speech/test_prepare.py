@@ -129,3 +129,57 @@ def test_prepare_flite_cli_and_missing_synthesiser(tmp_path, capsys, monkeypatch
                  "--per-word", "3"]) == 2
     assert "flite is needed" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_festival_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
+    stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine="festival")
+    build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine="festival")
+    assert stats["clips"] == 8
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    root = tmp_path / "a"
+    clips = sorted(root.glob("*/*_nohash_*.wav"))
+    assert len(clips) == 8
+    for clip in clips:
+        info = soundfile.info(str(clip))
+        assert (info.samplerate, info.channels, info.frames) == (16000, 1, 16000)
+        wav, _ = soundfile.read(str(clip))
+        assert abs(wav).max() > 0.1  # it speaks
+    voices = list(csv.DictReader(open(root / "voices.csv")))
+    assert {v["voice"].split("@")[0] for v in voices} == {"kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"}
+    assert len(voices) == 3 * 9  # voice x vocal-tract warp
+    splits = {v["speaker"]: v["split"] for v in voices}
+    held = {line.split("/")[1].split("_nohash_")[0]: name for name in ("validation", "testing")
+            for line in (root / f"{name}_list.txt").read_text().split()}
+    assert all(splits[s] == name for s, name in held.items())  # every held-out clip is its speaker's split
+    train = {p.name.split("_nohash_")[0] for p in clips} - set(held)
+    assert all(splits[s] == "train" for s in train)
+    assert "spoken by festival" in (root / "README.md").read_text()
+
+
+def test_festival_settings_reach_the_voice():
+    from apps.speech.prepare import Clip, speak
+
+    def clip(voice, pitch=120, speed=100):
+        return Clip("no", "x", 0, voice, pitch=pitch, speed=speed, gain=0.5, offset=0.0, noise=0.0, seed=0)
+
+    def seconds(voice, **kw):
+        wav, rate = speak(clip(voice, **kw), "festival")
+        return trim_silence(wav, rate).size / rate
+
+    for voice in ("ked_diphone", "cmu_us_slt_arctic_hts"):  # slower speech lasts longer, on both kinds of voice
+        assert seconds(voice, speed=80) > 1.15 * seconds(voice, speed=120)
+    wav, rate = speak(clip("kal_diphone@1.16"), "festival")
+    assert rate == round(16000 * 1.16)  # the warp relabels the rate: formants and pitch move up by 1.16
+
+
+def test_prepare_festival_cli_and_missing_synthesiser(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "fe"
+    assert main(["speech", "prepare", "--engine", "festival", "--out", str(out), "--words", "go,no",
+                 "--per-word", "3", "--jobs", "1"]) == 0
+    assert (out / "go").is_dir() and "spoken by festival" in (out / "README.md").read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["speech", "prepare", "--engine", "festival", "--out", str(tmp_path / "x"), "--words", "go",
+                 "--per-word", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "festival is needed" in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
