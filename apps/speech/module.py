@@ -95,6 +95,16 @@ class SpeechClassifier(TaskModule):
             self.input_std.copy_(std)
             self.has_input_stats.fill_(True)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A restored checkpoint's input statistics normalise the data from then on (``ssm speech test
+        --ckpt_path CKPT --data.root OTHER`` scores OTHER as the model was trained, not with OTHER's own
+        training-split statistics, and a folder without a training split can be scored)."""
+        state = checkpoint.get("state_dict") or {}
+        datamodule = self._datamodule()
+        if (datamodule is not None and hasattr(datamodule, "set_normalization") and "input_mean" in state
+                and bool(state.get("has_input_stats", False)) and getattr(datamodule.hparams, "normalize", True)):
+            datamodule.set_normalization(state["input_mean"], state["input_std"])
+
     def use_sample_rate(self, sample_rate: float, features: str = "raw") -> float:
         """Evaluate on input at ``sample_rate`` from now on; returns (and sets) the SSM rate.
 

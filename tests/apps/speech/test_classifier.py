@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from apps.common.audio import resample
-from apps.common.cli import main
+from apps.common.cli import load_app, main
 from apps.common.errors import UserError
+from apps.common.lightning import run_lightning
 from apps.speech.data import SpeechCommandsData
 from apps.speech.model import SpeechNet
 from apps.speech.module import SpeechClassifier, load_speech_classifier
@@ -105,6 +106,25 @@ def test_test_verb_at_8khz_sets_rate_2(tmp_path_factory, tmp_path, capsys):
         rows = _metrics(root / "csv")
         assert float(next(r["test/rate"] for r in rows if r.get("test/rate"))) == rate
         assert 0 <= float(next(r["test/acc"] for r in rows if r.get("test/acc"))) <= 1
+
+
+def test_test_verb_normalises_another_folder_with_the_checkpoints_statistics(tmp_path_factory, tmp_path):
+    """``ssm speech test --ckpt_path CKPT --data.root OTHER`` feeds OTHER's clips scaled by the statistics the
+    model was trained with (kept in the checkpoint), not by OTHER's own training split's."""
+    ckpt = tiny_checkpoint(tmp_path_factory)
+    other = tiny_set(tmp_path_factory, per_word=10)  # another set: its own statistics differ
+    cli = run_lightning("speech", load_app("speech"), "test", [
+        "-c", TINY_RECIPE, "--data.root", str(other), "--data.words", str(WORDS), "--model.num_classes", "3",
+        "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "t")])
+    mean, std = cli.datamodule.normalization()
+    assert bool(cli.model.has_input_stats)
+    torch.testing.assert_close(mean, cli.model.input_mean.cpu(), rtol=0, atol=0)
+    torch.testing.assert_close(std, cli.model.input_std.cpu(), rtol=0, atol=0)
+    loader = cli.trainer.test_dataloaders
+    fed = (loader[0] if isinstance(loader, list) else loader).dataset  # what the test actually read
+    torch.testing.assert_close(fed.std, cli.model.input_std.cpu(), rtol=0, atol=0)
+    own = SpeechCommandsData(str(other), words=WORDS).normalization()
+    assert not torch.equal(own[1], std)
 
 
 def test_class_count_and_input_mismatch_are_one_line_errors(tmp_path_factory, tmp_path, capsys):
