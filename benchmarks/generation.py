@@ -146,6 +146,7 @@ def main() -> None:
     p.add_argument("--modes", default="module,torch,native,compile")
     p.add_argument("--batches", default="1,16")
     p.add_argument("--cuda-batch", type=int, default=64)
+    p.add_argument("--no-cpu", action="store_true", help="only the CUDA rows (benchmarks/gpu_tables.sh)")
     p.add_argument("--profile", action="store_true", help="where the native step's time goes, then exit")
     p.add_argument("--repeats", type=int, default=1, help="rounds over all configurations (medians printed)")
     p.add_argument("--cflags", default="", help="native modes only: also run a variant build with these extra "
@@ -161,6 +162,8 @@ def main() -> None:
             profile(model, batch, args.steps)
         return
     print(f"fused step vs forward, relative error (float32): {check_exact(model):.1e}")
+    if args.no_cpu:
+        args.batches, args.modes = "", ",".join(m for m in args.modes.split(",") if not m.startswith("native"))
     for weights in ("bf16", "int8"):
         if f"native-{weights}" in args.modes.split(","):
             print(f"{weights} weights: log-likelihood vs the float32 step, nats per sample: "
@@ -168,7 +171,7 @@ def main() -> None:
     print(f"| device | mode | batch | samples/s (wall{', median' if args.repeats > 1 else ''}) | x real time | "
           "samples per CPU-second | load |")
     print("|---|---|---|---|---|---|---|")
-    for batch in (int(b) for b in args.batches.split(",")):
+    for batch in (int(b) for b in args.batches.split(",") if b):
         # every configuration of this batch started first, then timed in turn, `repeats` rounds (medians):
         # a ratio between two rows is measured side by side
         configs = [(m, f) for m in args.modes.split(",")
