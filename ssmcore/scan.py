@@ -121,6 +121,13 @@ def complex_log(z: Tensor) -> Tensor:
     return torch.complex(0.5 * torch.log(re.square() + im.square()), torch.atan2(im, re))
 
 
+def _log_magnitude(z: Tensor) -> Tensor:
+    """``complex_log(z).real`` without the angle (log of a real ``z`` as it is: NaN where negative)."""
+    if not z.is_complex():
+        return torch.log(z)
+    return 0.5 * torch.log(z.real.square() + z.imag.square())
+
+
 def complex_exp(z: Tensor) -> Tensor:
     """Complex (or real) exp through vectorised real kernels."""
     if not z.is_complex():
@@ -152,7 +159,7 @@ def _scan(a: Tensor, b: Tensor) -> Tensor:
     full = 1 << max(0, math.ceil(math.log2(L)))  # one chunk covering everything
     if torch.compiler.is_compiling():  # a traced graph cannot branch on the data: the scan that is safe for any a
         return _chunked(a, b, min(CHUNK, full), _doubling_chunks)
-    decay = complex_log(a).real.abs().amax().item()  # largest |log |a_k||: |log A_t| <= (t + 1) decay
+    decay = _log_magnitude(a).abs().amax().item()  # largest |log |a_k||: |log A_t| <= (t + 1) decay
     if math.isfinite(decay):
         T = CHUNK_MAX if decay * CHUNK_MAX <= RESCALE_LIMIT else 1 << max(0, int(math.log2(RESCALE_LIMIT / decay)))
         T = min(T, full)
@@ -197,7 +204,10 @@ def _rescaled_chunks(a: Tensor, x: Tensor) -> Tensor:
     else:
         log_cum = complex_log(a).cumsum_(-2)  # (..., Q, T, F)
     cum = complex_exp(log_cum)
-    x.mul_(complex_exp(log_cum.neg_()))  # b_s / A_s
+    if cum.is_complex():  # 1 / A_s = conj(A_s) / |A_s|^2: one real exp instead of another polar (exp, cos, sin)
+        x.mul_(cum.conj()).mul_(torch.exp(log_cum.real * -2))  # b_s / A_s
+    else:
+        x.div_(cum)  # b_s / A_s
     x.cumsum_(-2)
     x.mul_(cum)  # A_t * sum_{s<=t} b_s / A_s
     return cum
