@@ -427,7 +427,7 @@ def build_recorded(staging: Path, source: Path, words: Sequence[str]) -> dict[st
         path = source / f"{digits[word]}.wav"
         try:
             wav, rate = soundfile.read(str(path), dtype="float32")
-        except Exception as e:  # noqa: BLE001 -- soundfile raises several types for a missing or bad file
+        except (soundfile.SoundFileError, OSError) as e:  # a missing, unreadable or non-audio file
             raise UserError(f"--engine asterisk: cannot read {path} ({str(e).splitlines()[0]}); install "
                             "asterisk-core-sounds-en-wav (`sudo apt-get install asterisk-core-sounds-en-wav`) or "
                             "point --source at a folder holding 0.wav ... 9.wav") from e
