@@ -325,7 +325,7 @@ class NativeStepper:
         self.threads = threads or 1
         # At batch 1 with threads >= 2, the two threads share each step: linears of at least this many
         # weights and SSM blocks of at least this many terms (H x M x 10) are split between them.
-        self.split_min = int(os.environ.get("SSM_SASHIMI_SPLIT_MIN", SPLIT_MIN))
+        self.split_min = SPLIT_MIN
         with torch.no_grad():
             self.program, self.weights, self.state_size, self.state_map = compile_program(
                 model, weights, strip_widths(self.lib))

@@ -124,13 +124,14 @@ static inline __attribute__((always_inline)) vf loadw(const void *W, i64 i, cons
 #if VL == 16 /* one widening load; gcc splits the generic form in two halves */
     return (vf)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
         _mm256_loadu_si256((const __m256i *)((const uint16_t *)W + i))), 16));
-#endif
+#else
     u16xV h;
     memcpy(&h, (const uint16_t *)W + i, sizeof(h));
     const i32xV wide = __builtin_convertvector(h, i32xV) << 16;
     vf f;
     memcpy(&f, &wide, sizeof(f));
     return f;
+#endif
 }
 
 static inline float loadw1(const void *W, i64 i, const int F) {

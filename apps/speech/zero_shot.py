@@ -149,15 +149,21 @@ def write_kernel_band(out: Path, band: dict) -> list[Path]:
     ax.plot(f, band["median_db"].numpy(), label="median")
     for c in band["shares"]:
         ax.axvline(c, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("frequency (Hz)")
-    ax.set_ylabel("kernel power (dB, per channel's peak)")
-    ax.set_ylim(-80, 3)
-    ax.set_title("First SSM layer: kernel magnitude responses")
+    paths.append(_finish(fig, ax, "frequency (Hz)", "kernel power (dB, per channel's peak)", (-80, 3),
+                         "First SSM layer: kernel magnitude responses", out / "kernel_band.png"))
+    return paths
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, ylim: tuple[float, float], title: str, path: Path) -> Path:
+    """Label, grid and legend one of this verb's plots, and save it to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*ylim)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(save_figure(fig, out / "kernel_band.png"))
-    return paths
+    return save_figure(fig, path)
 
 
 def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> list[Path]:
@@ -193,14 +199,8 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> l
     ax.set_xscale("log", base=2)
     rates = sorted({r["sample_rate"] for r in rows})
     ax.set_xticks(rates, [str(r) for r in rates])
-    ax.set_xlabel("test sample rate (Hz)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Speech Commands: zero-shot sample-rate change")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(save_figure(fig, out / "zero_shot.png"))
+    paths.append(_finish(fig, ax, "test sample rate (Hz)", "test accuracy (%)", (0, 100),
+                         "Speech Commands: zero-shot sample-rate change", out / "zero_shot.png"))
     return paths
 
 

@@ -153,6 +153,15 @@ def _to_rows(y: Tensor, b: int | None, r0: int, r1: int) -> Tensor:
     return rearrange(y[b, :, :, r0:r1], "c h l -> l (c h)").contiguous()
 
 
+def accumulate_grads(d_params: list[Tensor | None], wanted: list[int], grads) -> None:
+    """Add one block's parameter gradients (``grads``, in ``wanted`` order; None where unused) to
+    ``d_params``: the blocked backwards (the fused output block, S5's chunked scan, Mega's attention)
+    recompute block by block and sum their parameters' gradients over the blocks."""
+    for i, gi in zip(wanted, grads):
+        if gi is not None:
+            d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+
+
 class _PostOf(nn.Module):
     """``layer._post`` as a module's forward, so that it can run with given output parameters."""
 
@@ -173,7 +182,10 @@ def _with_parameters(post: Callable[[Tensor], Tensor], params: list[Tensor]) -> 
     output = getattr(layer, "output", None)
     if not params or not isinstance(output, nn.Module):
         return post
-    names = [f"layer.output.{name}" for name, _ in output.named_parameters()]
+    named = list(output.named_parameters())
+    if all(p is q for (_, p), q in zip(named, params, strict=True)):
+        return post  # the module still holds the forward's tensors: no swap needed
+    names = [f"layer.output.{name}" for name, _ in named]
     wrapper, given = _PostOf(layer), dict(zip(names, params, strict=True))
     return lambda z: torch.func.functional_call(wrapper, given, (z,), strict=False)
 
@@ -241,9 +253,7 @@ class _FusedOutput(torch.autograd.Function):
                     else:
                         dy[b, :, :, r0:r1] = rearrange(g[0], "l (c h) -> c h l", c=C)
                     g = g[1:]
-                for i, gi in zip(wanted, g):
-                    if gi is not None:
-                        d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+                accumulate_grads(d_params, wanted, g)
         return (dy, None, None, *d_params)
 
 

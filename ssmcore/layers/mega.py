@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ssmcore.layers.base import SSMLayer
+from ssmcore.layers.base import SSMLayer, accumulate_grads
 from ssmcore.layers.ema import EMA
 
 ATTENTIONS = ("laplace", "softmax")
@@ -308,17 +308,8 @@ class _BlockedAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, xe, *params = ctx.saved_tensors
-        if any(p is not q for p, q in zip(ctx.current(), params)):
-            raise RuntimeError("Mega's blocked attention: the layer's parameters changed between the forward "
-                               "and the backward (torch.func.functional_call?); run that forward under "
-                               "torch.no_grad() or with dropout active to use the plain path")
+        x, xe, params, wanted, d_params, dx, dxe = _backward_start(ctx, 4, "with dropout active")
         device_type, enabled, dtype = ctx.autocast
-        need = ctx.needs_input_grad
-        wanted = [i for i in range(len(params)) if need[6 + i]]
-        d_params: list[Tensor | None] = [None] * len(params)
-        dx = torch.empty_like(x) if need[4] else None
-        dxe = torch.empty_like(xe) if need[5] else None
         devices = [x.device] if x.device.type == "cuda" else []
         for j, (t0, t1) in enumerate(ctx.bounds):
             xs = x[:, t0:t1].detach().requires_grad_(dx is not None)
@@ -334,9 +325,7 @@ class _BlockedAttention(torch.autograd.Function):
                 dx[:, t0:t1] = g[0]
             if dxe is not None:
                 dxe[:, t0:t1] = g[len(leaves) - 1]
-            for i, gi in zip(wanted, g[len(leaves):]):
-                if gi is not None:
-                    d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+            accumulate_grads(d_params, wanted, g[len(leaves):])
         return (None, None, None, None, dx, dxe, *d_params)
 
 
@@ -375,17 +364,8 @@ class _PrefixAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, xe, *params = ctx.saved_tensors
-        if any(p is not q for p, q in zip(ctx.current(), params)):
-            raise RuntimeError("Mega's blocked attention: the layer's parameters changed between the forward "
-                               "and the backward (torch.func.functional_call?); run that forward under "
-                               "torch.no_grad() or use state passing to take the plain path")
+        x, xe, params, wanted, d_params, dx, dxe = _backward_start(ctx, 5, "use state passing")
         device_type, enabled, dtype = ctx.autocast
-        need = ctx.needs_input_grad
-        wanted = [i for i in range(len(params)) if need[7 + i]]
-        d_params: list[Tensor | None] = [None] * len(params)
-        dx = torch.empty_like(x) if need[5] else None
-        dxe = torch.empty_like(xe) if need[6] else None
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
             keys, values = ctx.keys_values(x, xe)
         d_keys, d_values = torch.zeros_like(keys), torch.zeros_like(values)
@@ -415,10 +395,25 @@ class _PrefixAttention(torch.autograd.Function):
                 d_keys[:, :t0] += g[n]
                 d_values[:, :t0] += g[n + 1]
                 n += 2
-            for i, gi in zip(wanted, g[n:]):
-                if gi is not None:
-                    d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+            accumulate_grads(d_params, wanted, g[n:])
         return (None, None, None, None, None, dx, dxe, *d_params)
+
+
+def _backward_start(ctx, first: int, plain_path: str) -> tuple:
+    """The shared start of both blocked backwards: ``(x, x', params, wanted, d_params, dx, dxe)``, where
+    ``first`` is the index of ``x`` among the forward's inputs (``x'`` follows, then the parameters);
+    raises if the layer's parameters are no longer those the forward used (``plain_path``: how to avoid it)."""
+    x, xe, *params = ctx.saved_tensors
+    if any(p is not q for p, q in zip(ctx.current(), params)):
+        raise RuntimeError("Mega's blocked attention: the layer's parameters changed between the forward "
+                           "and the backward (torch.func.functional_call?); run that forward under "
+                           f"torch.no_grad() or {plain_path} to take the plain path")
+    need = ctx.needs_input_grad
+    wanted = [i for i in range(len(params)) if need[first + 2 + i]]
+    d_params: list[Tensor | None] = [None] * len(params)
+    dx = torch.empty_like(x) if need[first] else None
+    dxe = torch.empty_like(xe) if need[first + 1] else None
+    return x, xe, params, wanted, d_params, dx, dxe
 
 
 def _rng_state(device: torch.device) -> Tensor:

@@ -23,7 +23,7 @@ from torch.autograd.function import once_differentiable
 
 from ssmcore.hippo import nplr
 from ssmcore.init import log_dt_init
-from ssmcore.layers.base import Recurrence, SSMLayer
+from ssmcore.layers.base import Recurrence, SSMLayer, accumulate_grads
 from ssmcore.scan import complex_exp, linear_scan
 
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -305,8 +305,6 @@ class _ChunkedScan(torch.autograd.Function):
                 if d is not None and got.get(id(t)) is not None:
                     d[:, t0:t1] = got[id(t)]
             g = got.get(id(s_in)) if s_in is not None else None
-            for i, gi in zip(wanted, res[len(leaves):]):
-                if gi is not None:
-                    d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
+            accumulate_grads(d_params, wanted, res[len(leaves):])
         d_state = g if need[5] else None
         return (None, None, dx, d_dt[0], d_dt[1], d_state, d_readout, *d_params)
