@@ -162,32 +162,49 @@ def accumulate_grads(d_params: list[Tensor | None], wanted: list[int], grads) ->
             d_params[i] = gi if d_params[i] is None else d_params[i].add_(gi)
 
 
-class _PostOf(nn.Module):
-    """``layer._post`` as a module's forward, so that it can run with given output parameters."""
+class _MethodOf(nn.Module):
+    """One method of ``module`` as a module's forward, so that ``torch.func.functional_call`` can run it
+    with given parameters."""
 
-    def __init__(self, layer: nn.Module) -> None:
+    def __init__(self, module: nn.Module, method: str) -> None:
         super().__init__()
-        self.layer = layer
+        self.inner, self.method = module, method
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.layer._post(z)
+    def forward(self, *args):
+        return getattr(self.inner, self.method)(*args)
+
+
+def with_parameters(module: nn.Module, method: str, names: list[str], params: list[Tensor]) -> Callable:
+    """``module.<method>``, recomputing with ``params`` in place of the parameters called ``names``
+    (relative to ``module``): the tensors a blocked forward used, for its backward's recompute.
+
+    Under ``torch.func.functional_call`` the forward sees the call's tensors, which are swapped back out
+    before the backward; a recompute with the module's own would give the call's tensors no gradient
+    (or gradients of other values).  When the module still holds the forward's tensors (the ordinary
+    path) this is the bound method itself, with no reparametrisation."""
+    fn = getattr(module, method)
+    if all(_attribute(module, n) is p for n, p in zip(names, params, strict=True)):
+        return fn
+    wrapper, given = _MethodOf(module, method), {f"inner.{n}": p for n, p in zip(names, params, strict=True)}
+    return lambda *args: torch.func.functional_call(wrapper, given, args, strict=False)
+
+
+def _attribute(module: nn.Module, name: str):
+    """``module``'s attribute at the dotted ``name``: a parameter, or the tensor that
+    ``torch.func.functional_call`` put in its place."""
+    path, _, leaf = name.rpartition(".")
+    return getattr(module.get_submodule(path), leaf)
 
 
 def _with_parameters(post: Callable[[Tensor], Tensor], params: list[Tensor]) -> Callable[[Tensor], Tensor]:
-    """``post`` (a layer's bound ``_post``) recomputing with ``params``, the output projection's parameters
-    the forward used, rather than whatever the module holds when the backward runs: under
-    ``torch.func.functional_call`` the forward saw the call's tensors, which are swapped out again before
-    the backward, and a recompute with the module's own would give those tensors no gradient at all."""
+    """``post`` (a layer's bound ``_post``) recomputing with ``params``, the output projection's
+    parameters the forward used (see :func:`with_parameters`)."""
     layer = getattr(post, "__self__", None)
     output = getattr(layer, "output", None)
     if not params or not isinstance(output, nn.Module):
         return post
-    named = list(output.named_parameters())
-    if all(p is q for (_, p), q in zip(named, params, strict=True)):
-        return post  # the module still holds the forward's tensors: no swap needed
-    names = [f"layer.output.{name}" for name, _ in named]
-    wrapper, given = _PostOf(layer), dict(zip(names, params, strict=True))
-    return lambda z: torch.func.functional_call(wrapper, given, (z,), strict=False)
+    names = [f"output.{name}" for name, _ in output.named_parameters()]
+    return with_parameters(layer, post.__name__, names, params)
 
 
 class _FusedOutput(torch.autograd.Function):

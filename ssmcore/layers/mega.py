@@ -21,14 +21,13 @@ Attention functions: ``laplace`` (the paper's), ``f = laplace(Q.K / n + b_rel(t 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ssmcore.layers.base import SSMLayer, accumulate_grads
+from ssmcore.layers.base import SSMLayer, accumulate_grads, with_parameters
 from ssmcore.layers.ema import EMA
 
 ATTENTIONS = ("laplace", "softmax")
@@ -162,9 +161,11 @@ class Mega(SSMLayer):
         return y[:, 0], (ema_next, *cache)
 
     # ----------------------------------------------------------------- the block
-    def _attention_parameters(self) -> list[Tensor]:
-        """The parameters of the gated attention and the output projection (all but the EMA's)."""
-        return [p for n, p in self.named_parameters() if not n.startswith("ema.")]
+    def _attention_parameters(self) -> tuple[list[str], list[Tensor]]:
+        """The names and the tensors of the gated attention's and the output projection's parameters
+        (all but the EMA's)."""
+        named = [(n, p) for n, p in self.named_parameters() if not n.startswith("ema.")]
+        return [n for n, _ in named], [p for _, p in named]
 
     def _blocked_attention(self, x: Tensor, xe: Tensor) -> Tensor:
         """:meth:`_gated_attention` from the start of a sequence with only ``x`` and ``x'`` kept for the
@@ -174,19 +175,22 @@ class Mega(SSMLayer):
         c = self.chunk_size
         width = 3 * H + self.qk_dim * 3 + 3 * self.v_dim  # projections, q, k, gates per token
         random = self.training and isinstance(self.dropout, nn.Dropout)  # dropout masks drawn per block
-        params = self._attention_parameters()
+        names, params = self._attention_parameters()
         if c == 0 and not self.bidirectional:
             per = max(ATTENTION_BLOCK_MIN_ROWS, ATTENTION_BLOCK_ELEMENTS // (B * (L + width)))
             bounds = [(t, min(L, t + per)) for t in range(0, L, per)]
-            return _PrefixAttention.apply(self._gated_attention, self._keys_values, self._attention_parameters,
-                                          bounds, random, x, xe, *params)
+            return _PrefixAttention.apply(self, names, bounds, random, x, xe, *params)
         if c == 0 or L <= c:
             bounds = [(0, L)]
         else:
             per = max(1, ATTENTION_BLOCK_ELEMENTS // (B * (width + c) * c)) * c
             bounds = [(t, min(L, t + per)) for t in range(0, L, per)]
-        run = lambda x, xe: self._gated_attention(x, xe, None, None)[0]  # noqa: E731
-        return _BlockedAttention.apply(run, self._attention_parameters, bounds, random, x, xe, *params)
+        return _BlockedAttention.apply(self, names, bounds, random, x, xe, *params)
+
+    def _attention_from_start(self, x: Tensor, xe: Tensor) -> Tensor:
+        """:meth:`_gated_attention` of a piece of sequence that starts at a chunk boundary, with no cache:
+        its output alone."""
+        return self._gated_attention(x, xe, None, None)[0]
 
     def _keys_values(self, x: Tensor, xe: Tensor) -> tuple[Tensor, Tensor]:
         """The keys (B, L, z) and values (B, L, v) that :meth:`_gated_attention` computes, alone."""
@@ -279,20 +283,22 @@ class _BlockedAttention(torch.autograd.Function):
     the chunks are independent (a token attends within its own chunk), so the backward reruns the block
     on one block of chunks at a time under autograd (the same operators, so the same gradient formulas)
     and writes the block's input gradients, summing the parameters' gradients over blocks.  The price is
-    the block's forward once more in the backward.  ``run(x, x')`` is the block on a piece of the
-    sequence that starts at a chunk boundary; ``current()`` lists the layer's parameters at backward
-    time, which must be those given (a backward after ``torch.func.functional_call`` swapped them back
-    would recompute with other tensors: it raises instead).  With ``random`` (dropout active) the
+    the block's forward once more in the backward.  ``layer._attention_from_start(x, x')`` is the block
+    on a piece of the sequence that starts at a chunk boundary, run with ``params`` as the layer's
+    parameters ``names`` (normally the layer's own), in the forward and in the recompute (under
+    ``torch.func.functional_call`` the layer holds other tensors again by the backward: see
+    :func:`ssmcore.layers.base.with_parameters`).  With ``random`` (dropout active) the
     random generator's state is kept before each block and restored for its recomputation, so the
     backward sees the forward's dropout masks.  The backward is not itself differentiable
     (``once_differentiable``), like the fused output block's: no double backward through the layer.
     """
 
     @staticmethod
-    def forward(ctx, run: Callable[[Tensor, Tensor], Tensor], current: Callable[[], list[Tensor]],
-                bounds: list[tuple[int, int]], random: bool, x: Tensor, xe: Tensor, *params: Tensor) -> Tensor:
+    def forward(ctx, layer: Mega, names: list[str], bounds: list[tuple[int, int]], random: bool, x: Tensor,
+                xe: Tensor, *params: Tensor) -> Tensor:
         device_type = x.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        run = with_parameters(layer, "_attention_from_start", names, list(params))
         out, ctx.rng = None, []
         for t0, t1 in bounds:
             if random:
@@ -301,14 +307,15 @@ class _BlockedAttention(torch.autograd.Function):
             if out is None:
                 out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
             out[:, t0:t1] = o
-        ctx.run, ctx.current, ctx.bounds = run, current, bounds
+        ctx.layer, ctx.names, ctx.bounds = layer, names, bounds
         ctx.save_for_backward(x, xe, *params)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, xe, params, wanted, d_params, dx, dxe = _backward_start(ctx, 4, "with dropout active")
+        x, xe, params, wanted, d_params, dx, dxe = _backward_start(ctx)
+        run = with_parameters(ctx.layer, "_attention_from_start", ctx.names, params)
         device_type, enabled, dtype = ctx.autocast
         devices = [x.device] if x.device.type == "cuda" else []
         for j, (t0, t1) in enumerate(ctx.bounds):
@@ -318,7 +325,7 @@ class _BlockedAttention(torch.autograd.Function):
                 if ctx.rng:
                     _set_rng_state(x.device, ctx.rng[j])
                 with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-                    o = ctx.run(xs, xes)
+                    o = run(xs, xes)
             leaves = [t for t in (xs, xes) if t.requires_grad]
             g = torch.autograd.grad(o, leaves + [params[i] for i in wanted], grad[:, t0:t1], allow_unused=True)
             if dx is not None:
@@ -340,15 +347,16 @@ class _PrefixAttention(torch.autograd.Function):
     block j under autograd with the earlier keys and values as leaves, back-propagates the block's
     output gradient together with the gradient that the later blocks sent to block j's own keys and
     values, and adds the gradient of the earlier keys and values to what their blocks will receive.
-    Transients are one block's (its queries against all earlier keys), never (L, L).  ``current``,
-    ``random`` and the autocast state as in :class:`_BlockedAttention`.
+    Transients are one block's (its queries against all earlier keys), never (L, L).  ``names``,
+    ``params``, ``random`` and the autocast state as in :class:`_BlockedAttention`.
     """
 
     @staticmethod
-    def forward(ctx, run, keys_values, current, bounds: list[tuple[int, int]], random: bool, x: Tensor,
+    def forward(ctx, layer: Mega, names: list[str], bounds: list[tuple[int, int]], random: bool, x: Tensor,
                 xe: Tensor, *params: Tensor) -> Tensor:
         device_type = x.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        run = with_parameters(layer, "_gated_attention", names, list(params))
         out, keys, values, ctx.rng = None, None, None, []
         for t0, t1 in bounds:
             if random:
@@ -357,17 +365,18 @@ class _PrefixAttention(torch.autograd.Function):
             if out is None:
                 out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
             out[:, t0:t1] = o
-        ctx.run, ctx.keys_values, ctx.current, ctx.bounds = run, keys_values, current, bounds
+        ctx.layer, ctx.names, ctx.bounds = layer, names, bounds
         ctx.save_for_backward(x, xe, *params)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, xe, params, wanted, d_params, dx, dxe = _backward_start(ctx, 5, "use state passing")
+        x, xe, params, wanted, d_params, dx, dxe = _backward_start(ctx)
+        run = with_parameters(ctx.layer, "_gated_attention", ctx.names, params)
         device_type, enabled, dtype = ctx.autocast
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
-            keys, values = ctx.keys_values(x, xe)
+            keys, values = with_parameters(ctx.layer, "_keys_values", ctx.names, params)(x, xe)
         d_keys, d_values = torch.zeros_like(keys), torch.zeros_like(values)
         devices = [x.device] if x.device.type == "cuda" else []
         for j in range(len(ctx.bounds) - 1, -1, -1):
@@ -379,7 +388,7 @@ class _PrefixAttention(torch.autograd.Function):
                 if ctx.rng:
                     _set_rng_state(x.device, ctx.rng[j])
                 with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-                    o, (k_all, v_all) = ctx.run(xs, xes, *prefix)
+                    o, (k_all, v_all) = run(xs, xes, *prefix)
             # the block's own keys and values (the cache's last rows) get what the later blocks sent
             g_k = nn.functional.pad(d_keys[:, t0:t1], (0, 0, t0, 0)).to(k_all.dtype)
             g_v = nn.functional.pad(d_values[:, t0:t1], (0, 0, t0, 0)).to(v_all.dtype)
@@ -396,23 +405,18 @@ class _PrefixAttention(torch.autograd.Function):
                 d_values[:, :t0] += g[n + 1]
                 n += 2
             accumulate_grads(d_params, wanted, g[n:])
-        return (None, None, None, None, None, dx, dxe, *d_params)
+        return (None, None, None, None, dx, dxe, *d_params)
 
 
-def _backward_start(ctx, first: int, plain_path: str) -> tuple:
-    """The shared start of both blocked backwards: ``(x, x', params, wanted, d_params, dx, dxe)``, where
-    ``first`` is the index of ``x`` among the forward's inputs (``x'`` follows, then the parameters);
-    raises if the layer's parameters are no longer those the forward used (``plain_path``: how to avoid it)."""
+def _backward_start(ctx) -> tuple:
+    """The shared start of both blocked backwards: ``(x, x', params, wanted, d_params, dx, dxe)``; the
+    forward's inputs are (layer, names, bounds, random, x, x', *params)."""
     x, xe, *params = ctx.saved_tensors
-    if any(p is not q for p, q in zip(ctx.current(), params)):
-        raise RuntimeError("Mega's blocked attention: the layer's parameters changed between the forward "
-                           "and the backward (torch.func.functional_call?); run that forward under "
-                           f"torch.no_grad() or {plain_path} to take the plain path")
-    need = ctx.needs_input_grad
-    wanted = [i for i in range(len(params)) if need[first + 2 + i]]
+    need = ctx.needs_input_grad[4:]
+    wanted = [i for i in range(len(params)) if need[2 + i]]
     d_params: list[Tensor | None] = [None] * len(params)
-    dx = torch.empty_like(x) if need[first] else None
-    dxe = torch.empty_like(xe) if need[first + 1] else None
+    dx = torch.empty_like(x) if need[0] else None
+    dxe = torch.empty_like(xe) if need[1] else None
     return x, xe, params, wanted, d_params, dx, dxe
 
 

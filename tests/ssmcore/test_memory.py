@@ -469,6 +469,12 @@ def test_s5_layer_float32_matches_plain_composition(monkeypatch):
         assert rel_err(g, g_ref) < 1e-5
 
 
+def _plain_attention(layer):
+    """Make ``layer`` (a Mega) run its attention in one piece under autograd, everything kept: the plain
+    composition the blocked functions are checked against."""
+    layer._blocked_attention = lambda x, xe: layer._gated_attention(x, xe, None, None)[0]
+
+
 def _mega_grads(layer, x, w):
     y = layer(x)[0]
     return y, torch.autograd.grad((y * w).sum(), (x, *layer.parameters()), allow_unused=True)
@@ -493,47 +499,80 @@ def test_mega_blocked_attention_matches_plain_composition_float64(monkeypatch, o
     y, grads = _mega_grads(layer, x, w)
     prefix = layer.chunk_size == 0 and not layer.bidirectional
     assert ("PrefixAttention" if prefix else "BlockedAttention") in y.grad_fn.name()
-    layer._fused_output = lambda x: False
+    _plain_attention(layer)
     y_ref, grads_ref = _mega_grads(layer, x, w)
+    assert "Attention" not in y_ref.grad_fn.name()
     assert rel_err(y, y_ref) < 1e-13
     for g, g_ref in zip(grads, grads_ref):
         assert (g is None) == (g_ref is None)
         if g is not None:
             assert rel_err(g, g_ref) < 1e-12
-    del layer._fused_output
+    del layer._blocked_attention
     xe = layer.ema(x)[0].detach().requires_grad_()
     small = x[:, :6].detach().clone().requires_grad_()
-    params = list(layer._attention_parameters())
-    run = lambda a, b: layer._gated_attention(a, b, None, None)[0]  # noqa: E731
+    names, params = layer._attention_parameters()
+    params = [p.detach().clone().requires_grad_() for p in params]  # not the layer's own: run with these
     if not prefix:
         def f(a, b, *ps):
             bounds = [(0, 4), (4, 6)] if layer.chunk_size else [(0, 6)]
-            return mega._BlockedAttention.apply(run, layer._attention_parameters, bounds, False, a, b, *ps)
+            return mega._BlockedAttention.apply(layer, names, bounds, False, a, b, *ps)
     else:  # three blocks of queries, the keys and values of the earlier ones carried
         def f(a, b, *ps):
-            return mega._PrefixAttention.apply(layer._gated_attention, layer._keys_values, layer._attention_parameters,
-                                               [(0, 2), (2, 4), (4, 6)], False, a, b, *ps)
+            return mega._PrefixAttention.apply(layer, names, [(0, 2), (2, 4), (4, 6)], False, a, b, *ps)
     assert torch.autograd.gradcheck(f, (small, xe[:, :6], *params))
 
 
-def test_mega_float32_matches_plain_composition_and_guards_swapped_parameters():
+def test_mega_float32_matches_plain_composition():
     torch.manual_seed(0)
     layer = make_layer("mega", d_model=8, chunk_size=32)
     x = torch.randn(2, 300, 8, requires_grad=True)
     w = torch.randn(2, 300, 8)
     y, grads = _mega_grads(layer, x, w)
-    layer._fused_output = lambda x: False
+    assert "BlockedAttention" in y.grad_fn.name()
+    _plain_attention(layer)
     y_ref, grads_ref = _mega_grads(layer, x, w)
-    del layer._fused_output
+    assert "Attention" not in y_ref.grad_fn.name()
     assert rel_err(y, y_ref) < 1e-6
     for g, g_ref in zip(grads, grads_ref):
         assert rel_err(g, g_ref) < 1e-5
-    # a backward after the parameters were swapped back (torch.func.functional_call) raises, never
-    # recomputes with other tensors
-    params = {n: p.detach().clone().requires_grad_() for n, p in layer.named_parameters()}
-    y = torch.func.functional_call(layer, params, (x,))[0]
-    with pytest.raises(RuntimeError, match="parameters changed between the forward and the backward"):
-        y.sum().backward()
+
+
+@pytest.mark.parametrize("options", [dict(chunk_size=4), dict(chunk_size=0), dict(chunk_size=0, bidirectional=True)])
+def test_mega_gives_functional_call_parameters_their_gradients(monkeypatch, options):
+    """Under ``torch.func.functional_call`` the forward sees the call's tensors, which are swapped back
+    out before the backward: the blocked attention's recompute must use the tensors the forward used.
+    The call's tensors hold other values than the module's, so a recompute with the module's own would
+    give wrong gradients, not only missing ones; the reference is the plain composition of a copy of the
+    layer holding the call's values."""
+    import copy
+
+    import ssmcore.layers.mega as mega
+
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_ELEMENTS", 1)  # several blocks
+    monkeypatch.setattr(mega, "ATTENTION_BLOCK_MIN_ROWS", 4)
+    torch.manual_seed(0)
+    layer = make_layer("mega", d_model=4, d_state=2, qk_dim=4, **options)
+    x = torch.randn(2, 19, 4)
+    w = torch.randn(2, 19, 4)
+    given = {k: (v.detach() + 0.1 * torch.randn_like(v)).requires_grad_(True) for k, v in layer.named_parameters()}
+    y = torch.func.functional_call(layer, given, (x,))[0]
+    assert "Attention" in y.grad_fn.name()
+    (y * w).sum().backward()
+    reference = copy.deepcopy(layer)
+    with torch.no_grad():
+        for k, p in reference.named_parameters():
+            p.copy_(given[k])
+    _plain_attention(reference)
+    y_ref = reference(x)[0]
+    (y_ref * w).sum().backward()
+    assert "Attention" not in y_ref.grad_fn.name()
+    assert rel_err(y, y_ref) < 1e-6
+    for k, p in reference.named_parameters():
+        if p.grad is None:
+            continue
+        assert given[k].grad is not None, k
+        assert rel_err(given[k].grad, p.grad) < 1e-5, k
+    assert all(p.grad is None for p in layer.parameters())
 
 
 @pytest.mark.parametrize("chunk_size", [4, 0])
