@@ -160,6 +160,24 @@ def as_int8_slots(W: Tensor, widths: tuple[int, ...] | None = None) -> Tensor:
     return torch.cat([scale, q.view(torch.float32)])
 
 
+def pack_lanes(re: Tensor, im: Tensor, vl: int) -> Tensor:
+    """Complex terms ``re + i im`` of shape (..., H, M) in the layout of ``native_step.c``'s ``ssm_lanes``:
+    the H channels padded with zeros to a multiple of ``vl`` and cut into groups of ``vl`` (one channel
+    per vector lane), each group mode by mode, its real lanes then its imaginary lanes:
+    (..., H / vl, M, 2, vl), flattened.  SSM states (B, H, M) use the same layout per sequence."""
+    H = re.shape[-2]
+    pad = -H % vl
+    z = torch.stack([re, im], -1).to(torch.float32)  # (..., H, M, 2)
+    z = torch.nn.functional.pad(z, (0, 0, 0, 0, 0, pad))  # (..., Hp, M, 2)
+    z = z.unflatten(-3, (z.shape[-3] // vl, vl))  # (..., G, vl, M, 2)
+    return z.movedim(-3, -1).reshape(*re.shape[:-2], -1)  # (..., G, M, 2, vl)
+
+
+def _padded(t: Tensor, vl: int) -> Tensor:
+    """A per-channel term (..., H) padded with zeros to a multiple of ``vl`` channels."""
+    return torch.nn.functional.pad(t.to(torch.float32), (0, -t.shape[-1] % vl))
+
+
 def compile_program(model: SaShiMi, weights: str = "float32", widths: tuple[int, ...] | None = None
                     ) -> tuple[Tensor, Tensor, int, list[tuple[str, Any]]]:
     """``(program int64, weights float32, state floats per sequence, state map)`` of ``model``.
@@ -180,6 +198,7 @@ def compile_program(model: SaShiMi, weights: str = "float32", widths: tuple[int,
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     bb, w = model.backbone, _Packer()
+    vl = (widths or strip_widths())[1]  # the library's vector width: SSM channels run one per lane
 
     def mat(W: Tensor) -> int:  # a linear's matrix (in, out), packed in strips, in the chosen format
         if weights == "int8":
@@ -205,13 +224,13 @@ def compile_program(model: SaShiMi, weights: str = "float32", widths: tuple[int,
             elif kind == "ssm":
                 lam_r, lam_i, b_r, b_i, a_r, a_i, c, G_r, G_i, C_r, C_i, D, W, bias = p[2:]
                 H, M = lam_r.shape
-                pair = lambda re, im: torch.cat([re, im], -1)  # noqa: E731 -- split complex: M re, then M im
                 rec[0], rec[1], rec[2], rec[3] = 1, H, M, a_r.shape[0]
-                rec[6:15] = [w.add(pair(lam_r, lam_i)), w.add(pair(b_r, b_i)), w.add(pair(a_r, a_i)), w.add(c),
-                             w.add(pair(G_r, G_i)), w.add(pair(C_r, C_i)), w.add(D), mat(W), w.add(bias)]
+                rec[6:15] = [w.add(pack_lanes(lam_r, lam_i, vl)), w.add(pack_lanes(b_r, b_i, vl)),
+                             w.add(pack_lanes(a_r, a_i, vl)), w.add(_padded(c, vl)), w.add(pack_lanes(G_r, G_i, vl)),
+                             w.add(pack_lanes(C_r, C_i, vl)), w.add(_padded(D, vl)), mat(W), w.add(bias)]
                 rec[15] = state_size
                 state_map.append(("ssm", (state_size, H, M)))
-                state_size += 2 * H * M
+                state_size += 2 * (H + -H % vl) * M
             else:
                 raise ValueError(f"the native step runs per-feature SSM blocks, not {kind!r} ones (use the torch backend)")
             prog.extend(rec)
@@ -252,9 +271,12 @@ class NativeRun:
         self.state = torch.zeros(batch, stepper.state_size, dtype=torch.float32)
         ssm_states = [s for tier in tier_states(stepper.model, state) for s in tier if s is not None]
         maps = [m for kind, m in stepper.state_map if kind == "ssm"]
+        vl = strip_widths(stepper.lib)[1]
         for (at, H, M), s in zip(maps, ssm_states, strict=True):
-            split = torch.cat([s.real, s.imag], -1).to(torch.float32)  # (B, H, 2M): M re, then M im
-            self.state[:, at:at + 2 * H * M] = split.reshape(batch, -1)
+            if tuple(s.shape[-2:]) != (H, M):
+                raise ValueError(f"an SSM state of shape {tuple(s.shape)} for a block of {H} channels x {M} modes")
+            lanes = pack_lanes(s.real, s.imag, vl)  # (B, Hp M 2): groups of vl channels, one per lane
+            self.state[:, at:at + lanes.shape[-1]] = lanes
         self.count = torch.zeros(len(bb.pool), dtype=torch.int64)
         self.next = torch.zeros(len(bb.pool), dtype=torch.int64)
         pools = [m for kind, m in stepper.state_map if kind != "ssm"]

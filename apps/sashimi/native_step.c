@@ -1,11 +1,12 @@
 /* One recurrent step of a whole SaShiMi model in plain C (see apps/sashimi/native.py).
  *
  * The model is described by an int64 "program" and one float32 parameter buffer; each batch
- * element owns a contiguous slice of the state buffer (SSM states as interleaved complex floats,
+ * element owns a contiguous slice of the state buffer (SSM states as split complex floats,
  * DownPool buffers, UpPool pending outputs).  Batch elements are independent, so OpenMP splits the
  * batch across threads once per step (a single sequence can be shared by two threads: see team_t).
- * Complex vectors are stored split per feature (M real parts, then M imaginary parts) so that the mode
- * loops run on SIMD vectors of VL floats (16 with AVX-512, else 8).  Every layer is the
+ * An SSM block's channels run VL at a time, one per SIMD lane (VL floats: 16 with AVX-512, else 8):
+ * its terms and states are stored per group of VL channels, mode by mode, real lanes then imaginary
+ * lanes (see ssm_lanes).  Every layer is the
  * diagonal-plus-low-rank recurrence of apps/sashimi/stepper.py:
  * q_k = Re(a_k . x) + c_k u,  x' = lam x + b u - sum_k G_k q_k,  y = Re(C . x') + D u, followed by
  * GELU, Linear(H, 2H) and GLU; feed-forward blocks are Linear(H, 2H), GELU, Linear(2H, H).  All blocks
@@ -265,7 +266,7 @@ typedef struct {
     const float *x, *W, *bias;
     float *y;
     int nb, in, out, fmt, c0, c1, gelu;
-    /* JOB_SSM: channels [c0, c1) of the block record r (u: normed input, y: output), then GELU on them */
+    /* JOB_SSM: half of the channel groups of the block record r (u: normed input, y: output), then GELU on them */
     const i64 *r;
     const float *w, *u;
     float *st;
@@ -298,8 +299,8 @@ static int strip_split(int out) {
     return half;
 }
 
-static void ssm_channels(const i64 *r, const float *w, float *st, i64 stride, const float *u, float *y, int nb,
-                         int ch0, int ch1);
+static void ssm_groups(const i64 *r, const float *w, float *st, i64 stride, const float *u, float *y, int nb,
+                       int g0, int g1);
 
 static void run_job(team_t *t, int part) {
     if (t->kind == JOB_LINEAR) {
@@ -307,9 +308,10 @@ static void run_job(team_t *t, int part) {
         linear_cols(t->x, t->nb, t->in, t->out, t->W, t->bias, t->y, t->fmt, c0, c1);
         if (t->gelu) gelu_cols(t->y, t->nb, t->out, c0, c1);
     } else {
-        const int H = (int)t->r[BH], c0 = part ? H / 2 : 0, c1 = part ? H : H / 2;
-        ssm_channels(t->r, t->w, t->st, t->stride, t->u, t->y, t->nb, c0, c1);
-        gelu_cols(t->y, t->nb, H, c0, c1);
+        const int H = (int)t->r[BH], groups = (H + VL - 1) / VL, half = groups / 2;
+        const int g0 = part ? half : 0, g1 = part ? groups : half; /* whole groups of VL channels each */
+        ssm_groups(t->r, t->w, t->st, t->stride, t->u, t->y, t->nb, g0, g1);
+        gelu_cols(t->y, t->nb, H, g0 * VL, g1 * VL < H ? g1 * VL : H);
     }
 }
 
@@ -357,113 +359,100 @@ static void linear(const float *x, int nb, int in, int out, const float *W, cons
     linear_gelu(x, nb, in, out, W, bias, y, fmt, 0);
 }
 
-typedef float f8 __attribute__((vector_size(32)));
-typedef float f4 __attribute__((vector_size(16)));
-
-static inline float hsum(vf v) { /* a tree of additions, log2(VL) deep */
-#if VL == 16
-    const f8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-#else
-    const f8 h = v;
-#endif
-    const f4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
-    return (q[0] + q[2]) + (q[1] + q[3]);
-}
-
-/* The recurrence of one channel for NR rows (1..4 after inlining).  A channel's parameters are read
- * once per VL modes and reused by every row of the group; xs[r] is row r's state (M re, then M im),
- * u[r] its input, y[r] receives its output.  q_k = Re(a_k . x) + c_k u, x' = lam x + b u - sum_k G_k q_k,
- * y = Re(C . x') + D u. */
-static inline __attribute__((always_inline)) void ssm_rows(float *const *xs, const float *uc, float *yo, const int NR,
-                                                           int M, int R, i64 HM2, const float *lr, const float *br,
-                                                           const float *a, const float *cq, int H, const float *G,
-                                                           const float *C, float D) {
-    const float *li = lr + M, *bi = br + M, *ci = C + M;
-    const int MV = M - M % VL;
-    float q[4 * (R > 0 ? R : 1)];
+/* The recurrence of one group of VL channels (one per vector lane) for NR rows (1..4 after inlining).
+ * Layout (apps.sashimi.native.pack_lanes): the channels are padded to Hp = a multiple of VL (zero terms,
+ * so a padding lane's state stays 0) and cut into groups of VL; a group's lam, b and C are [m][re, im][VL],
+ * its a_k and G_k the same at a stride of KS = Hp M 2 floats per k, c_k [Hp] per k, D [Hp].  xs[r] is
+ * row r's state of the group ([m][re, im][VL]), us[r] its VL inputs, ys[r] receives its VL outputs.
+ * q_k = Re(a_k . x) + c_k u, x' = lam x + b u - sum_k G_k q_k, y = Re(C . x') + D u, every lane on its
+ * own: no horizontal sums, and the parameters of a mode are read once for every row of the group. */
+static inline __attribute__((always_inline)) void ssm_lanes(float *const *xs, const vf *us, vf *ys, const int NR,
+                                                            int M, int R, i64 KS, i64 Hp, const float *lam,
+                                                            const float *b, const float *a, const float *c,
+                                                            const float *G, const float *C, const float *D) {
+    vf q[4 * (R > 0 ? R : 1)];
     for (int k = 0; k < R; k++) {
-        const float *ar = a + k * HM2, *ai = ar + M;
-        vf acc[4];
-        for (int r = 0; r < NR; r++) acc[r] = (vf){0};
+        const float *ak = a + k * KS;
+        vf acc[4][4];
+        for (int r = 0; r < NR; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = (vf){0};
         int m = 0;
-        for (; m < MV; m += VL) {
-            const vf var = loadv(ar + m), vai = loadv(ai + m);
-            for (int r = 0; r < NR; r++) acc[r] += var * loadv(xs[r] + m) - vai * loadv(xs[r] + M + m);
-        }
-        for (int r = 0; r < NR; r++) {
-            float t = cq[(i64)k * H] * uc[r] + hsum(acc[r]);
-            for (int mm = m; mm < M; mm++) t += ar[mm] * xs[r][mm] - ai[mm] * xs[r][M + mm];
-            q[r * R + k] = t;
-        }
-    }
-    vf vout[4];
-    for (int r = 0; r < NR; r++) vout[r] = (vf){0};
-    int m = 0;
-    for (; m < MV; m += VL) {
-        const vf vlr = loadv(lr + m), vli = loadv(li + m), vbr = loadv(br + m), vbi = loadv(bi + m);
-        const vf vcr = loadv(C + m), vci = loadv(ci + m);
-        for (int r = 0; r < NR; r++) {
-            float *xr = xs[r] + m, *xi = xs[r] + M + m;
-            const vf sr = loadv(xr), si = loadv(xi);
-            vf nr = vlr * sr - vli * si + vbr * uc[r];
-            vf ni = vlr * si + vli * sr + vbi * uc[r];
-            for (int k = 0; k < R; k++) {
-                const float *gr = G + k * HM2;
-                nr -= loadv(gr + m) * q[r * R + k];
-                ni -= loadv(gr + M + m) * q[r * R + k];
+        for (; m + 1 < M; m += 2) { /* four independent sums per row: the FMA latency is hidden at batch 1 */
+            const float *am = ak + (i64)m * 2 * VL;
+            const vf ar0 = loadv(am), ai0 = loadv(am + VL), ar1 = loadv(am + 2 * VL), ai1 = loadv(am + 3 * VL);
+            for (int r = 0; r < NR; r++) {
+                const float *x = xs[r] + (i64)m * 2 * VL;
+                acc[r][0] += ar0 * loadv(x);
+                acc[r][1] += ai0 * loadv(x + VL);
+                acc[r][2] += ar1 * loadv(x + 2 * VL);
+                acc[r][3] += ai1 * loadv(x + 3 * VL);
             }
-            memcpy(xr, &nr, sizeof(vf));
-            memcpy(xi, &ni, sizeof(vf));
-            vout[r] += vcr * nr - vci * ni;
         }
-    }
-    for (int r = 0; r < NR; r++) {
-        float out = D * uc[r] + hsum(vout[r]);
-        for (int mm = m; mm < M; mm++) {
-            float *x = xs[r];
-            const float vr = x[mm], vi = x[M + mm];
-            float nr = lr[mm] * vr - li[mm] * vi + br[mm] * uc[r];
-            float ni = lr[mm] * vi + li[mm] * vr + bi[mm] * uc[r];
-            for (int k = 0; k < R; k++) {
-                nr -= G[k * HM2 + mm] * q[r * R + k];
-                ni -= G[k * HM2 + M + mm] * q[r * R + k];
+        if (m < M) {
+            const float *am = ak + (i64)m * 2 * VL;
+            const vf ar = loadv(am), ai = loadv(am + VL);
+            for (int r = 0; r < NR; r++) {
+                acc[r][0] += ar * loadv(xs[r] + (i64)m * 2 * VL);
+                acc[r][1] += ai * loadv(xs[r] + (i64)m * 2 * VL + VL);
             }
-            x[mm] = nr;
-            x[M + mm] = ni;
-            out += C[mm] * nr - ci[mm] * ni;
         }
-        yo[r] = out;
+        const vf ck = loadv(c + k * Hp);
+        for (int r = 0; r < NR; r++) q[r * R + k] = ((acc[r][0] - acc[r][1]) + (acc[r][2] - acc[r][3])) + ck * us[r];
     }
+    vf out[4][2];
+    for (int r = 0; r < NR; r++) out[r][0] = out[r][1] = (vf){0};
+    for (int m = 0; m < M; m++) {
+        const i64 o = (i64)m * 2 * VL;
+        const vf lr = loadv(lam + o), li = loadv(lam + o + VL), br = loadv(b + o), bi = loadv(b + o + VL);
+        const vf cr = loadv(C + o), ci = loadv(C + o + VL);
+        for (int r = 0; r < NR; r++) {
+            float *x = xs[r] + o;
+            const vf sr = loadv(x), si = loadv(x + VL);
+            vf nr = lr * sr - li * si + br * us[r];
+            vf ni = lr * si + li * sr + bi * us[r];
+            for (int k = 0; k < R; k++) {
+                const float *g = G + k * KS + o;
+                nr -= loadv(g) * q[r * R + k];
+                ni -= loadv(g + VL) * q[r * R + k];
+            }
+            memcpy(x, &nr, sizeof(vf));
+            memcpy(x + VL, &ni, sizeof(vf));
+            out[r][0] += cr * nr;
+            out[r][1] += ci * ni;
+        }
+    }
+    const vf d = loadv(D);
+    for (int r = 0; r < NR; r++) ys[r] = (out[r][0] - out[r][1]) + d * us[r];
 }
 
-/* channels [ch0, ch1) of an SSM block's recurrence: u (nb, H) normed input -> y (nb, H) */
-static void ssm_channels(const i64 *r, const float *w, float *st, i64 stride, const float *u, float *y, int nb,
-                         int ch0, int ch1) {
+/* channel groups [g0, g1) of an SSM block's recurrence: u (nb, H) normed input -> y (nb, H) */
+static void ssm_groups(const i64 *r, const float *w, float *st, i64 stride, const float *u, float *y, int nb,
+                       int g0, int g1) {
     const int H = (int)r[BH], M = (int)r[BM], R = (int)r[BR];
+    const i64 Hp = ((i64)H + VL - 1) / VL * VL, KS = Hp * M * 2;
     const float *lam = w + r[P0], *bb = w + r[P1], *a = w + r[P2], *c = w + r[P3], *G = w + r[P4];
     const float *C = w + r[P5], *D = w + r[P6];
-    const i64 HM2 = (i64)H * M * 2;
-    /* channel-major: a channel's parameters stay in L1 while every row of the batch slice uses them */
-    for (int ch = ch0; ch < ch1; ch++) {
-        const i64 o = (i64)ch * M * 2; /* split layout per feature: M real parts, then M imaginary parts */
+    /* group-major: a group's parameters stay in L1 while every row of the batch slice uses them */
+    for (int g = g0; g < g1; g++) {
+        const i64 o = (i64)g * M * 2 * VL;
+        const int ch = g * VL, n = H - ch < VL ? H - ch : VL; /* the last group may be partly padding */
         for (int r0 = 0; r0 < nb; r0 += 4) {
             const int NR = nb - r0 < 4 ? nb - r0 : 4;
             float *xs[4];
-            float uc[4], yo[4];
+            vf us[4], ys[4];
             for (int k = 0; k < NR; k++) {
                 xs[k] = st + (i64)(r0 + k) * stride + r[SOFF] + o;
-                uc[k] = u[(r0 + k) * H + ch];
+                us[k] = (vf){0};
+                memcpy(&us[k], u + (i64)(r0 + k) * H + ch, (size_t)n * sizeof(float));
             }
-#define SSM_ROWS(n) ssm_rows(xs, uc, yo, n, M, R, HM2, lam + o, bb + o, a + o, c + ch, H, G + o, C + o, D[ch])
+#define SSM_LANES(nr) ssm_lanes(xs, us, ys, nr, M, R, KS, Hp, lam + o, bb + o, a + o, c + ch, G + o, C + o, D + ch)
             switch (NR) {
-                case 4: SSM_ROWS(4); break;
-                case 3: SSM_ROWS(3); break;
-                case 2: SSM_ROWS(2); break;
-                default: SSM_ROWS(1); break;
+                case 4: SSM_LANES(4); break;
+                case 3: SSM_LANES(3); break;
+                case 2: SSM_LANES(2); break;
+                default: SSM_LANES(1); break;
             }
-#undef SSM_ROWS
-            for (int k = 0; k < NR; k++) y[(r0 + k) * H + ch] = yo[k];
+#undef SSM_LANES
+            for (int k = 0; k < NR; k++) memcpy(y + (i64)(r0 + k) * H + ch, &ys[k], (size_t)n * sizeof(float));
         }
     }
 }
@@ -483,7 +472,7 @@ static void ssm_block(const i64 *r, const float *w, float *st, i64 stride, float
         team_run(t);
         PROF(prof_tier(H) * 8 + 1);
     } else {
-        ssm_channels(r, w, st, stride, u, y, nb, 0, H);
+        ssm_groups(r, w, st, stride, u, y, nb, 0, (H + VL - 1) / VL);
         PROF(prof_tier(H) * 8 + 1);
         gelu_inplace(y, nb * H);
         PROF(prof_tier(H) * 8 + 2);
