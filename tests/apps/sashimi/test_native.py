@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from apps.sashimi.model import SaShiMi, shift_right
-from apps.sashimi.native import NativeStepper, as_int8_slots, build, strip_widths
+from apps.sashimi.native import NativeStepper, as_int8_slots, build, pack_lanes, strip_widths
 from apps.sashimi.sampling import sample
 
 
 def _model(d_state: int = 40, n_classes: int = 43, d_model: int = 12) -> SaShiMi:
-    """Sizes that reach every code path whether the vectors are 8 or 16 floats wide: M = 20 modes (whole
-    vectors and a tail), widths 12/24/48 (3-vector and 1-vector weight strips and single columns),
-    43 classes."""
+    """Sizes that reach every code path whether the vectors are 8 or 16 floats wide: M = 20 modes (an
+    odd count of mode pairs), widths 12/24/48 (SSM channel groups with padding lanes; 3-vector and
+    1-vector weight strips and single columns), 43 classes."""
     torch.manual_seed(0)
     model = SaShiMi(n_classes=n_classes, d_model=d_model, n_layers=2, pool=(2, 2), layer="s4", d_state=d_state)
     with torch.no_grad():
@@ -216,3 +216,21 @@ def test_two_threads_sharing_one_sequence_generate_bit_identical_tokens_and_stat
         outs.append((tokens, ll, run.logits.clone(), run.state.clone(), run.count.clone()))
     for a, b in zip(*outs, strict=True):
         assert torch.equal(a, b)
+
+
+def test_ssm_terms_are_packed_one_channel_per_lane():
+    """pack_lanes against its layout, element by element: channel h of group h // VL sits in lane h % VL,
+    each group mode by mode, real lanes then imaginary lanes; padding channels are zero."""
+    torch.manual_seed(0)
+    re, im = torch.randn(2, 5, 3), torch.randn(2, 5, 3)  # (rank, H, M)
+    vl = 4
+    out = pack_lanes(re, im, vl)
+    assert out.shape == (2, 2 * 3 * 2 * vl)  # 5 channels -> 2 groups of 4
+    expected = torch.zeros(2, 2 * 3 * 2 * vl)
+    for k in range(2):
+        for h in range(5):
+            g, lane = divmod(h, vl)
+            for m in range(3):
+                at = ((g * 3 + m) * 2) * vl + lane
+                expected[k, at], expected[k, at + vl] = re[k, h, m], im[k, h, m]
+    assert torch.equal(out, expected)
