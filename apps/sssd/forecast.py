@@ -17,6 +17,9 @@ The point answer (``--point``) is the one ``ssm sssd impute`` writes, with what 
 
 With ``--holdout`` the scores of all three are printed, the chosen one first.
 
+Only the last window of each series (the model's training length) is sampled: gaps in the history before it
+stay missing in the output (``ssm sssd impute`` fills those).
+
 Time stamps (``--time-column``, by default the training's ``data.time_column``): the future rows' stamps are
 unknown; they are taken one nominal step apart (the training series' median step, or the input's own for a
 model trained without stamps) after the last row.  With ``--holdout`` the hidden rows' own stamps are used.
@@ -122,7 +125,10 @@ def forecast(argv: list[str]) -> None:
     full[:, :, -W:] = samples
     print(f"{rate:.1f} samples/s (series x samples per second)")
     known = ~np.isnan(series)
-    points = {kind: point_of(full, series, known, model, kind, blend, times) for kind in (a.point, *POINTS) if kind}
+    sampled = ~known
+    sampled[:, :-W] = False  # history gaps before the last window are not sampled (ssm sssd impute fills them)
+    points = {kind: point_of(full, series, known, model, kind, blend, times, sampled)
+              for kind in (a.point, *POINTS) if kind}
     if truth is not None:
         hidden = np.zeros(truth.shape, dtype=bool)
         hidden[:, T - a.horizon:] = True

@@ -18,8 +18,8 @@ the 90% band of a poorly trained model.  ``--point median`` writes the samples' 
 (:mod:`apps.sssd.forecast`) imputes ``--horizon`` steps appended after the series (or, with ``--holdout``, its
 last H steps, and scores them against the hidden values).
 
-Time stamps: a CSV's time column (``--time-column``, by default the training's ``data.time_column``) gives each
-window its time steps, from the same rows as its values (:meth:`apps.sssd.module.SSSDModule.time_steps`: in
+Time stamps: a CSV's time column (``--time-column``, by default the training's ``data.time_column``), or for an
+``.npy`` input the array of ``--times`` ((L,) or (N, L)), gives each window its time steps, from the same rows as its values (:meth:`apps.sssd.module.SSSDModule.time_steps`: in
 units of the training series' median step, or of the input's own for a model trained without stamps).  A
 regular series samples exactly as without the column; irregular stamps need a layer that takes them (S5).
 """
@@ -218,13 +218,15 @@ def series_positions(model: SSSDModule, times: np.ndarray | None) -> torch.Tenso
 
 
 def point_of(samples: np.ndarray, values: np.ndarray, observed: np.ndarray, model: SSSDModule, kind: str,
-             blend: float, times: np.ndarray | None = None) -> np.ndarray:
+             blend: float, times: np.ndarray | None = None, where: np.ndarray | None = None) -> np.ndarray:
     """The point estimate (N, T, C) of ``samples`` (S, N, T, C), observed entries as given; ``times`` (N, T):
-    the rows' time stamps, if any (the interpolation ``shrunk`` falls back to is then in time)."""
+    the rows' time stamps, if any (the interpolation ``shrunk`` falls back to is then in time); ``where``
+    (N, T, C): the entries that were sampled (default: every missing one); others stay as ``values`` has them."""
     t_obs = torch.from_numpy(observed)
     interp = interpolation(torch.from_numpy(values), t_obs, model.data_mean, series_positions(model, times))
-    est = point_estimate(torch.from_numpy(samples), interp, ~t_obs, kind, model.data_std, blend)
-    return np.where(observed, values, est.numpy())
+    sampled = ~t_obs if where is None else torch.from_numpy(where)
+    est = point_estimate(torch.from_numpy(samples), interp, sampled, kind, model.data_std, blend)
+    return np.where(sampled.numpy(), est.numpy(), values)
 
 
 def write_outputs(out: Path, data: SeriesFile, values: np.ndarray, observed: np.ndarray, samples: np.ndarray,
@@ -271,6 +273,9 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--time-column", default=None,
                    help="the CSV's column of time stamps (default: the training's data.time_column); none: the rows "
                         "are evenly spaced")
+    p.add_argument("--times", default=None,
+                   help="for an .npy --input: an .npy of its time stamps, (L,) shared by every series or (N, L), "
+                        "increasing along each series (a CSV's stamps are its --time-column)")
     return p
 
 
@@ -300,8 +305,39 @@ def input_time_column(a: argparse.Namespace, model: SSSDModule) -> tuple[str | N
     return (None if column in (None, "none") or not is_table(a.input) else column), False
 
 
+def read_times(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """The time stamps of ``--times`` for series of ``shape`` (N, T): an .npy of (T,) (every series) or (N, T)
+    finite numbers increasing along each series, as float64 (N, T); one clear error otherwise."""
+    path = Path(path)
+    if path.suffix != ".npy" or not path.is_file():
+        raise UserError(f"--times {path}: not an .npy file (give the stamps as an .npy array of (T,) or (N, T))")
+    try:
+        times = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--times {path}: not a readable .npy array ({e})") from None
+    N, T = shape
+    if times.shape not in ((T,), (N, T)) or not np.issubdtype(times.dtype, np.number):
+        raise UserError(f"--times {path}: numbers of shape ({T},) or ({N}, {T}) for --input's {N} series of {T} steps, "
+                        f"got {times.dtype} {times.shape}")
+    times = np.broadcast_to(times.astype(np.float64), (N, T)).copy()
+    if not np.isfinite(times).all() or not (np.diff(times, axis=1) > 0).all():
+        raise UserError(f"--times {path}: the stamps must be finite and increase along each series")
+    return times
+
+
 def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, np.ndarray, np.ndarray | None]:
     """The input's data, its values (N, T, C) and its time stamps (N, T) float64 (None without a time column)."""
+    stamps = getattr(a, "times", None)
+    trained = getattr(model, "training_time_column", None) not in (None, "none")
+    if not is_table(a.input):
+        if stamps is None and trained and a.time_column != "none":
+            raise UserError(f"{a.input}: the model was trained with time stamps (data.time_column "
+                            f"{model.training_time_column!r}); give the series' stamps with --times FILE.npy, or pass "
+                            "--time-column none if its rows are evenly spaced")
+    elif stamps is not None:
+        raise UserError(f"--times {stamps}: only for an .npy --input; a CSV's stamps are its column (--time-column NAME)")
+    if stamps is not None and a.time_column == "none":
+        raise UserError(f"--times {stamps} and --time-column none contradict each other; give one of them")
     column, named = input_time_column(a, model)
     options = {"time_column": column} if column else {}
     try:
@@ -316,6 +352,8 @@ def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, n
     check_series(values, int(model.hparams.channels), a.input,
                  unconditional=trained_unconditionally(model.hparams, int(model.train_length)))
     times = None if data.times is None else data.times[None].astype(np.float64)
+    if stamps is not None:
+        times = read_times(stamps, values.shape[:2])
     return data, values, times
 
 

@@ -46,10 +46,11 @@ def shrink_factor(samples: Tensor, interp: Tensor, where: Tensor, scale: Tensor 
     if S < 2:
         return torch.zeros(samples.shape[1], dtype=samples.dtype, device=samples.device)
     scale = torch.ones(samples.shape[-1], dtype=samples.dtype, device=samples.device) if scale is None else scale.to(samples.dtype)
-    w = where.to(samples.dtype)
     d = (samples.mean(0) - interp) / scale
     v = samples.var(0) / (S * scale**2)  # Monte Carlo variance of the mean, standardised
-    noise, signal = (v * w).sum((1, 2)), (d**2 * w).sum((1, 2))
+    # selected, not multiplied by a 0/1 weight: entries outside ``where`` may be NaN (a forecast's history gaps)
+    noise = torch.where(where, v, 0.0).sum((1, 2))
+    signal = torch.where(where, d**2, 0.0).sum((1, 2))
     return (1 - noise / signal.clamp_min(1e-30)).clamp(0.0, 1.0)
 
 

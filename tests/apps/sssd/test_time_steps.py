@@ -233,6 +233,53 @@ def test_irregular_recipe_tiny_fit_test_impute_forecast(irregular_run, tmp_path,
                  str(tmp_path / "o.csv"), "--time-column", "none"]) == 0
 
 
+def test_npy_input_takes_its_time_stamps_from_times(irregular_run, tmp_path, capsys):
+    """An .npy input's stamps come from ``--times`` ((L,) or (N, L)): imputing and forecasting from the .npy and
+    its stamps gives exactly what the CSV with its time column gives; a model trained with stamps refuses an
+    .npy without them, and every bad --times is one line, exit 2.  The forecast is finite where it was sampled
+    although the history holds gaps before the last window (they made the default point forecast all NaN)."""
+    src = np.loadtxt(irregular_run["root"] / "data" / "irregular.csv", delimiter=",", skiprows=1)[:40]
+    header = (irregular_run["root"] / "data" / "irregular.csv").read_text().splitlines()[0]
+    values = src[:, 1:].astype(np.float32)
+    values[2::5, 1] = np.nan
+    csv_in, npy_in, t1, t2 = (tmp_path / n for n in ("in.csv", "in.npy", "t1.npy", "t2.npy"))
+    csv_in.write_text(header + "\n" + "\n".join(",".join("" if np.isnan(v) else repr(float(v)) for v in [t, *row])
+                                                  for t, row in zip(src[:, 0], values)) + "\n")
+    np.save(npy_in, values[None])
+    np.save(t1, src[:, 0])
+    np.save(t2, src[None, :, 0])
+    common = ["--ckpt", str(irregular_run["ckpt"]), "--samples", "2", "--steps", "3", "--max-plots", "0"]
+    for verb, extra in (("impute", []), ("forecast", ["--horizon", "4"])):
+        outs = []
+        for inp, stamps in ((csv_in, []), (npy_in, ["--times", str(t1)]), (npy_in, ["--times", str(t2)])):
+            outs.append(tmp_path / f"{verb}{len(outs)}.npy")
+            assert main(["sssd", verb, *common, "--input", str(inp), *stamps, "--out", str(outs[-1]), *extra]) == 0
+        first = np.load(outs[0])  # (1, T, C, 3): point, q05, q95
+        if verb == "impute":
+            assert np.isfinite(first).all()
+        else:  # the last window (24 rows) and the 4 forecast rows are sampled; the history gaps before it stay missing
+            assert first.shape[1] == 44 and np.isfinite(first[0, 20:]).all()
+            assert np.isnan(first[0, [2, 7, 12, 17], 1]).all() and np.isfinite(first[0, :20, [0, 2, 3]]).all()
+        for other in outs[1:]:
+            np.testing.assert_array_equal(np.load(other), first)
+    bad = tmp_path / "bad.npy"
+    for stamps, expected in ((None, "trained with time stamps"), (str(tmp_path / "none.npy"), "not an .npy file"),
+                             ("short", "numbers of shape (40,) or (1, 40)"), ("flat", "must be finite and increase")):
+        if stamps in ("short", "flat"):
+            np.save(bad, src[:30, 0] if stamps == "short" else np.ones(40))
+            stamps = str(bad)
+        capsys.readouterr()
+        args = ["sssd", "impute", *common, "--input", str(npy_in), "--out", str(tmp_path / "o.npy")]
+        assert main(args + ([] if stamps is None else ["--times", stamps])) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+    capsys.readouterr()
+    assert main(["sssd", "impute", *common, "--input", str(csv_in), "--times", str(t1), "--out", str(tmp_path / "o.npy")]) == 2
+    assert "only for an .npy --input" in capsys.readouterr().err
+    assert main(["sssd", "impute", *common, "--input", str(npy_in), "--time-column", "none", "--out",
+                 str(tmp_path / "o.npy")]) == 0  # rows evenly spaced, said explicitly
+
+
 def test_forecast_point_choice(irregular_run, tmp_path, capsys):
     """``--point``: shrunk (default; its blend fitted on the steps before the horizon) starts from the last observed
     value; mean and median are the samples' own; --holdout scores all three, the chosen one first."""
