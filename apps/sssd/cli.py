@@ -15,7 +15,7 @@ VERBS = {
     "prepare": (prepare, "build a dataset: ssm sssd prepare mujoco [--n 10000] | stocks | eeg | ett | electricity | ptbxl "
                           "| irregular [--out DIR]"),
     "impute": (impute, "impute NaN entries: ssm sssd impute --ckpt CKPT --input data.csv|npy --out imputed.csv "
-                       "[--samples 100 --sampler ddim --steps 50] [--time-column NAME|none]"),
+                       "[--samples 100 --sampler ddim --steps 50] [--time-column NAME|none] [--times T.npy]"),
     "forecast": (forecast, "forecast H steps: ssm sssd forecast --ckpt CKPT --input data.csv|npy --out f.csv "
                            "--horizon H [--holdout] [--point shrunk|mean|median]"),
     "generate": (lazy_verb("apps.sssd.generate", "generate"),
