@@ -191,7 +191,8 @@ def compile_program(model: SaShiMi, weights: str = "float32", widths: tuple[int,
     1/254 of its column's largest magnitude), also opt-in; ``"float32"`` is the exact step.
 
     The state map lists where each model state goes: ``("ssm", (offset, H, M))`` per SSM block in
-    :meth:`ssmcore.blocks.SequenceModel.tiers` order, then ``("down"/"pend", (offset, p, H))``.
+    :meth:`ssmcore.blocks.SequenceModel.tiers` order (2 Hp M floats in :func:`pack_lanes`' layout, Hp = H
+    rounded up to the vector width), then ``("down"/"pend", (offset, p, H))``.
     Everything is read through :func:`apps.sashimi.recurrent.block_terms` (the layers' public
     recurrences) and the modules' public attributes.
     """
