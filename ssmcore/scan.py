@@ -34,7 +34,8 @@ CHUNK = 32
 CHUNK_MAX = 128
 
 
-def linear_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, dim: int = 1) -> Tensor:
+def linear_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, dim: int = 1,
+                log_a: Tensor | None = None) -> Tensor:
     """All states of ``x_k = a_k * x_{k-1} + b_k`` along ``dim``, with ``x_{-1} = initial`` (or 0).
 
     Args:
@@ -43,6 +44,9 @@ def linear_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, dim: int = 
         b: inputs (B, L, ...), real or complex.
         initial: the state before the first step, shaped like ``b`` without ``dim`` (broadcastable).
         dim: the sequence axis.
+        log_a: a log of ``a`` (``exp(log_a) == a``, any branch), shaped like ``a``, when the caller has
+            one (S5's ``Lambda dt``): the scan then takes no complex log of its own (an ``atan2`` per
+            element).  A constant: gradients reach ``a`` only.
     Returns:
         ``x`` shaped like ``b`` (dtype promoted from ``a`` and ``b``).
     """
@@ -54,17 +58,29 @@ def linear_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, dim: int = 
     dtype = torch.promote_types(a.dtype, b.dtype)
     if initial is not None:
         dtype = torch.promote_types(dtype, initial.dtype)
+    if log_a is not None:
+        if log_a.shape != a.shape:
+            log_a = log_a.reshape(a.shape)
+        log_a = _principal(log_a.detach().movedim(dim, -2).to(dtype))
     a, b = a.movedim(dim, -2).to(dtype), b.movedim(dim, -2).to(dtype)  # (..., L, F)
     if initial is None:
-        x = _LinearScan.apply(a, b)
+        x = _LinearScan.apply(a, b, log_a)
     else:
         # fold the initial state into the first input: b_0 += a_0 x_{-1}
         initial = initial.to(dtype).unsqueeze(dim).movedim(dim, -2)  # (..., 1, F)
         first = b[..., :1, :] + a[..., :1, :] * initial
         if first.shape != b[..., :1, :].shape:
             b = b.expand(*first.shape[:-2], *b.shape[-2:])
-        x = _LinearScan.apply(a, torch.cat([first, b[..., 1:, :]], dim=-2))
+        x = _LinearScan.apply(a, torch.cat([first, b[..., 1:, :]], dim=-2), log_a)
     return x.movedim(-2, dim)
+
+
+def _principal(log_a: Tensor) -> Tensor:
+    """``log_a`` with its imaginary part brought into [-pi, pi): the angles :func:`complex_log` would give, so
+    that the chunk scan's running sums of them stay as small (and as precise in float32)."""
+    if not log_a.is_complex():
+        return log_a
+    return torch.complex(log_a.real, torch.remainder(log_a.imag + math.pi, 2 * math.pi) - math.pi)
 
 
 def sequential_scan(a: Tensor, b: Tensor, initial: Tensor | None = None, dim: int = 1) -> Tensor:
@@ -86,20 +102,22 @@ class _LinearScan(torch.autograd.Function):
     """``x = scan(a, b)`` on (..., L, F) with its adjoint scan as the backward."""
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        x = _scan(a, b)
-        ctx.save_for_backward(a, x)
+    def forward(ctx, a: Tensor, b: Tensor, log_a: Tensor | None = None) -> Tensor:
+        x = _scan(a, b, log_a)
+        ctx.save_for_backward(a, x, log_a)
         ctx.shapes = (a.shape, b.shape)
         return x
 
     @staticmethod
-    def backward(ctx, grad_x: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        a, x = ctx.saved_tensors
+    def backward(ctx, grad_x: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        a, x, log_a = ctx.saved_tensors
         a_shape, b_shape = ctx.shapes
         L = b_shape[-2]
         # g_k = dx_k + conj(a_{k+1}) g_{k+1}: a forward scan over the reversed sequence
-        a_next = a.conj() if a.shape[-2] == 1 else torch.cat([a[..., 1:, :], a[..., -1:, :]], dim=-2).conj()
-        g = linear_scan(a_next.flip(-2), grad_x.flip(-2), dim=-2).flip(-2)  # (..., L, F)
+        shift = (lambda t: t) if a.shape[-2] == 1 else (lambda t: torch.cat([t[..., 1:, :], t[..., -1:, :]], dim=-2))
+        a_next = shift(a).conj()
+        log_next = None if log_a is None else shift(log_a).conj().flip(-2)
+        g = linear_scan(a_next.flip(-2), grad_x.flip(-2), dim=-2, log_a=log_next).flip(-2)  # (..., L, F)
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             # dL/da_k = g_k conj(x_{k-1}), x_{-1} = 0 (the initial state was folded into b_0)
@@ -110,7 +128,7 @@ class _LinearScan(torch.autograd.Function):
             grad_a = _sum_to(grad_a, a_shape)
         if ctx.needs_input_grad[1]:
             grad_b = _sum_to(g, b_shape)
-        return grad_a, grad_b
+        return grad_a, grad_b, None
 
 
 def complex_log(z: Tensor) -> Tensor:
@@ -135,6 +153,15 @@ def complex_exp(z: Tensor) -> Tensor:
     return torch.polar(torch.exp(z.real), z.imag)
 
 
+def complex_expm1(z: Tensor) -> Tensor:
+    """``exp(z) - 1`` through vectorised real kernels (complex expm1 is scalar code on CPU), accurate near 0:
+    the real part is ``expm1(x) cos y - 2 sin^2(y / 2)`` (no ``cos y - 1`` cancellation)."""
+    if not z.is_complex():
+        return torch.expm1(z)
+    x, y = z.real, z.imag
+    return torch.complex(torch.expm1(x) * torch.cos(y) - 2 * torch.sin(y / 2).square(), torch.exp(x) * torch.sin(y))
+
+
 def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
     """Sum ``t`` over the axes it was broadcast along to reach it from ``shape``."""
     return t.sum_to_size(shape) if t.shape != shape else t
@@ -147,29 +174,32 @@ MIN_RESCALED_CHUNK = 8
 
 
 @torch.no_grad()
-def _scan(a: Tensor, b: Tensor) -> Tensor:
+def _scan(a: Tensor, b: Tensor, log_a: Tensor | None = None) -> Tensor:
     """The chunked scan on (..., L, F) tensors, no autograd (see the module docstring).
 
     Inside a chunk, ``x_t = A_t * cumsum_s(b_s / A_s)`` with ``A_t = a_0 ... a_t`` costs a few
     in-place passes; it is exact algebra, and safe as long as ``|log A_t|`` stays below
     ``RESCALE_LIMIT``, so the chunk length is chosen from the strongest decay in ``a``.  When that
     would make chunks too short (``a`` near 0), the log-depth Hillis-Steele chunk scan is used.
+    ``log_a``: a log of ``a`` with angles in [-pi, pi), if known (see :func:`linear_scan`).
     """
     L = b.shape[-2]
     full = 1 << max(0, math.ceil(math.log2(L)))  # one chunk covering everything
     if torch.compiler.is_compiling():  # a traced graph cannot branch on the data: the scan that is safe for any a
         return _chunked(a, b, min(CHUNK, full), _doubling_chunks)
-    decay = _log_magnitude(a).abs().amax().item()  # largest |log |a_k||: |log A_t| <= (t + 1) decay
+    magnitude = _log_magnitude(a) if log_a is None else log_a.real
+    decay = magnitude.abs().amax().item()  # largest |log |a_k||: |log A_t| <= (t + 1) decay
     if math.isfinite(decay):
         T = CHUNK_MAX if decay * CHUNK_MAX <= RESCALE_LIMIT else 1 << max(0, int(math.log2(RESCALE_LIMIT / decay)))
         T = min(T, full)
         if T >= MIN_RESCALED_CHUNK or T == full:
-            return _chunked(a, b, T, _rescaled_chunks)
+            return _chunked(a, b, T, _rescaled_chunks, log_a)
     return _chunked(a, b, min(CHUNK, full), _doubling_chunks)
 
 
-def _chunked(a: Tensor, b: Tensor, T: int, within) -> Tensor:
-    """Split (..., L, F) into chunks of ``T``, scan within them, then propagate the chunk carries."""
+def _chunked(a: Tensor, b: Tensor, T: int, within, log_a: Tensor | None = None) -> Tensor:
+    """Split (..., L, F) into chunks of ``T``, scan within them, then propagate the chunk carries
+    (``log_a``: passed on to ``within``, chunked like ``a``)."""
     L = b.shape[-2]
     constant = a.shape[-2] == 1
     Q = math.ceil(L / T)
@@ -177,12 +207,15 @@ def _chunked(a: Tensor, b: Tensor, T: int, within) -> Tensor:
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     x = torch.nn.functional.pad(b.expand(*batch, *b.shape[-2:]), (0, 0, 0, pad))
     x = rearrange(x, "... (q t) f -> ... q t f", t=T).contiguous()  # (..., Q, T, F)
-    if constant:
-        a_chunks = a.unsqueeze(-3)  # (..., 1, 1, F)
-    else:
-        a_chunks = torch.nn.functional.pad(a.expand(*batch, *a.shape[-2:]), (0, 0, 0, pad), value=1.0)
-        a_chunks = rearrange(a_chunks, "... (q t) f -> ... q t f", t=T).contiguous()  # (..., Q, T, F)
-    cum = within(a_chunks, x)  # x <- local states; cum: products a_0..a_t within each chunk
+    def chunks(t: Tensor, one: float) -> Tensor:  # (..., L, F) -> (..., Q, T, F), padded with ``one``
+        if constant:
+            return t.unsqueeze(-3)  # (..., 1, 1, F)
+        t = torch.nn.functional.pad(t.expand(*batch, *t.shape[-2:]), (0, 0, 0, pad), value=one)
+        return rearrange(t, "... (q t) f -> ... q t f", t=T).contiguous()
+
+    a_chunks = chunks(a, 1.0)
+    log_chunks = None if log_a is None else chunks(log_a, 0.0)
+    cum = within(a_chunks, x, log_chunks)  # x <- local states; cum: products a_0..a_t within each chunk
     if Q > 1:
         # carries: the chunk-end states, themselves a recurrence over the Q chunks: (..., Q, F)
         carry = _scan(cum[..., -1, :], x[..., -1, :])
@@ -192,17 +225,18 @@ def _chunked(a: Tensor, b: Tensor, T: int, within) -> Tensor:
     return x[..., :L, :]
 
 
-def _rescaled_chunks(a: Tensor, x: Tensor) -> Tensor:
+def _rescaled_chunks(a: Tensor, x: Tensor, log_a: Tensor | None = None) -> Tensor:
     """In place: ``x`` (..., Q, T, F) becomes the within-chunk states; returns the cumulative products.
 
-    ``a`` is (..., Q, T, F), or (..., 1, 1, F) for a constant multiplier.
+    ``a`` is (..., Q, T, F), or (..., 1, 1, F) for a constant multiplier; ``log_a`` its log if known.
     """
     T = x.shape[-2]
+    log = complex_log(a) if log_a is None else log_a
     if a.shape[-2] == 1:
         steps = torch.arange(T, device=x.device, dtype=x.real.dtype)[:, None]  # (T, 1)
-        log_cum = (steps + 1) * complex_log(a)  # (..., 1, T, F)
+        log_cum = (steps + 1) * log  # (..., 1, T, F)
     else:
-        log_cum = complex_log(a).cumsum_(-2)  # (..., Q, T, F)
+        log_cum = log.cumsum(-2) if log_a is not None else log.cumsum_(-2)  # (..., Q, T, F)
     cum = complex_exp(log_cum)
     if cum.is_complex():  # 1 / A_s = conj(A_s) / |A_s|^2: one real exp instead of another polar (exp, cos, sin)
         x.mul_(cum.conj()).mul_(torch.exp(log_cum.real * -2))  # b_s / A_s
@@ -213,8 +247,8 @@ def _rescaled_chunks(a: Tensor, x: Tensor) -> Tensor:
     return cum
 
 
-def _doubling_chunks(a: Tensor, x: Tensor) -> Tensor:
-    """As :func:`_rescaled_chunks` with a log-depth Hillis-Steele scan (safe for any ``a``)."""
+def _doubling_chunks(a: Tensor, x: Tensor, log_a: Tensor | None = None) -> Tensor:
+    """As :func:`_rescaled_chunks` with a log-depth Hillis-Steele scan (safe for any ``a``; no logs)."""
     T = x.shape[-2]
     if a.shape[-2] == 1:
         power = a  # a^s at shift s

@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 from ssmcore.hippo import nplr
 from ssmcore.init import log_dt_init
 from ssmcore.layers.base import Recurrence, SSMLayer, accumulate_grads
-from ssmcore.scan import complex_exp, linear_scan
+from ssmcore.scan import complex_exp, complex_expm1, linear_scan
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 #: steps per chunk of the chunked scan: about this many (batch x step x mode) elements per chunk ...
@@ -134,7 +134,7 @@ class S5(SSMLayer):
         Lambda = self.eigenvalues() if Lambda is None else Lambda
         dtA = step * Lambda
         if self.disc == "zoh":
-            return dtA, torch.expm1(dtA) / Lambda
+            return dtA, complex_expm1(dtA) / Lambda
         denom = 1 - dtA / 2
         return torch.log((1 + dtA / 2) / denom), step / denom
 
@@ -210,7 +210,7 @@ class S5(SSMLayer):
         # B~ u as one real matmul: (B, L, H) @ (H, 2M) -> (B, L, M) complex
         Bu = torch.view_as_complex(torch.einsum("blh,mhr->blmr", x.to(B.dtype), B).contiguous())
         a = complex_exp(log_a)  # (M,) or (B, L, M)
-        return linear_scan(a, b_scale * Bu, state, dim=1)  # (B, L, M)
+        return linear_scan(a, b_scale * Bu, state, dim=1, log_a=log_a)  # (B, L, M); the scan needs no log of its own
 
     # ----------------------------------------------------------------- recurrent mode
     def discrete_recurrence(self, rate: float = 1.0) -> Recurrence:
