@@ -296,20 +296,7 @@ class _BlockedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer: Mega, names: list[str], bounds: list[tuple[int, int]], random: bool, x: Tensor,
                 xe: Tensor, *params: Tensor) -> Tensor:
-        device_type = x.device.type
-        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-        run = with_parameters(layer, "_attention_from_start", names, list(params))
-        out, ctx.rng = None, []
-        for t0, t1 in bounds:
-            if random:
-                ctx.rng.append(_rng_state(x.device))
-            o = run(x[:, t0:t1], xe[:, t0:t1])
-            if out is None:
-                out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
-            out[:, t0:t1] = o
-        ctx.layer, ctx.names, ctx.bounds = layer, names, bounds
-        ctx.save_for_backward(x, xe, *params)
-        return out
+        return _forward_blocks(ctx, layer, names, bounds, random, x, xe, params, cache=False)
 
     @staticmethod
     @once_differentiable
@@ -354,20 +341,7 @@ class _PrefixAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer: Mega, names: list[str], bounds: list[tuple[int, int]], random: bool, x: Tensor,
                 xe: Tensor, *params: Tensor) -> Tensor:
-        device_type = x.device.type
-        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-        run = with_parameters(layer, "_gated_attention", names, list(params))
-        out, keys, values, ctx.rng = None, None, None, []
-        for t0, t1 in bounds:
-            if random:
-                ctx.rng.append(_rng_state(x.device))
-            o, (keys, values) = run(x[:, t0:t1], xe[:, t0:t1], keys, values)
-            if out is None:
-                out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
-            out[:, t0:t1] = o
-        ctx.layer, ctx.names, ctx.bounds = layer, names, bounds
-        ctx.save_for_backward(x, xe, *params)
-        return out
+        return _forward_blocks(ctx, layer, names, bounds, random, x, xe, params, cache=True)
 
     @staticmethod
     @once_differentiable
@@ -406,6 +380,31 @@ class _PrefixAttention(torch.autograd.Function):
                 n += 2
             accumulate_grads(d_params, wanted, g[n:])
         return (None, None, None, None, dx, dxe, *d_params)
+
+
+def _forward_blocks(ctx, layer: Mega, names: list[str], bounds: list[tuple[int, int]], random: bool, x: Tensor,
+                    xe: Tensor, params: tuple[Tensor, ...], cache: bool) -> Tensor:
+    """The shared forward of both blocked functions: the block on each piece ``bounds`` of the sequence, with
+    ``params`` as the layer's parameters ``names``; with ``cache`` each piece attends to the keys and values
+    of the pieces before it (:meth:`Mega._gated_attention`), else it starts at a chunk boundary with none
+    (:meth:`Mega._attention_from_start`).  Keeps what the backward needs on ``ctx``."""
+    device_type = x.device.type
+    ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+    run = with_parameters(layer, "_gated_attention" if cache else "_attention_from_start", names, list(params))
+    out, keys_values, ctx.rng = None, (None, None), []
+    for t0, t1 in bounds:
+        if random:
+            ctx.rng.append(_rng_state(x.device))
+        if cache:
+            o, keys_values = run(x[:, t0:t1], xe[:, t0:t1], *keys_values)
+        else:
+            o = run(x[:, t0:t1], xe[:, t0:t1])
+        if out is None:
+            out = o.new_empty((o.shape[0], x.shape[1], *o.shape[2:]))
+        out[:, t0:t1] = o
+    ctx.layer, ctx.names, ctx.bounds = layer, names, bounds
+    ctx.save_for_backward(x, xe, *params)
+    return out
 
 
 def _backward_start(ctx) -> tuple:
