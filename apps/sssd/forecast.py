@@ -48,9 +48,6 @@ from apps.sssd.infer import (
 from apps.sssd.module import SSSDModule
 from apps.sssd.point import POINTS, held_out_blend
 
-#: the point estimates, the default first
-FORECAST_POINTS = POINTS
-
 
 def future_times(times: np.ndarray, horizon: int, unit: float) -> np.ndarray:
     """``times`` (N, T) extended by ``horizon`` stamps ``unit`` apart after each series' last one: (N, T + horizon)."""
@@ -83,14 +80,12 @@ def forecast_blend(model: SSSDModule, before: np.ndarray, horizon: int, n_sample
 def forecast(argv: list[str]) -> None:
     """``ssm sssd forecast --ckpt CKPT --input ... --out forecast.csv --horizon H [--holdout] [--point shrunk|mean|median]
     [--no-calibrate] [--time-column NAME|none]``."""
-    p = _parser("ssm sssd forecast", "Forecast the next H steps of series (or their last H with --holdout).")
+    p = _parser("ssm sssd forecast", "Forecast the next H steps of series (or their last H with --holdout).",
+                "the point forecast written: shrunk (default: the samples' mean, shrunk toward the last observed "
+                "value as far as held-out steps say), mean or median of the samples",
+                "shrunk: skip fitting its blend on the H steps before the horizon (one sampling pass less)")
     p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
     p.add_argument("--holdout", action="store_true", help="hide and forecast the last H steps, and score them")
-    p.add_argument("--point", choices=FORECAST_POINTS, default="shrunk",
-                   help="the point forecast written: shrunk (default: the samples' mean, shrunk toward the last "
-                        "observed value as far as held-out steps say), mean or median of the samples")
-    p.add_argument("--no-calibrate", action="store_true",
-                   help="shrunk: skip fitting its blend on the H steps before the horizon (one sampling pass less)")
     a = p.parse_args(argv)
     check_options(a)
     model = load_model(a.ckpt)

@@ -260,8 +260,12 @@ def write_outputs(out: Path, data: SeriesFile, values: np.ndarray, observed: np.
     return paths
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+def _parser(prog: str, description: str, point_help: str, calibrate_help: str) -> argparse.ArgumentParser:
+    """The options impute and forecast share; ``point_help`` / ``calibrate_help`` say what their ``--point`` and
+    ``--no-calibrate`` mean for the verb."""
     p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--point", choices=POINTS, default="shrunk", help=point_help)
+    p.add_argument("--no-calibrate", action="store_true", help=calibrate_help)
     p.add_argument("--ckpt", required=True, help="checkpoint of `ssm sssd fit`")
     p.add_argument("--input", required=True, help=".csv (time x channels) or .npy (N, L, C); NaN/empty = missing")
     p.add_argument("--out", required=True, help="output .csv or .npy (point estimate, 5%% and 95%% quantiles)")
@@ -360,12 +364,10 @@ def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, n
 def impute(argv: list[str]) -> None:
     """``ssm sssd impute --ckpt CKPT --input data.csv|npy --out imputed.csv --samples 100 [--sampler ddim --steps 50]
     [--point shrunk|mean|median] [--no-calibrate]``."""
-    p = _parser("ssm sssd impute", "Impute the missing (NaN/empty) entries of series.")
-    p.add_argument("--point", choices=POINTS, default="shrunk",
-                   help="the point estimate written: shrunk (default: the mean, shrunk toward linear interpolation "
-                        "where the model knows no better), mean or median of the samples")
-    p.add_argument("--no-calibrate", action="store_true",
-                   help="shrunk: skip fitting its blend on held-out observed entries (one sampling pass less)")
+    p = _parser("ssm sssd impute", "Impute the missing (NaN/empty) entries of series.",
+                "the point estimate written: shrunk (default: the mean, shrunk toward linear interpolation where "
+                "the model knows no better), mean or median of the samples",
+                "shrunk: skip fitting its blend on held-out observed entries (one sampling pass less)")
     a = p.parse_args(argv)
     check_options(a)
     model = load_model(a.ckpt)
