@@ -441,8 +441,13 @@ static void ssm_groups(const i64 *r, const float *w, float *st, i64 stride, cons
             vf us[4], ys[4];
             for (int k = 0; k < NR; k++) {
                 xs[k] = st + (i64)(r0 + k) * stride + r[SOFF] + o;
-                us[k] = (vf){0};
-                memcpy(&us[k], u + (i64)(r0 + k) * H + ch, (size_t)n * sizeof(float));
+                const float *uk = u + (i64)(r0 + k) * H + ch;
+                if (n == VL) {
+                    us[k] = loadv(uk);
+                } else { /* the padded last group: its missing lanes read 0 */
+                    us[k] = (vf){0};
+                    for (int j = 0; j < n; j++) us[k][j] = uk[j];
+                }
             }
 #define SSM_LANES(nr) ssm_lanes(xs, us, ys, nr, M, R, KS, Hp, lam + o, bb + o, a + o, c + ch, G + o, C + o, D + ch)
             switch (NR) {
@@ -452,7 +457,11 @@ static void ssm_groups(const i64 *r, const float *w, float *st, i64 stride, cons
                 default: SSM_LANES(1); break;
             }
 #undef SSM_LANES
-            for (int k = 0; k < NR; k++) memcpy(y + (i64)(r0 + k) * H + ch, &ys[k], (size_t)n * sizeof(float));
+            for (int k = 0; k < NR; k++) {
+                float *yk = y + (i64)(r0 + k) * H + ch;
+                if (n == VL) memcpy(yk, &ys[k], sizeof(vf));
+                else for (int j = 0; j < n; j++) yk[j] = ys[k][j];
+            }
         }
     }
 }
