@@ -170,7 +170,7 @@ def pack_lanes(re: Tensor, im: Tensor, vl: int) -> Tensor:
     z = torch.stack([re, im], -1).to(torch.float32)  # (..., H, M, 2)
     z = torch.nn.functional.pad(z, (0, 0, 0, 0, 0, pad))  # (..., Hp, M, 2)
     z = z.unflatten(-3, (z.shape[-3] // vl, vl))  # (..., G, vl, M, 2)
-    return z.movedim(-3, -1).reshape(*re.shape[:-2], -1)  # (..., G, M, 2, vl)
+    return z.movedim(-3, -1).flatten(-4)  # (..., G, M, 2, vl), flattened (also with no rows: rank 0)
 
 
 def _padded(t: Tensor, vl: int) -> Tensor:
