@@ -13,7 +13,19 @@ import torch
 
 from apps.common.cli import main
 from apps.common.errors import UserError
-from apps.speech.augment import Augmentation, band_gain_db, log_frequency_gain, place, speed_change
+from apps.speech.augment import (
+    Augmentation,
+    band_gain_db,
+    formant_warp,
+    levinson,
+    log_frequency_gain,
+    lpc_envelope,
+    place,
+    pulse_train,
+    speed_change,
+    vocode,
+    voicing,
+)
 from apps.speech.data import SpeechCommandsData
 from tests.apps.speech.speech_sets import TINY_RECIPE, WORDS, tiny_set
 
@@ -94,7 +106,7 @@ def test_masks_remove_one_band_and_one_stretch():
 
 def test_same_seed_same_draw_and_every_transform_finite():
     aug = Augmentation(speed=(0.85, 1.15), eq=1.0, band_limit=1.0, reverb=1.0, noise=1.0, gain_db=6.0,
-                       freq_mask=1.0, time_mask=1.0)
+                       freq_mask=1.0, time_mask=1.0, formant=(0.9, 1.1), vocoder=1.0)
     x = torch.randn(FS)
     torch.manual_seed(5)
     a = aug(x)
@@ -114,10 +126,110 @@ def test_same_seed_same_draw_and_every_transform_finite():
     ({"gain_db": -1}, "dB >= 0"),
     ({"reverb": "lots"}, "takes a number"),
     ("speed", "takes a mapping"),
+    ({"vocoder": 2}, "vocoder is a probability"),
+    ({"formant": [1.2, 0.9]}, "formant: \\[lo, hi\\] needs finite lo <= hi and lo > 0"),
+    ({"formant": [0.3, 1.0]}, "warp range within \\[0.5, 2\\]"),
+    ({"f0": [0, 300]}, "lo > 0"),
+    ({"f0": [20, 300]}, "pitch range in Hz within \\[40, 1000\\]"),
+    ({"f0": 120}, "f0 takes a range"),
 ])
 def test_config_mistakes_are_one_clear_error(config, message):
     with pytest.raises(UserError, match=message):
         Augmentation.from_config(config)
+
+
+def _resonator(excitation: torch.Tensor, hz: float, radius: float = 0.97) -> tuple[torch.Tensor, torch.Tensor]:
+    """``excitation`` through the two-pole filter 1 / (1 + a1 z^-1 + a2 z^-2) with poles at ``radius``,
+    angle 2 pi hz / FS (float64, by the difference equation); returns the output and (1, a1, a2)."""
+    a1, a2 = -2 * radius * math.cos(2 * math.pi * hz / FS), radius ** 2
+    y = [0.0, 0.0]
+    for e in excitation.double().tolist():
+        y.append(e - a1 * y[-1] - a2 * y[-2])
+    return torch.tensor(y[2:], dtype=torch.float64), torch.tensor([1.0, a1, a2], dtype=torch.float64)
+
+
+def _envelope_peak_hz(wav: torch.Tensor) -> float:
+    env = lpc_envelope(wav)
+    return float(env[:, 20:-20].mean(1).argmax()) * FS / 512
+
+
+def _pitch_hz(wav: torch.Tensor) -> float:
+    """The lag of the largest autocorrelation at 2.5-16 ms of the loud middle of ``wav``."""
+    x = wav.double()[4000:12000]
+    ac = torch.fft.irfft(torch.fft.rfft(x, 2 * x.shape[0]).abs() ** 2)[:x.shape[0]]
+    return FS / (40 + int(ac[40:257].argmax()))
+
+
+def test_levinson_solves_the_normal_equations():
+    torch.manual_seed(3)
+    x = torch.randn(4, 400, dtype=torch.float64).cumsum(-1)  # strongly coloured
+    r = torch.stack([torch.stack([(row[:row.shape[0] - k] * row[k:]).sum() for k in range(9)]) for row in x])
+    a = levinson(r, 8)
+    for ri, ai in zip(r, a):
+        # the normal equations with the documented -90 dB white floor on the diagonal, r0 (1 + 1e-9)
+        toeplitz = torch.stack([torch.stack([ri[abs(i - j)] * (1 + 1e-9 * (i == j)) for j in range(1, 9)])
+                                for i in range(1, 9)])
+        reference = torch.linalg.solve(toeplitz, -ri[1:9])
+        torch.testing.assert_close(ai[1:], reference, rtol=1e-8, atol=1e-10)
+        assert float(ai[0]) == 1.0
+    flat = levinson(torch.zeros(2, 9, dtype=torch.float64), 8)  # silence: a flat envelope, no NaN
+    torch.testing.assert_close(flat, torch.eye(1, 9, dtype=torch.float64).expand(2, 9))
+
+
+def test_lpc_envelope_follows_a_known_resonance():
+    torch.manual_seed(4)
+    wav, a = _resonator(torch.randn(FS), 1000.0)
+    env = lpc_envelope(wav.float())
+    assert env.shape == (257, FS // 128 + 1)
+    true = 1 / torch.fft.rfft(a, 512).abs() ** 2
+    mid = env[:, 20:-20].mean(1)
+    # the 20-pole fit to a 2-pole process: same peak, and within 3 dB of the true shape over 200 Hz - 7 kHz
+    assert abs(float(mid.argmax()) - float(true.argmax())) <= 1
+    band = slice(7, 224)
+    db = 10 * torch.log10(mid[band] / mid[band].max()) - 10 * torch.log10(true[band] / true[band].max())
+    assert float(db.abs().max()) < 3.0
+
+
+def test_formant_warp_moves_the_envelope_and_keeps_the_pitch():
+    pulses = pulse_train(torch.full((FS,), 125.0))
+    wav, _ = _resonator(pulses, 1000.0)
+    wav = wav.float()
+    torch.testing.assert_close(formant_warp(wav, 1.0), wav)
+    for factor in (0.8, 1.25):
+        out = formant_warp(wav, factor)
+        assert out.shape == wav.shape and bool(torch.isfinite(out).all())
+        assert _envelope_peak_hz(out) == pytest.approx(1000 * factor, abs=2 * FS / 512)
+        assert _pitch_hz(out) == pytest.approx(125.0, rel=0.02)
+
+
+def test_pulse_train_and_voicing():
+    assert int(pulse_train(torch.full((FS,), 100.0)).sum()) == 100
+    rising = pulse_train(torch.linspace(100.0, 200.0, FS))
+    assert int(rising.sum()) == 150  # the integral of the contour
+    for hz in (70.0, 150.0, 300.0):  # a voice-like periodic frame scores about 1 whatever its period
+        voiced, _ = _resonator(pulse_train(torch.full((FS,), hz)), 700.0)
+        assert float(voicing(voiced.float())[3:-3].median()) > 0.8
+    torch.manual_seed(6)
+    hiss, _ = _resonator(torch.randn(FS), 700.0)  # a formant ringing on noise is not voiced
+    assert float(voicing(hiss.float()).median()) < 0.35
+
+
+def test_vocode_gives_the_new_pitch_the_old_envelope_and_energy():
+    torch.manual_seed(7)
+    wav, _ = _resonator(pulse_train(torch.full((FS,), 100.0)), 1000.0)
+    wav = wav.float()
+    out = vocode(wav, torch.full((FS,), 200.0), torch.randn(FS))
+    assert out.shape == wav.shape and out.dtype == torch.float32
+    assert _pitch_hz(wav) == pytest.approx(100.0, rel=0.02) and _pitch_hz(out) == pytest.approx(200.0, rel=0.02)
+    assert _envelope_peak_hz(out) == pytest.approx(1000.0, abs=2 * FS / 512)
+    assert float(out.pow(2).sum() / wav.pow(2).sum()) == pytest.approx(1.0, abs=0.15)
+    # warped and re-excited at once
+    assert _envelope_peak_hz(vocode(wav, torch.full((FS,), 200.0), torch.randn(FS), warp=1.2)) == pytest.approx(
+        1200.0, abs=2 * FS / 512)
+    # an unvoiced clip (noise through the resonator) is re-excited by noise: no pitch appears
+    hiss, _ = _resonator(torch.randn(FS), 1000.0)
+    again = vocode(hiss.float(), torch.full((FS,), 200.0), torch.randn(FS))
+    assert float(voicing(again).median()) < 0.5
 
 
 def test_data_module_augments_training_clips_only_and_low_passes_on_request(tmp_path_factory):
