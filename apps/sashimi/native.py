@@ -272,7 +272,7 @@ class NativeRun:
         self.state = torch.zeros(batch, stepper.state_size, dtype=torch.float32)
         ssm_states = [s for tier in tier_states(stepper.model, state) for s in tier if s is not None]
         maps = [m for kind, m in stepper.state_map if kind == "ssm"]
-        vl = strip_widths(stepper.lib)[1]
+        vl = stepper.vector_width
         for (at, H, M), s in zip(maps, ssm_states, strict=True):
             if tuple(s.shape[-2:]) != (H, M):
                 raise ValueError(f"an SSM state of shape {tuple(s.shape)} for a block of {H} channels x {M} modes")
@@ -349,9 +349,10 @@ class NativeStepper:
         # At batch 1 with threads >= 2, the two threads share each step: linears of at least this many
         # weights and SSM blocks of at least this many terms (H x M x 10) are split between them.
         self.split_min = SPLIT_MIN
+        widths = strip_widths(self.lib)
+        self.vector_width = widths[1]  # floats per SIMD vector of the library: SSM channels per lane group
         with torch.no_grad():
-            self.program, self.weights, self.state_size, self.state_map = compile_program(
-                model, weights, strip_widths(self.lib))
+            self.program, self.weights, self.state_size, self.state_map = compile_program(model, weights, widths)
         if model.embedding.weight.device.type != "cpu":
             raise ValueError("the native step runs on CPU; use the torch backend on other devices")
         norms = [m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]

@@ -45,6 +45,7 @@ festival as far from espeak-ng as before.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -209,6 +210,7 @@ def voicing(wav: Tensor, f0_range: tuple[float, float] = (60.0, 400.0), power: T
     return (r[:, lo:hi + 1] / r[:, :1].clamp_min(1e-30) / window).amax(-1).clamp(0.0, 1.0)
 
 
+@functools.cache
 def autocorrelation_of_window() -> Tensor:
     """The ``FRAME``-point Hann window's autocorrelation at lags 0..FRAME - 1, divided by its value at 0."""
     w = torch.hann_window(FRAME, dtype=torch.float64)

@@ -331,17 +331,14 @@ def read_times(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 def _load_input(a: argparse.Namespace, model: SSSDModule) -> tuple[SeriesFile, np.ndarray, np.ndarray | None]:
     """The input's data, its values (N, T, C) and its time stamps (N, T) float64 (None without a time column)."""
-    stamps = getattr(a, "times", None)
-    trained = getattr(model, "training_time_column", None) not in (None, "none")
-    if not is_table(a.input):
-        if stamps is None and trained and a.time_column != "none":
-            raise UserError(f"{a.input}: the model was trained with time stamps (data.time_column "
-                            f"{model.training_time_column!r}); give the series' stamps with --times FILE.npy, or pass "
-                            "--time-column none if its rows are evenly spaced")
-    elif stamps is not None:
+    stamps, trained = a.times, getattr(model, "training_time_column", None)
+    if stamps is not None and is_table(a.input):
         raise UserError(f"--times {stamps}: only for an .npy --input; a CSV's stamps are its column (--time-column NAME)")
     if stamps is not None and a.time_column == "none":
         raise UserError(f"--times {stamps} and --time-column none contradict each other; give one of them")
+    if stamps is None and not is_table(a.input) and trained not in (None, "none") and a.time_column != "none":
+        raise UserError(f"{a.input}: the model was trained with time stamps (data.time_column {trained!r}); give the "
+                        "series' stamps with --times FILE.npy, or pass --time-column none if its rows are evenly spaced")
     column, named = input_time_column(a, model)
     options = {"time_column": column} if column else {}
     try:

@@ -303,16 +303,8 @@ class _BlockedAttention(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, xe, params, wanted, d_params, dx, dxe = _backward_start(ctx)
         run = with_parameters(ctx.layer, "_attention_from_start", ctx.names, params)
-        device_type, enabled, dtype = ctx.autocast
-        devices = [x.device] if x.device.type == "cuda" else []
         for j, (t0, t1) in enumerate(ctx.bounds):
-            xs = x[:, t0:t1].detach().requires_grad_(dx is not None)
-            xes = xe[:, t0:t1].detach().requires_grad_(dxe is not None)
-            with torch.random.fork_rng(devices=devices, enabled=bool(ctx.rng)):
-                if ctx.rng:
-                    _set_rng_state(x.device, ctx.rng[j])
-                with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-                    o = run(xs, xes)
+            xs, xes, o = _rerun_block(ctx, j, run, x, xe, dx is not None, dxe is not None)
             leaves = [t for t in (xs, xes) if t.requires_grad]
             g = torch.autograd.grad(o, leaves + [params[i] for i in wanted], grad[:, t0:t1], allow_unused=True)
             if dx is not None:
@@ -352,17 +344,10 @@ class _PrefixAttention(torch.autograd.Function):
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
             keys, values = with_parameters(ctx.layer, "_keys_values", ctx.names, params)(x, xe)
         d_keys, d_values = torch.zeros_like(keys), torch.zeros_like(values)
-        devices = [x.device] if x.device.type == "cuda" else []
         for j in range(len(ctx.bounds) - 1, -1, -1):
             t0, t1 = ctx.bounds[j]
-            xs = x[:, t0:t1].detach().requires_grad_(dx is not None)
-            xes = xe[:, t0:t1].detach().requires_grad_(dxe is not None)
             prefix = [t[:, :t0].detach().requires_grad_() if t0 else None for t in (keys, values)]
-            with torch.random.fork_rng(devices=devices, enabled=bool(ctx.rng)):
-                if ctx.rng:
-                    _set_rng_state(x.device, ctx.rng[j])
-                with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-                    o, (k_all, v_all) = run(xs, xes, *prefix)
+            xs, xes, (o, (k_all, v_all)) = _rerun_block(ctx, j, run, x, xe, dx is not None, dxe is not None, *prefix)
             # the block's own keys and values (the cache's last rows) get what the later blocks sent
             g_k = nn.functional.pad(d_keys[:, t0:t1], (0, 0, t0, 0)).to(k_all.dtype)
             g_v = nn.functional.pad(d_values[:, t0:t1], (0, 0, t0, 0)).to(v_all.dtype)
@@ -405,6 +390,22 @@ def _forward_blocks(ctx, layer: Mega, names: list[str], bounds: list[tuple[int, 
     ctx.layer, ctx.names, ctx.bounds = layer, names, bounds
     ctx.save_for_backward(x, xe, *params)
     return out
+
+
+def _rerun_block(ctx, j: int, run, x: Tensor, xe: Tensor, want_x: bool, want_xe: bool, *cache) -> tuple:
+    """Block ``j`` of the forward run again under autograd for a blocked backward: ``(x_j, x'_j, run's output)``,
+    the two pieces as fresh leaves (requiring grad as asked), with the forward's autocast state and, when
+    dropout was active, its random state (restored only inside the rerun)."""
+    t0, t1 = ctx.bounds[j]
+    xs = x[:, t0:t1].detach().requires_grad_(want_x)
+    xes = xe[:, t0:t1].detach().requires_grad_(want_xe)
+    device_type, enabled, dtype = ctx.autocast
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=bool(ctx.rng)):
+        if ctx.rng:
+            _set_rng_state(x.device, ctx.rng[j])
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            return xs, xes, run(xs, xes, *cache)
 
 
 def _backward_start(ctx) -> tuple:

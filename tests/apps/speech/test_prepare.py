@@ -6,6 +6,7 @@ import csv
 import hashlib
 
 import numpy as np
+import pytest
 import soundfile
 
 from apps.common.cli import main
@@ -119,18 +120,6 @@ def test_flite_voice_warp_moves_the_pitch(tmp_path):
     assert 1.2 < high / low < 1.55  # 1.16 / 0.84 = 1.38
 
 
-def test_prepare_flite_cli_and_missing_synthesiser(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "fl"
-    assert main(["speech", "prepare", "--engine", "flite", "--out", str(out), "--words", "go,no",
-                 "--per-word", "3", "--jobs", "1"]) == 0
-    assert (out / "go").is_dir() and "spoken by flite" in (out / "README.md").read_text()
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert main(["speech", "prepare", "--engine", "flite", "--out", str(tmp_path / "x"), "--words", "go",
-                 "--per-word", "3"]) == 2
-    assert "flite is needed" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
-
-
 def test_festival_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
     stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine="festival")
     build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine="festival")
@@ -172,14 +161,15 @@ def test_festival_settings_reach_the_voice():
     assert rate == round(16000 * 1.16)  # the warp relabels the rate: formants and pitch move up by 1.16
 
 
-def test_prepare_festival_cli_and_missing_synthesiser(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "fe"
-    assert main(["speech", "prepare", "--engine", "festival", "--out", str(out), "--words", "go,no",
+@pytest.mark.parametrize("engine", ["flite", "festival"])
+def test_prepare_cli_and_missing_synthesiser(engine, tmp_path, capsys, monkeypatch):
+    out = tmp_path / engine
+    assert main(["speech", "prepare", "--engine", engine, "--out", str(out), "--words", "go,no",
                  "--per-word", "3", "--jobs", "1"]) == 0
-    assert (out / "go").is_dir() and "spoken by festival" in (out / "README.md").read_text()
+    assert (out / "go").is_dir() and f"spoken by {engine}" in (out / "README.md").read_text()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert main(["speech", "prepare", "--engine", "festival", "--out", str(tmp_path / "x"), "--words", "go",
+    assert main(["speech", "prepare", "--engine", engine, "--out", str(tmp_path / "x"), "--words", "go",
                  "--per-word", "3"]) == 2
     err = capsys.readouterr().err
-    assert "festival is needed" in err and err.count("\n") == 1
+    assert f"{engine} is needed" in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
