@@ -87,12 +87,18 @@ def test_cli_keeps_an_existing_set_and_reports_mistakes(tmp_path, capsys):
     assert "--words takes sc35, sc10, sc09" in capsys.readouterr().err
 
 
-def test_flite_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
-    stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine="flite")
-    build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine="flite")
+def _built_twice(tmp_path, engine: str):
+    """A 2-word, 4-clip stand-in of ``engine`` built with 2 jobs and again with 1: the same files (deterministic
+    from the seed, whatever the parallelism); the first one's root."""
+    stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine=engine)
+    build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine=engine)
     assert stats["clips"] == 8
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    root = tmp_path / "a"
+    return tmp_path / "a"
+
+
+def test_flite_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
+    root = _built_twice(tmp_path, "flite")
     clip = sorted((root / "go").glob("*_nohash_*.wav"))[0]
     info = soundfile.info(str(clip))
     assert (info.samplerate, info.channels, info.frames) == (16000, 1, 16000)
@@ -121,11 +127,7 @@ def test_flite_voice_warp_moves_the_pitch(tmp_path):
 
 
 def test_festival_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
-    stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine="festival")
-    build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine="festival")
-    assert stats["clips"] == 8
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    root = tmp_path / "a"
+    root = _built_twice(tmp_path, "festival")
     clips = sorted(root.glob("*/*_nohash_*.wav"))
     assert len(clips) == 8
     for clip in clips:
