@@ -1,4 +1,4 @@
-"""``ssm speech prepare``: offline stand-ins for Speech Commands v0.02, from three independent synthesisers.
+"""``ssm speech prepare``: offline stand-ins for Speech Commands v0.02, from four independent synthesisers.
 
 The real dataset (Warden 2018, "Speech Commands: A Dataset for Limited-Vocabulary Speech
 Recognition") is one folder per word of 1-second 16 kHz mono WAVs named
@@ -29,6 +29,12 @@ not clips, are split 80/10/10, so no test voice is heard in training.  Everythin
 Several synthesiser processes run at once (``--jobs``), each writing to a pipe.  Training on one
 engine's stand-in and testing on another's measures whether a model learned the words or the
 synthesiser.
+
+- ``klatt``: ssm-suite's own rule-based formant synthesiser (:mod:`apps.speech.klatt`: Klatt's 1980
+  cascade/parallel synthesiser driven by phone rules from the acoustic-phonetics literature), a
+  second rule-drawn family beside espeak-ng that shares none of its code or phone data.  Its 120
+  speakers (``klatt-000`` ...) are men, women and children with their own vocal tracts, glottal
+  sources, accents and articulation; it speaks the 35 Speech Commands words.
 
 ``--engine asterisk`` is no synthesiser but a probe with a real human voice: the ten digits
 recorded by Allison Smith for Asterisk (Debian ``asterisk-core-sounds-en-wav``, CC-BY-SA-3.0;
@@ -61,6 +67,7 @@ from scipy.signal import lfilter, resample_poly
 from apps.common.errors import UserError
 from apps.common.prepared import already_prepared, building
 from apps.common.speech_commands import SAMPLE_RATE, WORD_SETS
+from apps.speech import klatt
 
 #: espeak-ng's English accents (mbrola voices need an extra package, so they are left out)
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -73,7 +80,7 @@ FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 #: vocal-tract warps applied to each Flite or Festival voice (resampling factors: formants and pitch scale by it)
 WARPS = FLITE_WARPS
 FESTIVAL_BATCH = 40  # clips per Festival process
-ENGINES = ("espeak-ng", "flite", "festival", "asterisk")
+ENGINES = ("espeak-ng", "flite", "festival", "klatt", "asterisk")
 #: where Debian's asterisk-core-sounds-en-wav puts Allison Smith's digits (0.wav ... 9.wav)
 ASTERISK_DIGITS = "/usr/share/asterisk/sounds/en_US_f_Allison/digits"
 NOISE_FILES = ("white_noise", "pink_noise", "brown_noise", "hum")
@@ -87,8 +94,8 @@ class Clip:
     speaker: str
     index: int
     voice: str
-    pitch: int  # espeak-ng: its 0-99 pitch; flite, festival: the target mean F0 in Hz
-    speed: int  # espeak-ng: words per minute; flite, festival: percent of the voice's own rate
+    pitch: int  # espeak-ng: its 0-99 pitch; flite, festival, klatt: the target mean F0 in Hz
+    speed: int  # espeak-ng: words per minute; flite, festival, klatt: percent of the voice's own rate
     gain: float
     offset: float  # fraction of the free room before the word
     noise: float
@@ -164,6 +171,8 @@ class Engine:
             return flite_voices()
         if self.name == "festival":
             return festival_voices()
+        if self.name == "klatt":
+            return [f"klatt-{i:03d}" for i in range(klatt.VOICES)]
         return [f"{a}+{v}" for a in ACCENTS for v in espeak_variants()]
 
 
@@ -171,6 +180,7 @@ ENGINE_SPECS = {
     "espeak-ng": Engine("espeak-ng", (20, 80), (135, 200), 8, 15, (0, 99)),
     "flite": Engine("flite", (90, 200), (82, 122), 12, 8, (60, 260)),
     "festival": Engine("festival", (80, 190), (82, 122), 12, 8, (60, 260)),
+    "klatt": Engine("klatt", (90, 180), (82, 122), 12, 8, (60, 260)),  # x the speaker's own pitch scale
 }
 
 
@@ -246,6 +256,8 @@ def speak(clip: Clip, engine: str = "espeak-ng") -> tuple[np.ndarray, int]:
     voice, warp = split_warp(clip.voice)
     if engine == "festival":
         return speak_festival([clip])[0]
+    if engine == "klatt":
+        return klatt.say(clip.word, clip.voice, clip.pitch, clip.speed, clip.seed), klatt.RATE
     if engine == "flite":
         cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={100 / clip.speed:.4f}",
                "--setf", f"int_f0_target_mean={clip.pitch}", "-t", clip.word, "-o", "/dev/stdout"]
@@ -359,6 +371,8 @@ def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noi
     if engine not in ENGINE_SPECS:
         raise UserError(f"--engine: {engine!r} is no synthesiser; choose {', '.join(ENGINE_SPECS)} "
                         "(asterisk's recordings are laid out by build_recorded)")
+    if engine == "klatt":
+        klatt.check_words(words)
     clips, _, info = plan_clips(words, per_word, seed, noise, engine=engine)
     for word in words:
         (staging / word).mkdir(parents=True, exist_ok=True)
@@ -390,7 +404,7 @@ def build(staging: Path, words: Sequence[str], per_word: int, seed: int = 0, noi
         writer.writerow(["speaker", "voice", "split", "pitch", "speed"])
         for sid in sorted(info):
             writer.writerow([sid, info[sid]["voice"], info[sid]["split"], info[sid]["pitch"], info[sid]["speed"]])
-    kind = "accent+variant pairs" if engine == "espeak-ng" else "voice@warp pairs"
+    kind = {"espeak-ng": "accent+variant pairs", "klatt": "rule-drawn voices"}.get(engine, "voice@warp pairs")
     (staging / "README.md").write_text(
         f"Offline stand-in for Speech Commands v0.02, spoken by {engine} (ssm-suite).\n"
         f"words: {' '.join(words)}; {per_word} clips per word; seed {seed}; noise {noise}.\n"
@@ -466,15 +480,16 @@ def resolve_words(text: str) -> list[str]:
 def prepare_speech_commands(argv: list[str]) -> None:
     """``ssm speech prepare --out DIR --words sc35|sc10|sc09 --per-word N``."""
     p = argparse.ArgumentParser(prog="ssm speech prepare",
-                                description="Speak the Speech Commands words with espeak-ng, flite or festival "
+                                description="Speak the Speech Commands words with espeak-ng, flite, festival or klatt "
                                             "(or lay out recorded digits) in the v0.02 layout.")
     p.add_argument("--out", required=True, help="output folder, e.g. data/speech_commands_synth")
     p.add_argument("--words", help="sc35, sc10, sc09 or comma-separated words (default sc35; sc09 for asterisk)")
     p.add_argument("--per-word", type=int, default=300,
                    help="clips per word (default 300: the real recipes; 12 is enough for a demo)")
     p.add_argument("--engine", default="espeak-ng", choices=ENGINES,
-                   help="the synthesiser: espeak-ng (default), or flite or festival, independent ones with other "
-                        "voices (train on some, test on another); asterisk: ten digits recorded by one real person "
+                   help="the synthesiser: espeak-ng (default), or flite, festival or klatt (ssm-suite's own "
+                        "rule-based formant synthesiser), independent ones with other voices (train on some, test "
+                        "on another); asterisk: ten digits recorded by one real person "
                         "(a test-only SC09 probe, from asterisk-core-sounds-en-wav)")
     p.add_argument("--source", default=ASTERISK_DIGITS,
                    help=f"--engine asterisk: the folder of 0.wav ... 9.wav (default {ASTERISK_DIGITS})")
