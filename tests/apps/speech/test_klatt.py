@@ -94,8 +94,10 @@ def test_voices_differ_in_vocal_tract_and_pitch():
     assert scales.min() < 1.0 and scales.max() > 1.24  # men to children
     # a larger scale (a shorter vocal tract) moves /iy/'s F2 region up
     small, large = min(range(40), key=lambda i: scales[i]), max(range(40), key=lambda i: scales[i])
-    lo, hi = (_peak(_segment("three", f"klatt-{i:03d}", "IY"), 1600, 3600) for i in (small, large))
-    assert hi / lo > 0.8 * scales[large] / scales[small] > 1.05
+    lo, hi = (_first_formant(_segment("stop", f"klatt-{i:03d}", "AA")) for i in (small, large))
+    ratio = scales[large] / scales[small]
+    assert ratio > 1.3 and hi > 1.1 * lo  # /aa/'s F1 (750 Hz x scale x the accent's shift; a child's F0 of
+    # 200 Hz and more pulls an all-pole fit toward a harmonic, so only the direction is asserted)
     f0 = [_pitch(_segment("no", f"klatt-{i:03d}", "OW", pitch=120)) for i in (small, large)]
     pitch = [voices[i].pitch_scale * 120 for i in (small, large)]
     np.testing.assert_allclose(f0, pitch, rtol=0.25)  # the voice's own pitch, through the rise and fall
@@ -110,16 +112,17 @@ def _pitch(x: np.ndarray) -> float:
     return float(np.median(f0))
 
 
-def _peak(x: np.ndarray, lo: float, hi: float) -> float:
-    """The frequency of the strongest part of ``x``'s spectrum between ``lo`` and ``hi`` (smoothed over 150 Hz
-    above 1 kHz, so that a formant, not one of its harmonics, is found)."""
-    p = np.abs(np.fft.rfft(x * np.hanning(x.size), 8 * x.size)) ** 2
-    f = np.fft.rfftfreq(8 * x.size, 1 / klatt.RATE)
-    if lo > 1000:
-        width = int(150 / (f[1] - f[0]))
-        p = np.convolve(p, np.ones(width) / width, mode="same")
-    band = (f >= lo) & (f < hi)
-    return float(f[band][p[band].argmax()])
+def _first_formant(x: np.ndarray) -> float:
+    """The lowest resonance above 300 Hz of an order-18 all-pole fit (autocorrelation method), in Hz."""
+    from scipy.linalg import solve_toeplitz
+
+    w = np.diff(x) * np.hanning(x.size - 1)
+    r = np.correlate(w, w, "full")[w.size - 1:w.size + 19]
+    a = solve_toeplitz(r[:18], r[1:19])
+    roots = np.roots(np.concatenate([[1], -a]))
+    roots = roots[(roots.imag > 0) & (np.abs(roots) > 0.9)]
+    freqs = np.sort(np.angle(roots) * klatt.RATE / (2 * np.pi))
+    return float(freqs[freqs > 300][0])
 
 
 def test_every_word_speaks_deterministically():
