@@ -10,8 +10,8 @@ from the published method, sharing no code or phone data with espeak-ng:
 - **Synthesis** follows Klatt (1980), "Software for a cascade/parallel formant synthesizer", JASA 67(3):
   parameters are updated every 5 ms; a voicing source (the derivative of a KLGLOTT88-style glottal
   flow pulse ``t^2 - t^3`` over an open quotient of the period, with spectral tilt, jitter and
-  shimmer) and aspiration noise drive a cascade of formant resonators behind a nasal pole-zero
-  pair (eight at 16 kHz: Klatt's five, and F6-F8 of a 17.5 cm tube scaled by the speaker); frication noise drives a parallel bank (F2-F6 at their own amplitudes, plus a flat bypass).
+  shimmer) and aspiration noise drive a cascade of five formant resonators behind a nasal pole-zero
+  pair; frication noise drives a parallel bank (F2-F6 at their own amplitudes, plus a flat bypass).
   Each resonator is Klatt's difference equation ``y[n] = A x[n] + B y[n-1] + C y[n-2]`` with
   ``C = -exp(-2 pi BW T)``, ``B = 2 exp(-pi BW T) cos(2 pi F T)``, ``A = 1 - B - C``; the nasal zero
   is its inverse, ``y[n] = (x[n] - B x[n-1] - C x[n-2]) / A``.
@@ -51,9 +51,6 @@ from apps.common.errors import UserError
 RATE = 16000
 FRAME = 80  # samples per parameter update (5 ms, Klatt's)
 FRICATION = 2.0  # the parallel branch's level against the cascade's
-#: F6-F8 of an adult male vocal tract: a uniform 17.5 cm tube resonates at (2k - 1) x 500 Hz.  Klatt's
-#: 10 kHz synthesiser needed five formants; at 16 kHz a cascade of five would cut everything above ~5 kHz
-HIGHER = (5500.0, 6500.0, 7500.0)
 VOICES = 120  # speakers of the stand-in: klatt-000 ... klatt-119
 
 
@@ -157,7 +154,8 @@ class Voice:
     release: float  # chance that a word-final stop is released
     prevoice: float  # chance that a voiced stop's closure is voiced
     question: float  # chance of a rising contour
-    high: tuple[float, ...]  # F4-F8 of the adult male reference (Hz): fixed through the word
+    f4: float
+    f5: float
     variant: int  # which pronunciation of a word with several
 
 
@@ -171,14 +169,12 @@ def voice(name: str) -> Voice:
                  open_quotient=float(rng.uniform(0.35, 0.75)), tilt_db=float(rng.uniform(0, 18)),
                  breath_db=float(rng.choice([0.0, rng.uniform(30, 48)], p=[0.5, 0.5])),
                  jitter=float(rng.uniform(0.002, 0.02)), shimmer=float(rng.uniform(0.01, 0.1)),
-                 bandwidth=float(rng.uniform(0.6, 1.6)),
+                 bandwidth=float(rng.uniform(0.7, 1.6)),
                  vowel_shift={v: (float(rng.normal(1, 0.05)), float(rng.normal(1, 0.05))) for v in vowels},
                  transition=float(rng.uniform(0.7, 1.5)), aspiration=float(rng.uniform(0.6, 1.4)),
                  release=float(rng.uniform(0.2, 1.0)), prevoice=float(rng.uniform(0, 0.8)),
-                 question=float(rng.uniform(0, 0.25)),
-                 high=(float(rng.uniform(3250, 3700)), float(rng.uniform(3850, 4500)),
-                       *(float(f * rng.uniform(0.95, 1.05)) for f in HIGHER)),
-                 variant=int(rng.integers(1 << 16)))
+                 question=float(rng.uniform(0, 0.25)), f4=float(rng.uniform(3250, 3700)),
+                 f5=float(rng.uniform(3850, 4500)), variant=int(rng.integers(1 << 16)))
 
 
 # ---------------------------------------------------------------------------------------------- filters
@@ -297,8 +293,8 @@ def _locus(phone: str, vowel_f: np.ndarray) -> np.ndarray:
 class Track:
     """Per-frame synthesis parameters."""
 
-    f: np.ndarray  # (8, T) F1-F8 (Hz)
-    b: np.ndarray  # (8, T) bandwidths
+    f: np.ndarray  # (5, T) F1-F5 (Hz)
+    b: np.ndarray  # (5, T) bandwidths
     f0: np.ndarray  # (T,) Hz
     av: np.ndarray  # voicing (dB)
     ah: np.ndarray  # aspiration
@@ -327,7 +323,7 @@ def tracks(segs: list[Segment], v: Voice, pitch: float, rng: np.random.Generator
 
 
 def _formants(segs: list[Segment], sonorant: list[bool], v: Voice, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F1-F8 and their bandwidths (8, T) at frame times ``t``: F1-F3 piecewise-linear between anchors."""
+    """F1-F5 and their bandwidths (5, T) at frame times ``t``: piecewise-linear between anchors."""
     anchors: list[tuple[float, np.ndarray]] = []
     trans = 0.04 * v.transition
     for i, s in enumerate(segs):
@@ -360,15 +356,15 @@ def _formants(segs: list[Segment], sonorant: list[bool], v: Voice, t: np.ndarray
     order = np.argsort(times, kind="stable")
     n = t.size
     f = np.stack([np.interp(t, times[order], values[k, order]) for k in range(3)]) * v.scale
-    f = np.concatenate([f, np.outer(np.array(v.high) * v.scale, np.ones(n))])
-    for k in range(3, len(f)):
-        f[k] = np.maximum(f[k], f[k - 1] + 300)
-    bws = np.zeros((len(f), n))
+    f = np.concatenate([f, np.full((1, n), v.f4 * v.scale), np.full((1, n), v.f5 * v.scale)])
+    f[3] = np.maximum(f[3], f[2] + 300)
+    f[4] = np.maximum(f[4], f[3] + 300)
+    bws = np.zeros((5, n))
     for s in segs:
         bws[:3, (t >= s.start) & (t < s.end)] = np.array(PHONES[s.phone].b)[:, None]
     bws[:3, t >= segs[-1].end] = np.array(PHONES[segs[-1].phone].b)[:, None]
     bws[:3] *= v.bandwidth
-    bws[3:] = np.array([250, 200, 350, 450, 550][:len(f) - 3])[:, None] * v.bandwidth
+    bws[3], bws[4] = 250 * v.bandwidth, 200 * v.bandwidth
     return f, bws
 
 
@@ -462,9 +458,8 @@ def render(tr: Track, v: Voice, rng: np.random.Generator) -> np.ndarray:
     # cascade: the nasal pole-zero pair, then F5 ... F1
     y = antiresonate(cascade_in, tr.fnz, np.full(n, 100.0))
     y = resonate(y, np.full(n, 270.0), np.full(n, 100.0))
-    for k in range(len(tr.f) - 1, -1, -1):
-        if tr.f[k].max() < RATE / 2 - 400:  # (a child's F8 lies above what 16 kHz holds)
-            y = resonate(y, tr.f[k], tr.b[k])
+    for k in range(4, -1, -1):
+        y = resonate(y, tr.f[k], tr.b[k])
     # parallel: frication through F2-F5 and a fixed high F6, with alternating signs, and the bypass
     # frication noise, radiated from the lips like the rest (Klatt's first difference at the output)
     fric = per_sample(db(tr.af)) * np.diff(rng.standard_normal(T + 1))
