@@ -9,8 +9,8 @@ Layout read here (and written by ``ssm speech prepare``)::
 
 Subsets as in the S4 / S4D / S5 papers: SC35 (all 35 words), SC10 (yes ... go) and SC09 (the
 digits, SaShiMi's generation benchmark).  Inputs are the raw waveform zero-padded or cropped to
-one second, ``(L, 1)`` with L = sample_rate, or MFCCs ``(frames, n_mfcc)``; both normalised by
-training-set statistics.  A lower ``sample_rate`` feeds the same clips at that rate (zero-shot
+one second, ``(L, 1)`` with L = sample_rate, or MFCCs ``(frames, n_mfcc)`` (optionally less the clip's own
+cepstral mean, ``mfcc_cmn``); all normalised by training-set statistics.  A lower ``sample_rate`` feeds the same clips at that rate (zero-shot
 resolution change, S4 Sec. 4.4): ``proper`` low-passes then decimates, ``naive`` keeps every k-th
 sample.
 
@@ -40,7 +40,7 @@ from apps.speech.augment import Augmentation
 log = logging.getLogger(__name__)
 
 RESAMPLE_MODES = ("proper", "naive")
-FEATURES = ("raw", "mfcc")
+FEATURES = ("raw", "mfcc", "mfcc_cmn")
 
 
 def fit_length(wav: Tensor, length: int) -> Tensor:
@@ -60,6 +60,12 @@ def change_rate(wav: Tensor, sample_rate: int, mode: str) -> Tensor:
     return wav[..., ::step]
 
 
+def cepstral_mean_removed(x: Tensor) -> Tensor:
+    """MFCCs (T, C) less their mean over the louder half of the frames (by c0): the word's, not the silence's."""
+    loud = x[:, 0] >= x[:, 0].median()
+    return x - x[loud].mean(0)
+
+
 class SpeechCommandsDataset(Dataset):
     """Clips of one split as ``(features (L, C), label)``; see :class:`SpeechCommandsData` for the options."""
 
@@ -72,7 +78,7 @@ class SpeechCommandsDataset(Dataset):
         self.features, self.mean, self.std = features, mean, std
         self.noise, self.noise_prob, self.noise_level = noise or [], noise_prob, noise_level
         self.mfcc = None
-        if features == "mfcc":
+        if features != "raw":
             import torchaudio.transforms as T
 
             self.mfcc = T.MFCC(sample_rate, n_mfcc=n_mfcc, melkwargs=dict(
@@ -99,7 +105,8 @@ class SpeechCommandsDataset(Dataset):
             wav = resample(resample(wav, SAMPLE_RATE, 2 * self.lowpass), 2 * self.lowpass, SAMPLE_RATE)
         wav = change_rate(wav, self.sample_rate, self.resample_mode)
         if self.mfcc is not None:
-            return rearrange(self.mfcc(wav), "c t -> t c")
+            x = rearrange(self.mfcc(wav), "c t -> t c")
+            return cepstral_mean_removed(x) if self.features == "mfcc_cmn" else x
         return wav[:, None]
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
@@ -139,7 +146,9 @@ class SpeechCommandsData(pl.LightningDataModule):
         words: ``sc35``, ``sc10``, ``sc09`` or a list of words (labels follow its order).
         sample_rate: rate fed to the model (16000; 8000 for the zero-shot test).
         resample: ``proper`` (low-pass then decimate) or ``naive`` (every k-th sample).
-        features: ``raw`` waveform (L, 1) or ``mfcc`` (frames, n_mfcc).
+        features: ``raw`` waveform (L, 1), ``mfcc`` (frames, n_mfcc), or ``mfcc_cmn``: MFCCs less the clip's
+            own mean over its louder half of frames (per-utterance cepstral mean normalisation: a fixed
+            channel or voice colouring is a constant added to every frame's cepstrum, and is removed).
         normalize: subtract the training-set mean and divide by its std (from ``stats_clips`` clips).
         mean, std: use these statistics instead (a classifier passes the ones it was trained with).
         background_noise: probability of mixing a random ``_background_noise_`` segment into a
@@ -162,7 +171,7 @@ class SpeechCommandsData(pl.LightningDataModule):
         if resample not in RESAMPLE_MODES:
             raise UserError(f"data.resample: unknown {resample!r}; choose proper or naive")
         if features not in FEATURES:
-            raise UserError(f"data.features: unknown {features!r}; choose raw or mfcc")
+            raise UserError(f"data.features: unknown {features!r}; choose raw, mfcc or mfcc_cmn")
         if not 0 < sample_rate <= SAMPLE_RATE:
             raise UserError(f"data.sample_rate must be in (0, {SAMPLE_RATE}], got {sample_rate}")
         if lowpass is not None and not 0 < 2 * lowpass < SAMPLE_RATE:
@@ -187,7 +196,7 @@ class SpeechCommandsData(pl.LightningDataModule):
     @property
     def d_input(self) -> int:
         """Features per time step: 1 (raw) or n_mfcc."""
-        return self.hparams.n_mfcc if self.hparams.features == "mfcc" else 1
+        return 1 if self.hparams.features == "raw" else self.hparams.n_mfcc
 
     def setup(self, stage: str | None = None) -> None:
         needed = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from einops import rearrange
 
 from apps.common.errors import UserError
 from apps.common.speech_commands import WORD_SETS, speech_commands_items
@@ -83,6 +84,26 @@ def test_data_module_rates_features_and_normalisation(tiny):
     mfcc = SpeechCommandsData(root=str(tiny), words=WORDS, features="mfcc", n_mfcc=13)
     mfcc.setup("test")
     assert mfcc.dataset("test")[0][0].shape == (101, 13) and mfcc.d_input == 13
+
+
+def test_mfcc_cmn_removes_a_fixed_channel(tiny):
+    """A fixed gain per mel band (a microphone or a voice colouring) adds the same vector to every frame's cepstrum:
+    ``mfcc_cmn`` subtracts the clip's mean over its louder frames, so the channel is gone where the word is."""
+    from apps.speech.data import cepstral_mean_removed
+
+    data = SpeechCommandsData(root=str(tiny), words=WORDS, features="mfcc_cmn", normalize=False)
+    data.setup("test")
+    ds = data.dataset("test")
+    assert data.d_input == 20
+    wav = ds.waveform(0)
+    x = ds.raw_features(wav)
+    loud = x[:, 0] >= x[:, 0].median()
+    assert x.shape == (101, 20) and torch.allclose(x[loud].mean(0), torch.zeros(20), atol=1e-4)
+    plain = rearrange(ds.mfcc(wav), "c t -> t c")
+    channel = torch.linspace(-3, 3, 20)  # any constant cepstral offset
+    assert torch.allclose(cepstral_mean_removed(plain + channel), x, atol=1e-3)
+    with pytest.raises(UserError, match="choose raw, mfcc or mfcc_cmn"):
+        SpeechCommandsData(root=str(tiny), words=WORDS, features="mfcc_cms")
 
 
 def test_background_noise_augments_training_clips_only(tiny):
