@@ -13,6 +13,8 @@ from apps.speech.module import SpeechClassifier, load_speech_classifier
 class InferenceClassifier(nn.Module):
     """The trained classifier for deployment: unnormalised features (B, L, d_input) -> logits (B, num_classes).
 
+    The features are what the checkpoint's ``data.features`` computes (the waveform, MFCCs, or for ``mfcc_cmn``
+    MFCCs less the clip's cepstral mean: :func:`apps.speech.data.cepstral_mean_removed`).
     The training-set statistics saved in the checkpoint are applied first (as the data loader does), and the
     SSM runs at ``rate`` (1: input at the training sample rate).
     """
