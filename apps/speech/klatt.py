@@ -426,11 +426,15 @@ def _smooth(x: np.ndarray, frames: int = 2) -> np.ndarray:
     return np.convolve(np.pad(x, frames, mode="edge"), k, mode="valid")
 
 
+def _per_sample(x: np.ndarray) -> np.ndarray:
+    """A per-frame value held for each of the frame's samples."""
+    return np.repeat(x, FRAME)
+
+
 def render(tr: Track, v: Voice, rng: np.random.Generator) -> np.ndarray:
     """Klatt's cascade/parallel synthesiser on the tracks: float64 samples at :data:`RATE`."""
     n = tr.f0.size
     T = n * FRAME
-    per_sample = lambda x: np.repeat(x, FRAME)  # noqa: E731
     # voicing: the derivative of a t^2 - t^3 glottal flow pulse over the open quotient of each period
     f0 = np.interp(np.arange(T), np.arange(n) * FRAME + FRAME / 2, tr.f0)
     wobble = lfilter([0.02], [1, -0.98], rng.standard_normal(T))  # slow, smooth F0 perturbation
@@ -449,9 +453,9 @@ def render(tr: Track, v: Voice, rng: np.random.Generator) -> np.ndarray:
         qa, qb, qc = 1 - a2, -2 + 2 * a2 * np.cos(w), 1 - a2
         pole = float((-qb - np.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa))
     source = lfilter([1 - pole], [1, -pole], source)
-    av = per_sample(db(_smooth(tr.av)))
+    av = _per_sample(db(_smooth(tr.av)))
     noise = rng.standard_normal(T)
-    asp = per_sample(db(_smooth(tr.ah)))
+    asp = _per_sample(db(_smooth(tr.ah)))
     closed = tau >= 1
     asp = asp * np.where(closed & (av > 0), 0.5, 1.0)  # breath is louder while the glottis is open
     cascade_in = 8 * av * source + 0.3 * asp * noise
@@ -462,7 +466,7 @@ def render(tr: Track, v: Voice, rng: np.random.Generator) -> np.ndarray:
         y = resonate(y, tr.f[k], tr.b[k])
     # parallel: frication through F2-F5 and a fixed high F6, with alternating signs, and the bypass
     # frication noise, radiated from the lips like the rest (Klatt's first difference at the output)
-    fric = per_sample(db(tr.af)) * np.diff(rng.standard_normal(T + 1))
+    fric = _per_sample(db(tr.af)) * np.diff(rng.standard_normal(T + 1))
     par = np.zeros(T)
     f6 = np.full(n, min(5500 * v.scale, 7200.0))
     for j, (fk, bk) in enumerate([(tr.f[1], tr.b[1] * 1.5), (tr.f[2], tr.b[2] * 1.5), (tr.f[3], tr.b[3]),
@@ -471,7 +475,7 @@ def render(tr: Track, v: Voice, rng: np.random.Generator) -> np.ndarray:
         if not amp.any():
             continue
         par += (-1) ** j * resonate(fric, fk, bk, gain=db(amp) * peak_gain(fk, bk))
-    par += per_sample(db(tr.ab)) * fric
+    par += _per_sample(db(tr.ab)) * fric
     out = y + FRICATION * par
     return lfilter([1, -1], [1, -0.995], out)  # remove DC
 
