@@ -35,6 +35,10 @@ from the published method, sharing no code or phone data with espeak-ng:
   gives the same samples.
 
 It speaks the 35 Speech Commands words (:data:`LEXICON`); other words are refused with the list.
+
+Measured (benchmarks/README.md, "A second rule-drawn family among the training sources"): models that never
+heard it score 83-96% on its clips; added to flite + festival as a training source, it lifts an SC09
+classifier on held-out espeak-ng from 68.7% to 77-83% (two seeds) and an SC10 one from 54.9% to 58-61%.
 """
 
 from __future__ import annotations
