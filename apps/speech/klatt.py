@@ -129,7 +129,6 @@ LEXICON: dict[str, str] = {
     "zero": "Z IH1 R OW0|Z IY1 R OW0",
 }
 
-PARALLEL = (1, 2, 3, 4)  # F2-F5 (track indices) in the parallel bank; F6 is the frication peak
 
 
 def check_words(words: Sequence[str]) -> None:
@@ -435,32 +434,40 @@ def _per_sample(x: np.ndarray) -> np.ndarray:
     return np.repeat(x, FRAME)
 
 
-def render(tr: Track, v: Voice, rng: np.random.Generator) -> np.ndarray:
-    """Klatt's cascade/parallel synthesiser on the tracks: float64 samples at :data:`RATE`."""
-    n = tr.f0.size
+def glottal_source(f0_frames: np.ndarray, v: Voice, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The voicing waveform at :data:`RATE` for per-frame F0 (Hz), and where the glottis is closed (bool).
+
+    Each period is the derivative of a ``t^2 - t^3`` glottal flow pulse over the open quotient, with a slow
+    F0 wobble (jitter), one random gain per period (shimmer) and a one-pole low-pass that takes
+    ``v.tilt_db`` off at 3 kHz.
+    """
+    n = f0_frames.size
     T = n * FRAME
-    # voicing: the derivative of a t^2 - t^3 glottal flow pulse over the open quotient of each period
-    f0 = np.interp(np.arange(T), np.arange(n) * FRAME + FRAME / 2, tr.f0)
+    f0 = np.interp(np.arange(T), np.arange(n) * FRAME + FRAME / 2, f0_frames)
     wobble = lfilter([0.02], [1, -0.98], rng.standard_normal(T))  # slow, smooth F0 perturbation
     f0 = f0 * (1 + v.jitter * wobble / max(np.std(wobble), 1e-9))
     phase = np.cumsum(f0 / RATE) % 1.0
     tau = phase / v.open_quotient
     source = np.where(tau < 1, 2 * tau - 3 * tau ** 2, 0.0)
-    period = np.cumsum(np.diff(phase, prepend=0) < 0)  # shimmer: one gain per period
+    period = np.cumsum(np.diff(phase, prepend=0) < 0)
     source *= 1 + v.shimmer * rng.standard_normal(period[-1] + 1)[period]
-    tilt = 10 ** (-v.tilt_db / 20)  # one-pole low-pass, -tilt_db at 3 kHz
-    w = 2 * np.pi * 3000 / RATE
-    # solve |(1 - p) / (1 - p e^{-jw})| = tilt for the pole p (0 when there is no tilt)
-    pole = 0.0
+    pole = 0.0  # solve |(1 - p) / (1 - p e^{-jw})| = 10^(-tilt / 20) at w = 3 kHz for the pole p
     if v.tilt_db > 0.1:
-        a2 = tilt ** 2
+        a2 = 10 ** (-v.tilt_db / 10)
+        w = 2 * np.pi * 3000 / RATE
         qa, qb, qc = 1 - a2, -2 + 2 * a2 * np.cos(w), 1 - a2
         pole = float((-qb - np.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa))
-    source = lfilter([1 - pole], [1, -pole], source)
+    return lfilter([1 - pole], [1, -pole], source), tau >= 1
+
+
+def render(tr: Track, v: Voice, rng: np.random.Generator) -> np.ndarray:
+    """Klatt's cascade/parallel synthesiser on the tracks: float64 samples at :data:`RATE`."""
+    n = tr.f0.size
+    T = n * FRAME
+    source, closed = glottal_source(tr.f0, v, rng)
     av = _per_sample(db(_smooth(tr.av)))
     noise = rng.standard_normal(T)
     asp = _per_sample(db(_smooth(tr.ah)))
-    closed = tau >= 1
     asp = asp * np.where(closed & (av > 0), 0.5, 1.0)  # breath is louder while the glottis is open
     cascade_in = 8 * av * source + 0.3 * asp * noise
     # cascade: the nasal pole-zero pair, then F5 ... F1
