@@ -21,20 +21,19 @@ exactly that layout from a speech synthesiser (``--engine``):
   (voice, warp) pairs as for flite; the diphone voices take each speaker's pitch target, the HTS
   voice only its rate (its pitch comes from its model, moved by the warp alone).  Festival runs as
   one process per batch of clips, since starting it costs more than speaking a word.
-
-Each clip jitters the speaker's pitch and speed, is trimmed of silence, resampled to 16 kHz,
-scaled, placed at a random offset inside one second and optionally given light noise.  Speakers,
-not clips, are split 80/10/10, so no test voice is heard in training.  Everything is drawn from
-``--seed`` up front; both synthesisers are deterministic, so the same seed gives the same bytes.
-Several synthesiser processes run at once (``--jobs``), each writing to a pipe.  Training on one
-engine's stand-in and testing on another's measures whether a model learned the words or the
-synthesiser.
-
 - ``klatt``: ssm-suite's own rule-based formant synthesiser (:mod:`apps.speech.klatt`: Klatt's 1980
   cascade/parallel synthesiser driven by phone rules from the acoustic-phonetics literature), a
   second rule-drawn family beside espeak-ng that shares none of its code or phone data.  Its 120
   speakers (``klatt-000`` ...) are men, women and children with their own vocal tracts, glottal
   sources, accents and articulation; it speaks the 35 Speech Commands words.
+
+Each clip jitters the speaker's pitch and speed, is trimmed of silence, resampled to 16 kHz,
+scaled, placed at a random offset inside one second and optionally given light noise.  Speakers,
+not clips, are split 80/10/10, so no test voice is heard in training.  Everything is drawn from
+``--seed`` up front; every synthesiser is deterministic, so the same seed gives the same bytes.
+Several synthesiser processes run at once (``--jobs``), each writing to a pipe.  Training on one
+engine's stand-in and testing on another's measures whether a model learned the words or the
+synthesiser.
 
 ``--engine asterisk`` is no synthesiser but a probe with a real human voice: the ten digits
 recorded by Allison Smith for Asterisk (Debian ``asterisk-core-sounds-en-wav``, CC-BY-SA-3.0;

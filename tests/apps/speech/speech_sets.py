@@ -6,6 +6,7 @@ SaShiMi generation tests keep their own fixtures); the cache makes every set bui
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,21 @@ def tiny_set(tmp_path_factory, per_word: int = 10, name: str = "tiny") -> Path:
         _cache[key] = tmp_path_factory.mktemp("speech") / name
         build(_cache[key], WORDS, per_word, seed=0, noise=0.002, jobs=2, noise_seconds=2.0)
     return _cache[key]
+
+
+def digest(root: Path) -> dict[str, str]:
+    """Every WAV under ``root`` by relative path: its SHA-1."""
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.wav"))}
+
+
+def built_twice(tmp_path: Path, engine: str) -> Path:
+    """A 2-word, 4-clip stand-in of ``engine`` built with 2 jobs and again with 1: the same files (deterministic
+    from the seed, whatever the parallelism); the first one's root."""
+    stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine=engine)
+    build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine=engine)
+    assert stats["clips"] == 8
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    return tmp_path / "a"
 
 
 def copy_of(root: Path, dest: Path) -> Path:

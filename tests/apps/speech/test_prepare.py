@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 
 import numpy as np
 import pytest
@@ -11,11 +10,7 @@ import soundfile
 
 from apps.common.cli import main
 from apps.speech.prepare import build, plan_clips, trim_silence
-from tests.apps.speech.speech_sets import WORDS, tiny_set
-
-
-def _digest(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.wav"))}
+from tests.apps.speech.speech_sets import WORDS, built_twice, digest, tiny_set
 
 
 def _speaker(line: str) -> str:
@@ -59,7 +54,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     build(tmp_path / "a", ["go", "stop"], 4, seed=7, noise=0.01, jobs=2, noise_seconds=0.5)
     build(tmp_path / "b", ["go", "stop"], 4, seed=7, noise=0.01, jobs=1, noise_seconds=0.5)
     build(tmp_path / "c", ["go", "stop"], 4, seed=8, noise=0.01, jobs=2, noise_seconds=0.5)
-    a, b, c = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
+    a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
     assert a == b
     assert (tmp_path / "a" / "testing_list.txt").read_text() == (tmp_path / "b" / "testing_list.txt").read_text()
     assert a != c
@@ -87,18 +82,8 @@ def test_cli_keeps_an_existing_set_and_reports_mistakes(tmp_path, capsys):
     assert "--words takes sc35, sc10, sc09" in capsys.readouterr().err
 
 
-def _built_twice(tmp_path, engine: str):
-    """A 2-word, 4-clip stand-in of ``engine`` built with 2 jobs and again with 1: the same files (deterministic
-    from the seed, whatever the parallelism); the first one's root."""
-    stats = build(tmp_path / "a", ["go", "stop"], 4, seed=2, jobs=2, noise_seconds=0.5, engine=engine)
-    build(tmp_path / "b", ["go", "stop"], 4, seed=2, jobs=1, noise_seconds=0.5, engine=engine)
-    assert stats["clips"] == 8
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    return tmp_path / "a"
-
-
 def test_flite_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
-    root = _built_twice(tmp_path, "flite")
+    root = built_twice(tmp_path, "flite")
     clip = sorted((root / "go").glob("*_nohash_*.wav"))[0]
     info = soundfile.info(str(clip))
     assert (info.samplerate, info.channels, info.frames) == (16000, 1, 16000)
@@ -127,7 +112,7 @@ def test_flite_voice_warp_moves_the_pitch(tmp_path):
 
 
 def test_festival_stand_in_same_layout_its_own_speakers_and_deterministic(tmp_path):
-    root = _built_twice(tmp_path, "festival")
+    root = built_twice(tmp_path, "festival")
     clips = sorted(root.glob("*/*_nohash_*.wav"))
     assert len(clips) == 8
     for clip in clips:
