@@ -122,6 +122,10 @@ class SpeechClassifier(TaskModule):
 
     def on_validation_start(self) -> None:
         self._eval_start()
+
+    def on_validation_epoch_start(self) -> None:
+        # after the callbacks' epoch start, so that the weights calibrated are the ones validated (an
+        # averaging callback such as apps.common.training.EMAWeights swaps its average in there)
         datamodule = self._datamodule()
         if self.hparams.calibrate_batches > 0 and self.trainer.state.fn == "fit" and datamodule is not None:
             self.calibrate_norms(datamodule.train_dataloader(), self.hparams.calibrate_batches)

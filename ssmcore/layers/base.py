@@ -445,7 +445,8 @@ class SSMLayer(nn.Module):
         wrote into is recomputed too.  Values are built as normal tensors even under ``inference_mode``.
         At most :data:`CACHE_SIZE` values of one kind are kept.  Under autograd ``compute()`` always runs.
         (Writes through ``param.data`` bypass the version counter: edit parameters in place under
-        ``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do.)
+        ``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do, or call :meth:`clear_cache`
+        after such a write.)
         """
         if torch.is_grad_enabled() or torch.compiler.is_compiling():  # a traced graph recomputes, no cache
             return compute()
@@ -465,6 +466,12 @@ class SSMLayer(nn.Module):
             del self._cache[same_kind[0]]  # the oldest of this kind
         self._cache[key] = (value, _versions(value))
         return value
+
+    def clear_cache(self) -> None:
+        """Forget every memoised value (:meth:`cached`): for code that writes parameters through ``.data``,
+        which the version check cannot see (Lightning's weight averaging swaps weights that way)."""
+        self._cache.clear()
+        self._cache_signature = None
 
     def extra_repr(self) -> str:
         return (
