@@ -28,12 +28,9 @@ from the published method, sharing no code or phone data with espeak-ng:
   F0 rises and falls over the word (sometimes rises, as a question).
 - **Speakers** are drawn from their name (``klatt-017``): vocal-tract length (men, women, children:
   formants x 0.9-1.35), open quotient, spectral tilt, breathiness, jitter, formant bandwidths, a
-  personal shift of each vowel's F1 and F2, transition speed, aspiration length, whether
-  final stops are released, voicing of voiced stops' closures, a few pronunciation variants
-  (``zero`` with /ih/ or /iy/, ``dog`` with /ao/ or /aa/), and an accent (:data:`ACCENTS`): General
-  American, or southern British, northern English or Scottish, each saying the vowels of Wells's (1982)
-  lexical sets its own way (LOT rounded, GOAT as /@U/ or a long [o:], FACE as [e:], GOOSE fronted,
-  STRUT as FOOT) and, outside Scotland, without /r/ after a vowel.  Each clip then takes its pitch (Hz) and
+  personal shift of each vowel's F1 and F2 (an accent), transition speed, aspiration length, whether
+  final stops are released, voicing of voiced stops' closures, and a few pronunciation variants
+  (``zero`` with /ih/ or /iy/, ``dog`` with /ao/ or /aa/).  Each clip then takes its pitch (Hz) and
   speed (percent) from the stand-in's plan, and its noise draws from the clip's seed: the same seed
   gives the same samples.
 
@@ -114,46 +111,6 @@ PHONES: dict[str, Phone] = {
     "ZH": Phone("fricative", (300, 1840, 2750), dur=(70, 40), fric=(60, 0, 57, 48, 48, 46, 0)),
     "HH": Phone("aspirate", (500, 1500, 2500), dur=(80, 20), voiced=False),
 }
-#: the vowels above, whose per-speaker shifts every voice draws first (the accents' own come after)
-GENERAL_AMERICAN_VOWELS = tuple(p for p, ph in PHONES.items() if ph.kind == "vowel")
-
-#: vowels of the other accents (men): southern British after Wells (1962, RP "hod", "haw'd", "heard") and
-#: Deterding (1997); GOAT, FACE and GOOSE as the accents' descriptions give them (Wells 1982, "Accents of
-#: English"): a central onset for southern British /@U/, long monophthongs in the north and in Scotland
-#: (Hillenbrand et al.'s /o/ and /e/ onsets, held), and a fronted GOOSE
-ACCENT_VOWELS: dict[str, Phone] = {
-    "OH": Phone("vowel", (600, 890, 2600), (90, 100, 80), (160, 60)),  # LOT, short and rounded
-    "OR": Phone("vowel", (450, 740, 2640), (80, 100, 80), (240, 130)),  # THOUGHT before a lost /r/ ("four")
-    "UR": Phone("vowel", (580, 1380, 2440), (100, 60, 110), (180, 80)),  # NURSE without r-colouring
-    "OU": Phone("vowel", (540, 1250, 2450), (80, 70, 70), (220, 80), end=(400, 1000, 2300)),  # GOAT, /@U/
-    "OE": Phone("vowel", (470, 880, 2400), (80, 70, 70), (200, 80)),  # GOAT, a monophthong [o:]
-    "EE": Phone("vowel", (450, 2100, 2650), (70, 100, 200), (190, 100)),  # FACE, a monophthong [e:]
-    "UX": Phone("vowel", (320, 1500, 2300), (65, 110, 140), (210, 70)),  # GOOSE, fronted
-}
-PHONES.update(ACCENT_VOWELS)
-
-
-@dataclass(frozen=True)
-class Accent:
-    """How an accent departs from General American, lexical set by lexical set (Wells 1982): the phone it
-    says for each set (``None``: General American's), and whether /r/ is said after a vowel."""
-
-    share: float  # of the stand-in's speakers
-    lot: str | None = None  # "stop", "on", "off", "dog", "follow" (General American /aa/)
-    goat: str | None = None  # "go", "no", "zero"
-    face: str | None = None  # "eight"
-    goose: str | None = None  # "two"
-    strut: str | None = None  # "up", "one" (stressed /ah/)
-    rhotic: bool = True
-
-
-#: the stand-in's accents; shares are the chance that a speaker has each
-ACCENTS: dict[str, Accent] = {
-    "general-american": Accent(0.4),
-    "southern-british": Accent(0.25, lot="OH", goat="OU", goose="UX", rhotic=False),
-    "northern-english": Accent(0.15, lot="OH", goat="OE", face="EE", strut="UH", rhotic=False),
-    "scottish": Accent(0.2, lot="OH", goat="OE", face="EE", goose="UX"),
-}
 
 #: the 35 Speech Commands words; ``1`` marks the stressed vowel, ``0`` an unstressed one; ``|``
 #: separates a speaker's pronunciation variants
@@ -191,7 +148,7 @@ class Voice:
     jitter: float  # relative F0 perturbation
     shimmer: float  # relative amplitude perturbation
     bandwidth: float  # formant bandwidths x this
-    vowel_shift: dict  # per vowel: (F1, F2) factors, the speaker's own vowels
+    vowel_shift: dict  # per vowel: (F1, F2) factors, the speaker's accent
     transition: float  # transition lengths x this
     aspiration: float  # voice-onset times of voiceless stops x this
     release: float  # chance that a word-final stop is released
@@ -200,7 +157,6 @@ class Voice:
     f4: float
     f5: float
     variant: int  # which pronunciation of a word with several
-    accent: str = "general-american"  # a key of ACCENTS
 
 
 def voice(name: str) -> Voice:
@@ -208,22 +164,17 @@ def voice(name: str) -> Voice:
     rng = np.random.default_rng(int(hashlib.sha1(name.encode()).hexdigest()[:12], 16))
     kind = rng.choice(3, p=[0.5, 0.38, 0.12])  # man, woman, child
     scale = float(rng.uniform(*((0.9, 1.05), (1.1, 1.22), (1.24, 1.35))[kind]))
-    shift = lambda: (float(rng.normal(1, 0.05)), float(rng.normal(1, 0.05)))  # noqa: E731
-    drawn = dict(scale=scale, pitch_scale=float((0.85, 1.45, 1.7)[kind] * rng.uniform(0.9, 1.1)),
+    vowels = [p for p, ph in PHONES.items() if ph.kind == "vowel"]
+    return Voice(scale=scale, pitch_scale=float((0.85, 1.45, 1.7)[kind] * rng.uniform(0.9, 1.1)),
                  open_quotient=float(rng.uniform(0.35, 0.75)), tilt_db=float(rng.uniform(0, 18)),
                  breath_db=float(rng.choice([0.0, rng.uniform(30, 48)], p=[0.5, 0.5])),
                  jitter=float(rng.uniform(0.002, 0.02)), shimmer=float(rng.uniform(0.01, 0.1)),
                  bandwidth=float(rng.uniform(0.7, 1.6)),
-                 vowel_shift={v: shift() for v in GENERAL_AMERICAN_VOWELS},
+                 vowel_shift={v: (float(rng.normal(1, 0.05)), float(rng.normal(1, 0.05))) for v in vowels},
                  transition=float(rng.uniform(0.7, 1.5)), aspiration=float(rng.uniform(0.6, 1.4)),
                  release=float(rng.uniform(0.2, 1.0)), prevoice=float(rng.uniform(0, 0.8)),
                  question=float(rng.uniform(0, 0.25)), f4=float(rng.uniform(3250, 3700)),
                  f5=float(rng.uniform(3850, 4500)), variant=int(rng.integers(1 << 16)))
-    # drawn after the rest, so that a speaker's other settings do not depend on the accents offered
-    names = list(ACCENTS)
-    accent = names[rng.choice(len(names), p=[ACCENTS[n].share for n in names])]
-    drawn["vowel_shift"] |= {v: shift() for v in ACCENT_VOWELS}
-    return Voice(**drawn, accent=accent)
 
 
 # ---------------------------------------------------------------------------------------------- filters
@@ -288,33 +239,12 @@ class Segment:
 
 
 def pronounce(word: str, v: Voice) -> list[Segment]:
-    """``word``'s phones, in the speaker's variant and accent, with stresses."""
+    """``word``'s phones, in the speaker's variant, with stresses."""
     options = LEXICON[word].split("|")
-    tokens = options[v.variant % len(options)].split()
-    phones = [t.rstrip("012") for t in tokens]
-    stresses = [int(t[-1]) if t[-1].isdigit() else -1 for t in tokens]
-    return [Segment(p, s) for p, s in zip(accented(phones, stresses, ACCENTS[v.accent]), stresses) if p]
-
-
-def accented(phones: list[str], stresses: list[int], a: Accent) -> list[str]:
-    """General American ``phones`` in accent ``a``, one for one ("" where a non-rhotic accent drops /r/)."""
     out = []
-    for i, (p, stress) in enumerate(zip(phones, stresses)):
-        after = phones[i + 1] if i + 1 < len(phones) else None
-        vowel_next = after is not None and stresses[i + 1] >= 0
-        if p in ("AA", "AO") and after != "R":  # LOT (and THOUGHT's "off", "dog"); /aa r/ is PALM ("marvin")
-            p = a.lot or p
-        elif p == "AO" and not a.rhotic:  # THOUGHT before /r/: "four", "forward"
-            p = "OR"
-        elif p in ("OW", "EY", "UW"):
-            p = {"OW": a.goat, "EY": a.face, "UW": a.goose}[p] or p
-        elif p == "AH" and stress == 1:
-            p = a.strut or p
-        elif p == "ER" and not a.rhotic:
-            p = "UR" if stress == 1 else "AX"
-        elif p == "R" and not a.rhotic and i > 0 and stresses[i - 1] >= 0 and not vowel_next:
-            p = ""  # non-rhotic: no /r/ after a vowel unless a vowel follows
-        out.append(p)
+    for token in options[v.variant % len(options)].split():
+        stress = int(token[-1]) if token[-1].isdigit() else -1
+        out.append(Segment(token.rstrip("012"), stress))
     return out
 
 

@@ -25,7 +25,7 @@ exactly that layout from a speech synthesiser (``--engine``):
   cascade/parallel synthesiser driven by phone rules from the acoustic-phonetics literature), a
   second rule-drawn family beside espeak-ng that shares none of its code or phone data.  Its 120
   speakers (``klatt-000`` ...) are men, women and children with their own vocal tracts, glottal
-  sources and articulation, in four accents of English; it speaks the 35 Speech Commands words.
+  sources, accents and articulation; it speaks the 35 Speech Commands words.
 
 Each clip jitters the speaker's pitch and speed, is trimmed of silence, resampled to 16 kHz,
 scaled, placed at a random offset inside one second and optionally given light noise.  Speakers,
