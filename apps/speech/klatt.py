@@ -29,9 +29,7 @@ from the published method, sharing no code or phone data with espeak-ng:
 - **Speakers** are drawn from their name (``klatt-017``): vocal-tract length (men, women, children:
   formants x 0.9-1.35), open quotient, spectral tilt, breathiness, jitter, formant bandwidths, a
   personal shift of each vowel's F1 and F2 (an accent), transition speed, aspiration length, whether
-  final stops are released, voicing of voiced stops' closures, consonant habits (frication and burst
-  levels, where the frication sits in the spectrum, a clear or dark /l/, how far the loci move toward
-  the vowel, consonant durations), and a few pronunciation variants
+  final stops are released, voicing of voiced stops' closures, and a few pronunciation variants
   (``zero`` with /ih/ or /iy/, ``dog`` with /ao/ or /aa/).  Each clip then takes its pitch (Hz) and
   speed (percent) from the stand-in's plan, and its noise draws from the clip's seed: the same seed
   gives the same samples.
@@ -160,13 +158,6 @@ class Voice:
     f4: float
     f5: float
     variant: int  # which pronunciation of a word with several
-    # consonant habits (drawn after the rest, so every other setting of a speaker is unchanged)
-    fric_db: float = 0.0  # frication of fricatives, dB against the phone's own level
-    burst_db: float = 0.0  # stop bursts, dB
-    fric_shape: tuple = (0.0,) * 6  # A2-A6 and AB offsets, dB: where in the spectrum a speaker's frication sits
-    l_f2: float = 1050.0  # /l/'s F2 target (Hz, adult male): dark ~900, clear ~1600
-    coarticulation: float = 0.5  # how far an obstruent's F2/F3 locus moves toward the vowel
-    consonant_tempo: float = 1.0  # consonant durations x this
 
 
 def voice(name: str) -> Voice:
@@ -184,10 +175,7 @@ def voice(name: str) -> Voice:
                  transition=float(rng.uniform(0.7, 1.5)), aspiration=float(rng.uniform(0.6, 1.4)),
                  release=float(rng.uniform(0.2, 1.0)), prevoice=float(rng.uniform(0, 0.8)),
                  question=float(rng.uniform(0, 0.25)), f4=float(rng.uniform(3250, 3700)),
-                 f5=float(rng.uniform(3850, 4500)), variant=int(rng.integers(1 << 16)),
-                 fric_db=float(rng.uniform(-8, 6)), burst_db=float(rng.uniform(-8, 6)),
-                 fric_shape=tuple(float(x) for x in rng.normal(0, 4, 6)), l_f2=float(rng.uniform(900, 1600)),
-                 coarticulation=float(rng.uniform(0.3, 0.7)), consonant_tempo=float(rng.uniform(0.75, 1.3)))
+                 f5=float(rng.uniform(3850, 4500)), variant=int(rng.integers(1 << 16)))
 
 
 # ---------------------------------------------------------------------------------------------- filters
@@ -261,9 +249,8 @@ def pronounce(word: str, v: Voice) -> list[Segment]:
     return out
 
 
-def durations(segs: list[Segment], tempo: float, consonant_tempo: float = 1.0) -> None:
-    """Klatt's (1979) duration rule, ``min + (inherent - min) x k``, fills each segment's start and end;
-    consonants last ``consonant_tempo`` times longer still (a speaker's habit)."""
+def durations(segs: list[Segment], tempo: float) -> None:
+    """Klatt's (1979) duration rule, ``min + (inherent - min) x k``, fills each segment's start and end."""
     last_vowel = max(i for i, s in enumerate(segs) if s.stress >= 0)
     t = 0.0
     for i, s in enumerate(segs):
@@ -279,7 +266,7 @@ def durations(segs: list[Segment], tempo: float, consonant_tempo: float = 1.0) -
             k *= 0.7  # vowels shorten before voiceless obstruents
         if ph.kind == "stop" and i == 0:
             inherent, least = 0.6 * inherent, 0.6 * least  # an initial closure is heard only as its release
-        d = (least + (inherent - least) * k) / 1000 * tempo * (consonant_tempo if s.stress < 0 else 1.0)
+        d = (least + (inherent - least) * k) / 1000 * tempo
         s.start, s.end = t, t + d
         t += d
 
@@ -291,19 +278,16 @@ def _target(seg: Segment, v: Voice, at_end: bool) -> np.ndarray:
         s1, s2 = v.vowel_shift[seg.phone]
         f[0] *= s1
         f[1] *= s2
-    elif seg.phone == "L":  # clear or dark /l/
-        f[1] = v.l_f2
     return f
 
 
-def _locus(phone: str, vowel_f: np.ndarray, coarticulation: float = 0.5) -> np.ndarray:
-    """Where an obstruent's transitions start: part way from its locus to the vowel (Delattre et al.), F2 and
-    F3 by ``coarticulation`` of the way."""
+def _locus(phone: str, vowel_f: np.ndarray) -> np.ndarray:
+    """Where an obstruent's transitions start: part way from its locus to the vowel (Delattre et al.)."""
     loc = np.array(PHONES[phone].f, float)
     if phone in ("K", "G"):  # velars: the locus follows the vowel (front or back)
         loc[1] = np.clip(1.1 * vowel_f[1] + 200, 1300, 2300)
         loc[2] = max(loc[1] + 500, vowel_f[2])
-    return loc + np.array([0.25, coarticulation, coarticulation]) * (vowel_f - loc)
+    return loc + np.array([0.25, 0.5, 0.5]) * (vowel_f - loc)
 
 
 @dataclass
@@ -363,9 +347,9 @@ def _formants(segs: list[Segment], sonorant: list[bool], v: Voice, t: np.ndarray
                 anchors += [(s.start, ref), (s.end, ref)]
                 continue
             if prev is not None:
-                anchors.append((s.start, _locus(s.phone, prev, v.coarticulation)))
+                anchors.append((s.start, _locus(s.phone, prev)))
             if nxt is not None:
-                anchors.append((s.end, _locus(s.phone, nxt, v.coarticulation)))
+                anchors.append((s.end, _locus(s.phone, nxt)))
             if prev is None and nxt is None:
                 anchors.append(((s.start + s.end) / 2, np.array(ph.f, float)))
     times = np.array([a for a, _ in anchors])
@@ -393,13 +377,6 @@ def _sources(segs: list[Segment], sonorant: list[bool], v: Voice, t: np.ndarray,
     par, ab = np.zeros((5, n)), np.zeros(n)
     fnz = np.full(n, 270.0)
     onsets = []
-    shape = np.array(v.fric_shape)
-
-    def parallel(ph: Phone) -> tuple[np.ndarray, float]:  # the speaker's A2-A6 and AB (0 stays off)
-        amps = np.array(ph.fric[1:7], float)
-        amps = np.where(amps > 0, amps + shape, 0.0)
-        return amps[:5, None], float(amps[5])
-
     for i, s in enumerate(segs):
         ph = PHONES[s.phone]
         m = (t >= s.start) & (t < s.end)
@@ -418,8 +395,7 @@ def _sources(segs: list[Segment], sonorant: list[bool], v: Voice, t: np.ndarray,
         elif ph.kind == "aspirate":
             ah[m] = 57
         elif ph.kind == "fricative":
-            af[m] = ph.fric[0] + v.fric_db
-            par[:, m], ab[m] = parallel(ph)
+            af[m], par[:, m], ab[m] = ph.fric[0], np.array(ph.fric[1:6])[:, None], ph.fric[6]
             if ph.voiced:
                 av[m] = 48
         else:  # stop: closure, burst, aspiration
@@ -431,8 +407,7 @@ def _sources(segs: list[Segment], sonorant: list[bool], v: Voice, t: np.ndarray,
                 av[closure] = 42  # a voice bar
                 f[0, closure] = 180 * v.scale
             rel = m & (t >= s.end - burst)
-            af[rel] = ph.fric[0] - 6 * final + v.burst_db
-            par[:, rel], ab[rel] = parallel(ph)
+            af[rel], par[:, rel], ab[rel] = ph.fric[0] - 6 * final, np.array(ph.fric[1:6])[:, None], ph.fric[6]
             if after:
                 after_s = i > 0 and segs[i - 1].phone == "S"  # /st/: unaspirated
                 vot = 0.012 if ph.voiced or after_s else 0.055 * v.aspiration
@@ -521,6 +496,6 @@ def say(word: str, voice_name: str, pitch: float, speed: float, seed: int) -> np
     v = voice(voice_name)
     rng = np.random.default_rng(seed)
     segs = pronounce(word, v)
-    durations(segs, tempo=100.0 / speed, consonant_tempo=v.consonant_tempo)
+    durations(segs, tempo=100.0 / speed)
     wav = render(tracks(segs, v, pitch, rng), v, rng)
     return (0.9 * wav / max(float(np.abs(wav).max()), 1e-12)).astype(np.float32)
