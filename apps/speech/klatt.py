@@ -38,9 +38,8 @@ It speaks the 35 Speech Commands words (:data:`LEXICON`); other words are refuse
 
 Measured (benchmarks/README.md, "A second rule-drawn family among the training sources"): models that never
 heard it score 83-96% on its clips; added to flite + festival as a training source, it lifts an SC09
-classifier on held-out espeak-ng from 68.7% to 76-83% (three seeds; 84-86% with averaged weights, 83-88.5% for
-the raw-waveform model of recipes/speech/sc10_three_sources.yaml); an SC10 one (53-61% against 54.9%)
-does not gain beyond the seed spread (74-75% raw).
+classifier on held-out espeak-ng from 68.7% to 76-83% (three seeds); an SC10 one (53-61% against 54.9%)
+does not gain beyond the seed spread.  With averaged weights and the raw waveform: the sections after it.
 """
 
 from __future__ import annotations
