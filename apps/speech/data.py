@@ -254,6 +254,18 @@ class SpeechCommandsData(pl.LightningDataModule):
             self.items[split] = merged_items(self.roots, self.words, split)
         return self._dataset(self.items[split], augment=split == "train")
 
+    def adaptation_loader(self, max_clips: int, split: str = "train") -> DataLoader:
+        """Up to ``max_clips`` clips of ``split``, evenly spread over it (every k-th, so every word and speaker
+        counts), fed exactly as the test split is (normalised, at this module's rate, never augmented): the
+        unlabelled audio that :func:`apps.common.norms.reestimate_batchnorm` adapts a model to."""
+        if split not in self.items:
+            self.items[split] = merged_items(self.roots, self.words, split)
+        items = self.items[split]
+        subset = items[::max(1, -(-len(items) // max_clips))][:max_clips]
+        h = self.hparams
+        return DataLoader(self._dataset(subset), batch_size=h.eval_batch_size or h.batch_size, shuffle=False,
+                          num_workers=h.num_workers, drop_last=False)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         h = self.hparams
         size = h.batch_size if shuffle else (h.eval_batch_size or h.batch_size)

@@ -7,17 +7,19 @@ When it is validated or tested on data at another ``sample_rate`` it runs every 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from apps.common.checkpoint import datamodule_options, load_module
 from apps.common.distributed import SampleResults
 from apps.common.errors import UserError
 from apps.common.layers import LayerSpec
+from apps.common.norms import reestimate_batchnorm
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
 from apps.speech.model import SPEECH_LAYER, SpeechNet
@@ -138,22 +140,8 @@ class SpeechClassifier(TaskModule):
         evaluation-mode network can fall to chance while its batch-statistics mode is accurate); an
         exact average over fresh batches ("precise BatchNorm") makes evaluation match training.
         """
-        norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        was_training = self.net.training
-        self.net.train()
-        for i, (x, _) in enumerate(loader):
-            if i >= batches:
-                break
-            self.net(x.to(self.device), rate=1.0)
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-        self.net.train(was_training)
+        reestimate_batchnorm(self.net, itertools.islice(loader, batches), lambda x: self.net(x, rate=1.0),
+                             only_norms=False)
 
     def on_test_start(self) -> None:
         self._eval_start()

@@ -14,17 +14,25 @@ Two diagnostics say why a model loses accuracy at a lower rate ``r``:
   ``r`` Hz drop is the rate change itself.
 - ``kernel_band.csv`` / ``.png``: the share of the first SSM layer's kernel energy above each such
   ``r / 2``, per channel, and the channels' median magnitude response.
+
+``--adapt-norm [CLIPS]`` scores every row a second time with normalisation statistics adapted to the
+data folder, its labels unread: the input mean and std of its training split, and every BatchNorm's
+running statistics re-estimated from CLIPS of its training clips fed as that row feeds the test split
+(AdaBN; :mod:`apps.common.norms`).  For a model meeting audio from a new source (another synthesiser,
+microphone or rate) for which unlabelled clips exist; the "model" rows stay the zero-shot figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import torch
 from rich.progress import Progress
 
 from apps.common.errors import UserError
+from apps.common.norms import batch_norms, reestimate_batchnorm
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.common.speech_commands import SAMPLE_RATE
 from apps.speech.data import SpeechCommandsData
@@ -33,6 +41,7 @@ from ssmcore.layers.base import SSMLayer
 
 METHODS = {"proper": "resampled", "naive": "naive decimation"}
 DATA_KEYS = ("root", "words", "features", "n_mfcc", "normalize")
+ADAPT_CLIPS = 1000
 
 
 def parse_rates(text: str) -> list[int]:
@@ -48,22 +57,33 @@ def parse_rates(text: str) -> list[int]:
 
 
 def eval_data(options: dict, model: SpeechClassifier, sample_rate: int, method: str,
-              batch_size: int, lowpass: int | None = None) -> SpeechCommandsData:
+              batch_size: int, lowpass: int | None = None, adapted: bool = False) -> SpeechCommandsData:
     """The data module of the model's test split at ``sample_rate`` fed by ``method`` (proper / naive),
-    low-passed at ``lowpass`` Hz first when given."""
+    low-passed at ``lowpass`` Hz first when given; normalised with the model's input statistics, or with
+    those of the folder's own training split when ``adapted``."""
     data = SpeechCommandsData(**options, sample_rate=sample_rate, resample=method, batch_size=batch_size,
                               lowpass=lowpass)
-    if bool(model.has_input_stats):
+    if bool(model.has_input_stats) and not adapted:
         data.set_normalization(model.input_mean, model.input_std)
     model.check_data(data)
     return data
 
 
+def adapted_net(model: SpeechClassifier, data: SpeechCommandsData, ssm_rate: float, clips: int) -> torch.nn.Module:
+    """A copy of the model's network whose BatchNorm statistics are those of up to ``clips`` unlabelled clips of
+    ``data``'s training split, fed as ``data`` feeds its test split, at SSM rate ``ssm_rate``."""
+    net = copy.deepcopy(model.net)
+    reestimate_batchnorm(net, data.adaptation_loader(clips), lambda x: net(x, rate=ssm_rate))
+    return net
+
+
 @torch.no_grad()
 def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float], progress: Progress,
-             label: str) -> dict[float, float]:
-    """Test accuracy of ``model`` on ``data`` with each SSM rate in ``ssm_rates``."""
+             label: str, adapt_clips: int = 0) -> dict[float, float]:
+    """Test accuracy of ``model`` on ``data`` with each SSM rate in ``ssm_rates``; with ``adapt_clips``, each
+    rate's network has its BatchNorm statistics adapted to that many of ``data``'s training clips first."""
     loader = data.test_dataloader()
+    nets = {rate: adapted_net(model, data, rate, adapt_clips) if adapt_clips else model.net for rate in ssm_rates}
     correct = dict.fromkeys(ssm_rates, 0)
     total = 0
     task = progress.add_task(label, total=len(loader))
@@ -71,36 +91,44 @@ def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         for rate in ssm_rates:
-            correct[rate] += int((model.net(x, rate=rate).argmax(-1) == y).sum())
+            correct[rate] += int((nets[rate](x, rate=rate).argmax(-1) == y).sum())
         total += len(y)
         progress.advance(task)
     return {rate: correct[rate] / max(total, 1) for rate in ssm_rates}
 
 
 def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
-                    batch_size: int = 50) -> list[dict]:
-    """Rows ``{sample_rate, input, rate_change, ssm_rate, accuracy}`` for every rate x input x rate change."""
+                    batch_size: int = 50, adapt_clips: int = 0) -> list[dict]:
+    """Rows ``{sample_rate, input, rate_change, ssm_rate, statistics, accuracy}`` for every rate x input x rate
+    change, with the model's normalisation statistics; with ``adapt_clips`` every row again with statistics
+    adapted to the test folder's training split (:func:`adapted_net`, and its input statistics)."""
     rows = []
+    stats = ["model"] + (["adapted"] if adapt_clips else [])
     with Progress(transient=True) as progress:
-        for rate in rates:
-            for method, name in METHODS.items():
-                if method == "naive" and SAMPLE_RATE % rate:
+        for stat in stats:
+            clips = adapt_clips if stat == "adapted" else 0
+            suffix = ", adapted statistics" if clips else ""
+            for rate in rates:
+                for method, name in METHODS.items():
+                    if method == "naive" and SAMPLE_RATE % rate:
+                        continue
+                    data = eval_data(options, model, rate, method, batch_size, adapted=bool(clips))
+                    ssm = {True: model.rate_for(rate) if data.hparams.features == "raw" else 1.0, False: 1.0}
+                    acc = accuracy(model, data, sorted(set(ssm.values())), progress, f"{rate} Hz, {name}{suffix}",
+                                   clips)
+                    for change, ssm_rate in ssm.items():
+                        rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
+                                         statistics=stat, accuracy=acc[ssm_rate]))
+            train_rate = int(model.train_sample_rate) or SAMPLE_RATE
+            for rate in rates:
+                if rate >= train_rate or options.get("features", "raw") != "raw":
                     continue
-                data = eval_data(options, model, rate, method, batch_size)
-                ssm = {True: model.rate_for(rate) if data.hparams.features == "raw" else 1.0, False: 1.0}
-                acc = accuracy(model, data, sorted(set(ssm.values())), progress, f"{rate} Hz, {name}")
-                for change, ssm_rate in ssm.items():
-                    rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
-                                     accuracy=acc[ssm_rate]))
-        train_rate = int(model.train_sample_rate) or SAMPLE_RATE
-        for rate in rates:
-            if rate >= train_rate or options.get("features", "raw") != "raw":
-                continue
-            data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2)
-            name = f"low-passed at {rate // 2} Hz"
-            acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}")
-            rows.append(dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0,
-                             accuracy=acc[1.0]))
+                data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2,
+                                 adapted=bool(clips))
+                name = f"low-passed at {rate // 2} Hz"
+                acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}{suffix}", clips)
+                rows.append(dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0,
+                                 statistics=stat, accuracy=acc[1.0]))
     return rows
 
 
@@ -166,15 +194,19 @@ def _finish(fig, ax, xlabel: str, ylabel: str, ylim: tuple[float, float], title:
     return save_figure(fig, path)
 
 
-def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> list[Path]:
-    """``zero_shot.md``, ``zero_shot.csv`` and ``zero_shot.png`` under ``out``; returns their paths."""
-    base = next((r["accuracy"] for r in rows if r["sample_rate"] == train_rate), None)
-    header = ["sample rate (Hz)", "input", "rate change", "SSM rate", "accuracy (%)", "vs training rate (points)"]
+def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note: str = "") -> list[Path]:
+    """``zero_shot.md``, ``zero_shot.csv`` and ``zero_shot.png`` under ``out``; returns their paths.  ``note``: a
+    line for the markdown (what "adapted" statistics were adapted to)."""
+    base = {stat: next((r["accuracy"] for r in rows if r["sample_rate"] == train_rate and r["statistics"] == stat),
+                       None) for stat in {r["statistics"] for r in rows}}
+    header = ["sample rate (Hz)", "input", "rate change", "SSM rate", "statistics", "accuracy (%)",
+              "vs training rate (points)"]
     table = [[r["sample_rate"], r["input"], "yes" if r["rate_change"] else "no", f"{r['ssm_rate']:.3g}",
-              f"{100 * r['accuracy']:.2f}", "" if base is None else f"{100 * (r['accuracy'] - base):+.2f}"]
+              r["statistics"], f"{100 * r['accuracy']:.2f}",
+              "" if base[r["statistics"]] is None else f"{100 * (r['accuracy'] - base[r['statistics']]):+.2f}"]
              for r in rows]
-    md = [f"Zero-shot test accuracy of {ckpt} (trained at {train_rate} Hz) at other sample rates.", "",
-          *markdown_table(header, table, left=3)]
+    md = [f"Zero-shot test accuracy of {ckpt} (trained at {train_rate} Hz) at other sample rates.",
+          *([note] if note else []), "", *markdown_table(header, table, left=3)]
     paths = [write_markdown(out / "zero_shot.md", md), write_csv(out / "zero_shot.csv", header, table)]
 
     import matplotlib
@@ -183,18 +215,20 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> l
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in METHODS.values():
-        for change, style in ((True, "-"), (False, ":")):
-            points = [(r["sample_rate"], 100 * r["accuracy"]) for r in rows
-                      if r["input"] == name and r["rate_change"] == change]
-            if points:
-                ax.plot(*zip(*points, strict=True), style, marker="o",
-                        label=f"{name}, {'rate change' if change else 'no rate change'}")
-    lowpassed = [(2 * int(r["input"].split()[2]), 100 * r["accuracy"]) for r in rows
-                 if r["input"].startswith("low-passed")]
-    if lowpassed:  # at the rate whose band they keep
-        ax.plot(*zip(*lowpassed, strict=True), "s", color="black", fillstyle="none",
-                label=f"{train_rate} Hz input, only this rate's band")
+    for stat, marker in (("model", "o"), ("adapted", "x")):
+        suffix = ", adapted statistics" if stat == "adapted" else ""
+        for name in METHODS.values():
+            for change, style in ((True, "-"), (False, ":")):
+                points = [(r["sample_rate"], 100 * r["accuracy"]) for r in rows
+                          if r["input"] == name and r["rate_change"] == change and r["statistics"] == stat]
+                if points:
+                    ax.plot(*zip(*points, strict=True), style, marker=marker,
+                            label=f"{name}, {'rate change' if change else 'no rate change'}{suffix}")
+        lowpassed = [(2 * int(r["input"].split()[2]), 100 * r["accuracy"]) for r in rows
+                     if r["input"].startswith("low-passed") and r["statistics"] == stat]
+        if lowpassed:  # at the rate whose band they keep
+            ax.plot(*zip(*lowpassed, strict=True), "s" if stat == "model" else "D", color="black", fillstyle="none",
+                    label=f"{train_rate} Hz input, only this rate's band{suffix}")
     ax.axvline(train_rate, color="grey", linestyle="--", linewidth=0.8, label=f"training rate ({train_rate} Hz)")
     ax.set_xscale("log", base=2)
     rates = sorted({r["sample_rate"] for r in rows})
@@ -205,7 +239,7 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path) -> l
 
 
 def zero_shot(argv: list[str]) -> None:
-    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR]``."""
+    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --adapt-norm [CLIPS]]``."""
     p = argparse.ArgumentParser(prog="ssm speech zero-shot",
                                 description="Test a Speech Commands classifier at other sample rates.")
     p.add_argument("--ckpt", required=True, help="checkpoint of `ssm speech fit` with a SpeechClassifier recipe")
@@ -215,18 +249,30 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--out", help="output folder (default: zero-shot/ beside the checkpoints folder)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    p.add_argument("--adapt-norm", type=int, nargs="?", const=ADAPT_CLIPS, default=None, metavar="CLIPS",
+                   help="also score every row with the normalisation statistics adapted to the data folder: its "
+                        "training split's input mean and std, and every BatchNorm's statistics from CLIPS of its "
+                        f"clips (default {ADAPT_CLIPS}), unlabelled (AdaBN); for audio from a new source")
     a = p.parse_args(argv)
     rates = parse_rates(a.rates)
+    if a.adapt_norm is not None and a.adapt_norm < 1:
+        raise UserError(f"--adapt-norm takes a number of clips >= 1 (or none for {ADAPT_CLIPS}), got {a.adapt_norm}")
     ckpt = Path(a.ckpt)
     model, saved = load_speech_classifier(ckpt)
     model.to(a.device)
     options = {k: v for k, v in saved.items() if k in DATA_KEYS}
     if a.data_root:
         options["root"] = a.data_root
-    rows = zero_shot_table(model, options, rates, a.batch_size)
+    rows = zero_shot_table(model, options, rates, a.batch_size, a.adapt_norm or 0)
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
-    paths = write_outputs(out, rows, train_rate, ckpt)
+    note = ""
+    if a.adapt_norm:
+        bn = (f"every BatchNorm's statistics from up to {a.adapt_norm} of its clips" if batch_norms(model.net)
+              else "the model has no BatchNorm, so only those")
+        note = (f"adapted: normalised by the statistics of {options.get('root')}'s training split, labels unread "
+                f"(its input mean and std; {bn}), fed as each row feeds the test split.")
+    paths = write_outputs(out, rows, train_rate, ckpt, note)
     cutoffs = [r // 2 for r in rates if r < train_rate]
     band = kernel_band(model, cutoffs) if cutoffs else None
     if band is not None:

@@ -116,6 +116,20 @@ def test_background_noise_augments_training_clips_only(tiny):
     assert torch.equal(quiet.dataset("validation")[0][0], noisy.dataset("validation")[0][0])
 
 
+def test_adaptation_clips_are_spread_over_the_split_and_never_augmented(tiny):
+    data = SpeechCommandsData(root=str(tiny), words=WORDS, normalize=False, background_noise=1.0, noise_level=0.5,
+                              augment={"gain_db": 6}, batch_size=4)
+    data.setup("fit")
+    train = data.items["train"]  # 24 clips, 8 per word, word by word
+    loader = data.adaptation_loader(6)
+    x = torch.cat([x for x, _ in loader])
+    labels = torch.cat([y for _, y in loader])
+    assert x.shape[0] == 6 and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]  # every word, not the first one's
+    assert torch.equal(x, torch.cat([x for x, _ in data.adaptation_loader(6)]))  # no noise, no augmentation
+    assert torch.equal(x[0], data._dataset([train[0]])[0][0])
+    assert sum(len(b[0]) for b in data.adaptation_loader(1000)) == len(train)
+
+
 def test_corrupt_and_empty_files_are_skipped_with_a_warning(tiny, tmp_path, caplog):
     root = copy_of(tiny, tmp_path / "sc")
     (root / "up" / "deadbeef_nohash_0.wav").write_bytes(b"RIFF not really a wave file")
