@@ -248,11 +248,14 @@ class SpeechCommandsData(pl.LightningDataModule):
                                      self.augmentation if augment else None, h.lowpass)
 
     def dataset(self, split: str) -> SpeechCommandsDataset:
-        """The dataset of ``split`` (train, validation or test), normalised, augmented if train."""
+        """The dataset of ``split`` (train, validation or test), normalised, augmented if train; ``all``: every
+        clip of the three splits, never augmented (a folder scored whole, e.g. a source the model never heard)."""
         split = {"val": "validation", "testing": "test"}.get(split, split)
-        if split not in self.items:
-            self.items[split] = merged_items(self.roots, self.words, split)
-        return self._dataset(self.items[split], augment=split == "train")
+        names = ("train", "validation", "test") if split == "all" else (split,)
+        for name in names:
+            if name not in self.items:
+                self.items[name] = merged_items(self.roots, self.words, name)
+        return self._dataset([item for name in names for item in self.items[name]], augment=split == "train")
 
     def adaptation_loader(self, max_clips: int, split: str = "train") -> DataLoader:
         """Up to ``max_clips`` clips of ``split``, evenly spread over it (every k-th, so every word and speaker
@@ -278,8 +281,9 @@ class SpeechCommandsData(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation", False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def test_dataloader(self, split: str = "test") -> DataLoader:
+        """The evaluation loader of ``split`` (default test; ``all``: every clip of the folder)."""
+        return self._loader(split, False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", False)

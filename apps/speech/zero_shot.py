@@ -20,6 +20,8 @@ data folder, its labels unread: the input mean and std of its training split, an
 running statistics re-estimated from CLIPS of its training clips fed as that row feeds the test split
 (AdaBN; :mod:`apps.common.norms`).  For a model meeting audio from a new source (another synthesiser,
 microphone or rate) for which unlabelled clips exist; the "model" rows stay the zero-shot figures.
+``--split all`` scores every clip of the folder instead of its test split: a source the model never
+trained on is then measured on all its speakers.
 """
 
 from __future__ import annotations
@@ -79,10 +81,11 @@ def adapted_net(model: SpeechClassifier, data: SpeechCommandsData, ssm_rate: flo
 
 @torch.no_grad()
 def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float], progress: Progress,
-             label: str, adapt_clips: int = 0) -> dict[float, float]:
-    """Test accuracy of ``model`` on ``data`` with each SSM rate in ``ssm_rates``; with ``adapt_clips``, each
-    rate's network has its BatchNorm statistics adapted to that many of ``data``'s training clips first."""
-    loader = data.test_dataloader()
+             label: str, adapt_clips: int = 0, split: str = "test") -> dict[float, float]:
+    """Accuracy of ``model`` on ``data``'s ``split`` (test, or all) with each SSM rate in ``ssm_rates``; with
+    ``adapt_clips``, each rate's network has its BatchNorm statistics adapted to that many of ``data``'s training
+    clips first."""
+    loader = data.test_dataloader(split)
     nets = {rate: adapted_net(model, data, rate, adapt_clips) if adapt_clips else model.net for rate in ssm_rates}
     correct = dict.fromkeys(ssm_rates, 0)
     total = 0
@@ -98,10 +101,11 @@ def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[
 
 
 def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
-                    batch_size: int = 50, adapt_clips: int = 0) -> list[dict]:
+                    batch_size: int = 50, adapt_clips: int = 0, split: str = "test") -> list[dict]:
     """Rows ``{sample_rate, input, rate_change, ssm_rate, statistics, accuracy}`` for every rate x input x rate
     change, with the model's normalisation statistics; with ``adapt_clips`` every row again with statistics
-    adapted to the test folder's training split (:func:`adapted_net`, and its input statistics)."""
+    adapted to the test folder's training split (:func:`adapted_net`, and its input statistics).  ``split``: the
+    clips scored, the test split or ``all`` of the folder."""
     rows = []
     stats = ["model"] + (["adapted"] if adapt_clips else [])
     with Progress(transient=True) as progress:
@@ -115,7 +119,7 @@ def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
                     data = eval_data(options, model, rate, method, batch_size, adapted=bool(clips))
                     ssm = {True: model.rate_for(rate) if data.hparams.features == "raw" else 1.0, False: 1.0}
                     acc = accuracy(model, data, sorted(set(ssm.values())), progress, f"{rate} Hz, {name}{suffix}",
-                                   clips)
+                                   clips, split)
                     for change, ssm_rate in ssm.items():
                         rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
                                          statistics=stat, accuracy=acc[ssm_rate]))
@@ -126,7 +130,7 @@ def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
                 data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2,
                                  adapted=bool(clips))
                 name = f"low-passed at {rate // 2} Hz"
-                acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}{suffix}", clips)
+                acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}{suffix}", clips, split)
                 rows.append(dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0,
                                  statistics=stat, accuracy=acc[1.0]))
     return rows
@@ -239,7 +243,7 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
 
 
 def zero_shot(argv: list[str]) -> None:
-    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --adapt-norm [CLIPS]]``."""
+    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --split all --adapt-norm [CLIPS]]``."""
     p = argparse.ArgumentParser(prog="ssm speech zero-shot",
                                 description="Test a Speech Commands classifier at other sample rates.")
     p.add_argument("--ckpt", required=True, help="checkpoint of `ssm speech fit` with a SpeechClassifier recipe")
@@ -249,6 +253,9 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--out", help="output folder (default: zero-shot/ beside the checkpoints folder)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    p.add_argument("--split", choices=["test", "all"], default="test",
+                   help="the clips scored: the test split (default), or all of the folder's clips, e.g. a source the "
+                        "model never trained on (with --adapt-norm its training clips are then scored too)")
     p.add_argument("--adapt-norm", type=int, nargs="?", const=ADAPT_CLIPS, default=None, metavar="CLIPS",
                    help="also score every row with the normalisation statistics adapted to the data folder: its "
                         "training split's input mean and std, and every BatchNorm's statistics from CLIPS of its "
@@ -263,7 +270,7 @@ def zero_shot(argv: list[str]) -> None:
     options = {k: v for k, v in saved.items() if k in DATA_KEYS}
     if a.data_root:
         options["root"] = a.data_root
-    rows = zero_shot_table(model, options, rates, a.batch_size, a.adapt_norm or 0)
+    rows = zero_shot_table(model, options, rates, a.batch_size, a.adapt_norm or 0, a.split)
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     note = ""
@@ -272,7 +279,8 @@ def zero_shot(argv: list[str]) -> None:
               else "the model has no BatchNorm, so only those")
         note = (f"adapted: normalised by the statistics of {options.get('root')}'s training split, labels unread "
                 f"(its input mean and std; {bn}), fed as each row feeds the test split.")
-    paths = write_outputs(out, rows, train_rate, ckpt, note)
+    scored = "every clip of the folder (train, validation and test splits)" if a.split == "all" else ""
+    paths = write_outputs(out, rows, train_rate, ckpt, " ".join(x for x in (f"Scored: {scored}." if scored else "", note) if x))
     cutoffs = [r // 2 for r in rates if r < train_rate]
     band = kernel_band(model, cutoffs) if cutoffs else None
     if band is not None:

@@ -128,6 +128,9 @@ def test_adaptation_clips_are_spread_over_the_split_and_never_augmented(tiny):
     assert torch.equal(x, torch.cat([x for x, _ in data.adaptation_loader(6)]))  # no noise, no augmentation
     assert torch.equal(x[0], data._dataset([train[0]])[0][0])
     assert sum(len(b[0]) for b in data.adaptation_loader(1000)) == len(train)
+    whole = data.dataset("all")  # every clip of the folder, never augmented
+    assert len(whole) == sum(len(data.dataset(s)) for s in ("train", "validation", "test"))
+    assert torch.equal(whole[0][0], whole[0][0]) and torch.equal(whole[0][0], x[0])
 
 
 def test_corrupt_and_empty_files_are_skipped_with_a_warning(tiny, tmp_path, caplog):
