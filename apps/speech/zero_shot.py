@@ -277,8 +277,8 @@ def zero_shot(argv: list[str]) -> None:
     if a.adapt_norm:
         bn = (f"every BatchNorm's statistics from up to {a.adapt_norm} of its clips" if batch_norms(model.net)
               else "the model has no BatchNorm, so only those")
-        note = (f"adapted: normalised by the statistics of {options.get('root')}'s training split, labels unread "
-                f"(its input mean and std; {bn}), fed as each row feeds the test split.")
+        note = (f"Adapted: normalised by the statistics of {options.get('root')}'s training split, labels unread "
+                f"(its input mean and std; {bn}), fed as each row feeds the clips it scores.")
     scored = "every clip of the folder (train, validation and test splits)" if a.split == "all" else ""
     paths = write_outputs(out, rows, train_rate, ckpt, " ".join(x for x in (f"Scored: {scored}." if scored else "", note) if x))
     cutoffs = [r // 2 for r in rates if r < train_rate]

@@ -76,7 +76,7 @@ def test_adapted_statistics_undo_a_level_change(tmp_path_factory, tmp_path, caps
                      "--adapt-norm", "40", "--out", str(out)]) == 0
         assert (out / "zero_shot.png").read_bytes()[:4] == b"\x89PNG"
         md = (out / "zero_shot.md").read_text()
-        assert f"adapted: normalised by the statistics of {root}'s training split, labels unread" in md
+        assert f"Adapted: normalised by the statistics of {root}'s training split, labels unread" in md
         assert "up to 40 of its clips" in capsys.readouterr().out
         tables[name] = {(r["sample rate (Hz)"], r["input"], r["rate change"], r["statistics"]): r["accuracy (%)"]
                         for r in csv.DictReader(open(out / "zero_shot.csv"))}
