@@ -17,8 +17,8 @@ Two diagnostics say why a model loses accuracy at a lower rate ``r``:
 
 ``--adapt-norm [CLIPS]`` scores every row a second time with normalisation statistics adapted to the
 data folder, its labels unread: the input mean and std of its training split, and every BatchNorm's
-running statistics re-estimated from CLIPS of its training clips fed as that row feeds the test split
-(AdaBN; :mod:`apps.common.norms`).  For a model meeting audio from a new source (another synthesiser,
+running statistics re-estimated from CLIPS of its training clips fed as that row feeds the clips it
+scores (AdaBN; :mod:`apps.common.norms`).  For a model meeting audio from a new source (another synthesiser,
 microphone or rate) for which unlabelled clips exist; the "model" rows stay the zero-shot figures.
 ``--split all`` scores every clip of the folder instead of its test split: a source the model never
 trained on is then measured on all its speakers.
@@ -73,7 +73,7 @@ def eval_data(options: dict, model: SpeechClassifier, sample_rate: int, method: 
 
 def adapted_net(model: SpeechClassifier, data: SpeechCommandsData, ssm_rate: float, clips: int) -> torch.nn.Module:
     """A copy of the model's network whose BatchNorm statistics are those of up to ``clips`` unlabelled clips of
-    ``data``'s training split, fed as ``data`` feeds its test split, at SSM rate ``ssm_rate``."""
+    ``data``'s training split, fed as ``data`` feeds the clips it scores, at SSM rate ``ssm_rate``."""
     net = copy.deepcopy(model.net)
     reestimate_batchnorm(net, data.adaptation_loader(clips), lambda x: net(x, rate=ssm_rate))
     return net
