@@ -202,8 +202,13 @@ class SpeechCommandsData(pl.LightningDataModule):
         needed = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],
                   "predict": ["test"]}.get(stage or "fit", ["train", "validation", "test"])
         for split in needed:
-            if split not in self.items:
-                self.items[split] = merged_items(self.roots, self.words, split)
+            self.split_items(split)
+
+    def split_items(self, split: str) -> list[tuple[Path, int]]:
+        """The clips of ``split`` (train, validation or test) of every root, read once and kept."""
+        if split not in self.items:
+            self.items[split] = merged_items(self.roots, self.words, split)
+        return self.items[split]
 
     def set_normalization(self, mean: Tensor, std: Tensor) -> None:
         """Use these statistics (C,) instead of computing them from the training split (kept on the CPU,
@@ -217,7 +222,7 @@ class SpeechCommandsData(pl.LightningDataModule):
         a model tested zero-shot at another rate sees its inputs scaled exactly as in training.
         """
         if self._stats is None:
-            items = self.items.get("train") or merged_items(self.roots, self.words, "train")
+            items = self.split_items("train")
             step = max(1, len(items) // self.hparams.stats_clips)
             ds = self._dataset(items[::step], normalized=False)
             if self.hparams.features == "raw":
@@ -252,27 +257,22 @@ class SpeechCommandsData(pl.LightningDataModule):
         clip of the three splits, never augmented (a folder scored whole, e.g. a source the model never heard)."""
         split = {"val": "validation", "testing": "test"}.get(split, split)
         names = ("train", "validation", "test") if split == "all" else (split,)
-        for name in names:
-            if name not in self.items:
-                self.items[name] = merged_items(self.roots, self.words, name)
-        return self._dataset([item for name in names for item in self.items[name]], augment=split == "train")
+        return self._dataset([item for name in names for item in self.split_items(name)], augment=split == "train")
 
     def adaptation_loader(self, max_clips: int, split: str = "train") -> DataLoader:
         """Up to ``max_clips`` clips of ``split``, evenly spread over it (every k-th, so every word and speaker
         counts), fed exactly as the test split is (normalised, at this module's rate, never augmented): the
         unlabelled audio that :func:`apps.common.norms.reestimate_batchnorm` adapts a model to."""
-        if split not in self.items:
-            self.items[split] = merged_items(self.roots, self.words, split)
-        items = self.items[split]
-        subset = items[::max(1, -(-len(items) // max_clips))][:max_clips]
-        h = self.hparams
-        return DataLoader(self._dataset(subset), batch_size=h.eval_batch_size or h.batch_size, shuffle=False,
-                          num_workers=h.num_workers, drop_last=False)
+        items = self.split_items(split)
+        return self._loader_of(self._dataset(items[::max(1, -(-len(items) // max_clips))][:max_clips]), False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return self._loader_of(self.dataset(split), shuffle)
+
+    def _loader_of(self, dataset: SpeechCommandsDataset, shuffle: bool) -> DataLoader:
         h = self.hparams
         size = h.batch_size if shuffle else (h.eval_batch_size or h.batch_size)
-        return DataLoader(self.dataset(split), batch_size=size, shuffle=shuffle, num_workers=h.num_workers,
+        return DataLoader(dataset, batch_size=size, shuffle=shuffle, num_workers=h.num_workers,
                           persistent_workers=h.num_workers > 0, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
