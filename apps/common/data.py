@@ -10,7 +10,8 @@ class SplitDataModule(pl.LightningDataModule):
     """A datamodule whose splits are served by its ``_loader(split: str, shuffle: bool) -> DataLoader``.
 
     Subclasses define ``_loader``.  Training shuffles; validation, test and predict do not, and
-    ``predict`` reads the test split.  ``val_split`` names the validation split when it is not ``"val"``.
+    ``predict`` reads the test split.  ``val_split`` names the validation split when it is not ``"val"``;
+    ``test_dataloader(split)`` serves another evaluation split where a subclass's ``_loader`` knows one.
     """
 
     val_split = "val"
@@ -21,8 +22,8 @@ class SplitDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_split, False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def test_dataloader(self, split: str = "test") -> DataLoader:
+        return self._loader(split, False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", False)

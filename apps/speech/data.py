@@ -25,7 +25,6 @@ import logging
 import random
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -33,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from apps.common.audio import AudioError, load_audio, resample
+from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 from apps.common.speech_commands import SAMPLE_RATE, resolve_word_set, speech_commands_items
 from apps.speech.augment import Augmentation
@@ -137,7 +137,7 @@ def merged_items(roots: list[Path], words: list[str], split: str) -> list[tuple[
     return [item for root in roots for item in speech_commands_items(root, words, split)]
 
 
-class SpeechCommandsData(pl.LightningDataModule):
+class SpeechCommandsData(SplitDataModule):
     """Speech Commands classification data (real v0.02 layout or the prepared stand-in).
 
     Args:
@@ -161,6 +161,8 @@ class SpeechCommandsData(pl.LightningDataModule):
             ``ssm speech zero-shot``; default none).
         batch_size, num_workers: loader options.
     """
+
+    val_split = "validation"
 
     def __init__(self, root: str | list[str] = "data/speech_commands_synth", words: str | list[str] = "sc10",
                  sample_rate: int = SAMPLE_RATE, resample: str = "proper", features: str = "raw", n_mfcc: int = 20,
@@ -267,6 +269,7 @@ class SpeechCommandsData(pl.LightningDataModule):
         return self._loader_of(self._dataset(items[::max(1, -(-len(items) // max_clips))][:max_clips]), False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """The loader of ``split`` (train, validation, test, or ``all``: every clip of the folder)."""
         return self._loader_of(self.dataset(split), shuffle)
 
     def _loader_of(self, dataset: SpeechCommandsDataset, shuffle: bool) -> DataLoader:
@@ -275,15 +278,3 @@ class SpeechCommandsData(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=size, shuffle=shuffle, num_workers=h.num_workers,
                           persistent_workers=h.num_workers > 0, drop_last=False)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", False)
-
-    def test_dataloader(self, split: str = "test") -> DataLoader:
-        """The evaluation loader of ``split`` (default test; ``all``: every clip of the folder)."""
-        return self._loader(split, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
