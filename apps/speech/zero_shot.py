@@ -20,6 +20,9 @@ data folder, its labels unread: the input mean and std of its training split, an
 running statistics re-estimated from CLIPS of its training clips fed as that row feeds the clips it
 scores (AdaBN; :mod:`apps.common.norms`).  For a model meeting audio from a new source (another synthesiser,
 microphone or rate) for which unlabelled clips exist; the "model" rows stay the zero-shot figures.
+``--adapt-epochs E`` adds a third set of rows: after the statistics, each network (all but its output layer)
+is trained for E epochs on the same unlabelled clips to make confident predictions that stay spread over the
+words (information maximisation, SHOT-IM; :mod:`apps.common.self_training`).
 ``--split all`` scores every clip of the folder instead of its test split: a source the model never
 trained on is then measured on all its speakers.
 """
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +41,7 @@ from rich.progress import Progress
 from apps.common.errors import UserError
 from apps.common.norms import batch_norms, reestimate_batchnorm
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
+from apps.common.self_training import maximise_information
 from apps.common.speech_commands import SAMPLE_RATE
 from apps.speech.data import SpeechCommandsData
 from apps.speech.module import SpeechClassifier, load_speech_classifier
@@ -44,6 +50,24 @@ from ssmcore.layers.base import SSMLayer
 METHODS = {"proper": "resampled", "naive": "naive decimation"}
 DATA_KEYS = ("root", "words", "features", "n_mfcc", "normalize")
 ADAPT_CLIPS = 1000
+ADAPT_LR = 1e-3
+STATISTICS = {"model": ("o", ""), "adapted": ("x", ", adapted statistics"),
+              "self-trained": ("^", ", adapted and self-trained")}  # the kinds of rows: plot marker, label
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How a network is adapted to the scored folder before scoring: BatchNorm statistics from ``clips`` of its
+    unlabelled training clips, then, with ``epochs``, information maximisation on them at Adam's ``lr``."""
+
+    clips: int
+    epochs: int = 0
+    lr: float = ADAPT_LR
+
+    @property
+    def statistics(self) -> str:
+        """The rows' ``statistics`` value."""
+        return "self-trained" if self.epochs else "adapted"
 
 
 def parse_rates(text: str) -> list[int]:
@@ -72,24 +96,31 @@ def eval_data(options: dict, model: SpeechClassifier, sample_rate: int, method: 
 
 
 def adapted_nets(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float],
-                 clips: int) -> dict[float, torch.nn.Module]:
-    """For each SSM rate, a copy of the model's network whose BatchNorm statistics are those of up to ``clips``
-    unlabelled clips of ``data``'s training split, fed as ``data`` feeds the clips it scores, at that rate (one
-    pass over the clips for all the rates)."""
+                 adapt: Adaptation | int) -> dict[float, torch.nn.Module]:
+    """For each SSM rate, a copy of the model's network whose BatchNorm statistics are those of up to
+    ``adapt.clips`` unlabelled clips of ``data``'s training split, fed as ``data`` feeds the clips it scores, at
+    that rate (one pass over the clips for all the rates); with ``adapt.epochs``, each copy is then trained on
+    those clips by information maximisation, its output layer kept.  An int is a number of clips."""
+    adapt = Adaptation(adapt) if isinstance(adapt, int) else adapt
     nets = torch.nn.ModuleList(copy.deepcopy(model.net) for _ in ssm_rates)
-    reestimate_batchnorm(nets, data.adaptation_loader(clips),
-                         lambda x: [net(x, rate=rate) for net, rate in zip(nets, ssm_rates, strict=True)])
+    loader = data.adaptation_loader(adapt.clips)
+    reestimate_batchnorm(nets, loader, lambda x: [net(x, rate=rate) for net, rate in zip(nets, ssm_rates, strict=True)])
+    if adapt.epochs:
+        device = next(model.parameters()).device
+        clips = torch.cat([x for x, _ in loader]).to(device)
+        for net, rate in zip(nets, ssm_rates, strict=True):
+            maximise_information(net, clips, net.head, adapt.epochs, adapt.lr, data.hparams.batch_size,
+                                 lambda x, net=net, rate=rate: net(x, rate=rate))
     return dict(zip(ssm_rates, nets, strict=True))
 
 
 @torch.no_grad()
 def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float], progress: Progress,
-             label: str, adapt_clips: int = 0, split: str = "test") -> dict[float, float]:
+             label: str, adapt: Adaptation | None = None, split: str = "test") -> dict[float, float]:
     """Accuracy of ``model`` on ``data``'s ``split`` (test, or all) with each SSM rate in ``ssm_rates``; with
-    ``adapt_clips``, each rate's network has its BatchNorm statistics adapted to that many of ``data``'s training
-    clips first."""
+    ``adapt``, each rate's network is first adapted to ``data``'s training clips (:func:`adapted_nets`)."""
     loader = data.test_dataloader(split)
-    nets = adapted_nets(model, data, ssm_rates, adapt_clips) if adapt_clips else dict.fromkeys(ssm_rates, model.net)
+    nets = adapted_nets(model, data, ssm_rates, adapt) if adapt else dict.fromkeys(ssm_rates, model.net)
     correct = dict.fromkeys(ssm_rates, 0)
     total = 0
     task = progress.add_task(label, total=len(loader))
@@ -103,24 +134,26 @@ def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[
     return {rate: correct[rate] / max(total, 1) for rate in ssm_rates}
 
 
-def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int],
-                    batch_size: int = 50, adapt_clips: int = 0, split: str = "test") -> list[dict]:
+def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int], batch_size: int = 50,
+                    adapt: Adaptation | None = None, split: str = "test") -> list[dict]:
     """Rows ``{sample_rate, input, rate_change, ssm_rate, statistics, accuracy}`` for every rate x input x rate
-    change, with the model's normalisation statistics; with ``adapt_clips`` every row again with statistics
-    adapted to the test folder's training split (:func:`adapted_nets`, and its input statistics).  ``split``: the
-    clips scored, the test split or ``all`` of the folder."""
+    change, with the model's normalisation statistics; with ``adapt`` every row again with statistics adapted to
+    the test folder's training split (:func:`adapted_nets`, and its input statistics), and with ``adapt.epochs``
+    a third time, self-trained on those clips after the statistics.  ``split``: the clips scored, the test split
+    or ``all`` of the folder."""
+    kinds = [None]
+    if adapt:
+        kinds += [Adaptation(adapt.clips)] + ([adapt] if adapt.epochs else [])
     with Progress(transient=True) as progress:
-        rows = _rows(model, options, rates, batch_size, 0, split, progress)
-        if adapt_clips:
-            rows += _rows(model, options, rates, batch_size, adapt_clips, split, progress)
-    return rows
+        return [row for kind in kinds for row in _rows(model, options, rates, batch_size, kind, split, progress)]
 
 
-def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: int, adapt_clips: int, split: str,
-          progress: Progress) -> list[dict]:
-    """:func:`zero_shot_table`'s rows with one kind of statistics: the model's, or adapted to ``adapt_clips``."""
-    stat, suffix = ("adapted", ", adapted statistics") if adapt_clips else ("model", "")
-    adapted = bool(adapt_clips)
+def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: int, adapt: Adaptation | None,
+          split: str, progress: Progress) -> list[dict]:
+    """:func:`zero_shot_table`'s rows with one kind of statistics: the model's, or adapted as ``adapt`` says."""
+    stat = adapt.statistics if adapt else "model"
+    suffix = STATISTICS[stat][1]
+    adapted = adapt is not None
     rows = []
     for rate in rates:
         ssm = {True: model.rate_for(rate) if options.get("features", "raw") == "raw" else 1.0, False: 1.0}
@@ -131,7 +164,7 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
             if not (method == "naive" and rate == SAMPLE_RATE):
                 data = eval_data(options, model, rate, method, batch_size, adapted=adapted)
                 acc = accuracy(model, data, sorted(set(ssm.values())), progress, f"{rate} Hz, {name}{suffix}",
-                               adapt_clips, split)
+                               adapt, split)
             for change, ssm_rate in ssm.items():
                 rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
                                  statistics=stat, accuracy=acc[ssm_rate]))
@@ -141,7 +174,7 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
             continue
         data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2, adapted=adapted)
         name = f"low-passed at {rate // 2} Hz"
-        acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}{suffix}", adapt_clips, split)
+        acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}{suffix}", adapt, split)
         rows.append(dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0,
                          statistics=stat, accuracy=acc[1.0]))
     return rows
@@ -230,8 +263,7 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for stat, marker in (("model", "o"), ("adapted", "x")):
-        suffix = ", adapted statistics" if stat == "adapted" else ""
+    for stat, (marker, suffix) in STATISTICS.items():
         for name in METHODS.values():
             for change, style in ((True, "-"), (False, ":")):
                 points = [(r["sample_rate"], 100 * r["accuracy"]) for r in rows
@@ -242,7 +274,7 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
         lowpassed = [(2 * int(r["input"].split()[2]), 100 * r["accuracy"]) for r in rows
                      if r["input"].startswith("low-passed") and r["statistics"] == stat]
         if lowpassed:  # at the rate whose band they keep
-            ax.plot(*zip(*lowpassed, strict=True), "s" if stat == "model" else "D", color="black", fillstyle="none",
+            ax.plot(*zip(*lowpassed, strict=True), {"o": "s", "x": "D"}.get(marker, "v"), color="black", fillstyle="none",
                     label=f"{train_rate} Hz input, only this rate's band{suffix}")
     ax.axvline(train_rate, color="grey", linestyle="--", linewidth=0.8, label=f"training rate ({train_rate} Hz)")
     ax.set_xscale("log", base=2)
@@ -254,7 +286,8 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
 
 
 def zero_shot(argv: list[str]) -> None:
-    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --split all --adapt-norm [CLIPS]]``."""
+    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --split all --adapt-norm
+    [CLIPS] --adapt-epochs E]``."""
     p = argparse.ArgumentParser(prog="ssm speech zero-shot",
                                 description="Test a Speech Commands classifier at other sample rates.")
     p.add_argument("--ckpt", required=True, help="checkpoint of `ssm speech fit` with a SpeechClassifier recipe")
@@ -271,17 +304,30 @@ def zero_shot(argv: list[str]) -> None:
                    help="also score every row with the normalisation statistics adapted to the data folder: its "
                         "training split's input mean and std, and every BatchNorm's statistics from CLIPS of its "
                         f"clips (default {ADAPT_CLIPS}), unlabelled (AdaBN); for audio from a new source")
+    p.add_argument("--adapt-epochs", type=int, default=0, metavar="E",
+                   help="with --adapt-norm, also score every row after training the adapted network (all but its "
+                        "output layer) for E epochs on the same unlabelled clips to make confident, diverse "
+                        "predictions (information maximisation, SHOT-IM)")
+    p.add_argument("--adapt-lr", type=float, default=ADAPT_LR, help=f"Adam's learning rate for --adapt-epochs "
+                   f"(default {ADAPT_LR:g})")
     a = p.parse_args(argv)
     rates = parse_rates(a.rates)
     if a.adapt_norm is not None and a.adapt_norm < 1:
         raise UserError(f"--adapt-norm takes a number of clips >= 1 (or none for {ADAPT_CLIPS}), got {a.adapt_norm}")
+    if a.adapt_epochs < 0 or (a.adapt_epochs and a.adapt_norm is None):
+        raise UserError(f"--adapt-epochs takes a number of epochs >= 0 and needs --adapt-norm (the unlabelled clips "
+                        f"it trains on), got --adapt-epochs {a.adapt_epochs}"
+                        f"{'' if a.adapt_norm else ' without --adapt-norm'}")
+    if not (a.adapt_lr > 0 and math.isfinite(a.adapt_lr)):
+        raise UserError(f"--adapt-lr takes a learning rate > 0, got {a.adapt_lr}")
     ckpt = Path(a.ckpt)
     model, saved = load_speech_classifier(ckpt)
     model.to(a.device)
     options = {k: v for k, v in saved.items() if k in DATA_KEYS}
     if a.data_root:
         options["root"] = a.data_root
-    rows = zero_shot_table(model, options, rates, a.batch_size, a.adapt_norm or 0, a.split)
+    adapt = Adaptation(a.adapt_norm, a.adapt_epochs, a.adapt_lr) if a.adapt_norm else None
+    rows = zero_shot_table(model, options, rates, a.batch_size, adapt, a.split)
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     notes = ["Scored: every clip of the folder (train, validation and test splits)."] if a.split == "all" else []
@@ -290,6 +336,10 @@ def zero_shot(argv: list[str]) -> None:
               else "the model has no BatchNorm, so only those")
         notes.append(f"Adapted: normalised by the statistics of {options.get('root')}'s training split, labels "
                      f"unread (its input mean and std; {bn}), fed as each row feeds the clips it scores.")
+    if a.adapt_epochs:
+        notes.append(f"Self-trained: the adapted network, all but its output layer, trained {a.adapt_epochs} "
+                     f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}) to minimise the predictions' mean entropy "
+                     "less the entropy of their mean (information maximisation).")
     paths = write_outputs(out, rows, train_rate, ckpt, " ".join(notes))
     cutoffs = [r // 2 for r in rates if r < train_rate]
     band = kernel_band(model, cutoffs) if cutoffs else None

@@ -9,7 +9,7 @@ import torch
 
 from apps.common.cli import main
 from apps.speech.module import load_speech_classifier
-from apps.speech.zero_shot import DATA_KEYS, adapted_nets, eval_data, parse_rates
+from apps.speech.zero_shot import DATA_KEYS, Adaptation, adapted_nets, eval_data, parse_rates
 from tests.apps.speech.speech_sets import tiny_checkpoint, tiny_set
 
 
@@ -113,3 +113,34 @@ def test_adapt_norm_needs_clips(tmp_path_factory, capsys):
     ckpt = tiny_checkpoint(tmp_path_factory)
     assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--adapt-norm", "0"]) == 2
     assert "--adapt-norm takes a number of clips >= 1" in capsys.readouterr().err
+    for args, said in ((["--adapt-epochs", "2"], "needs --adapt-norm (the unlabelled clips it trains on), got "
+                                                 "--adapt-epochs 2 without --adapt-norm"),
+                       (["--adapt-norm", "--adapt-epochs", "-1"], "--adapt-epochs takes a number of epochs >= 0"),
+                       (["--adapt-norm", "--adapt-epochs", "1", "--adapt-lr", "0"], "--adapt-lr takes a learning "
+                                                                                      "rate > 0, got 0.0")):
+        assert main(["speech", "zero-shot", "--ckpt", str(ckpt), *args]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1
+
+
+def test_self_trained_rows(tmp_path_factory, tmp_path, capsys):
+    """``--adapt-epochs``: a third set of rows, from networks trained on the folder's unlabelled clips after their
+    statistics were adapted; the output layer is the model's, the rest has moved, the model itself is untouched."""
+    ckpt = tiny_checkpoint(tmp_path_factory)
+    out = tmp_path / "st"
+    assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--rates", "16000,8000", "--adapt-norm", "40",
+                 "--adapt-epochs", "2", "--out", str(out)]) == 0
+    assert "Self-trained: the adapted network, all but its output layer, trained 2 epoch(s)" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "zero_shot.csv")))
+    kinds = [r["statistics"] for r in rows]
+    assert len(rows) == 3 * (2 * 2 * 2 + 1) and {k: kinds.count(k) for k in kinds} == dict.fromkeys(
+        ["model", "adapted", "self-trained"], 9)
+    model, saved = load_speech_classifier(ckpt)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = eval_data({k: v for k, v in saved.items() if k in DATA_KEYS}, model, 8000, "proper", 50, adapted=True)
+    nets = {epochs: adapted_nets(model, data, [2.0], Adaptation(40, epochs))[2.0] for epochs in (0, 2)}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].head.parameters(), nets[2].head.parameters(), strict=True))
+    assert max((a - b).abs().max() for a, b in zip(nets[0].parameters(), nets[2].parameters(), strict=True)) > 1e-4
+    for a, b in zip(nets[0].buffers(), nets[2].buffers(), strict=True):  # the adapted statistics are kept
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
