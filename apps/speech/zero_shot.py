@@ -64,11 +64,6 @@ class Adaptation:
     epochs: int = 0
     lr: float = ADAPT_LR
 
-    @property
-    def statistics(self) -> str:
-        """The rows' ``statistics`` value."""
-        return "self-trained" if self.epochs else "adapted"
-
 
 def parse_rates(text: str) -> list[int]:
     """``"16000,8000,4000"`` -> [16000, 8000, 4000] (descending, unique)."""
@@ -95,43 +90,63 @@ def eval_data(options: dict, model: SpeechClassifier, sample_rate: int, method: 
     return data
 
 
-def adapted_nets(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float],
-                 adapt: Adaptation | int) -> dict[float, torch.nn.Module]:
-    """For each SSM rate, a copy of the model's network whose BatchNorm statistics are those of up to
-    ``adapt.clips`` unlabelled clips of ``data``'s training split, fed as ``data`` feeds the clips it scores, at
-    that rate (one pass over the clips for all the rates); with ``adapt.epochs``, each copy is then trained on
-    those clips by information maximisation, its output layer kept.  An int is a number of clips."""
-    adapt = Adaptation(adapt) if isinstance(adapt, int) else adapt
+def adapted_nets(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float], clips: int,
+                 batches: list[torch.Tensor] | None = None) -> dict[float, torch.nn.Module]:
+    """For each SSM rate, a copy of the model's network whose BatchNorm statistics are those of up to ``clips``
+    unlabelled clips of ``data``'s training split, fed as ``data`` feeds the clips it scores, at that rate (one
+    pass over the clips for all the rates).  ``batches``: those clips, already read."""
     nets = torch.nn.ModuleList(copy.deepcopy(model.net) for _ in ssm_rates)
-    loader = data.adaptation_loader(adapt.clips)
-    reestimate_batchnorm(nets, loader, lambda x: [net(x, rate=rate) for net, rate in zip(nets, ssm_rates, strict=True)])
-    if adapt.epochs:
-        device = next(model.parameters()).device
-        clips = torch.cat([x for x, _ in loader]).to(device)
-        for net, rate in zip(nets, ssm_rates, strict=True):
-            maximise_information(net, clips, net.head, adapt.epochs, adapt.lr, data.hparams.batch_size,
-                                 lambda x, net=net, rate=rate: net(x, rate=rate))
+    reestimate_batchnorm(nets, data.adaptation_loader(clips) if batches is None else batches,
+                         lambda x: [net(x, rate=rate) for net, rate in zip(nets, ssm_rates, strict=True)])
     return dict(zip(ssm_rates, nets, strict=True))
+
+
+def self_trained_nets(nets: dict[float, torch.nn.Module], clips: torch.Tensor, adapt: Adaptation,
+                      batch_size: int = 50) -> dict[float, torch.nn.Module]:
+    """Copies of the adapted ``nets`` (one per SSM rate), each trained ``adapt.epochs`` epochs on the unlabelled
+    ``clips`` they were adapted to by information maximisation, its output layer (``head``) kept."""
+    trained = {}
+    for rate, net in nets.items():
+        trained[rate] = net = copy.deepcopy(net)
+        device = next(net.parameters()).device
+        maximise_information(net, clips.to(device), net.head, adapt.epochs, adapt.lr, batch_size,
+                             lambda x, net=net, rate=rate: net(x, rate=rate))
+    return trained
+
+
+def networks(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float],
+             adapt: Adaptation | None) -> dict[str, dict[float, torch.nn.Module]]:
+    """The networks each kind of row is scored with, per SSM rate: the model's (``adapt`` None), or the adapted
+    ones (:func:`adapted_nets`) and, with ``adapt.epochs``, those self-trained from them."""
+    if adapt is None:
+        return {"model": dict.fromkeys(ssm_rates, model.net)}
+    batches = [x for x, _ in data.adaptation_loader(adapt.clips)]  # read once for both
+    nets = {"adapted": adapted_nets(model, data, ssm_rates, adapt.clips, batches)}
+    if adapt.epochs:
+        nets["self-trained"] = self_trained_nets(nets["adapted"], torch.cat(batches), adapt, data.hparams.batch_size)
+    return nets
 
 
 @torch.no_grad()
 def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float], progress: Progress,
-             label: str, adapt: Adaptation | None = None, split: str = "test") -> dict[float, float]:
-    """Accuracy of ``model`` on ``data``'s ``split`` (test, or all) with each SSM rate in ``ssm_rates``; with
-    ``adapt``, each rate's network is first adapted to ``data``'s training clips (:func:`adapted_nets`)."""
+             label: str, adapt: Adaptation | None = None, split: str = "test") -> dict[str, dict[float, float]]:
+    """Accuracy on ``data``'s ``split`` (test, or all) of each kind of network (:func:`networks`: the model's,
+    or adapted to ``data``'s training clips as ``adapt`` says) with each SSM rate in ``ssm_rates``, in one pass
+    over the clips: ``{kind: {rate: accuracy}}``."""
     loader = data.test_dataloader(split)
-    nets = adapted_nets(model, data, ssm_rates, adapt) if adapt else dict.fromkeys(ssm_rates, model.net)
-    correct = dict.fromkeys(ssm_rates, 0)
+    nets = networks(model, data, ssm_rates, adapt)
+    correct = {kind: dict.fromkeys(ssm_rates, 0) for kind in nets}
     total = 0
     task = progress.add_task(label, total=len(loader))
     device = next(model.parameters()).device
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        for rate in ssm_rates:
-            correct[rate] += int((nets[rate](x, rate=rate).argmax(-1) == y).sum())
+        for kind, by_rate in nets.items():
+            for rate, net in by_rate.items():
+                correct[kind][rate] += int((net(x, rate=rate).argmax(-1) == y).sum())
         total += len(y)
         progress.advance(task)
-    return {rate: correct[rate] / max(total, 1) for rate in ssm_rates}
+    return {kind: {rate: c / max(total, 1) for rate, c in by_rate.items()} for kind, by_rate in correct.items()}
 
 
 def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int], batch_size: int = 50,
@@ -139,20 +154,20 @@ def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int], ba
     """Rows ``{sample_rate, input, rate_change, ssm_rate, statistics, accuracy}`` for every rate x input x rate
     change, with the model's normalisation statistics; with ``adapt`` every row again with statistics adapted to
     the test folder's training split (:func:`adapted_nets`, and its input statistics), and with ``adapt.epochs``
-    a third time, self-trained on those clips after the statistics.  ``split``: the clips scored, the test split
-    or ``all`` of the folder."""
-    kinds = [None]
-    if adapt:
-        kinds += [Adaptation(adapt.clips)] + ([adapt] if adapt.epochs else [])
+    a third time, self-trained on those clips from there (:func:`self_trained_nets`).  ``split``: the clips
+    scored, the test split or ``all`` of the folder."""
     with Progress(transient=True) as progress:
-        return [row for kind in kinds for row in _rows(model, options, rates, batch_size, kind, split, progress)]
+        rows = _rows(model, options, rates, batch_size, None, split, progress)
+        if adapt:
+            rows += _rows(model, options, rates, batch_size, adapt, split, progress)
+    return rows
 
 
 def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: int, adapt: Adaptation | None,
           split: str, progress: Progress) -> list[dict]:
-    """:func:`zero_shot_table`'s rows with one kind of statistics: the model's, or adapted as ``adapt`` says."""
-    stat = adapt.statistics if adapt else "model"
-    suffix = STATISTICS[stat][1]
+    """:func:`zero_shot_table`'s rows with the model's statistics, or with every kind of adaptation ``adapt``
+    asks for (grouped by kind)."""
+    suffix = "" if adapt is None else STATISTICS["self-trained" if adapt.epochs else "adapted"][1]
     adapted = adapt is not None
     rows = []
     for rate in rates:
@@ -165,9 +180,10 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
                 data = eval_data(options, model, rate, method, batch_size, adapted=adapted)
                 acc = accuracy(model, data, sorted(set(ssm.values())), progress, f"{rate} Hz, {name}{suffix}",
                                adapt, split)
-            for change, ssm_rate in ssm.items():
-                rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
-                                 statistics=stat, accuracy=acc[ssm_rate]))
+            for stat, by_rate in acc.items():
+                for change, ssm_rate in ssm.items():
+                    rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
+                                     statistics=stat, accuracy=by_rate[ssm_rate]))
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     for rate in rates:
         if rate >= train_rate or options.get("features", "raw") != "raw":
@@ -175,9 +191,9 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
         data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2, adapted=adapted)
         name = f"low-passed at {rate // 2} Hz"
         acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}{suffix}", adapt, split)
-        rows.append(dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0,
-                         statistics=stat, accuracy=acc[1.0]))
-    return rows
+        rows += [dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0, statistics=stat,
+                      accuracy=by_rate[1.0]) for stat, by_rate in acc.items()]
+    return sorted(rows, key=lambda row: list(STATISTICS).index(row["statistics"]))  # stable: grouped by kind
 
 
 def first_ssm_layer(model: SpeechClassifier) -> torch.nn.Module | None:

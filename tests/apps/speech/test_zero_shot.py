@@ -9,7 +9,7 @@ import torch
 
 from apps.common.cli import main
 from apps.speech.module import load_speech_classifier
-from apps.speech.zero_shot import DATA_KEYS, Adaptation, adapted_nets, eval_data, parse_rates
+from apps.speech.zero_shot import DATA_KEYS, Adaptation, adapted_nets, eval_data, networks, parse_rates
 from tests.apps.speech.speech_sets import tiny_checkpoint, tiny_set
 
 
@@ -138,7 +138,8 @@ def test_self_trained_rows(tmp_path_factory, tmp_path, capsys):
     model, saved = load_speech_classifier(ckpt)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = eval_data({k: v for k, v in saved.items() if k in DATA_KEYS}, model, 8000, "proper", 50, adapted=True)
-    nets = {epochs: adapted_nets(model, data, [2.0], Adaptation(40, epochs))[2.0] for epochs in (0, 2)}
+    nets = networks(model, data, [2.0], Adaptation(40, 2))
+    nets = {0: nets["adapted"][2.0], 2: nets["self-trained"][2.0]}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert all(torch.equal(a, b) for a, b in zip(nets[0].head.parameters(), nets[2].head.parameters(), strict=True))
     assert max((a - b).abs().max() for a, b in zip(nets[0].parameters(), nets[2].parameters(), strict=True)) > 1e-4
