@@ -56,16 +56,15 @@ def maximise_information(net: nn.Module, inputs: Tensor, frozen: nn.Module | Non
                          f"{epochs}, {lr}, {batch_size}")
     forward = forward or net
     keep = {id(p) for p in frozen.parameters()} if frozen is not None else set()
-    params = [p for p in net.parameters() if id(p) not in keep and p.requires_grad]
     flags = {p: p.requires_grad for p in net.parameters()}
     modes = {m: m.training for m in net.modules()}
-    for p in net.parameters():
-        p.requires_grad_(id(p) not in keep and flags[p])
-    net.eval()
-    optimiser = torch.optim.Adam(params, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     try:
+        for p, flag in flags.items():
+            p.requires_grad_(flag and id(p) not in keep)
+        net.eval()
+        optimiser = torch.optim.Adam([p for p in flags if p.requires_grad], lr=lr)
         with torch.enable_grad():
             for _ in range(epochs):
                 order = torch.randperm(len(inputs), generator=generator)

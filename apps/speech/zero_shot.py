@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,8 @@ METHODS = {"proper": "resampled", "naive": "naive decimation"}
 DATA_KEYS = ("root", "words", "features", "n_mfcc", "normalize")
 ADAPT_CLIPS = 1000
 ADAPT_LR = 1e-3
-STATISTICS = {"model": ("o", ""), "adapted": ("x", ", adapted statistics"),
-              "self-trained": ("^", ", adapted and self-trained")}  # the kinds of rows: plot marker, label
+STATISTICS = {"model": ("o", "s", ""), "adapted": ("x", "D", ", adapted statistics"),
+              "self-trained": ("^", "v", ", adapted and self-trained")}  # kinds of rows: markers (rows, low-passed), label
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,12 @@ def eval_data(options: dict, model: SpeechClassifier, sample_rate: int, method: 
     return data
 
 
-def adapted_nets(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float], clips: int,
-                 batches: list[torch.Tensor] | None = None) -> dict[float, torch.nn.Module]:
-    """For each SSM rate, a copy of the model's network whose BatchNorm statistics are those of up to ``clips``
-    unlabelled clips of ``data``'s training split, fed as ``data`` feeds the clips it scores, at that rate (one
-    pass over the clips for all the rates).  ``batches``: those clips, already read."""
+def adapted_nets(model: SpeechClassifier, batches: Iterable, ssm_rates: list[float]) -> dict[float, torch.nn.Module]:
+    """For each SSM rate, a copy of the model's network whose BatchNorm statistics are those of the unlabelled
+    clips in ``batches`` (e.g. ``data.adaptation_loader(clips)``: fed as ``data`` feeds the clips it scores), at
+    that rate (one pass over the clips for all the rates)."""
     nets = torch.nn.ModuleList(copy.deepcopy(model.net) for _ in ssm_rates)
-    reestimate_batchnorm(nets, data.adaptation_loader(clips) if batches is None else batches,
-                         lambda x: [net(x, rate=rate) for net, rate in zip(nets, ssm_rates, strict=True)])
+    reestimate_batchnorm(nets, batches, lambda x: [net(x, rate=rate) for net, rate in zip(nets, ssm_rates, strict=True)])
     return dict(zip(ssm_rates, nets, strict=True))
 
 
@@ -121,24 +120,23 @@ def networks(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[
     if adapt is None:
         return {"model": dict.fromkeys(ssm_rates, model.net)}
     batches = [x for x, _ in data.adaptation_loader(adapt.clips)]  # read once for both
-    nets = {"adapted": adapted_nets(model, data, ssm_rates, adapt.clips, batches)}
+    nets = {"adapted": adapted_nets(model, batches, ssm_rates)}
     if adapt.epochs:
         nets["self-trained"] = self_trained_nets(nets["adapted"], torch.cat(batches), adapt, data.hparams.batch_size)
     return nets
 
 
 @torch.no_grad()
-def accuracy(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[float], progress: Progress,
-             label: str, adapt: Adaptation | None = None, split: str = "test") -> dict[str, dict[float, float]]:
-    """Accuracy on ``data``'s ``split`` (test, or all) of each kind of network (:func:`networks`: the model's,
-    or adapted to ``data``'s training clips as ``adapt`` says) with each SSM rate in ``ssm_rates``, in one pass
-    over the clips: ``{kind: {rate: accuracy}}``."""
+def accuracy(nets: dict[str, dict[float, torch.nn.Module]], data: SpeechCommandsData, progress: Progress, label: str,
+             split: str = "test") -> dict[str, dict[float, float]]:
+    """Accuracy on ``data``'s ``split`` (test, or all) of each kind of network of :func:`networks` at its SSM
+    rate, in one pass over the clips: ``{kind: {rate: accuracy}}``."""
     loader = data.test_dataloader(split)
-    nets = networks(model, data, ssm_rates, adapt)
-    correct = {kind: dict.fromkeys(ssm_rates, 0) for kind in nets}
+    correct = {kind: dict.fromkeys(by_rate, 0) for kind, by_rate in nets.items()}
     total = 0
     task = progress.add_task(label, total=len(loader))
-    device = next(model.parameters()).device
+    any_net = next(net for by_rate in nets.values() for net in by_rate.values())  # all on the model's device
+    device = next(any_net.parameters()).device
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         for kind, by_rate in nets.items():
@@ -167,7 +165,7 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
           split: str, progress: Progress) -> list[dict]:
     """:func:`zero_shot_table`'s rows with the model's statistics, or with every kind of adaptation ``adapt``
     asks for (grouped by kind)."""
-    suffix = "" if adapt is None else STATISTICS["self-trained" if adapt.epochs else "adapted"][1]
+    suffix = "" if adapt is None else STATISTICS["self-trained" if adapt.epochs else "adapted"][-1]
     adapted = adapt is not None
     rows = []
     for rate in rates:
@@ -178,8 +176,8 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
             # at 16 kHz naive decimation has nothing to drop: the input, and so ``acc``, is the one "proper" scored
             if not (method == "naive" and rate == SAMPLE_RATE):
                 data = eval_data(options, model, rate, method, batch_size, adapted=adapted)
-                acc = accuracy(model, data, sorted(set(ssm.values())), progress, f"{rate} Hz, {name}{suffix}",
-                               adapt, split)
+                nets = networks(model, data, sorted(set(ssm.values())), adapt)
+                acc = accuracy(nets, data, progress, f"{rate} Hz, {name}{suffix}", split)
             for stat, by_rate in acc.items():
                 for change, ssm_rate in ssm.items():
                     rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
@@ -190,7 +188,7 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
             continue
         data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2, adapted=adapted)
         name = f"low-passed at {rate // 2} Hz"
-        acc = accuracy(model, data, [1.0], progress, f"{train_rate} Hz, {name}{suffix}", adapt, split)
+        acc = accuracy(networks(model, data, [1.0], adapt), data, progress, f"{train_rate} Hz, {name}{suffix}", split)
         rows += [dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0, statistics=stat,
                       accuracy=by_rate[1.0]) for stat, by_rate in acc.items()]
     return sorted(rows, key=lambda row: list(STATISTICS).index(row["statistics"]))  # stable: grouped by kind
@@ -279,7 +277,7 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for stat, (marker, suffix) in STATISTICS.items():
+    for stat, (marker, lowpass_marker, suffix) in STATISTICS.items():
         for name in METHODS.values():
             for change, style in ((True, "-"), (False, ":")):
                 points = [(r["sample_rate"], 100 * r["accuracy"]) for r in rows
@@ -290,7 +288,7 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
         lowpassed = [(2 * int(r["input"].split()[2]), 100 * r["accuracy"]) for r in rows
                      if r["input"].startswith("low-passed") and r["statistics"] == stat]
         if lowpassed:  # at the rate whose band they keep
-            ax.plot(*zip(*lowpassed, strict=True), {"o": "s", "x": "D"}.get(marker, "v"), color="black", fillstyle="none",
+            ax.plot(*zip(*lowpassed, strict=True), lowpass_marker, color="black", fillstyle="none",
                     label=f"{train_rate} Hz input, only this rate's band{suffix}")
     ax.axvline(train_rate, color="grey", linestyle="--", linewidth=0.8, label=f"training rate ({train_rate} Hz)")
     ax.set_xscale("log", base=2)

@@ -93,7 +93,7 @@ def test_adapted_statistics_undo_a_level_change(tmp_path_factory, tmp_path, caps
     for name, root in (("original", original), ("quiet", quiet)):
         for adapted in (True, False):
             data = eval_data({**options, "root": str(root)}, model, 8000, "proper", 50, adapted=adapted)
-            net = adapted_nets(model, data, [2.0], 40)[2.0] if adapted else model.net
+            net = adapted_nets(model, data.adaptation_loader(40), [2.0])[2.0] if adapted else model.net
             with torch.no_grad():
                 logits[name, adapted] = torch.cat([net(x, rate=2.0) for x, _ in data.test_dataloader()])
     torch.testing.assert_close(logits["quiet", True], logits["original", True], rtol=1e-4, atol=1e-4)
