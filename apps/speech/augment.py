@@ -195,6 +195,48 @@ def formant_warp(wav: Tensor, factor: float) -> Tensor:
     return _istft(_stft(wav.double()) * gain, wav.shape[-1]).to(wav.dtype)
 
 
+VIEW_KINDS = ("speed", "formant")
+#: ``ssm speech zero-shot --tta``'s default views besides the clip itself
+DEFAULT_VIEWS = "speed0.9,speed1.1,formant0.9,formant1.1"
+
+
+@dataclass(frozen=True)
+class View:
+    """One test-time view of a clip (test-time augmentation): the clip played ``factor`` times as fast (``speed``,
+    :func:`speed_change`, back in the clip's length: padded evenly when shorter, its loudest stretch when longer) or with every formant moved by ``factor``
+    (``formant``, :func:`formant_warp`: pitch, duration and excitation kept)."""
+
+    kind: str
+    factor: float
+
+    def __call__(self, wav: Tensor) -> Tensor:
+        """``wav`` (T,) -> its view (T,)."""
+        if self.kind == "speed":
+            return place(speed_change(wav, self.factor), wav.shape[-1], 0.5)
+        return formant_warp(wav, self.factor)
+
+    def __str__(self) -> str:
+        return f"{self.kind}{self.factor:g}"
+
+
+def parse_views(text: str, option: str = "--tta") -> tuple[View, ...]:
+    """``"speed0.9,formant1.1"`` -> the views, in order: each a kind (speed or formant) and a factor in [0.5, 2]."""
+    views = []
+    for token in (t.strip() for t in text.split(",")):
+        kind = next((k for k in VIEW_KINDS if token.startswith(k)), None)
+        try:
+            factor = float(token[len(kind):]) if kind else math.nan
+        except ValueError:
+            factor = math.nan
+        if not 0.5 <= factor <= 2:
+            raise UserError(f"{option}: {token!r} is not a view: give comma-separated views such as {DEFAULT_VIEWS} "
+                            "(speed or formant followed by a factor in [0.5, 2])")
+        views.append(View(kind, factor))
+    if len(set(views)) != len(views):
+        raise UserError(f"{option}: {text!r} repeats a view; give each once")
+    return tuple(views)
+
+
 def voicing(wav: Tensor, f0_range: tuple[float, float] = (60.0, 400.0), power: Tensor | None = None,
             a: Tensor | None = None) -> Tensor:
     """Per frame (as :func:`torch.stft`'s), how periodic the LPC residual is: the largest normalised

@@ -35,7 +35,7 @@ from apps.common.audio import AudioError, load_audio, resample
 from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 from apps.common.speech_commands import SAMPLE_RATE, resolve_word_set, speech_commands_items
-from apps.speech.augment import Augmentation
+from apps.speech.augment import Augmentation, View
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,10 @@ class SpeechCommandsDataset(Dataset):
     def __init__(self, items: list[tuple[Path, int]], sample_rate: int = SAMPLE_RATE, resample_mode: str = "proper",
                  features: str = "raw", n_mfcc: int = 20, mean: Tensor | None = None, std: Tensor | None = None,
                  noise: list[Tensor] | None = None, noise_prob: float = 0.0, noise_level: float = 0.1,
-                 augmentation: Augmentation | None = None, lowpass: int | None = None) -> None:
+                 augmentation: Augmentation | None = None, lowpass: int | None = None,
+                 views: tuple[View, ...] = ()) -> None:
         self.items, self.sample_rate, self.resample_mode = items, sample_rate, resample_mode
+        self.views = tuple(views)
         self.augmentation, self.lowpass = augmentation, lowpass
         self.features, self.mean, self.std = features, mean, std
         self.noise, self.noise_prob, self.noise_level = noise or [], noise_prob, noise_level
@@ -110,7 +112,12 @@ class SpeechCommandsDataset(Dataset):
         return wav[:, None]
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        x = self.raw_features(self.waveform(i))
+        """``(features (L, C), label)``; with ``views``, the clip's features and each view's, ``(1 + views, L, C)``."""
+        wav = self.waveform(i)
+        if self.views:
+            x = torch.stack([self.raw_features(w) for w in (wav, *(view(wav) for view in self.views))])
+        else:
+            x = self.raw_features(wav)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return x.float(), self.items[i][1]
@@ -188,6 +195,7 @@ class SpeechCommandsData(SplitDataModule):
         self.root = self.roots[0] if len(self.roots) == 1 else " + ".join(map(str, self.roots))
         self.items: dict[str, list[tuple[Path, int]]] = {}
         self._stats: tuple[Tensor, Tensor] | None = None
+        self.views: tuple[View, ...] = ()
         if mean is not None and std is not None:
             self.set_normalization(torch.tensor(mean), torch.tensor(std))
 
@@ -216,6 +224,12 @@ class SpeechCommandsData(SplitDataModule):
         """Use these statistics (C,) instead of computing them from the training split (kept on the CPU,
         where the loader works, whatever device a model's copy of them is on)."""
         self._stats = (mean.detach().reshape(-1).float().cpu(), std.detach().reshape(-1).float().cpu())
+
+    def set_views(self, views: tuple[View, ...]) -> None:
+        """Serve every evaluation clip with these test-time views of it (:class:`apps.speech.augment.View`), as
+        ``(1 + views, L, C)``: the clip first (``ssm speech zero-shot --tta``); training and adaptation clips stay
+        single."""
+        self.views = tuple(views)
 
     def normalization(self) -> tuple[Tensor, Tensor]:
         """Training-set ``(mean (C,), std (C,))`` of the unnormalised features.
@@ -246,20 +260,22 @@ class SpeechCommandsData(SplitDataModule):
         return clips
 
     def _dataset(self, items: list[tuple[Path, int]], normalized: bool = True,
-                 augment: bool = False) -> SpeechCommandsDataset:
+                 augment: bool = False, views: tuple[View, ...] = ()) -> SpeechCommandsDataset:
         h = self.hparams
         mean, std = self.normalization() if normalized and h.normalize else (None, None)
         noise = self.background_clips() if augment and h.background_noise > 0 else None
         return SpeechCommandsDataset(items, self.sample_rate, h.resample, h.features, h.n_mfcc, mean, std,
                                      noise, h.background_noise, h.noise_level,
-                                     self.augmentation if augment else None, h.lowpass)
+                                     self.augmentation if augment else None, h.lowpass, views)
 
     def dataset(self, split: str) -> SpeechCommandsDataset:
         """The dataset of ``split`` (train, validation or test), normalised, augmented if train; ``all``: every
         clip of the three splits, never augmented (a folder scored whole, e.g. a source the model never heard)."""
         split = {"val": "validation", "testing": "test"}.get(split, split)
         names = ("train", "validation", "test") if split == "all" else (split,)
-        return self._dataset([item for name in names for item in self.split_items(name)], augment=split == "train")
+        train = split == "train"
+        return self._dataset([item for name in names for item in self.split_items(name)], augment=train,
+                             views=() if train else self.views)
 
     def adaptation_loader(self, max_clips: int, split: str = "train") -> DataLoader:
         """Up to ``max_clips`` clips of ``split``, evenly spread over it (every k-th, so every word and speaker

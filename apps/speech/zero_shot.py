@@ -23,6 +23,10 @@ microphone or rate) for which unlabelled clips exist; the "model" rows stay the 
 ``--adapt-epochs E`` adds a third set of rows: after the statistics, each network (all but its output layer)
 is trained for E epochs on the same unlabelled clips to make confident predictions that stay spread over the
 words (information maximisation, SHOT-IM; :mod:`apps.common.self_training`).
+``--tta [VIEWS]`` scores every row a second time with each clip's log-probabilities averaged over the clip and
+views of it (test-time augmentation; by default played 0.9 and 1.1 times as fast, and with its formants moved by
+0.9 and 1.1: :class:`apps.speech.augment.View`): zero-shot still, it needs nothing of the new source, and costs
+one forward pass per view.
 ``--split all`` scores every clip of the folder instead of its test split: a source the model never
 trained on is then measured on all its speakers.
 """
@@ -44,6 +48,7 @@ from apps.common.norms import batch_norms, reestimate_batchnorm
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.common.self_training import maximise_information
 from apps.common.speech_commands import SAMPLE_RATE
+from apps.speech.augment import DEFAULT_VIEWS, View, parse_views
 from apps.speech.data import SpeechCommandsData
 from apps.speech.module import SpeechClassifier, load_speech_classifier
 from ssmcore.layers.base import SSMLayer
@@ -79,12 +84,14 @@ def parse_rates(text: str) -> list[int]:
 
 
 def eval_data(options: dict, model: SpeechClassifier, sample_rate: int, method: str,
-              batch_size: int, lowpass: int | None = None, adapted: bool = False) -> SpeechCommandsData:
+              batch_size: int, lowpass: int | None = None, adapted: bool = False,
+              views: tuple[View, ...] = ()) -> SpeechCommandsData:
     """The data module of the model's test split at ``sample_rate`` fed by ``method`` (proper / naive),
     low-passed at ``lowpass`` Hz first when given; normalised with the model's input statistics, or with
-    those of the folder's own training split when ``adapted``."""
+    those of the folder's own training split when ``adapted``; each clip served with its test-time ``views``."""
     data = SpeechCommandsData(**options, sample_rate=sample_rate, resample=method, batch_size=batch_size,
                               lowpass=lowpass)
+    data.set_views(views)
     if bool(model.has_input_stats) and not adapted:
         data.set_normalization(model.input_mean, model.input_std)
     model.check_data(data)
@@ -128,41 +135,49 @@ def networks(model: SpeechClassifier, data: SpeechCommandsData, ssm_rates: list[
 
 @torch.no_grad()
 def accuracy(nets: dict[str, dict[float, torch.nn.Module]], data: SpeechCommandsData, progress: Progress, label: str,
-             split: str = "test") -> dict[str, dict[float, float]]:
+             split: str = "test") -> dict[tuple[str, int], dict[float, float]]:
     """Accuracy on ``data``'s ``split`` (test, or all) of each kind of network of :func:`networks` at its SSM
-    rate, in one pass over the clips: ``{kind: {rate: accuracy}}``."""
+    rate, in one pass over the clips: ``{(kind, 1): {rate: accuracy}}``; when ``data`` serves test-time views
+    (:meth:`SpeechCommandsData.set_views`) also ``{(kind, 1 + views): ...}``, each clip's log-probabilities
+    averaged over it and its views."""
     loader = data.test_dataloader(split)
-    correct = {kind: dict.fromkeys(by_rate, 0) for kind, by_rate in nets.items()}
+    counts = (1,) if not data.views else (1, 1 + len(data.views))
+    correct = {(kind, n): dict.fromkeys(by_rate, 0) for kind, by_rate in nets.items() for n in counts}
     total = 0
     task = progress.add_task(label, total=len(loader))
     any_net = next(net for by_rate in nets.values() for net in by_rate.values())  # all on the model's device
     device = next(any_net.parameters()).device
     for x, y in loader:
         x, y = x.to(device), y.to(device)
+        views = x.unsqueeze(1) if x.dim() == 3 else x  # (B, V, L, C): the clip first
         for kind, by_rate in nets.items():
             for rate, net in by_rate.items():
-                correct[kind][rate] += int((net(x, rate=rate).argmax(-1) == y).sum())
+                logp = torch.stack([net(views[:, v], rate=rate).log_softmax(-1) for v in range(views.shape[1])], 1)
+                correct[kind, 1][rate] += int((logp[:, 0].argmax(-1) == y).sum())
+                if len(counts) > 1:
+                    correct[kind, counts[1]][rate] += int((logp.mean(1).argmax(-1) == y).sum())
         total += len(y)
         progress.advance(task)
-    return {kind: {rate: c / max(total, 1) for rate, c in by_rate.items()} for kind, by_rate in correct.items()}
+    return {key: {rate: c / max(total, 1) for rate, c in by_rate.items()} for key, by_rate in correct.items()}
 
 
 def zero_shot_table(model: SpeechClassifier, options: dict, rates: list[int], batch_size: int = 50,
-                    adapt: Adaptation | None = None, split: str = "test") -> list[dict]:
-    """Rows ``{sample_rate, input, rate_change, ssm_rate, statistics, accuracy}`` for every rate x input x rate
+                    adapt: Adaptation | None = None, split: str = "test", views: tuple[View, ...] = ()) -> list[dict]:
+    """Rows ``{sample_rate, input, rate_change, ssm_rate, statistics, views, accuracy}`` for every rate x input x rate
     change, with the model's normalisation statistics; with ``adapt`` every row again with statistics adapted to
     the test folder's training split (:func:`adapted_nets`, and its input statistics), and with ``adapt.epochs``
     a third time, self-trained on those clips from there (:func:`self_trained_nets`).  ``split``: the clips
-    scored, the test split or ``all`` of the folder."""
+    scored, the test split or ``all`` of the folder.  With test-time ``views`` every row is also scored with each
+    clip's log-probabilities averaged over it and its views (``views`` = 1 + their number; 1: the clip alone)."""
     with Progress(transient=True) as progress:
-        rows = _rows(model, options, rates, batch_size, None, split, progress)
+        rows = _rows(model, options, rates, batch_size, None, split, progress, views)
         if adapt:
-            rows += _rows(model, options, rates, batch_size, adapt, split, progress)
+            rows += _rows(model, options, rates, batch_size, adapt, split, progress, views)
     return rows
 
 
 def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: int, adapt: Adaptation | None,
-          split: str, progress: Progress) -> list[dict]:
+          split: str, progress: Progress, views: tuple[View, ...] = ()) -> list[dict]:
     """:func:`zero_shot_table`'s rows with the model's statistics, or with every kind of adaptation ``adapt``
     asks for (grouped by kind)."""
     suffix = "" if adapt is None else STATISTICS["self-trained" if adapt.epochs else "adapted"][-1]
@@ -175,23 +190,25 @@ def _rows(model: SpeechClassifier, options: dict, rates: list[int], batch_size: 
                 continue
             # at 16 kHz naive decimation has nothing to drop: the input, and so ``acc``, is the one "proper" scored
             if not (method == "naive" and rate == SAMPLE_RATE):
-                data = eval_data(options, model, rate, method, batch_size, adapted=adapted)
+                data = eval_data(options, model, rate, method, batch_size, adapted=adapted, views=views)
                 nets = networks(model, data, sorted(set(ssm.values())), adapt)
                 acc = accuracy(nets, data, progress, f"{rate} Hz, {name}{suffix}", split)
-            for stat, by_rate in acc.items():
+            for (stat, n), by_rate in acc.items():
                 for change, ssm_rate in ssm.items():
                     rows.append(dict(sample_rate=rate, input=name, rate_change=change, ssm_rate=ssm_rate,
-                                     statistics=stat, accuracy=by_rate[ssm_rate]))
+                                     statistics=stat, views=n, accuracy=by_rate[ssm_rate]))
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     for rate in rates:
         if rate >= train_rate or options.get("features", "raw") != "raw":
             continue
-        data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2, adapted=adapted)
+        data = eval_data(options, model, train_rate, "proper", batch_size, lowpass=rate // 2, adapted=adapted,
+                         views=views)
         name = f"low-passed at {rate // 2} Hz"
         acc = accuracy(networks(model, data, [1.0], adapt), data, progress, f"{train_rate} Hz, {name}{suffix}", split)
-        rows += [dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0, statistics=stat,
-                      accuracy=by_rate[1.0]) for stat, by_rate in acc.items()]
-    return sorted(rows, key=lambda row: list(STATISTICS).index(row["statistics"]))  # stable: grouped by kind
+        rows += [dict(sample_rate=train_rate, input=name, rate_change=False, ssm_rate=1.0, statistics=stat, views=n,
+                      accuracy=by_rate[1.0]) for (stat, n), by_rate in acc.items()]
+    # stable: grouped by kind, then by views
+    return sorted(rows, key=lambda row: (list(STATISTICS).index(row["statistics"]), row["views"]))
 
 
 def first_ssm_layer(model: SpeechClassifier) -> torch.nn.Module | None:
@@ -259,14 +276,18 @@ def _finish(fig, ax, xlabel: str, ylabel: str, ylim: tuple[float, float], title:
 def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note: str = "") -> list[Path]:
     """``zero_shot.md``, ``zero_shot.csv`` and ``zero_shot.png`` under ``out``; returns their paths.  ``note``: a
     line for the markdown (what "adapted" statistics were adapted to)."""
-    base = {stat: next((r["accuracy"] for r in rows if r["sample_rate"] == train_rate and r["statistics"] == stat),
-                       None) for stat in {r["statistics"] for r in rows}}
-    header = ["sample rate (Hz)", "input", "rate change", "SSM rate", "statistics", "accuracy (%)",
-              "vs training rate (points)"]
-    table = [[r["sample_rate"], r["input"], "yes" if r["rate_change"] else "no", f"{r['ssm_rate']:.3g}",
-              r["statistics"], f"{100 * r['accuracy']:.2f}",
-              "" if base[r["statistics"]] is None else f"{100 * (r['accuracy'] - base[r['statistics']]):+.2f}"]
-             for r in rows]
+    kinds = {(r["statistics"], r.get("views", 1)) for r in rows}
+    base = {key: next((r["accuracy"] for r in rows if r["sample_rate"] == train_rate
+                       and (r["statistics"], r.get("views", 1)) == key), None) for key in kinds}
+    tta = any(n > 1 for _, n in kinds)  # a "views" column only when some rows average over views
+    header = ["sample rate (Hz)", "input", "rate change", "SSM rate", "statistics", *(["views"] if tta else []),
+              "accuracy (%)", "vs training rate (points)"]
+    table = []
+    for r in rows:
+        ref = base[r["statistics"], r.get("views", 1)]
+        table.append([r["sample_rate"], r["input"], "yes" if r["rate_change"] else "no", f"{r['ssm_rate']:.3g}",
+                      r["statistics"], *([r.get("views", 1)] if tta else []), f"{100 * r['accuracy']:.2f}",
+                      "" if ref is None else f"{100 * (r['accuracy'] - ref):+.2f}"])
     md = [f"Zero-shot test accuracy of {ckpt} (trained at {train_rate} Hz) at other sample rates.",
           *([note] if note else []), "", *markdown_table(header, table, left=3)]
     paths = [write_markdown(out / "zero_shot.md", md), write_csv(out / "zero_shot.csv", header, table)]
@@ -277,16 +298,19 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for stat, (marker, lowpass_marker, suffix) in STATISTICS.items():
+    for (stat, n) in sorted(kinds, key=lambda key: (list(STATISTICS).index(key[0]), key[1])):
+        marker, lowpass_marker, suffix = STATISTICS[stat]
+        fill, suffix = ("full", suffix) if n == 1 else ("none", f"{suffix}, mean over {n} views")
+        mine = [r for r in rows if r["statistics"] == stat and r.get("views", 1) == n]
         for name in METHODS.values():
             for change, style in ((True, "-"), (False, ":")):
-                points = [(r["sample_rate"], 100 * r["accuracy"]) for r in rows
-                          if r["input"] == name and r["rate_change"] == change and r["statistics"] == stat]
+                points = [(r["sample_rate"], 100 * r["accuracy"]) for r in mine
+                          if r["input"] == name and r["rate_change"] == change]
                 if points:
-                    ax.plot(*zip(*points, strict=True), style, marker=marker,
+                    ax.plot(*zip(*points, strict=True), style, marker=marker, fillstyle=fill,
                             label=f"{name}, {'rate change' if change else 'no rate change'}{suffix}")
-        lowpassed = [(2 * int(r["input"].split()[2]), 100 * r["accuracy"]) for r in rows
-                     if r["input"].startswith("low-passed") and r["statistics"] == stat]
+        lowpassed = [(2 * int(r["input"].split()[2]), 100 * r["accuracy"]) for r in mine
+                     if r["input"].startswith("low-passed")]
         if lowpassed:  # at the rate whose band they keep
             ax.plot(*zip(*lowpassed, strict=True), lowpass_marker, color="black", fillstyle="none",
                     label=f"{train_rate} Hz input, only this rate's band{suffix}")
@@ -300,8 +324,8 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
 
 
 def zero_shot(argv: list[str]) -> None:
-    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --split all --adapt-norm
-    [CLIPS] --adapt-epochs E]``."""
+    """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --split all --tta [VIEWS]
+    --adapt-norm [CLIPS] --adapt-epochs E]``."""
     p = argparse.ArgumentParser(prog="ssm speech zero-shot",
                                 description="Test a Speech Commands classifier at other sample rates.")
     p.add_argument("--ckpt", required=True, help="checkpoint of `ssm speech fit` with a SpeechClassifier recipe")
@@ -322,10 +346,15 @@ def zero_shot(argv: list[str]) -> None:
                    help="with --adapt-norm, also score every row after training the adapted network (all but its "
                         "output layer) for E epochs on the same unlabelled clips to make confident, diverse "
                         "predictions (information maximisation, SHOT-IM)")
+    p.add_argument("--tta", nargs="?", const=DEFAULT_VIEWS, default=None, metavar="VIEWS",
+                   help="also score every row with each clip's log-probabilities averaged over the clip and these "
+                        "views of it (test-time augmentation, zero-shot): comma-separated speed or formant factors "
+                        f"(default {DEFAULT_VIEWS}); one forward pass per view")
     p.add_argument("--adapt-lr", type=float, default=ADAPT_LR, help=f"Adam's learning rate for --adapt-epochs "
                    f"(default {ADAPT_LR:g})")
     a = p.parse_args(argv)
     rates = parse_rates(a.rates)
+    views = parse_views(a.tta) if a.tta is not None else ()
     if a.adapt_norm is not None and a.adapt_norm < 1:
         raise UserError(f"--adapt-norm takes a number of clips >= 1 (or none for {ADAPT_CLIPS}), got {a.adapt_norm}")
     if a.adapt_epochs < 0 or (a.adapt_epochs and a.adapt_norm is None):
@@ -341,7 +370,7 @@ def zero_shot(argv: list[str]) -> None:
     if a.data_root:
         options["root"] = a.data_root
     adapt = Adaptation(a.adapt_norm, a.adapt_epochs, a.adapt_lr) if a.adapt_norm else None
-    rows = zero_shot_table(model, options, rates, a.batch_size, adapt, a.split)
+    rows = zero_shot_table(model, options, rates, a.batch_size, adapt, a.split, views)
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     notes = ["Scored: every clip of the folder (train, validation and test splits)."] if a.split == "all" else []
@@ -350,6 +379,9 @@ def zero_shot(argv: list[str]) -> None:
               else "the model has no BatchNorm, so only those")
         notes.append(f"Adapted: normalised by the statistics of {options.get('root')}'s training split, labels "
                      f"unread (its input mean and std; {bn}), fed as each row feeds the clips it scores.")
+    if views:
+        notes.append(f"Views: rows with views {1 + len(views)} average each clip's log-probabilities over the clip "
+                     f"and its views {', '.join(map(str, views))} (test-time augmentation).")
     if a.adapt_epochs:
         notes.append(f"Self-trained: the adapted network, all but its output layer, trained {a.adapt_epochs} "
                      f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}) to minimise the predictions' mean entropy "

@@ -14,12 +14,15 @@ import torch
 from apps.common.cli import main
 from apps.common.errors import UserError
 from apps.speech.augment import (
+    DEFAULT_VIEWS,
     Augmentation,
+    View,
     band_gain_db,
     formant_warp,
     levinson,
     log_frequency_gain,
     lpc_envelope,
+    parse_views,
     place,
     pulse_train,
     speed_change,
@@ -259,3 +262,48 @@ def test_fit_refuses_an_unknown_augmentation_with_exit_2(tmp_path_factory, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert "data.augment: unknown option 'reverbb'" in err[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_views_keep_the_length_and_move_what_they_claim():
+    t = torch.arange(FS, dtype=torch.float64) / FS
+    burst = torch.sin(2 * math.pi * 1000 * t) * torch.exp(-(((t - 0.5) / 0.1) ** 2))  # a tone in the middle
+    slower = View("speed", 0.9)(burst)
+    assert slower.shape == burst.shape and _peak_hz(slower) == pytest.approx(900, abs=3)
+    assert float((slower**2).sum()) == pytest.approx(float((burst**2).sum()) / 0.9, rel=1e-3)  # the loudest second kept
+    faster = View("speed", 1.25)(burst)
+    energy = faster**2
+    assert float((energy * t).sum() / energy.sum()) == pytest.approx(0.5, abs=1e-3)  # padded back, centred
+    excitation = pulse_train(torch.full((FS,), 120.0)).double()
+    vowel, _ = _resonator(excitation, 1000)
+    warped = View("formant", 1.2)(vowel)
+    assert warped.shape == vowel.shape and _envelope_peak_hz(warped) == pytest.approx(1200, rel=0.06)
+    assert torch.equal(View("formant", 1.0)(vowel), vowel)
+    assert str(View("speed", 1.1)) == "speed1.1"
+
+
+def test_view_lists_parse_and_mistakes_are_one_clear_error():
+    assert parse_views(DEFAULT_VIEWS) == (View("speed", 0.9), View("speed", 1.1), View("formant", 0.9),
+                                          View("formant", 1.1))
+    assert parse_views(" formant1.2 ") == (View("formant", 1.2),)
+    for bad in ("pitch1.1", "speed", "speed3", "speedx", ""):
+        with pytest.raises(UserError, match=f"--tta: '{bad.strip()}' is not a view: give comma-separated views"):
+            parse_views(bad)
+    with pytest.raises(UserError, match="repeats a view"):
+        parse_views("speed0.9,speed0.90")
+
+
+def test_evaluation_clips_come_with_their_views_and_training_clips_alone(tmp_path_factory):
+    root = tiny_set(tmp_path_factory)
+    views = parse_views("speed0.9,formant1.1")
+    for features, width in (("raw", 1), ("mfcc", 20)):
+        data = SpeechCommandsData(root=str(root), words=WORDS, features=features)
+        plain = data.dataset("test")
+        data.set_views(views)
+        test, train = data.dataset("test"), data.dataset("train")
+        x, y = test[0]
+        assert x.shape == (3, *plain[0][0].shape) and plain[0][0].shape[-1] == width and y == plain[0][1]
+        torch.testing.assert_close(x[0], plain[0][0], rtol=0, atol=0)  # the clip itself first
+        wav = plain.waveform(0)
+        want = (plain.raw_features(views[0](wav)) - plain.mean) / plain.std
+        torch.testing.assert_close(x[1], want.float(), rtol=1e-5, atol=1e-5)
+        assert train[0][0].dim() == 2 and next(iter(data.adaptation_loader(4)))[0].dim() == 3

@@ -145,3 +145,45 @@ def test_self_trained_rows(tmp_path_factory, tmp_path, capsys):
     assert max((a - b).abs().max() for a, b in zip(nets[0].parameters(), nets[2].parameters(), strict=True)) > 1e-4
     for a, b in zip(nets[0].buffers(), nets[2].buffers(), strict=True):  # the adapted statistics are kept
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_test_time_views(tmp_path_factory, tmp_path, capsys):
+    """``--tta``: every row again with each clip's log-probabilities averaged over it and its views, computed here
+    from the model's own outputs on each view; an identity view gives back the plain rows."""
+    from apps.speech.augment import View
+
+    ckpt = tiny_checkpoint(tmp_path_factory)
+    out = tmp_path / "tta"
+    assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--rates", "16000,8000", "--tta", "speed0.9,formant1.2",
+                 "--out", str(out)]) == 0
+    assert "Views: rows with views 3 average each clip's log-probabilities over the clip and its views speed0.9, " \
+           "formant1.2" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "zero_shot.csv")))
+    assert len(rows) == 2 * (2 * 2 * 2 + 1) and [r["views"] for r in rows] == ["1"] * 9 + ["3"] * 9
+    keyed = {(r["sample rate (Hz)"], r["input"], r["rate change"], r["views"]): float(r["accuracy (%)"]) for r in rows}
+    model, saved = load_speech_classifier(ckpt)
+    model.eval()
+    data = eval_data({k: v for k, v in saved.items() if k in DATA_KEYS}, model, 8000, "proper", 50)
+    test = data.dataset("test")
+    views = (View("speed", 0.9), View("formant", 1.2))
+    with torch.no_grad():
+        logp, labels = [], []
+        for i in range(len(test)):
+            wav = test.waveform(i)
+            clips = [(test.raw_features(w) - test.mean) / test.std for w in (wav, *(v(wav) for v in views))]
+            logp.append(torch.stack([model.net(c.float()[None], rate=2.0)[0].log_softmax(-1) for c in clips]))
+            labels.append(test[i][1])
+    logp, labels = torch.stack(logp), torch.tensor(labels)
+    want = 100 * float((logp.mean(1).argmax(-1) == labels).double().mean())
+    assert keyed["8000", "resampled", "yes", "3"] == pytest.approx(want, abs=0.006)
+    assert keyed["8000", "resampled", "yes", "1"] == pytest.approx(
+        100 * float((logp[:, 0].argmax(-1) == labels).double().mean()), abs=0.006)
+    same = tmp_path / "same"
+    assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--rates", "16000", "--tta", "formant1",
+                 "--out", str(same)]) == 0
+    rows = list(csv.DictReader(open(same / "zero_shot.csv")))
+    assert {r["accuracy (%)"] for r in rows if r["views"] == "2"} == {r["accuracy (%)"] for r in rows if r["views"] == "1"}
+    capsys.readouterr()
+    assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--tta", "speed3", "--out", str(tmp_path / "x")]) == 2
+    assert "--tta: 'speed3' is not a view" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
