@@ -126,8 +126,8 @@ def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, A
     returns a reason when the checkpoint holds another model; ``kind`` names the model in messages
     (``a Speech Commands classifier``; default ``a <class name>``).
     Raises:
-        UserError: unreadable file (see :func:`read_checkpoint`), not a fit checkpoint of ``cls``, or
-            weights that do not fit the model its hyper-parameters describe.
+        UserError: unreadable file (see :func:`read_checkpoint`), not a fit checkpoint of ``cls``, hyper-parameters
+            that do not build it (an option this version lacks), or weights that do not fit the model they describe.
     """
     from apps.common.pretrained import CONFIG_NAME, WEIGHTS_NAME, app_of
 
@@ -156,9 +156,12 @@ def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, A
     try:
         module = klass(**hparams)
     except (TypeError, ValueError) as e:
-        if not folder:
-            raise
-        raise UserError(f"{what}: its init_args do not build the model ({e}); {fix}") from None
+        if folder:
+            raise UserError(f"{what}: its init_args do not build the model ({e}); {fix}") from None
+        # e.g. an option of a newer or locally changed ssm-suite that this version does not have
+        raise UserError(f"{path}: its hyper-parameters do not build {klass.__name__} ({e}): it was saved by another "
+                        f"version of ssm-suite; load it with that version, or remove the unknown option from the "
+                        f"checkpoint's hyper_parameters") from None
     module.on_load_checkpoint(blob)
     try:
         module.load_state_dict(blob["state_dict"])

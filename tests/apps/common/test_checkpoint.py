@@ -123,3 +123,20 @@ def test_ckpt_path_of_a_crafted_checkpoint_is_refused_by_the_cli(tmp_path, monke
     err = capsys.readouterr().err
     assert f"checkpoint {evil} holds" in err and "refused" in err
     assert not target.exists()
+
+
+def test_a_checkpoint_with_an_option_this_version_lacks_is_one_line(tmp_path, capsys):
+    """A checkpoint saved by another version (an option added there) is refused in one line, not a traceback."""
+    from apps.speech.module import load_speech_classifier
+
+    blob = torch.load(FIXTURES / "speech_classifier_v0.ckpt", map_location="cpu", weights_only=True)
+    blob["hyper_parameters"]["future_option"] = 0.5
+    ckpt = tmp_path / "newer.ckpt"
+    torch.save(blob, ckpt)
+    with pytest.raises(UserError, match=rf"{ckpt}: its hyper-parameters do not build SpeechClassifier \(.*"
+                                        r"'future_option'\): it was saved by another version of ssm-suite") as e:
+        load_speech_classifier(ckpt)
+    assert len(str(e.value).splitlines()) == 1
+    assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--out", str(tmp_path / "zs")]) == 2
+    assert "its hyper-parameters do not build SpeechClassifier" in capsys.readouterr().err
+    assert not (tmp_path / "zs").exists()
