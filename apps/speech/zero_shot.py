@@ -141,7 +141,7 @@ def accuracy(nets: dict[str, dict[float, torch.nn.Module]], data: SpeechCommands
     (:meth:`SpeechCommandsData.set_views`) also ``{(kind, 1 + views): ...}``, each clip's log-probabilities
     averaged over it and its views."""
     loader = data.test_dataloader(split)
-    counts = (1,) if not data.views else (1, 1 + len(data.views))
+    counts = sorted({1, 1 + len(data.views)})  # the clip alone, and with its views
     correct = {(kind, n): dict.fromkeys(by_rate, 0) for kind, by_rate in nets.items() for n in counts}
     total = 0
     task = progress.add_task(label, total=len(loader))
@@ -153,9 +153,8 @@ def accuracy(nets: dict[str, dict[float, torch.nn.Module]], data: SpeechCommands
         for kind, by_rate in nets.items():
             for rate, net in by_rate.items():
                 logp = torch.stack([net(views[:, v], rate=rate).log_softmax(-1) for v in range(views.shape[1])], 1)
-                correct[kind, 1][rate] += int((logp[:, 0].argmax(-1) == y).sum())
-                if len(counts) > 1:
-                    correct[kind, counts[1]][rate] += int((logp.mean(1).argmax(-1) == y).sum())
+                for n in counts:  # the mean over the first n (the clip first): n = 1 is the clip alone
+                    correct[kind, n][rate] += int((logp[:, :n].mean(1).argmax(-1) == y).sum())
         total += len(y)
         progress.advance(task)
     return {key: {rate: c / max(total, 1) for rate, c in by_rate.items()} for key, by_rate in correct.items()}
@@ -276,17 +275,17 @@ def _finish(fig, ax, xlabel: str, ylabel: str, ylim: tuple[float, float], title:
 def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note: str = "") -> list[Path]:
     """``zero_shot.md``, ``zero_shot.csv`` and ``zero_shot.png`` under ``out``; returns their paths.  ``note``: a
     line for the markdown (what "adapted" statistics were adapted to)."""
-    kinds = {(r["statistics"], r.get("views", 1)) for r in rows}
+    kinds = list(dict.fromkeys((r["statistics"], r["views"]) for r in rows))  # in the rows' order
     base = {key: next((r["accuracy"] for r in rows if r["sample_rate"] == train_rate
-                       and (r["statistics"], r.get("views", 1)) == key), None) for key in kinds}
+                       and (r["statistics"], r["views"]) == key), None) for key in kinds}
     tta = any(n > 1 for _, n in kinds)  # a "views" column only when some rows average over views
     header = ["sample rate (Hz)", "input", "rate change", "SSM rate", "statistics", *(["views"] if tta else []),
               "accuracy (%)", "vs training rate (points)"]
     table = []
     for r in rows:
-        ref = base[r["statistics"], r.get("views", 1)]
+        ref = base[r["statistics"], r["views"]]
         table.append([r["sample_rate"], r["input"], "yes" if r["rate_change"] else "no", f"{r['ssm_rate']:.3g}",
-                      r["statistics"], *([r.get("views", 1)] if tta else []), f"{100 * r['accuracy']:.2f}",
+                      r["statistics"], *([r["views"]] if tta else []), f"{100 * r['accuracy']:.2f}",
                       "" if ref is None else f"{100 * (r['accuracy'] - ref):+.2f}"])
     md = [f"Zero-shot test accuracy of {ckpt} (trained at {train_rate} Hz) at other sample rates.",
           *([note] if note else []), "", *markdown_table(header, table, left=3)]
@@ -298,10 +297,10 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (stat, n) in sorted(kinds, key=lambda key: (list(STATISTICS).index(key[0]), key[1])):
+    for stat, n in kinds:
         marker, lowpass_marker, suffix = STATISTICS[stat]
         fill, suffix = ("full", suffix) if n == 1 else ("none", f"{suffix}, mean over {n} views")
-        mine = [r for r in rows if r["statistics"] == stat and r.get("views", 1) == n]
+        mine = [r for r in rows if r["statistics"] == stat and r["views"] == n]
         for name in METHODS.values():
             for change, style in ((True, "-"), (False, ":")):
                 points = [(r["sample_rate"], 100 * r["accuracy"]) for r in mine
@@ -338,6 +337,10 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--split", choices=["test", "all"], default="test",
                    help="the clips scored: the test split (default), or all of the folder's clips, e.g. a source the "
                         "model never trained on (with --adapt-norm its training clips are then scored too)")
+    p.add_argument("--tta", nargs="?", const=DEFAULT_VIEWS, default=None, metavar="VIEWS",
+                   help="also score every row with each clip's log-probabilities averaged over the clip and these "
+                        "views of it (test-time augmentation, zero-shot): comma-separated speed or formant factors "
+                        f"(default {DEFAULT_VIEWS}); one forward pass per view")
     p.add_argument("--adapt-norm", type=int, nargs="?", const=ADAPT_CLIPS, default=None, metavar="CLIPS",
                    help="also score every row with the normalisation statistics adapted to the data folder: its "
                         "training split's input mean and std, and every BatchNorm's statistics from CLIPS of its "
@@ -346,10 +349,6 @@ def zero_shot(argv: list[str]) -> None:
                    help="with --adapt-norm, also score every row after training the adapted network (all but its "
                         "output layer) for E epochs on the same unlabelled clips to make confident, diverse "
                         "predictions (information maximisation, SHOT-IM)")
-    p.add_argument("--tta", nargs="?", const=DEFAULT_VIEWS, default=None, metavar="VIEWS",
-                   help="also score every row with each clip's log-probabilities averaged over the clip and these "
-                        "views of it (test-time augmentation, zero-shot): comma-separated speed or formant factors "
-                        f"(default {DEFAULT_VIEWS}); one forward pass per view")
     p.add_argument("--adapt-lr", type=float, default=ADAPT_LR, help=f"Adam's learning rate for --adapt-epochs "
                    f"(default {ADAPT_LR:g})")
     a = p.parse_args(argv)
