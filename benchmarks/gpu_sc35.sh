@@ -2,7 +2,7 @@
 # Issue 22 part 1 on one GPU, about 7 minutes on an H100: a fresh SC35 espeak-ng stand-in (300 clips per word,
 # as the 2026-11-22 run), the paper-size recipe recipes/speech/sc35_s4.yaml (S4, band-limit augmentation)
 # for 4 epochs, then `ssm speech zero-shot` at 16 and 8 kHz with the low-passed row and the kernels' bands.
-#   bash benchmarks/gpu_sc35_carry.sh                                            # here, once
+#   bash benchmarks/gpu_carry.sh                                                 # here, once
 #   run(command="OUT=$OUT bash benchmarks/gpu_sc35.sh", carry=[".gpu"], timeout_s=540)
 # Files back in $OUT: gpu.txt, prepare/fit/zero_shot logs, metrics.csv, zero_shot.md, kernel_band.csv.
 # PER_WORD, EPOCHS, JOBS and EXTRA (more `ssm speech fit` options) size it down for a dry run on a CPU; PY is
@@ -13,7 +13,7 @@ PY=${PY:-python3}
 G=$PWD/.gpu
 WORK=${WORK:-/tmp/sc35}
 mkdir -p "$OUT" "$WORK"
-if [ -d "$G/wheels" ]; then  # the device's image lacks these (see gpu_sc35_carry.sh)
+if [ -d "$G/wheels" ]; then  # the device's image lacks these (see gpu_carry.sh)
   ${PIP:-$PY -m pip} install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "$G"/wheels/*.whl || exit 1
   export PYTHONPATH="$WORK/site"
 fi

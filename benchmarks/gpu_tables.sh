@@ -1,12 +1,15 @@
 #!/bin/bash
 # The GPU tables of issue 21 part 3 in one run of about 6-8 minutes on one GPU, for a session lent a device:
-#   run(command="OUT=$OUT bash benchmarks/gpu_tables.sh", timeout_s=540)
+#   bash benchmarks/gpu_carry.sh                                                 # here, once
+#   run(command="OUT=$OUT bash benchmarks/gpu_tables.sh", carry=[".gpu"], timeout_s=540)
 # Each table is printed and written to $OUT (default benchmarks/gpu_out): the GPU's name, layers.py at
 # L = 4,096 and 16,384 with the FFT floor in the same run, SaShiMi generation at batch 64 (fused torch
-# step; torch.compile too with COMPILE=1, minutes of compilation), and ViS4mer's decoder at 11,820
-# tokens against fused and explicit (math) attention.  Only torch and einops are needed (the device
-# image's python3 has both); PY picks another interpreter.  Every step has its own time limit, so one
-# that hangs or runs out of memory does not cost the others.
+# step; torch.compile too with COMPILE=1, minutes of compilation), ViS4mer's decoder at 11,820 tokens
+# against fused and explicit (math) attention, and SSSD's samplers (DDPM-200 against DDIM-50) at the
+# paper's MuJoCo size, untrained (speed only; SSSD_RECIPE picks another recipe).  The first three need
+# only torch and einops (the device image's python3 has both); SSSD needs diffusers, carried in .gpu/
+# (without it that step says so and the others run).  PY picks another interpreter.  Every step has its
+# own time limit, so one that hangs or runs out of memory does not cost the others.
 set -u
 OUT=${OUT:-benchmarks/gpu_out}
 PY=${PY:-python3}
@@ -15,6 +18,10 @@ LENGTHS=${LENGTHS:-4096,16384}
 TOKENS=${TOKENS:-11820}
 STEPS=${STEPS:-1024}
 mkdir -p "$OUT"
+if [ -d .gpu/wheels ]; then  # what the device's image lacks (benchmarks/gpu_carry.sh)
+  ${PIP:-$PY -m pip} install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu_site \
+    .gpu/wheels/*.whl && export PYTHONPATH=/tmp/gpu_site
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 step() {  # step NAME SECONDS COMMAND...: run COMMAND under a limit, output to the screen and $OUT/NAME.txt
   local name=$1 limit=$2
@@ -32,4 +39,10 @@ modes=torch
 step generation 120 $PY benchmarks/generation.py --no-cpu --modes "$modes" --steps "$STEPS" --cuda-batch 64
 step vis4mer 120 $PY benchmarks/vis4mer.py --device "$DEVICE" --lengths "$TOKENS" --repeats 2
 step vis4mer_math 120 $PY benchmarks/vis4mer.py --device "$DEVICE" --lengths "$TOKENS" --repeats 1 --attention-backend math
+if $PY -c "import diffusers" 2>/dev/null; then
+  step sssd 90 $PY benchmarks/sssd.py --recipe "${SSSD_RECIPE:-recipes/sssd/mujoco.yaml}" --data random --device "$DEVICE" \
+    --n "${SSSD_SERIES:-100}" --samples 10 --samplers ddpm-200,ddim-50 --repeats 2
+else
+  echo "## sssd: skipped, diffusers is not importable (carry .gpu/ from benchmarks/gpu_carry.sh)" | tee "$OUT/sssd.txt"
+fi
 echo "done $(date -u +%H:%M:%S); files in $OUT"

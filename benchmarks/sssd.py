@@ -18,6 +18,13 @@ less one median step), per run.
     python benchmarks/sssd.py --ckpt runs/sssd/mujoco_cpu/checkpoints/last.ckpt \
         --data data/mujoco/test_mujoco.npy --n 100 --ratio 0.8 --samples 10
 
+Speed alone, at a recipe's size with no trained checkpoint (the GPU table, benchmarks/gpu_tables.sh): ``--recipe``
+builds the recipe's model untrained, ``--data random`` draws standard normal series of ``--length`` steps and the
+recipe's channels, and ``--device cuda`` times on the GPU (each sampler's clock read after a synchronise).  An
+untrained network's imputations say nothing of quality, so those rows leave the quality columns out:
+
+    python benchmarks/sssd.py --recipe recipes/sssd/mujoco.yaml --data random --device cuda --n 100 --samples 10
+
 ``--point``: the point estimates of :mod:`apps.sssd.point` (the samples' median, mean, the James-Stein
 shrunk mean, and the same with its offset from the interpolation scaled by a blend fitted on the validation split)
 against linear interpolation, with the sample CRPS, CSDI's normalised CRPS and CRPS-sum, on the test split
@@ -34,15 +41,18 @@ import argparse
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from apps.common.checkpoint import read_checkpoint
 from apps.sssd.data import SeriesData
 from apps.sssd.evaluate import MetricSums, add_baselines
 from apps.sssd.infer import load_model
 from apps.sssd.masks import batch_masks
+from apps.sssd.module import SSSDModule
 from apps.sssd.point import fit_blend, interpolation, point_estimate
 
 
@@ -111,16 +121,39 @@ def _paired(model, raw, cond, args, specs) -> tuple[dict, dict, dict, dict]:
     return results, wall, cpu, per_turn
 
 
+def untrained_model(recipe: str) -> SSSDModule:
+    """The SSSD model a recipe describes (its ``model:`` section and ``data.channels``), untrained, in eval mode."""
+    config = yaml.safe_load(Path(recipe).read_text())
+    options = dict(config.get("model") or {})
+    if "channels" in (config.get("data") or {}):
+        options["channels"] = config["data"]["channels"]
+    return SSSDModule(**options).eval()
+
+
+def series(args: argparse.Namespace, channels: int) -> torch.Tensor:
+    """(N, L, C) float32 series: the first ``--n`` of the ``--data`` .npy, or standard normal ones for ``random``."""
+    if args.data == "random":
+        return torch.randn(args.n, args.length, channels, generator=torch.Generator().manual_seed(0))
+    return torch.from_numpy(np.load(args.data)[: args.n].astype(np.float32))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a clock read afterwards times it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run(args: argparse.Namespace) -> list[str]:
     torch.set_num_threads(args.threads)
-    model = load_model(args.ckpt)
-    raw = torch.from_numpy(np.load(args.data)[: args.n].astype(np.float32))
+    device = torch.device(args.device)
+    model = (untrained_model(args.recipe) if args.recipe else load_model(args.ckpt)).to(device)
+    raw = series(args, model.hparams.channels).to(device)
     N, L, C = raw.shape
     available = ~torch.isnan(raw)
-    cond = batch_masks(args.mask, N, L, C, args.ratio, generator=torch.Generator().manual_seed(0)) & available
+    cond = batch_masks(args.mask, N, L, C, args.ratio, generator=torch.Generator().manual_seed(0)).to(device) & available
     target = available & ~cond
     baselines: dict[str, MetricSums] = {}
-    add_baselines(baselines, raw, cond, target, model.data_mean)
+    add_baselines(baselines, raw.cpu(), cond.cpu(), target.cpu(), model.data_mean.cpu())
     specs = [(name, int(steps)) for name, steps in (spec.split("-") for spec in args.samplers.split(","))]
     model.sample(raw[:2], cond[:2], 1, "ddim", 2)  # warm-up
     times: dict[tuple[str, int], float] = {}
@@ -138,22 +171,26 @@ def run(args: argparse.Namespace) -> list[str]:
                 ends_of[spec] += [per_turn[spec][0], per_turn[spec][-1]]  # set-up + one step, finishing work
             continue
         for name, steps in specs:  # samplers interleaved, the fastest of the repeats kept: the machine is shared
+            synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             results[(name, steps)] = model.sample(raw, cond, args.samples, name, steps, torch.Generator().manual_seed(1))
+            synchronize(device)
             times[(name, steps)] = min(times.get((name, steps), float("inf")), time.perf_counter() - start)
             cpu[(name, steps)] = min(cpu.get((name, steps), float("inf")), time.process_time() - start_cpu)
     paired = args.schedule == "paired"
+    on_cpu, trained = device.type == "cpu", not args.recipe  # the process's CPU clock times a GPU run's host only
     rows, reference = [], None
     for name, steps in specs:
-        samples, elapsed = results[(name, steps)], times[(name, steps)]
+        samples, elapsed = results[(name, steps)].cpu(), times[(name, steps)]
         sums = MetricSums()
-        sums.add(samples.median(0).values, raw, target, samples)
+        sums.add(samples.median(0).values, raw.cpu(), target.cpu(), samples)
         r = sums.result()
         reference = reference or (elapsed, r["MSE"], cpu[(name, steps)])
-        row = [f"{name.upper()}-{steps}", f"{elapsed:.1f}", f"{cpu[(name, steps)]:.1f}",
+        row = [f"{name.upper()}-{steps}", f"{elapsed:.2f}", f"{cpu[(name, steps)]:.1f}" if on_cpu else "-",
                f"{N * args.samples * (args.repeats if paired else 1) / elapsed:.2f}", f"{reference[0] / elapsed:.2f}x",
-               f"{reference[2] / cpu[(name, steps)]:.2f}x", f"{r['MSE']:.4g}", f"{100 * (r['MSE'] / reference[1] - 1):+.1f}%",
-               f"{r['MAE']:.4g}", f"{r['CRPS']:.4g}"]
+               f"{reference[2] / cpu[(name, steps)]:.2f}x" if on_cpu else "-"]
+        row += ([f"{r['MSE']:.4g}", f"{100 * (r['MSE'] / reference[1] - 1):+.1f}%", f"{r['MAE']:.4g}", f"{r['CRPS']:.4g}"]
+                if trained else ["-"] * 4)
         if paired:  # CPU clocks: the wall time of one step is at the mercy of the other users
             step_cpu = statistics.median(c for _, c in steps_of[(name, steps)]) if steps > 1 else float("nan")
             ends = sum(c for _, c in ends_of[(name, steps)]) / args.repeats
@@ -165,11 +202,15 @@ def run(args: argparse.Namespace) -> list[str]:
     if paired:
         header += ["median step wall (ms)", "median step CPU (ms)", "per-call CPU beyond the steps (ms)"]
     lin = baselines["linear"].result()
-    rows.append(["linear interpolation", "-", "-", "-", "-", "-", f"{lin['MSE']:.4g}", "-", f"{lin['MAE']:.4g}",
-                 f"{lin['CRPS']:.4g}"] + ["-", "-", "-"] * paired)
+    if trained:
+        rows.append(["linear interpolation", "-", "-", "-", "-", "-", f"{lin['MSE']:.4g}", "-", f"{lin['MAE']:.4g}",
+                     f"{lin['CRPS']:.4g}"] + ["-", "-", "-"] * paired)
     how = (f"paired step by step, {args.repeats} run(s) summed" if paired else f"fastest of {args.repeats}")
-    lines = [f"{N} series x {args.samples} samples, {args.mask} {args.ratio:g} missing, {args.threads} thread(s), "
-             f"{how}", "",
+    what = (f"{args.recipe}, untrained ({sum(p.numel() for p in model.parameters()):,} parameters): speed only"
+            if args.recipe else args.ckpt)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} thread(s)"
+    lines = [f"{what}; {N} series x {L} steps x {C} channels x {args.samples} samples, {args.mask} {args.ratio:g} "
+             f"missing, {where}, {how}", "",
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -241,8 +282,12 @@ def run_point(args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--data", default="data/mujoco/test_mujoco.npy", help=".npy (N, L, C)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a trained checkpoint")
+    source.add_argument("--recipe", help="time the recipe's model untrained (speed only, no quality columns)")
+    p.add_argument("--data", default="data/mujoco/test_mujoco.npy", help=".npy (N, L, C), or random")
+    p.add_argument("--length", type=int, default=100, help="--data random: steps per series")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the speed table; --point runs on the CPU)")
     p.add_argument("--n", type=int, default=100, help="series")
     p.add_argument("--mask", default="rm")
     p.add_argument("--ratio", type=float, default=0.8)
@@ -261,6 +306,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="--point: sampler steps (default: the recipe's)")
     p.add_argument("--eval-stride", type=int, default=4, help="--point: score every k-th window of the splits")
     args = p.parse_args()
+    if args.point and args.recipe:
+        p.error("--point scores a trained checkpoint: give --ckpt")
+    if args.schedule == "paired" and args.device != "cpu":
+        p.error("--schedule paired shares CPU threads: use it with --device cpu")
     print("\n".join(run_point(args) if args.point else run(args)))
 
 
