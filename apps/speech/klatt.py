@@ -232,6 +232,8 @@ def db(x: np.ndarray | float) -> np.ndarray:
 
 @dataclass
 class Segment:
+    """One phone of a word as spoken: its symbol, stress and, once timed, where it starts and ends."""
+
     phone: str
     stress: int  # 1 stressed, 0 unstressed, -1 consonant
     start: float = 0.0  # seconds

@@ -119,6 +119,7 @@ def plot_accuracy(rows: list[dict], omegas: list[float], path: Path, title: str)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of ``ssm synthetic robustness``."""
     p = argparse.ArgumentParser(
         prog="ssm synthetic robustness",
         description="Train S4D / S4-PTD / S5 / S5-PTD on sequential MNIST-5k; evaluate "

@@ -168,6 +168,7 @@ def plot_heatmap(grid: dict, tasks: list[str], layers: list[str], path: Path, ti
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of ``ssm synthetic suite``."""
     p = argparse.ArgumentParser(
         prog="ssm synthetic suite",
         description="Train every task x layer pair of DLR's synthetic suite; tabulate R^2.",
