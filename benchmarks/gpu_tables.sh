@@ -8,8 +8,9 @@
 # against fused and explicit (math) attention, and SSSD's samplers (DDPM-200 against DDIM-50) at the
 # paper's MuJoCo size, untrained (speed only; SSSD_RECIPE picks another recipe).  The first three need
 # only torch and einops (the device image's python3 has both); SSSD needs diffusers, carried in .gpu/
-# (without it that step says so and the others run).  PY picks another interpreter.  Every step has its
-# own time limit, so one that hangs or runs out of memory does not cost the others.
+# (without it that step says so and the others run).  Last come the CUDA tests of the layer contract, SSSD's
+# sampling and mixed precision.  PY picks another interpreter.  Every step has its own time limit, so one that
+# hangs or runs out of memory does not cost the others.
 set -u
 OUT=${OUT:-benchmarks/gpu_out}
 PY=${PY:-python3}
@@ -45,4 +46,7 @@ if $PY -c "import diffusers" 2>/dev/null; then
 else
   echo "## sssd: skipped, diffusers is not importable (carry .gpu/ from benchmarks/gpu_carry.sh)" | tee "$OUT/sssd.txt"
 fi
+# last, with what time is left: the CUDA equivalence tests (layers against the CPU, SSSD's samplers, mixed precision)
+step cuda_tests 120 $PY -m pytest -q -p no:cacheprovider tests/ssmcore/test_cuda.py tests/apps/sssd/test_cuda.py \
+  tests/apps/common/test_precision_cli.py -k "cuda or Cuda"
 echo "done $(date -u +%H:%M:%S); files in $OUT"
