@@ -249,13 +249,24 @@ class SSMCLI(LightningCLI):
         self._report("predict")
 
 
+def _recipe_hint(app: str, path: Path) -> str:
+    """Where ``app``'s recipes are: the source tree's folder by its full path when the command runs elsewhere,
+    naming the recipe there when one of that name exists."""
+    folder = Path(__file__).resolve().parents[2] / "recipes" / app
+    if not folder.is_dir() or folder == (Path.cwd() / "recipes" / app).resolve():
+        return f"the recipes are in recipes/{app}/"
+    if (folder / path.name).is_file():
+        return f"did you mean {folder / path.name}? Relative paths are read from the current folder, {Path.cwd()}"
+    return f"the recipes are in {folder}/"
+
+
 def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMCLI:
     """Run ``verb`` of LightningCLI for ``app`` with ``args`` (recipe, overrides)."""
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     configs = _config_paths(args)
     for path in configs:
         if not path.is_file():
-            raise UserError(f"recipe file not found: {path} (the recipes are in recipes/{app}/)")
+            raise UserError(f"recipe file not found: {path} ({_recipe_hint(app, path)})")
         check_yaml(path)
     # we pass the arguments ourselves, so LightningCLI's warning about sys.argv is noise; so is its tip
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

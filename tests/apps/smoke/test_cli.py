@@ -80,6 +80,17 @@ def test_user_errors_are_one_line_with_exit_2(args, expected, capsys):
     assert expected in err and err.startswith("ssm smoke fit: error:")
 
 
+def test_a_recipe_path_given_from_another_folder_is_named_in_full(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a user outside the source tree, with the README's relative path
+    assert main(["smoke", "fit", "-c", "recipes/smoke/tiny.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"did you mean {TINY}?" in err and str(tmp_path) in err
+    assert main(["smoke", "fit", "-c", "recipes/smoke/missing.yaml"]) == 2
+    assert f"the recipes are in {ROOT / 'recipes' / 'smoke'}/" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
 def test_debug_shows_the_traceback():
     with pytest.raises(Exception, match="recipe file not found"):
         main(["smoke", "fit", "-c", "missing.yaml", "--debug"])
