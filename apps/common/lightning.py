@@ -227,13 +227,23 @@ class SSMCLI(LightningCLI):
         name = "config.yaml" if self.subcommand == "fit" else f"config.{self.subcommand}.yaml"
         atomic_write_text(run_dir / name, text)
 
+    def _check_data(self) -> None:
+        """A data module's cheap ``check_data()`` (its files exist) runs before the run writes its config and
+        its loggers make their folders, so that a missing dataset leaves no empty run behind."""
+        check = getattr(self.datamodule, "check_data", None)
+        if callable(check):
+            check()
+
     def before_fit(self) -> None:
+        self._check_data()
         self._save_config()
 
     def before_validate(self) -> None:
+        self._check_data()
         self._save_config()
 
     def before_test(self) -> None:
+        self._check_data()
         self._save_config()
 
     def after_fit(self) -> None:

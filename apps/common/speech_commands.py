@@ -72,6 +72,12 @@ def readable(items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
     return kept
 
 
+def check_root(root: str | Path) -> None:
+    """Raise a one-line :class:`UserError` when the dataset folder ``root`` does not exist."""
+    if not Path(root).is_dir():
+        raise UserError(f"data.root not found: {root} (build a stand-in with `ssm speech prepare --out {root}`)")
+
+
 def speech_commands_items(root: str | Path, words: str | Sequence[str], split: str,
                           check: bool = True) -> list[tuple[Path, int]]:
     """``(wav path, label)`` pairs of one split, labels indexing ``words`` (sorted by path).
@@ -87,9 +93,7 @@ def speech_commands_items(root: str | Path, words: str | Sequence[str], split: s
     root = Path(root)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose train, validation or test")
-    if not root.is_dir():
-        raise UserError(f"data.root not found: {root} (build a stand-in with "
-                        f"`ssm speech prepare --out {root}`)")
+    check_root(root)
     words = resolve_word_set(words)
     held = {"validation": _read_list(root, "validation_list.txt"), "testing": _read_list(root, "testing_list.txt")}
     name = SPLITS[split]
