@@ -64,11 +64,13 @@ STATISTICS = {"model": ("o", "s", ""), "adapted": ("x", "D", ", adapted statisti
 @dataclass(frozen=True)
 class Adaptation:
     """How a network is adapted to the scored folder before scoring: BatchNorm statistics from ``clips`` of its
-    unlabelled training clips, then, with ``epochs``, information maximisation on them at Adam's ``lr``."""
+    unlabelled training clips, then, with ``epochs``, information maximisation on them at Adam's ``lr``, the clips
+    in an order drawn from ``seed`` each epoch."""
 
     clips: int
     epochs: int = 0
     lr: float = ADAPT_LR
+    seed: int = 0
 
 
 def parse_rates(text: str) -> list[int]:
@@ -116,7 +118,7 @@ def self_trained_nets(nets: dict[float, torch.nn.Module], clips: torch.Tensor, a
         trained[rate] = net = copy.deepcopy(net)
         device = next(net.parameters()).device
         maximise_information(net, clips.to(device), net.head, adapt.epochs, adapt.lr, batch_size,
-                             lambda x, net=net, rate=rate: net(x, rate=rate))
+                             lambda x, net=net, rate=rate: net(x, rate=rate), seed=adapt.seed)
     return trained
 
 
@@ -324,7 +326,7 @@ def write_outputs(out: Path, rows: list[dict], train_rate: int, ckpt: Path, note
 
 def zero_shot(argv: list[str]) -> None:
     """``ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000 [--data-root DIR --out DIR --split all --tta [VIEWS]
-    --adapt-norm [CLIPS] --adapt-epochs E]``."""
+    --adapt-norm [CLIPS] --adapt-epochs E --adapt-seed S]``."""
     p = argparse.ArgumentParser(prog="ssm speech zero-shot",
                                 description="Test a Speech Commands classifier at other sample rates.")
     p.add_argument("--ckpt", required=True, help="checkpoint of `ssm speech fit` with a SpeechClassifier recipe")
@@ -351,6 +353,8 @@ def zero_shot(argv: list[str]) -> None:
                         "predictions (information maximisation, SHOT-IM)")
     p.add_argument("--adapt-lr", type=float, default=ADAPT_LR, help=f"Adam's learning rate for --adapt-epochs "
                    f"(default {ADAPT_LR:g})")
+    p.add_argument("--adapt-seed", type=int, default=0, help="the seed of --adapt-epochs' clip order (default 0): "
+                   "rerun with others to see how much the self-trained rows vary")
     a = p.parse_args(argv)
     rates = parse_rates(a.rates)
     views = parse_views(a.tta) if a.tta is not None else ()
@@ -368,7 +372,7 @@ def zero_shot(argv: list[str]) -> None:
     options = {k: v for k, v in saved.items() if k in DATA_KEYS}
     if a.data_root:
         options["root"] = a.data_root
-    adapt = Adaptation(a.adapt_norm, a.adapt_epochs, a.adapt_lr) if a.adapt_norm else None
+    adapt = Adaptation(a.adapt_norm, a.adapt_epochs, a.adapt_lr, a.adapt_seed) if a.adapt_norm else None
     rows = zero_shot_table(model, options, rates, a.batch_size, adapt, a.split, views)
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
@@ -383,7 +387,7 @@ def zero_shot(argv: list[str]) -> None:
                      f"and its views {', '.join(map(str, views))} (test-time augmentation).")
     if a.adapt_epochs:
         notes.append(f"Self-trained: the adapted network, all but its output layer, trained {a.adapt_epochs} "
-                     f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}) to minimise the predictions' mean entropy "
+                     f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}, order seed {a.adapt_seed}) to minimise the predictions' mean entropy "
                      "less the entropy of their mean (information maximisation).")
     paths = write_outputs(out, rows, train_rate, ckpt, " ".join(notes))
     cutoffs = [r // 2 for r in rates if r < train_rate]
