@@ -84,7 +84,9 @@ def spectrogram_png(path: str | Path, clips: dict[str, np.ndarray | Tensor], sam
     fig, axes = plt.subplots(1, len(clips), figsize=(5 * len(clips), 3.6), squeeze=False)
     for ax, (name, wav) in zip(axes[0], clips.items(), strict=True):
         wav = wav.numpy() if isinstance(wav, Tensor) else np.asarray(wav)
-        ax.specgram(wav.astype(np.float64) + 1e-9, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma")
+        # 32 ms frames at 16 kHz; a clip of 512 samples or fewer gets a quarter of its length, so several frames
+        nfft = 512 if len(wav) > 512 else max(4, 2 ** int(np.log2(max(len(wav), 4))) // 4)
+        ax.specgram(wav.astype(np.float64) + 1e-9, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("time (s)")
         ax.set_ylabel("frequency (Hz)")
