@@ -209,9 +209,9 @@ class SpeechCommandsData(SplitDataModule):
         return 1 if self.hparams.features == "raw" else self.hparams.n_mfcc
 
     def check_data(self) -> None:
-        """Every data folder exists (called before a run writes anything)."""
+        """Every data folder and its word folders exist (called before a run writes anything)."""
         for root in self.roots:
-            check_root(root)
+            check_root(root, self.words)
 
     def setup(self, stage: str | None = None) -> None:
         needed = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],

@@ -34,3 +34,14 @@ def test_a_missing_dataset_writes_no_run(app, recipe, option, expected, verb, tm
     last = capsys.readouterr().err.strip().splitlines()[-1]  # Lightning's INFO lines on the Trainer may come first
     assert last.startswith(f"ssm {app} {verb}: error:") and expected in last, last
     assert not runs.exists(), sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
+
+
+def test_a_missing_word_folder_writes_no_run(tmp_path, monkeypatch, capsys):
+    runs, root = tmp_path / "runs", tmp_path / "speech"
+    (root / "yes").mkdir(parents=True)
+    monkeypatch.setenv("SSM_RUNS", str(runs))
+    assert main(["speech", "fit", "-c", str(RECIPES / "speech" / "sc_tiny.yaml"), "--data.root", str(root),
+                 "--data.words", str(["yes", "no"])]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"word folder {root / 'no'} not found" in last, last
+    assert not runs.exists()
