@@ -387,8 +387,8 @@ def zero_shot(argv: list[str]) -> None:
                      f"and its views {', '.join(map(str, views))} (test-time augmentation).")
     if a.adapt_epochs:
         notes.append(f"Self-trained: the adapted network, all but its output layer, trained {a.adapt_epochs} "
-                     f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}, order seed {a.adapt_seed}) to minimise the predictions' mean entropy "
-                     "less the entropy of their mean (information maximisation).")
+                     f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}, order seed {a.adapt_seed}) to minimise the "
+                     "predictions' mean entropy less the entropy of their mean (information maximisation).")
     paths = write_outputs(out, rows, train_rate, ckpt, " ".join(notes))
     cutoffs = [r // 2 for r in rates if r < train_rate]
     band = kernel_band(model, cutoffs) if cutoffs else None
