@@ -227,23 +227,23 @@ class SSMCLI(LightningCLI):
         name = "config.yaml" if self.subcommand == "fit" else f"config.{self.subcommand}.yaml"
         atomic_write_text(run_dir / name, text)
 
-    def _check_data(self) -> None:
-        """A data module's cheap ``check_data()`` (its files exist) runs before the run writes its config and
-        its loggers make their folders, so that a missing dataset leaves no empty run behind."""
-        check = getattr(self.datamodule, "check_data", None)
-        if callable(check):
-            check()
+    def _load_data(self, stage: str) -> None:
+        """Load the data before the run writes its config and its loggers make their folders, where the data module
+        allows it (``setup_before_run``: its ``setup()`` loads once), so that a dataset the run cannot read leaves
+        no empty run behind; the other data modules check their paths when built."""
+        if getattr(self.datamodule, "setup_before_run", False):
+            self.datamodule.setup(stage)
 
     def before_fit(self) -> None:
-        self._check_data()
+        self._load_data("fit")
         self._save_config()
 
     def before_validate(self) -> None:
-        self._check_data()
+        self._load_data("validate")
         self._save_config()
 
     def before_test(self) -> None:
-        self._check_data()
+        self._load_data("test")
         self._save_config()
 
     def after_fit(self) -> None:

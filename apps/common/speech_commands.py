@@ -72,18 +72,6 @@ def readable(items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
     return kept
 
 
-def check_root(root: str | Path, words: Sequence[str] = ()) -> None:
-    """Raise a one-line :class:`UserError` when the dataset folder ``root``, or its folder of one of ``words``,
-    does not exist."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"data.root not found: {root} (build a stand-in with `ssm speech prepare --out {root}`)")
-    for word in words:
-        if not (root / word).is_dir():
-            raise UserError(f"word folder {root / word} not found: {root} lacks {word!r} (prepare it with the "
-                            f"matching --words, or choose another data.words)")
-
-
 def speech_commands_items(root: str | Path, words: str | Sequence[str], split: str,
                           check: bool = True) -> list[tuple[Path, int]]:
     """``(wav path, label)`` pairs of one split, labels indexing ``words`` (sorted by path).
@@ -99,14 +87,18 @@ def speech_commands_items(root: str | Path, words: str | Sequence[str], split: s
     root = Path(root)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose train, validation or test")
-    check_root(root)
+    if not root.is_dir():
+        raise UserError(f"data.root not found: {root} (build a stand-in with "
+                        f"`ssm speech prepare --out {root}`)")
     words = resolve_word_set(words)
     held = {"validation": _read_list(root, "validation_list.txt"), "testing": _read_list(root, "testing_list.txt")}
     name = SPLITS[split]
     items = []
-    check_root(root, words)
     for label, word in enumerate(words):
         folder = root / word
+        if not folder.is_dir():
+            raise UserError(f"word folder {folder} not found: {root} lacks {word!r} (prepare it with the "
+                            f"matching --words, or choose another data.words)")
         for path in sorted(folder.glob("*.wav")):
             rel = f"{word}/{path.name}"
             in_split = rel in held[name] if name != "train" else rel not in held["validation"] | held["testing"]

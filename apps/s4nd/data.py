@@ -165,12 +165,6 @@ class ImageData(SplitDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def check_data(self) -> None:
-        """The image folder exists (called before a run writes anything; CIFAR-10's files are checked as read)."""
-        root = Path(self.hparams.root)
-        if self.hparams.dataset != "cifar10" and not root.is_dir():
-            raise UserError(f"data.root not found: {root} (for MNIST-5k run `ssm s4nd prepare mnist --out {root}`)")
-
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -183,7 +177,8 @@ class ImageData(SplitDataModule):
                            "test": ImageSet(*load_cifar10(root, train=False))}
             self.classes = [str(i) for i in range(10)]
             return
-        self.check_data()
+        if not root.is_dir():
+            raise UserError(f"data.root not found: {root} (for MNIST-5k run `ssm s4nd prepare mnist --out {root}`)")
         images, labels, self.classes, size = load_imagefolder(root / "train", h.channels, h.image_size)
         self.splits["train"] = ImageSet(images, labels, h.translate)
         for split in ("val", "test"):

@@ -160,16 +160,12 @@ class WaveformData(SplitDataModule):
     def n_classes(self) -> int:
         return 2**self.bits
 
-    def check_data(self) -> None:
-        """The audio folder exists (called before a run writes anything)."""
+    def split_files(self) -> dict[str, list[Path]]:
+        """The audio files of each split."""
         if not self.root.is_dir():
             hint = ("ssm speech prepare --words sc09 --out " if self.dataset == "sc09"
                     else "ssm sashimi prepare piano --out ")
             raise UserError(f"data.root: folder {self.root} not found; build a stand-in with `{hint}{self.root}`")
-
-    def split_files(self) -> dict[str, list[Path]]:
-        """The audio files of each split."""
-        self.check_data()
         if self.dataset == "sc09":
             from apps.common.speech_commands import WORD_SETS, speech_commands_items
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from apps.common.audio import AudioError, load_audio, resample
 from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
-from apps.common.speech_commands import SAMPLE_RATE, check_root, resolve_word_set, speech_commands_items
+from apps.common.speech_commands import SAMPLE_RATE, resolve_word_set, speech_commands_items
 from apps.speech.augment import Augmentation, View
 
 log = logging.getLogger(__name__)
@@ -207,11 +207,6 @@ class SpeechCommandsData(SplitDataModule):
     def d_input(self) -> int:
         """Features per time step: 1 (raw) or n_mfcc."""
         return 1 if self.hparams.features == "raw" else self.hparams.n_mfcc
-
-    def check_data(self) -> None:
-        """Every data folder and its word folders exist (called before a run writes anything)."""
-        for root in self.roots:
-            check_root(root, self.words)
 
     def setup(self, stage: str | None = None) -> None:
         needed = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],

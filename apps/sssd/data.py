@@ -214,15 +214,10 @@ def read_series(path: str | Path, layout: str = "nlc", channels: int | None = No
     return series
 
 
-def check_series_file(path: str | Path) -> None:
-    """Raise a one-line :class:`UserError` when the series file ``path`` does not exist."""
-    if not Path(path).is_file():
+def _read_series(path: Path, layout: str = "nlc", channels: int | None = None, **csv_options) -> SeriesFile:
+    if not path.is_file():
         raise UserError(f"data file not found: {path} (build a stand-in with "
                         "`ssm sssd prepare mujoco|stocks|eeg|ett|electricity|ptbxl`)")
-
-
-def _read_series(path: Path, layout: str = "nlc", channels: int | None = None, **csv_options) -> SeriesFile:
-    check_series_file(path)
     if path.suffix == ".npy":
         try:
             values = np.load(path, allow_pickle=False).astype(np.float32)
@@ -394,13 +389,6 @@ class SeriesData(SplitDataModule):
             raise UserError(f"{h.path}: the training split is empty; lower data.val_fraction/test_fraction")
         self.time_splits = times
         return splits
-
-    def check_data(self) -> None:
-        """Every series file named exists (called before a run writes anything)."""
-        h = self.hparams
-        for path in (h.path, h.val_path, h.test_path):
-            if path is not None:
-                check_series_file(path)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:

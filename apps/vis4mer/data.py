@@ -172,10 +172,6 @@ class VideoData(SplitDataModule):
             raise UserError(f"the cache {self.cache} sampled a fixed number of frames; spans need --fps sampling")
         return backbone["tokens"], backbone["dim"], float(fps)
 
-    def check_data(self) -> None:
-        """The feature cache exists and samples at a frame rate (called before a run writes anything)."""
-        self.feature_info()
-
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

@@ -1,5 +1,5 @@
-"""A run whose dataset is missing stops with one line and exit 2 before it writes anything: no config, no
-logger folders, no versions that the next, real run would count past."""
+"""A run whose dataset is missing or unreadable stops with one line and exit 2 before it writes anything: no
+config, no logger folders, no versions that the next, real run would count past."""
 
 from __future__ import annotations
 
@@ -36,12 +36,21 @@ def test_a_missing_dataset_writes_no_run(app, recipe, option, expected, verb, tm
     assert not runs.exists(), sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
 
 
-def test_a_missing_word_folder_writes_no_run(tmp_path, monkeypatch, capsys):
+def test_data_that_cannot_be_read_writes_no_run(tmp_path, monkeypatch, capsys):
+    """Not only a missing folder: the data modules load their data before the run writes anything."""
     runs, root = tmp_path / "runs", tmp_path / "speech"
     (root / "yes").mkdir(parents=True)
+    for name in ("validation_list.txt", "testing_list.txt"):
+        (root / name).write_text("")
     monkeypatch.setenv("SSM_RUNS", str(runs))
     assert main(["speech", "fit", "-c", str(RECIPES / "speech" / "sc_tiny.yaml"), "--data.root", str(root),
                  "--data.words", str(["yes", "no"])]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"word folder {root / 'no'} not found" in last, last
+    table = tmp_path / "series.csv"
+    table.write_text("date,a,b\n1,2,3\n2,x,4\n3,5,6\n")
+    assert main(["sssd", "fit", "-c", str(RECIPES / "sssd" / "tiny.yaml"), "--data.path", str(table),
+                 "--data.length", "2", "--data.channels", "2"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{table}: non-numeric value" in last, last
     assert not runs.exists()
