@@ -15,19 +15,12 @@ from ssmcore.blocks import SequenceModel
 from ssmcore.registry import causal_layer_names, make_layer
 from tests.ssmcore.helpers import rel_err
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+              pytest.mark.usefixtures("strict_float32")]
 
 CUDA = torch.device("cuda")
 CAUSAL_LAYERS = causal_layer_names()  # every steppable layer, new ones included
 TOL = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _strict_float32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _pair(name: str, **kwargs):

@@ -16,17 +16,10 @@ import torch
 from apps.sssd.module import SSSDModule
 from tests.ssmcore.helpers import rel_err
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+              pytest.mark.usefixtures("strict_float32")]
 
 CUDA = torch.device("cuda")
-
-
-@pytest.fixture(autouse=True)
-def _strict_float32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.parametrize("sampler, steps", [("ddpm", 20), ("ddim", 5), ("dpm", 5)])
