@@ -353,7 +353,7 @@ def zero_shot(argv: list[str]) -> None:
                         "predictions (information maximisation, SHOT-IM)")
     p.add_argument("--adapt-lr", type=float, default=ADAPT_LR, help=f"Adam's learning rate for --adapt-epochs "
                    f"(default {ADAPT_LR:g})")
-    p.add_argument("--adapt-seed", type=int, default=0, help="the seed of --adapt-epochs' clip order (default 0): "
+    p.add_argument("--adapt-seed", type=int, default=None, help="the seed of --adapt-epochs' clip order (default 0): "
                    "rerun with others to see how much the self-trained rows vary")
     a = p.parse_args(argv)
     rates = parse_rates(a.rates)
@@ -366,13 +366,17 @@ def zero_shot(argv: list[str]) -> None:
                         f"{'' if a.adapt_norm else ' without --adapt-norm'}")
     if not (a.adapt_lr > 0 and math.isfinite(a.adapt_lr)):
         raise UserError(f"--adapt-lr takes a learning rate > 0, got {a.adapt_lr}")
+    if a.adapt_seed is not None and not a.adapt_epochs:
+        raise UserError(f"--adapt-seed {a.adapt_seed} orders the clips of --adapt-epochs' self-training: give "
+                        "--adapt-norm --adapt-epochs E as well, or leave --adapt-seed out")
+    seed = a.adapt_seed or 0
     ckpt = Path(a.ckpt)
     model, saved = load_speech_classifier(ckpt)
     model.to(a.device)
     options = {k: v for k, v in saved.items() if k in DATA_KEYS}
     if a.data_root:
         options["root"] = a.data_root
-    adapt = Adaptation(a.adapt_norm, a.adapt_epochs, a.adapt_lr, a.adapt_seed) if a.adapt_norm else None
+    adapt = Adaptation(a.adapt_norm, a.adapt_epochs, a.adapt_lr, seed) if a.adapt_norm else None
     rows = zero_shot_table(model, options, rates, a.batch_size, adapt, a.split, views)
     out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
@@ -387,7 +391,7 @@ def zero_shot(argv: list[str]) -> None:
                      f"and its views {', '.join(map(str, views))} (test-time augmentation).")
     if a.adapt_epochs:
         notes.append(f"Self-trained: the adapted network, all but its output layer, trained {a.adapt_epochs} "
-                     f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}, order seed {a.adapt_seed}) to minimise the "
+                     f"epoch(s) on the same clips (Adam, lr {a.adapt_lr:g}, order seed {seed}) to minimise the "
                      "predictions' mean entropy less the entropy of their mean (information maximisation).")
     paths = write_outputs(out, rows, train_rate, ckpt, " ".join(notes))
     cutoffs = [r // 2 for r in rates if r < train_rate]

@@ -117,7 +117,9 @@ def test_adapt_norm_needs_clips(tmp_path_factory, capsys):
                                                  "--adapt-epochs 2 without --adapt-norm"),
                        (["--adapt-norm", "--adapt-epochs", "-1"], "--adapt-epochs takes a number of epochs >= 0"),
                        (["--adapt-norm", "--adapt-epochs", "1", "--adapt-lr", "0"], "--adapt-lr takes a learning "
-                                                                                      "rate > 0, got 0.0")):
+                                                                                      "rate > 0, got 0.0"),
+                       (["--adapt-norm", "--adapt-seed", "2"], "--adapt-seed 2 orders the clips of --adapt-epochs' "
+                                                               "self-training")):
         assert main(["speech", "zero-shot", "--ckpt", str(ckpt), *args]) == 2
         err = capsys.readouterr().err
         assert said in err and len(err.strip().splitlines()) == 1
