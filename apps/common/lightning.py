@@ -19,7 +19,7 @@ from apps.common.config_checks import check_values, check_yaml, remap_data_paths
 from apps.common.errors import UserError
 from apps.common.io import atomic_write_text, check_writable
 from apps.common.predictions import PredictionWriter, has_predict_step
-from apps.common.runs import fit_run_dir, run_of_checkpoint, runs_root
+from apps.common.runs import LIGHTNING_CKPT_NAMES, fit_run_dir, run_of_checkpoint, runs_root
 from apps.common.training import AtomicCheckpointIO, default_callbacks, default_loggers
 
 
@@ -121,6 +121,10 @@ class SSMCLI(LightningCLI):
 
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and not Path(ckpt_path).is_file():
+            # said now, before the run writes its config and its loggers make their folders
+            raise UserError(f"checkpoint not found: {ckpt_path} (--ckpt_path takes a .ckpt file written by a fit, "
+                            f"e.g. {self.run_dir / 'checkpoints' / 'best.ckpt'})")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})

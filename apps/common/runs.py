@@ -13,6 +13,9 @@ from pathlib import Path
 
 from apps.common.errors import UserError
 
+#: ``--ckpt_path`` values that Lightning resolves itself rather than reading a file
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
 
 def runs_root() -> Path:
     """Where runs go: ``$SSM_RUNS`` or ``runs``."""
@@ -53,7 +56,7 @@ def fit_run_dir(default: Path, requested: Path, ckpt_path: str | None) -> Path:
         ckpt_path: ``--ckpt_path``, when resuming.
     """
     explicit = Path(requested) != Path(default)
-    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+    if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
         if explicit:
             return Path(requested)
         return run_of_checkpoint(ckpt_path) or next_free(Path(default))

@@ -54,3 +54,14 @@ def test_data_that_cannot_be_read_writes_no_run(tmp_path, monkeypatch, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{table}: non-numeric value" in last, last
     assert not runs.exists()
+
+
+@pytest.mark.parametrize("verb", ["fit", "test"])
+def test_a_missing_checkpoint_writes_no_run(verb, tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SSM_RUNS", str(runs))
+    missing = tmp_path / "nowhere.ckpt"
+    assert main(["smoke", verb, "-c", str(RECIPES / "smoke" / "tiny.yaml"), "--ckpt_path", str(missing)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"checkpoint not found: {missing}" in last and "runs/smoke/tiny/checkpoints/best.ckpt" in last, last
+    assert not runs.exists()
