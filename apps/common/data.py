@@ -12,14 +12,9 @@ class SplitDataModule(pl.LightningDataModule):
     Subclasses define ``_loader``.  Training shuffles; validation, test and predict do not, and
     ``predict`` reads the test split.  ``val_split`` names the validation split when it is not ``"val"``;
     ``test_dataloader(split)`` serves another evaluation split where a subclass's ``_loader`` knows one.
-
-    ``setup()`` must load once and return at once when called again: the CLI calls it before a run writes its
-    config and its loggers make their folders (``setup_before_run``), so that data a run cannot read (a missing
-    folder, a bad file) stops it with nothing written, and Lightning's own call then finds the data loaded.
     """
 
     val_split = "val"
-    setup_before_run = True
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -232,11 +232,10 @@ class SSMCLI(LightningCLI):
         atomic_write_text(run_dir / name, text)
 
     def _load_data(self, stage: str) -> None:
-        """Load the data before the run writes its config and its loggers make their folders, where the data module
-        allows it (``setup_before_run``: its ``setup()`` loads once), so that a dataset the run cannot read leaves
-        no empty run behind; the other data modules check their paths when built."""
-        if getattr(self.datamodule, "setup_before_run", False):
-            self.datamodule.setup(stage)
+        """Load the data before the run writes its config and its loggers make their folders, so that a dataset the
+        run cannot read (missing, malformed) stops it with nothing written.  Every app's data module loads in
+        ``setup()`` once, so Lightning's own call then finds the data loaded."""
+        self.datamodule.setup(stage)
 
     def before_fit(self) -> None:
         self._load_data("fit")

@@ -124,13 +124,17 @@ class PendulumData(pl.LightningDataModule):
         self.save_hyperparameters()
         if not Path(root).is_dir():
             raise UserError(f"data.root: {root} not found; build it with `ssm pendulum prepare --out {root}`")
+        self.splits: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        self.splits = {}
+        if self.splits:  # loaded once (the CLI loads before the run writes anything)
+            return
+        splits = {}
         for name in SPLITS:
             s = read_split(Path(self.hparams.root), name)
             frames = torch.from_numpy(s["frames"]).flatten(2).float() / 255
-            self.splits[name] = TensorDataset(frames, torch.from_numpy(s["times"]), torch.from_numpy(s["targets"]))
+            splits[name] = TensorDataset(frames, torch.from_numpy(s["times"]), torch.from_numpy(s["targets"]))
+        self.splits = splits  # all or nothing: a split that fails to read leaves none loaded
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[name], batch_size=self.hparams.batch_size, shuffle=shuffle,

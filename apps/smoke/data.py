@@ -68,6 +68,7 @@ class DelayedRecallData(pl.LightningDataModule):
                 raise UserError(f"data.data_dir {data_dir} lacks {', '.join(missing)}.pt (rebuild it with `ssm smoke prepare --out {data_dir}`)")
         else:
             delayed_recall(1, length, vocab, delay, seed)  # validates the options now, not in a worker
+        self.splits: dict[str, TensorDataset] = {}
 
     def _split(self, index: int) -> TensorDataset:
         h = self.hparams
@@ -79,7 +80,8 @@ class DelayedRecallData(pl.LightningDataModule):
         return TensorDataset(*delayed_recall(size, h.length, h.vocab, h.delay, h.seed + index))
 
     def setup(self, stage: str | None = None) -> None:
-        self.splits = {name: self._split(i) for i, name in enumerate(SPLITS)}
+        if not self.splits:  # loaded once (the CLI loads before the run writes anything)
+            self.splits = {name: self._split(i) for i, name in enumerate(SPLITS)}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.splits["train"], batch_size=self.hparams.batch_size, shuffle=True)
