@@ -146,16 +146,19 @@ def synchronize(device: torch.device) -> None:
 def run(args: argparse.Namespace) -> list[str]:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = (untrained_model(args.recipe) if args.recipe else load_model(args.ckpt)).to(device)
-    raw = series(args, model.hparams.channels).to(device)
+    model = untrained_model(args.recipe) if args.recipe else load_model(args.ckpt)
+    trained = not args.recipe  # an untrained network's imputations are timed, not scored
+    raw = series(args, model.hparams.channels)
     N, L, C = raw.shape
     available = ~torch.isnan(raw)
-    cond = batch_masks(args.mask, N, L, C, args.ratio, generator=torch.Generator().manual_seed(0)).to(device) & available
+    cond = batch_masks(args.mask, N, L, C, args.ratio, generator=torch.Generator().manual_seed(0)) & available
     target = available & ~cond
     baselines: dict[str, MetricSums] = {}
-    add_baselines(baselines, raw.cpu(), cond.cpu(), target.cpu(), model.data_mean.cpu())
+    if trained:
+        add_baselines(baselines, raw, cond, target, model.data_mean)
+    model, raw_on, cond_on = model.to(device), raw.to(device), cond.to(device)  # what the samplers run on
     specs = [(name, int(steps)) for name, steps in (spec.split("-") for spec in args.samplers.split(","))]
-    model.sample(raw[:2], cond[:2], 1, "ddim", 2)  # warm-up
+    model.sample(raw_on[:2], cond_on[:2], 1, "ddim", 2)  # warm-up
     times: dict[tuple[str, int], float] = {}
     cpu: dict[tuple[str, int], float] = {}
     results: dict[tuple[str, int], torch.Tensor] = {}
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> list[str]:
     ends_of: dict[tuple[str, int], list[tuple[float, float]]] = {spec: [] for spec in specs}
     for _ in range(args.repeats):
         if args.schedule == "paired":  # co-scheduled, step by step: the same load for every sampler
-            results, wall, used, per_turn = _paired(model, raw, cond, args, specs)
+            results, wall, used, per_turn = _paired(model, raw_on, cond_on, args, specs)
             for spec in specs:
                 times[spec] = times.get(spec, 0.0) + wall[spec]
                 cpu[spec] = cpu.get(spec, 0.0) + used[spec]
@@ -173,18 +176,21 @@ def run(args: argparse.Namespace) -> list[str]:
         for name, steps in specs:  # samplers interleaved, the fastest of the repeats kept: the machine is shared
             synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
-            results[(name, steps)] = model.sample(raw, cond, args.samples, name, steps, torch.Generator().manual_seed(1))
+            results[(name, steps)] = model.sample(raw_on, cond_on, args.samples, name, steps,
+                                                  torch.Generator().manual_seed(1))
             synchronize(device)
             times[(name, steps)] = min(times.get((name, steps), float("inf")), time.perf_counter() - start)
             cpu[(name, steps)] = min(cpu.get((name, steps), float("inf")), time.process_time() - start_cpu)
     paired = args.schedule == "paired"
-    on_cpu, trained = device.type == "cpu", not args.recipe  # the process's CPU clock times a GPU run's host only
+    on_cpu = device.type == "cpu"  # the process's CPU clock times a GPU run's host only
     rows, reference = [], None
     for name, steps in specs:
-        samples, elapsed = results[(name, steps)].cpu(), times[(name, steps)]
-        sums = MetricSums()
-        sums.add(samples.median(0).values, raw.cpu(), target.cpu(), samples)
-        r = sums.result()
+        elapsed = times[(name, steps)]
+        r = {"MSE": float("nan")}
+        if trained:
+            samples, sums = results[(name, steps)].cpu(), MetricSums()
+            sums.add(samples.median(0).values, raw, target, samples)
+            r = sums.result()
         reference = reference or (elapsed, r["MSE"], cpu[(name, steps)])
         row = [f"{name.upper()}-{steps}", f"{elapsed:.2f}", f"{cpu[(name, steps)]:.1f}" if on_cpu else "-",
                f"{N * args.samples * (args.repeats if paired else 1) / elapsed:.2f}", f"{reference[0] / elapsed:.2f}x",
@@ -201,8 +207,8 @@ def run(args: argparse.Namespace) -> list[str]:
               "MAE", "CRPS"]
     if paired:
         header += ["median step wall (ms)", "median step CPU (ms)", "per-call CPU beyond the steps (ms)"]
-    lin = baselines["linear"].result()
     if trained:
+        lin = baselines["linear"].result()
         rows.append(["linear interpolation", "-", "-", "-", "-", "-", f"{lin['MSE']:.4g}", "-", f"{lin['MAE']:.4g}",
                      f"{lin['CRPS']:.4g}"] + ["-", "-", "-"] * paired)
     how = (f"paired step by step, {args.repeats} run(s) summed" if paired else f"fastest of {args.repeats}")
