@@ -15,8 +15,8 @@ DATAMODULE = SpeechCommandsData
 
 VERBS = {
     "prepare": (lazy_verb("apps.speech.prepare", "prepare_speech_commands"),
-                "build an offline stand-in (espeak-ng; --engine flite or festival for independent ones, asterisk "
-                "for ten recorded digits): ssm speech prepare --out data/speech_commands_synth --words sc35 --per-word N"),
+                "build an offline stand-in (espeak-ng; --engine flite, festival or klatt for independent ones, "
+                "asterisk for ten recorded digits): ssm speech prepare --out data/speech_commands_synth --words sc35 --per-word N"),
     "zero-shot": (lazy_verb("apps.speech.zero_shot", "zero_shot"),
                   "classifier accuracy at other sample rates: ssm speech zero-shot --ckpt CKPT --rates 16000,8000,4000"),
     "export": (lazy_verb("apps.speech.export", "export"),

@@ -504,6 +504,8 @@ def prepare_speech_commands(argv: list[str]) -> None:
     if a.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {a.jobs}")
     recorded = a.engine == "asterisk"
+    if not recorded and a.per_word < 3:  # said before an existing folder is looked at, not only when building
+        raise UserError(f"--per-word must be at least 3 (one clip per split), got {a.per_word}")
     words = resolve_words(a.words or ("sc09" if recorded else "sc35"))
     if recorded:
         args = {"words": words, "engine": a.engine, "source": str(Path(a.source).resolve())}

@@ -78,6 +78,8 @@ def test_cli_keeps_an_existing_set_and_reports_mistakes(tmp_path, capsys):
     assert "kept (pass --force to rebuild" in capsys.readouterr().out
     assert main(["speech", "prepare", "--out", str(tmp_path / "x"), "--per-word", "2"]) == 2
     assert "--per-word must be at least 3" in capsys.readouterr().err
+    assert main(["speech", "prepare", "--out", str(out), "--words", "yes,no", "--per-word", "-3"]) == 2
+    assert "--per-word must be at least 3" in capsys.readouterr().err  # a bad value is said, not "kept"
     assert main(["speech", "prepare", "--out", str(tmp_path / "x"), "--words", "sc99"]) == 2
     assert "--words takes sc35, sc10, sc09" in capsys.readouterr().err
 
