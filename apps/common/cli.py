@@ -32,6 +32,20 @@ def lazy_verb(module: str, name: str) -> Callable[[list[str]], None]:
     return run
 
 
+def positive_int(text: str) -> int:
+    """argparse ``type`` of a count or size option (``--batch-size``, ...): an integer >= 1, else argparse's one line
+    naming the option, exit 2."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
 def app_names() -> list[str]:
     """Every app package under ``apps/`` (a folder with a ``cli.py``), sorted; nothing is imported."""
     import apps

@@ -14,6 +14,8 @@ All take class probabilities ``probs`` (N, C) or features (N, D) and compute in 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -69,8 +71,11 @@ def frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: torch.Te
     """``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` between Gaussian fits of (N, D) and (M, D)."""
     mu_a, cov_a = gaussian_fit(features_a)
     mu_b, cov_b = gaussian_fit(features_b)
-    covmean = linalg.sqrtm(cov_a @ cov_b)  # the matrix alone (SciPy 1.18 removed `disp`)
-    if not np.isfinite(covmean).all():  # singular product: regularise both covariances slightly
+    with warnings.catch_warnings(record=True) as caught:  # the matrix alone (SciPy 1.18 removed `disp`)
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
+    singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
+    if singular or not np.isfinite(covmean).all():  # singular product: regularise both covariances slightly
         offset = np.eye(cov_a.shape[0]) * 1e-6
         covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     covmean = np.real(covmean)

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from apps.common.cli import positive_int
 from apps.common.errors import UserError
 from apps.common.report import markdown_table, write_csv, write_markdown
-from apps.common.speech_commands import SAMPLE_RATE, readable
+from apps.common.speech_commands import SAMPLE_RATE, WORD_SETS, readable, resolve_word_set
 from apps.speech.data import SpeechCommandsData, SpeechCommandsDataset
 from apps.speech.metrics import am_score, frechet_distance, inception_score, modified_inception_score
 from apps.speech.module import SpeechClassifier, load_speech_classifier
@@ -54,7 +55,7 @@ def metrics_row(name: str, probs: torch.Tensor, feats: torch.Tensor, real_feats:
                 reference: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
     """IS, mIS, AM and FID (against ``real_feats``) of one set; accuracy when ``labels`` are known."""
     row = dict(set=name, clips=len(probs), IS=inception_score(probs), mIS=modified_inception_score(probs),
-               AM=am_score(probs, reference), FID=frechet_distance(feats, real_feats))
+               AM=am_score(probs, reference), FID=frechet_distance(feats, real_feats), features=feats.shape[1])
     row["accuracy"] = float((probs.argmax(-1) == labels).double().mean()) if labels is not None else None
     return row
 
@@ -82,15 +83,29 @@ def score_sets(model: SpeechClassifier, options: dict, samples: Path | None, bat
     return rows
 
 
-def write_scores(out: Path, rows: list[dict], ckpt: Path, classes: int) -> list[Path]:
-    """``out`` (markdown) and the same table as CSV beside it."""
+def caveats(rows: list[dict], words: list[str]) -> list[str]:
+    """What makes these figures less than SaShiMi's: a classifier of other classes than the ten digits, and sets too
+    small for the FID's covariances (a Gaussian fit of D features needs more than D clips)."""
+    notes = []
+    if words != WORD_SETS["sc09"]:
+        notes.append(f"note: the classifier's classes are {', '.join(words)}, not the ten SC09 digits: IS, mIS and AM "
+                     "measure those classes (train one with recipes/speech/sc09_classifier.yaml for SC09 samples)")
+    small = [f"{r['set']}: {r['clips']}" for r in rows if r["clips"] <= r["features"]]
+    if small:
+        notes.append(f"note: FID is unreliable with fewer clips than the classifier's {rows[0]['features']} features "
+                     f"({'; '.join(small)} clips): score more clips")
+    return notes
+
+
+def write_scores(out: Path, rows: list[dict], ckpt: Path, classes: int, notes: list[str] = ()) -> list[Path]:
+    """``out`` (markdown, with ``notes`` under the table) and the same table as CSV beside it."""
     header = ["set", "clips", "IS", "mIS", "AM", "FID", "classifier accuracy (%)"]
     table = [[r["set"], r["clips"], f"{r['IS']:.3f}", f"{r['mIS']:.3f}", f"{r['AM']:.4f}", f"{r['FID']:.4g}",
               "" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}"] for r in rows]
     md = [f"Generative metrics from the classifier {ckpt} ({classes} classes: IS at most {classes}; mIS unbounded, "
           "growing with confidence and within-class diversity; AM and FID lower is better; FID against the real "
           "test set's penultimate features).", "",
-          *markdown_table(header, table)]
+          *markdown_table(header, table), *(["", *notes] if notes else [])]
     return [write_markdown(out, md), write_csv(out.with_suffix(".csv"), header, table)]
 
 
@@ -101,7 +116,7 @@ def score(argv: list[str]) -> None:
     p.add_argument("--classifier", required=True, help="SC09 classifier checkpoint (recipes/speech/sc09_classifier.yaml)")
     p.add_argument("--samples", help="folder of generated .wav clips (omit to score only the real sets)")
     p.add_argument("--real", help="real dataset folder (default: the one the classifier was trained on)")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--out", help="markdown file to write (default: scores.md in --samples, or beside the checkpoints)")
     a = p.parse_args(argv)
     ckpt = Path(a.classifier)
@@ -113,6 +128,6 @@ def score(argv: list[str]) -> None:
     rows = score_sets(model, options, samples, a.batch_size)
     default = (samples / "scores.md") if samples else ckpt.resolve().parent.parent / "scores" / "real_scores.md"
     out = Path(a.out) if a.out else default
-    for path in write_scores(out, rows, ckpt, model.hparams.num_classes):
+    for path in write_scores(out, rows, ckpt, model.hparams.num_classes, caveats(rows, resolve_word_set(options.get("words", "sc09")))):
         print(f"wrote {path}")
     print(out.read_text().rstrip())

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from rich.progress import Progress
 
+from apps.common.cli import positive_int
 from apps.common.errors import UserError
 from apps.common.norms import batch_norms, reestimate_batchnorm
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
@@ -332,7 +333,7 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint of `ssm speech fit` with a SpeechClassifier recipe")
     p.add_argument("--rates", default="16000,8000,4000", help="comma-separated sample rates (default 16000,8000,4000)")
     p.add_argument("--data-root", help="dataset folder (default: the one the checkpoint was trained on)")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--out", help="output folder (default: zero-shot/ beside the checkpoints folder)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda, cuda:1, ... (default: cuda when present)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -35,6 +36,10 @@ def test_frechet_distance_zero_for_identical_sets_and_mean_shift():
     assert frechet_distance(feats, feats + shift) == pytest.approx(float((shift**2).sum()), rel=1e-6)
     with pytest.raises(ValueError, match="N >= 2"):
         frechet_distance(feats[:1], feats)
+    with warnings.catch_warnings():  # fewer samples than features: singular covariances, regularised quietly
+        warnings.simplefilter("error")
+        assert frechet_distance(feats[:5], feats[:5]) == pytest.approx(0.0, abs=1e-4)
+        assert frechet_distance(feats[:5], feats[:5] + shift) == pytest.approx(float((shift**2).sum()), rel=1e-4)
 
 
 def test_score_cli_on_samples_and_the_real_test_set(tmp_path_factory, tmp_path, capsys):
@@ -47,7 +52,11 @@ def test_score_cli_on_samples_and_the_real_test_set(tmp_path_factory, tmp_path, 
     (samples / "broken.wav").write_bytes(b"nope")
     out = tmp_path / "scores.md"
     assert main(["sashimi", "score", "--classifier", str(ckpt), "--samples", str(samples), "--out", str(out)]) == 0
-    assert str(out) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(out) in printed
+    # the tiny classifier knows three words and sees 9 clips of 16 features: both said, in the report too
+    assert "not the ten SC09 digits" in printed and "FID is unreliable with fewer clips" in printed
+    assert "FID is unreliable" in out.read_text()
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
     assert [r["set"].split(" (")[0] for r in rows] == ["samples", "real test set", "real validation set vs test"]
     gen, real = rows[0], rows[1]
@@ -57,3 +66,6 @@ def test_score_cli_on_samples_and_the_real_test_set(tmp_path_factory, tmp_path, 
     assert 1.0 <= float(real["IS"]) <= 3.0 and float(real["classifier accuracy (%)"]) >= 0
     assert main(["speech", "score", "--classifier", str(ckpt), "--samples", str(tmp_path / "none")]) == 2
     assert "--samples folder not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse's own line, naming the option
+        main(["speech", "score", "--classifier", str(ckpt), "--batch-size", "0"])
+    assert stop.value.code == 2 and "--batch-size: must be a whole number >= 1, got 0" in capsys.readouterr().err
