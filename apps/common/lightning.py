@@ -20,7 +20,12 @@ from apps.common.errors import UserError
 from apps.common.io import atomic_write_text, check_writable
 from apps.common.predictions import PredictionWriter, has_predict_step
 from apps.common.runs import LIGHTNING_CKPT_NAMES, fit_run_dir, run_of_checkpoint, runs_root
-from apps.common.training import AtomicCheckpointIO, default_callbacks, default_loggers
+from apps.common.training import (
+    AtomicCheckpointIO,
+    default_callbacks,
+    default_loggers,
+    quiet_lightning_internals,
+)
 
 
 def model_options(args: list[str]) -> list[str]:
@@ -164,6 +169,7 @@ class SSMCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         run_dir = self._run_dir(Path(config.get("default_root_dir") or self.run_dir))
+        self._quiet_expected_warnings()
         config["default_root_dir"] = str(run_dir)
         if config.get("logger") in (None, True):
             config["logger"] = default_loggers(run_dir)
@@ -184,6 +190,16 @@ class SSMCLI(LightningCLI):
                                 "own verbs (see its --help)")
             callbacks = [*callbacks, PredictionWriter(run_dir)]
         return super()._instantiate_trainer(config, callbacks)
+
+    def _quiet_expected_warnings(self) -> None:
+        """Lightning's checkpoint warnings that describe what the user asked for, not a mistake: resuming a run
+        finds its checkpoint folder full, and evaluating a checkpoint kept elsewhere (a downloaded one, another
+        run's) cannot restore the training's best-k bookkeeping, which validate, test and predict never use."""
+        ckpt_path = self.config.get(str(self.subcommand), {}).get("ckpt_path")
+        if self.subcommand != "fit":
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        elif ckpt_path:
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     def _run_dir(self, requested: Path) -> Path:
         """fit: a new run folder unless resuming (apps.common.runs); other verbs: the checkpoint's run."""
@@ -283,7 +299,7 @@ def run_lightning(app: str, mod: ModuleType, verb: str, args: list[str]) -> SSMC
         check_yaml(path)
     # we pass the arguments ourselves, so LightningCLI's warning about sys.argv is noise; so is its tip
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    quiet_lightning_internals()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_NO_ADVERTS)
     if verb != "fit" and "--ckpt_path" not in " ".join(args) and not any(a in ("-h", "--help") for a in args):

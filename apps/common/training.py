@@ -192,6 +192,12 @@ def default_callbacks(run_dir: Path, monitor: str, mode: str) -> list[Callback]:
     ]
 
 
+def quiet_lightning_internals() -> None:
+    """Silence Lightning's warnings about its own code, which no user of ssm-suite can act on (its use of a
+    deprecated torch pytree API); every trainer of ours, the CLI's and :func:`quick_trainer`'s, calls this."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def quick_trainer(run_dir: Path, name: str, accelerator: str = "auto", **options: Any) -> pl.Trainer:
     """A Trainer for a verb that trains many small models in a row (a suite, a study): CSV logs under
     ``run_dir/name``, a transient progress bar, gradient clipping at 1, no checkpoints, no sanity check.
@@ -203,6 +209,7 @@ def quick_trainer(run_dir: Path, name: str, accelerator: str = "auto", **options
         callbacks=[RichProgressBar(leave=False)], enable_model_summary=False, gradient_clip_val=1.0,
         num_sanity_val_steps=0, log_every_n_steps=10,
     )
+    quiet_lightning_internals()
     return pl.Trainer(**{**settings, **options})
 
 

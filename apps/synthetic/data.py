@@ -7,6 +7,7 @@ Validation and test sets are fixed (seeds ``seed + 10**6`` and ``seed + 2 * 10**
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 
 import lightning.pytorch as pl
@@ -120,6 +121,9 @@ class SyntheticData(pl.LightningDataModule):
             self.test_set = self._fixed(h.test_size, TEST_OFFSET)
 
     def train_dataloader(self) -> DataLoader:
+        # Lightning warns that an IterableDataset's __len__ can be wrong with several loader workers; this loader has
+        # none (each batch is generated in the main process from its seed), so the length is exact
+        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         return DataLoader(self.train_set, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

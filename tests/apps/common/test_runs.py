@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,11 @@ def test_second_fit_goes_to_a_new_version_and_resume_stays_in_its_run(runs_dir, 
     assert _snapshot(first) == before  # the first run, byte for byte
     # a resume writes into the run that holds the checkpoint, and only there
     third_before = _snapshot(second)
-    assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "2",
-                 "--ckpt_path", str(second / "checkpoints" / "last.ckpt")]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "2",
+                     "--ckpt_path", str(second / "checkpoints" / "last.ckpt")]) == 0
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # a resume finds its folder full
     assert _snapshot(second) != third_before and _snapshot(first) == before
     assert not (runs_dir / "smoke" / "tiny-v3").exists()
 
@@ -50,6 +54,14 @@ def test_test_and_validate_write_beside_the_run(runs_dir):
     assert (run / "config.yaml").read_bytes() == config and (run / "checkpoints" / "best.ckpt").read_bytes() == best
     assert all(p.read_bytes() == text for p, text in metrics.items())
     assert len(list(run.rglob("metrics.csv"))) == len(metrics) + 2  # one new CSV log per verb
+    # a checkpoint kept elsewhere (copied, downloaded) is tested without Lightning's best-k bookkeeping warning
+    kept = runs_dir / "downloaded.ckpt"
+    kept.write_bytes(best)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["smoke", "test", "-c", TINY, "--ckpt_path", str(kept),
+                     "--trainer.default_root_dir", str(runs_dir / "elsewhere")]) == 0
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
 
 
 def test_a_named_run_folder_that_holds_a_run_is_refused(runs_dir, tmp_path, capsys):
