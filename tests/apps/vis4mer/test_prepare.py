@@ -47,3 +47,15 @@ def test_bad_options(tmp_path):
 
     with pytest.raises(UserError, match="--canvas"):
         prepare_moving_mnist(tmp_path, videos=10, canvas=27)
+    with pytest.raises(UserError, match="--seed >= 0"):
+        prepare_moving_mnist(tmp_path, videos=10, seed=-1)
+
+
+@pytest.mark.parametrize("option,value", [("--canvas", "20"), ("--seed", "-2")])
+def test_digit_backbone_bad_options_are_one_line(option, value, tmp_path, capsys):
+    from apps.common.cli import main
+
+    assert main(["vis4mer", "prepare", "digit-backbone", "--out", str(tmp_path / "b.pth"), option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{option} >= " in err and value in err
+    assert not (tmp_path / "b.pth").exists()
