@@ -37,7 +37,7 @@ from apps.common.checkpoint import load_module
 from apps.common.errors import UserError
 from apps.common.io import _umask, check_writable  # the one umask helper
 from apps.common.report import save_figure, write_csv
-from apps.common.runs import next_free
+from apps.common.runs import beside_checkpoint, next_free
 from apps.sashimi.module import WaveformGenerator
 from apps.sashimi.sampling import sample
 from apps.sashimi.stepper import FastStepper
@@ -103,7 +103,7 @@ def samples_folder(requested: str | None, ckpt: str) -> Path:
             raise UserError(f"--out {out} already holds samples (or is a file); choose a new folder, "
                             "so that new and earlier clips do not mix")
     else:
-        out = next_free(Path(ckpt).resolve().parent.parent / "samples")
+        out = next_free(beside_checkpoint(ckpt, "samples"))
     check_writable(out, "--out")
     return out
 
@@ -242,7 +242,8 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: plain sampling)")
     p.add_argument("--prefix", help="prompt WAV at the model's rate, continued by every clip")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (default: <run>/samples beside the checkpoint's folder)")
+    p.add_argument("--out", help="output folder (default: <run>/samples beside the run's checkpoints/, "
+                                 "samples/ beside a checkpoint kept elsewhere; then samples-v2, ...)")
     p.add_argument("--compare", help="a real clip: also write spectrogram.png (first sample next to it)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default="auto", choices=["auto", "native", "torch", "compile", "module"],

@@ -61,6 +61,15 @@ def test_generate_writes_n_wavs_of_the_right_length_and_rate(checkpoint, tmp_pat
     assert "samples/s" in capsys.readouterr().out
 
 
+def test_default_samples_folder_is_beside_a_checkpoint_kept_outside_a_run(tmp_path):
+    from apps.sashimi.generate import samples_folder
+
+    run = tmp_path / "runs" / "sashimi" / "piano"
+    assert samples_folder(None, str(run / "checkpoints" / "last.ckpt")) == run / "samples"
+    kept = tmp_path / "downloads" / "piano.ckpt"  # not two levels up, in tmp_path itself
+    assert samples_folder(None, str(kept)) == tmp_path / "downloads" / "samples"
+
+
 def test_a_prefix_is_kept_and_continued(checkpoint, tmp_path):
     prompt = tmp_path / "prompt.wav"
     save_wav(prompt, _tone(0.004, 16000, 500), 16000)  # 64 samples
