@@ -37,7 +37,7 @@ from apps.common.checkpoint import load_module
 from apps.common.errors import UserError
 from apps.common.io import _umask, check_writable  # the one umask helper
 from apps.common.report import save_figure, write_csv
-from apps.common.runs import beside_checkpoint, next_free
+from apps.common.runs import beside_checkpoint
 from apps.sashimi.module import WaveformGenerator
 from apps.sashimi.sampling import sample
 from apps.sashimi.stepper import FastStepper
@@ -94,16 +94,26 @@ def spectrogram_png(path: str | Path, clips: dict[str, np.ndarray | Tensor], sam
     return save_figure(fig, path)
 
 
+def _taken(folder: Path) -> bool:
+    """Whether ``folder`` is a file or already holds samples of an earlier generate."""
+    return folder.exists() and (not folder.is_dir() or any(folder.glob("sample_*.wav"))
+                                or (folder / "loglik.csv").exists())
+
+
 def samples_folder(requested: str | None, ckpt: str) -> Path:
     """Where generate writes: ``--out`` if it holds no samples yet (refused otherwise, so new and stale
     clips never mix), by default ``<run>/samples`` or, when that is taken, ``samples-v2``, ..."""
     if requested:
         out = Path(requested)
-        if out.exists() and (not out.is_dir() or any(out.glob("sample_*.wav")) or (out / "loglik.csv").exists()):
+        if _taken(out):
             raise UserError(f"--out {out} already holds samples (or is a file); choose a new folder, "
                             "so that new and earlier clips do not mix")
     else:
-        out = next_free(beside_checkpoint(ckpt, "samples"))
+        first = out = beside_checkpoint(ckpt, "samples")
+        n = 2
+        while _taken(out):
+            out = first.with_name(f"{first.name}-v{n}")
+            n += 1
     check_writable(out, "--out")
     return out
 

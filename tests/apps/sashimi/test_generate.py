@@ -68,6 +68,21 @@ def test_default_samples_folder_is_beside_a_checkpoint_kept_outside_a_run(tmp_pa
     assert samples_folder(None, str(run / "checkpoints" / "last.ckpt")) == run / "samples"
     kept = tmp_path / "downloads" / "piano.ckpt"  # not two levels up, in tmp_path itself
     assert samples_folder(None, str(kept)) == tmp_path / "downloads" / "samples"
+    (tmp_path / "downloads" / "samples").mkdir(parents=True)  # an empty folder is used
+    assert samples_folder(None, str(kept)) == tmp_path / "downloads" / "samples"
+
+
+def test_a_second_generate_never_writes_over_the_first_ones_samples(checkpoint, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(checkpoint.read_bytes())
+    args = ["sashimi", "generate", "--ckpt", str(ckpt), "--n", "1", "--seconds", "0.005", "--batch", "1"]
+    assert main([*args, "--seed", "1"]) == 0
+    first = (run / "samples" / "sample_000.wav").read_bytes()
+    assert main([*args, "--seed", "2"]) == 0
+    assert (run / "samples" / "sample_000.wav").read_bytes() == first
+    assert (run / "samples-v2" / "sample_000.wav").is_file() and str(run / "samples-v2") in capsys.readouterr().out
 
 
 def test_a_prefix_is_kept_and_continued(checkpoint, tmp_path):
