@@ -74,6 +74,17 @@ def load_prefix(path: str | Path, sample_rate: int, length: int, quantization: s
     return quantize(wav, quantization, bits)
 
 
+def load_compare(path: str | Path, sample_rate: int) -> Tensor:
+    """The real clip of ``--compare`` (T,) at ``sample_rate``, read before any sample is generated."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--compare: file not found: {path} (a real clip to show beside the first sample)")
+    try:
+        return load_audio(path, sample_rate)[0]
+    except UserError as e:
+        raise UserError(f"--compare: {e}") from None
+
+
 def spectrogram_png(path: str | Path, clips: dict[str, np.ndarray | Tensor], sample_rate: int) -> Path:
     """Side-by-side log spectrograms of ``clips`` (name -> waveform (T,)) saved to ``path`` as PNG."""
     import matplotlib
@@ -281,6 +292,7 @@ def generate(argv: list[str]) -> None:
     rate, method, bits = module.sample_rate, module.quantization, module.bits
     length = max(1, round(args.seconds * rate))
     prefix = load_prefix(args.prefix, rate, length, method, bits) if args.prefix else None
+    real = load_compare(args.compare, rate) if args.compare else None  # read now, not after a long generation
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -319,8 +331,7 @@ def generate(argv: list[str]) -> None:
     say(f"generated {args.n} x {length} samples ({method}, {rate} Hz, {stepper.backend} steps) in {seconds:.1f} s "
         f"({args.n * length / seconds:,.0f} samples/s); wrote under {out}:")
     say(f"  {len(written)} WAVs: {written[0].name} .. {written[-1].name}\n  {csv}")
-    if args.compare:
-        real, _ = load_audio(args.compare, rate)
+    if real is not None:
         png = spectrogram_png(out / "spectrogram.png", {"generated": audio[0], f"real ({Path(args.compare).name})":
                                                         real[: audio.shape[1]]}, rate)
         say(f"  {png}")

@@ -113,6 +113,16 @@ def test_bad_inputs_are_one_line_errors(checkpoint, tmp_path, capsys):
                  "--out", str(tmp_path / "y")]) == 2
     assert "longer than the 1600 requested" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # --compare is read before generating, so a wrong path costs no generation and writes nothing
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio")
+    for compare, needle in [(tmp_path / "missing.wav", "--compare: file not found"),
+                            (not_audio, "--compare: cannot read audio file")]:
+        assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--seconds", "0.01", "--compare", str(compare),
+                     "--out", str(tmp_path / "z")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and str(compare) in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "z").exists()
 
 
 def test_nucleus_sampling_keeps_the_top_mass():
