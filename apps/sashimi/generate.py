@@ -34,6 +34,7 @@ from torch import Tensor
 
 from apps.common.audio import load_audio, save_wav
 from apps.common.checkpoint import load_module
+from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.io import _umask, check_writable  # the one umask helper
 from apps.common.report import save_figure, write_csv
@@ -266,7 +267,7 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--out", help="output folder (default: <run>/samples beside the run's checkpoints/, "
                                  "samples/ beside a checkpoint kept elsewhere; then samples-v2, ...)")
     p.add_argument("--compare", help="a real clip: also write spectrogram.png (first sample next to it)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--backend", default="auto", choices=["auto", "native", "torch", "compile", "module"],
                    help="recurrent step: native C (CPU), fused torch ops, torch.compile, or the modules' step()")
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 for the native step; with 2 or more and --batch 1 two "
@@ -287,6 +288,7 @@ def generate(argv: list[str]) -> None:
                         f"(got {args.top_p}, {args.temperature})")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
+    parse_device(args.device)
     out = samples_folder(args.out, args.ckpt)
     module = load_generator(args.ckpt, args.device)
     rate, method, bits = module.sample_rate, module.quantization, module.bits
