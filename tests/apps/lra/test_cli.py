@@ -61,6 +61,15 @@ def test_listops_subtrees_fit_runs(listops_root):
                  "listops_subtrees", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]) == 0
 
 
+def test_s4nd_is_swapped_in_by_name_and_runs_over_the_sequence(listops_root, runs_dir):
+    overrides = ["--data.root", str(listops_root), "--model.layer.name", "s4nd", "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    assert main(["lra", "fit", "-c", TINY_LISTOPS, *overrides]) == 0  # a 2-D shape error before
+    run = runs_dir / "lra" / "tiny_listops"
+    assert main(["lra", "validate", "-c", TINY_LISTOPS, *overrides, "--ckpt_path",
+                 str(run / "checkpoints" / "last.ckpt")]) == 0
+
+
 def test_pathfinder_prepare_and_fit_end_to_end(tmp_path, runs_dir, capsys):
     pytest.importorskip("apps.lra.pathfinder")
     root = tmp_path / "pf"
