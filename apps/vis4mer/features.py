@@ -29,7 +29,7 @@ from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save, atomic_write_text
 from apps.vis4mer.backbone import BACKBONES, BackboneSpec, make_backbone
-from apps.vis4mer.video import VideoError, find_videos, preprocess, read_frames
+from apps.vis4mer.video import VIDEO_EXTENSIONS, VideoError, find_videos, preprocess, read_frames
 
 MANIFEST = "manifest.json"
 FAILED = "failed.csv"
@@ -147,7 +147,7 @@ def extract_features_cli(argv: list[str]) -> None:
     """``ssm vis4mer extract-features --videos DIR --out CACHE [--backbone ...]``."""
     p = argparse.ArgumentParser(prog="ssm vis4mer extract-features", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--videos", required=True, help="folder of videos (searched recursively) or a .txt list")
+    p.add_argument("--videos", required=True, help="folder of videos (searched recursively), a .txt list (one path a line) or one video file")
     p.add_argument("--out", required=True, help="cache folder (features/, manifest.json, failed.csv)")
     p.add_argument("--backbone", default="linear", choices=BACKBONES)
     p.add_argument("--weights", help="local state-dict file of the torchvision backbone (never downloaded)")
@@ -177,6 +177,8 @@ def extract_features_cli(argv: list[str]) -> None:
         if not source.is_file():
             raise UserError(f"video list not found: {source}")
         videos = [Path(line.strip()) for line in source.read_text().splitlines() if line.strip()]
+    elif source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+        videos = [source]
     else:
         videos = find_videos(source)
     if not videos:
