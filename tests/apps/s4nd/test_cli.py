@@ -82,8 +82,11 @@ def test_progressive_schedule_must_start_at_epoch_0():
         (["--model.layer.name", "attention"], "model.layer.name: unknown mixer 'attention'"),
         (["--model.layer", "{name: conv2d, bandlimit: 0.5}"], "model.layer.bandlimit: conv2d has no option"),
         (["--model.layer.bandlimit", "wide"], "model.layer.bandlimit: expected a number"),
+        (["--data.resolution", "0"], "data.resolution (model.train_resolution) and data.eval_resolutions must be "
+                                     "positive, got 0"),
     ],
-    ids=["bad-channels", "class-count", "missing-root", "bad-mixer", "bad-conv-option", "bad-s4nd-value"],
+    ids=["bad-channels", "class-count", "missing-root", "bad-mixer", "bad-conv-option", "bad-s4nd-value",
+         "zero-resolution"],
 )
 def test_user_errors_are_one_line_with_exit_2(image_folder, args, expected, capsys):
     assert _fit(image_folder, *args) == 2
