@@ -59,3 +59,14 @@ def test_digit_backbone_bad_options_are_one_line(option, value, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{option} >= " in err and value in err
     assert not (tmp_path / "b.pth").exists()
+
+
+def test_prepare_help_and_errors_list_both_things_it_builds(capsys):
+    from apps.common.cli import main
+
+    assert main(["vis4mer", "prepare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "moving-mnist" in out and "digit-backbone" in out
+    assert main(["vis4mer", "prepare", "moving-minst"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown dataset 'moving-minst'" in err and "digit-backbone" in err
