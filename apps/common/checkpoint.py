@@ -116,6 +116,59 @@ def upgrade_hparams(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def options_it_lacks(cls: type, hparams: dict[str, Any]) -> list[str]:
+    """The keys of ``hparams`` (LightningCLI's ``_...`` bookkeeping aside) that ``cls.__init__`` does not take."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    return [k for k in hparams if not str(k).startswith("_") and k not in params]
+
+
+def app_that_wrote(blob: dict[str, Any], other_than: str) -> str | None:
+    """The one app other than ``other_than`` whose LightningModule (and LightningDataModule) take every saved
+    hyper-parameter of the checkpoint ``blob``, or None (no app, or several, fit).  Imports every app: for
+    messages about a checkpoint that does not fit, not for the normal path."""
+    from apps.common.cli import app_names, load_app
+
+    hparams = dict(blob.get("hyper_parameters") or {})
+    data = dict(blob.get("datamodule_hyper_parameters") or {})
+    found = []
+    for name in app_names():
+        if name == other_than:
+            continue
+        try:
+            mod = load_app(name)
+        except Exception:  # noqa: BLE001 -- an app whose extra is missing cannot be the one
+            continue
+        module, datamodule = getattr(mod, "MODULE", None), getattr(mod, "DATAMODULE", None)
+        if module is None or options_it_lacks(module, upgrade_hparams(module, hparams)):
+            continue
+        if data and (datamodule is None or options_it_lacks(datamodule, data)):
+            continue
+        found.append(name)
+    return found[0] if len(found) == 1 else None
+
+
+def foreign_checkpoint(path: str | os.PathLike, blob: dict[str, Any], cls: type) -> str | None:
+    """One line for a checkpoint whose hyper-parameters name options ``cls`` does not take: which app wrote it
+    when one app's model takes them all, else the options and the likely cause; None when ``cls`` takes them."""
+    from apps.common.pretrained import app_of
+
+    hparams = upgrade_hparams(cls, dict(blob.get("hyper_parameters") or {}))
+    lacking = options_it_lacks(cls, hparams)
+    if not lacking:
+        return None
+    app = app_of(cls)
+    writer = app_that_wrote(blob, app)
+    if writer:
+        return (f"checkpoint {path} was written by `ssm {writer}`, not `ssm {app}` (its model options "
+                f"{', '.join(map(repr, lacking[:3]))} are {writer}'s); pass a checkpoint of `ssm {app} fit`, or run "
+                f"`ssm {writer}` on this one")
+    return (f"checkpoint {path}: its hyper-parameters name {', '.join(map(repr, lacking[:3]))}, which {cls.__name__} "
+            f"(`ssm {app}`) does not take: it was saved by another app or another version of ssm-suite; pass a "
+            f"checkpoint of `ssm {app} fit`")
+
+
 def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, Any]], str | None] | None = None,
                 kind: str | None = None) -> tuple[Any, dict[str, Any]]:
     """The LightningModule saved at ``path`` (eval mode, CPU) and the checkpoint dict, from one read.
@@ -158,6 +211,10 @@ def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, A
     except (TypeError, ValueError) as e:
         if folder:
             raise UserError(f"{what}: its init_args do not build the model ({e}); {fix}") from None
+        writer = app_that_wrote(blob, app) if options_it_lacks(klass, hparams) else None
+        if writer:
+            raise UserError(f"{what}: it was written by `ssm {writer}`; pass a checkpoint of `ssm {app} fit`, or run "
+                            f"`ssm {writer}` on this one") from None
         # e.g. an option of a newer or locally changed ssm-suite that this version does not have
         raise UserError(f"{path}: its hyper-parameters do not build {klass.__name__} ({e}): it was saved by another "
                         f"version of ssm-suite; load it with that version, or remove the unknown option from the "

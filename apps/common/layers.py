@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from apps.common.errors import UserError
-from ssmcore.registry import LayerSpecError, causal_layer_names
+from ssmcore.registry import LayerSpecError, causal_layer_names, layer_class, layer_names, layer_options
 from ssmcore.registry import layer_spec as _checked_spec
 
 #: a layer spec: the registry name and that layer's options
@@ -23,16 +23,24 @@ class LayerError(UserError, ValueError):
 
 
 def layer_spec(spec: str | Mapping[str, Any] | None, key: str = "model.layer", default: str = "s4d",
-               **defaults: Any) -> LayerSpec:
+               sequence: bool = True, **defaults: Any) -> LayerSpec:
     """The checked spec (``{"name": ..., **options}``, values coerced to the layer's types).
 
     ``spec`` may be a bare name; None means ``default``.  ``defaults`` are options the app sets unless
-    the spec does (``bidirectional=True`` for a bidirectional model).
+    the spec does (``bidirectional=True`` for a bidirectional model).  ``sequence``: the app runs the layer
+    over one sequence axis (every app but s4nd's grids), so a layer with a ``dim`` option whose own default
+    is a 2-D grid (S4ND) gets ``dim: 1`` unless the spec sets it: any layer is interchangeable by name.
     Raises:
         LayerError: an unknown layer or option, or a bad value, naming ``key`` (``model.layer.d_state: ...``).
     """
+    spec = default if spec is None else spec
+    if sequence:
+        name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, Mapping) else None
+        options = layer_options(layer_class(name.lower())) if isinstance(name, str) and name.lower() in layer_names() else {}
+        if "dim" in options and options["dim"][1] != 1:
+            defaults = {"dim": 1, **defaults}
     try:
-        return _checked_spec(default if spec is None else spec, **defaults)
+        return _checked_spec(spec, **defaults)
     except LayerSpecError as e:
         raise LayerError(f"{key}.{e.key}: {e.reason}") from None
 

@@ -122,7 +122,7 @@ class SSMCLI(LightningCLI):
         type-checked again by the parser), with a note where one changes the checkpoint's value; a recipe's
         ``model:`` values do not: the checkpoint describes the model that was trained.
         """
-        from apps.common.checkpoint import read_checkpoint, upgrade_hparams
+        from apps.common.checkpoint import foreign_checkpoint, read_checkpoint, upgrade_hparams
 
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -132,10 +132,14 @@ class SSMCLI(LightningCLI):
                             f"e.g. {self.run_dir / 'checkpoints' / 'best.ckpt'})")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        blob = read_checkpoint(ckpt_path)
+        hparams = dict(blob.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         if not hparams:
             return
+        foreign = foreign_checkpoint(ckpt_path, blob, self._model_class)
+        if foreign:  # e.g. another app's checkpoint: said in one line, not as an option the parser lacks
+            raise UserError(foreign)
         hparams.pop("_class_path", None)  # one LightningModule per app: the checkpoint's class is the app's
         hparams = upgrade_hparams(self._model_class, hparams)
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)

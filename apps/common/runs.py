@@ -37,6 +37,14 @@ def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
+def beside_checkpoint(ckpt: str | Path, name: str) -> Path:
+    """The default output folder ``name`` of a verb that reads ``ckpt``: ``<run>/<name>`` for a checkpoint in a
+    run's ``checkpoints/`` folder, else ``<name>`` beside the checkpoint file or ``save_pretrained`` folder
+    (never two levels above a checkpoint kept elsewhere)."""
+    path = Path(ckpt).resolve()
+    return (run_of_checkpoint(path) or path.parent) / name
+
+
 def next_free(folder: Path) -> Path:
     """``folder`` if it holds no run yet, else the first ``folder-vN`` (N >= 2) that does not."""
     if not holds_a_run(folder):

@@ -311,7 +311,7 @@ def generate_listops(out: Path, *, seed: int = 0, n_train: int = 96000, n_val: i
     if max_depth < 2 or max_args < 2:
         raise UserError(f"ListOps needs max_depth >= 2 and max_args >= 2, got {max_depth} and {max_args}")
     longest = _max_length(max_depth, max_args)
-    if min_len < 1 or min_len + 1 >= max_len or min_len + 1 >= longest:
+    if min_len < 1 or min_len + 1 >= max_len or min_len >= longest:  # the longest tree itself may be kept
         raise UserError(f"no ListOps tree has min_len < length < max_len with min_len={min_len}, max_len={max_len} "
                         f"(the limits allow lengths up to {longest}); widen the range")
     folder = Path(out) / FOLDER
@@ -327,7 +327,7 @@ def generate_listops(out: Path, *, seed: int = 0, n_train: int = 96000, n_val: i
     temps = {split: folder / f".basic_{split}.tsv.tmp-{os.getpid()}" for split in SPLITS}
     files = {split: open(temps[split], "wb") for split in SPLITS}
     seen: set[bytes] = set()
-    written, empty_batches = 0, 0
+    written, empty_batches, stale_batches = 0, 0, 0
     # roots per batch: with LRA's settings about 7% are kept (a quarter are operators, ~30% of those fit)
     max_batch = 20000
     try:
@@ -352,6 +352,7 @@ def generate_listops(out: Path, *, seed: int = 0, n_train: int = 96000, n_val: i
                 text, ends, _ = _serialise(_keep(levels, accept))
                 view = memoryview(text)
                 begin = 0
+                written_before = written
                 for end in ends.tolist():
                     line = view[begin:end]
                     begin = end
@@ -364,6 +365,13 @@ def generate_listops(out: Path, *, seed: int = 0, n_train: int = 96000, n_val: i
                     written += 1
                     if written == total:
                         break
+                # settings that allow fewer distinct trees than asked for: every draw is a duplicate at last
+                stale_batches = stale_batches + 1 if written == written_before else 0
+                if stale_batches >= 50:
+                    raise UserError(f"ListOps settings allow only about {len(seen)} distinct trees, fewer than the "
+                                    f"{total} examples asked for (--n-train {n_train} --n-val {n_val} --n-test "
+                                    f"{n_test}; min_len={min_len} max_len={max_len} max_depth={max_depth} "
+                                    f"max_args={max_args}): ask for fewer examples or widen the length range")
                 if task is not None:
                     bar.update(task, completed=written)
         for f in files.values():

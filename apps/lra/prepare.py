@@ -20,6 +20,8 @@ def _positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names: 
     for name in names:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed < 0:  # numpy's generators take none
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
 
 
 def prepare_listops(argv: list[str]) -> None:

@@ -120,7 +120,7 @@ def mixer_spec(spec: LayerSpec | None, key: str = "model.layer") -> LayerSpec:
         raise LayerError(f"{key}.name: unknown mixer {spec.get('name')!r}; choose one of {', '.join(MIXERS)}")
     if spec["name"] == S4ND_LAYER["name"]:
         spec = {**S4ND_LAYER, **spec}
-    return layer_spec(spec, key)
+    return layer_spec(spec, key, sequence=False)  # make_mixer sets dim (2 for images, 3 for videos)
 
 
 def make_mixer(spec: LayerSpec, d_model: int, dim: int, dropout: float, depthwise_only: bool,

@@ -74,6 +74,9 @@ class ImageClassifier(TaskModule):
         super().__init__(optim, default=S4ND_OPTIM, monitor="val/acc", monitor_mode="max", compile=compile)
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone: unknown {backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if train_resolution < 1 or any(r < 1 for r in eval_resolutions or []):  # linked from data.*: say both
+            raise ValueError(f"data.resolution (model.train_resolution) and data.eval_resolutions must be positive, "
+                             f"got {train_resolution} and {eval_resolutions}")
         self.save_hyperparameters()
         common = dict(in_channels=in_channels, num_classes=num_classes, train_resolution=train_resolution,
                       layer=mixer_spec(layer), stem=stem, patch_size=patch_size, dropout=dropout)

@@ -18,6 +18,7 @@ from rich.progress import Progress
 from apps.common.checkpoint import datamodule_options, load_module
 from apps.common.errors import UserError
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
+from apps.common.runs import beside_checkpoint
 from apps.s4nd.data import ImageData
 from apps.s4nd.module import ImageClassifier
 
@@ -116,7 +117,8 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--root", help="data folder (default: the one the checkpoint was trained on)")
     p.add_argument("--split", choices=["val", "test"], default="test", help="split to evaluate (default test)")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--out", help="output folder (default: zero-shot/ beside the checkpoints folder)")
+    p.add_argument("--out", help="output folder (default: the run's zero-shot/ folder, beside its checkpoints/; "
+                                  "zero-shot/ beside a checkpoint kept elsewhere)")
     a = p.parse_args(argv)
     resolutions = _parse_resolutions(a.resolutions)
     ckpt = Path(a.ckpt)
@@ -135,7 +137,7 @@ def zero_shot(argv: list[str]) -> None:
     data.setup("test")
     loader = data.val_dataloader() if a.split == "val" else data.test_dataloader()
     curves = {name: accuracy_by_resolution(m, loader, resolutions, name) for name, m in models.items()}
-    out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
+    out = Path(a.out) if a.out else beside_checkpoint(ckpt, "zero-shot")
     train_resolution = int(model.hparams.train_resolution)
     rates = {r: _rate(model, r) for r in resolutions}
     for path in write_outputs(out, resolutions, curves, train_resolution, rates):

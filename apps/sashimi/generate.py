@@ -34,10 +34,11 @@ from torch import Tensor
 
 from apps.common.audio import load_audio, save_wav
 from apps.common.checkpoint import load_module
+from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.io import _umask, check_writable  # the one umask helper
 from apps.common.report import save_figure, write_csv
-from apps.common.runs import next_free
+from apps.common.runs import beside_checkpoint
 from apps.sashimi.module import WaveformGenerator
 from apps.sashimi.sampling import sample
 from apps.sashimi.stepper import FastStepper
@@ -74,6 +75,17 @@ def load_prefix(path: str | Path, sample_rate: int, length: int, quantization: s
     return quantize(wav, quantization, bits)
 
 
+def load_compare(path: str | Path, sample_rate: int) -> Tensor:
+    """The real clip of ``--compare`` (T,) at ``sample_rate``, read before any sample is generated."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--compare: file not found: {path} (a real clip to show beside the first sample)")
+    try:
+        return load_audio(path, sample_rate)[0]
+    except UserError as e:
+        raise UserError(f"--compare: {e}") from None
+
+
 def spectrogram_png(path: str | Path, clips: dict[str, np.ndarray | Tensor], sample_rate: int) -> Path:
     """Side-by-side log spectrograms of ``clips`` (name -> waveform (T,)) saved to ``path`` as PNG."""
     import matplotlib
@@ -94,16 +106,26 @@ def spectrogram_png(path: str | Path, clips: dict[str, np.ndarray | Tensor], sam
     return save_figure(fig, path)
 
 
+def _taken(folder: Path) -> bool:
+    """Whether ``folder`` is a file or already holds samples of an earlier generate."""
+    return folder.exists() and (not folder.is_dir() or any(folder.glob("sample_*.wav"))
+                                or (folder / "loglik.csv").exists())
+
+
 def samples_folder(requested: str | None, ckpt: str) -> Path:
     """Where generate writes: ``--out`` if it holds no samples yet (refused otherwise, so new and stale
     clips never mix), by default ``<run>/samples`` or, when that is taken, ``samples-v2``, ..."""
     if requested:
         out = Path(requested)
-        if out.exists() and (not out.is_dir() or any(out.glob("sample_*.wav")) or (out / "loglik.csv").exists()):
+        if _taken(out):
             raise UserError(f"--out {out} already holds samples (or is a file); choose a new folder, "
                             "so that new and earlier clips do not mix")
     else:
-        out = next_free(Path(ckpt).resolve().parent.parent / "samples")
+        first = out = beside_checkpoint(ckpt, "samples")
+        n = 2
+        while _taken(out):
+            out = first.with_name(f"{first.name}-v{n}")
+            n += 1
     check_writable(out, "--out")
     return out
 
@@ -242,9 +264,10 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: plain sampling)")
     p.add_argument("--prefix", help="prompt WAV at the model's rate, continued by every clip")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (default: <run>/samples beside the checkpoint's folder)")
+    p.add_argument("--out", help="output folder (default: <run>/samples beside the run's checkpoints/, "
+                                 "samples/ beside a checkpoint kept elsewhere; then samples-v2, ...)")
     p.add_argument("--compare", help="a real clip: also write spectrogram.png (first sample next to it)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--backend", default="auto", choices=["auto", "native", "torch", "compile", "module"],
                    help="recurrent step: native C (CPU), fused torch ops, torch.compile, or the modules' step()")
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 for the native step; with 2 or more and --batch 1 two "
@@ -265,11 +288,13 @@ def generate(argv: list[str]) -> None:
                         f"(got {args.top_p}, {args.temperature})")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
+    parse_device(args.device)
     out = samples_folder(args.out, args.ckpt)
     module = load_generator(args.ckpt, args.device)
     rate, method, bits = module.sample_rate, module.quantization, module.bits
     length = max(1, round(args.seconds * rate))
     prefix = load_prefix(args.prefix, rate, length, method, bits) if args.prefix else None
+    real = load_compare(args.compare, rate) if args.compare else None  # read now, not after a long generation
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -308,8 +333,7 @@ def generate(argv: list[str]) -> None:
     say(f"generated {args.n} x {length} samples ({method}, {rate} Hz, {stepper.backend} steps) in {seconds:.1f} s "
         f"({args.n * length / seconds:,.0f} samples/s); wrote under {out}:")
     say(f"  {len(written)} WAVs: {written[0].name} .. {written[-1].name}\n  {csv}")
-    if args.compare:
-        real, _ = load_audio(args.compare, rate)
+    if real is not None:
         png = spectrogram_png(out / "spectrogram.png", {"generated": audio[0], f"real ({Path(args.compare).name})":
                                                         real[: audio.shape[1]]}, rate)
         say(f"  {png}")

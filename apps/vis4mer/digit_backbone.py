@@ -95,9 +95,9 @@ def prepare_digit_backbone(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.image_size < 8 or args.canvas < 8:
-        raise UserError(f"need --epochs >= 1, --image-size >= 8 and --canvas >= 8 "
-                        f"(got {args.epochs}, {args.image_size}, {args.canvas})")
+    if args.epochs < 1 or args.image_size < 8 or args.canvas < MNIST_SIDE or args.seed < 0:
+        raise UserError(f"need --epochs >= 1, --image-size >= 8, --canvas >= {MNIST_SIDE} (the digits' side) and "
+                        f"--seed >= 0 (got {args.epochs}, {args.image_size}, {args.canvas}, {args.seed})")
     out = Path(args.out)
     if out.exists() and not (args.force and out.is_file()):
         raise UserError(f"--out {out} already exists; pass --force to replace it, or choose another --out")

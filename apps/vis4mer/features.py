@@ -25,10 +25,11 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
+from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save, atomic_write_text
 from apps.vis4mer.backbone import BACKBONES, BackboneSpec, make_backbone
-from apps.vis4mer.video import VideoError, find_videos, preprocess, read_frames
+from apps.vis4mer.video import VIDEO_EXTENSIONS, VideoError, find_videos, preprocess, read_frames
 
 MANIFEST = "manifest.json"
 FAILED = "failed.csv"
@@ -146,7 +147,7 @@ def extract_features_cli(argv: list[str]) -> None:
     """``ssm vis4mer extract-features --videos DIR --out CACHE [--backbone ...]``."""
     p = argparse.ArgumentParser(prog="ssm vis4mer extract-features", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--videos", required=True, help="folder of videos (searched recursively) or a .txt list")
+    p.add_argument("--videos", required=True, help="folder of videos (searched recursively), a .txt list (one path a line) or one video file")
     p.add_argument("--out", required=True, help="cache folder (features/, manifest.json, failed.csv)")
     p.add_argument("--backbone", default="linear", choices=BACKBONES)
     p.add_argument("--weights", help="local state-dict file of the torchvision backbone (never downloaded)")
@@ -157,7 +158,7 @@ def extract_features_cli(argv: list[str]) -> None:
     p.add_argument("--patch", type=int, default=8, help="linear backbone patch side")
     p.add_argument("--grid", type=int, default=7, help="ResNet token grid side")
     p.add_argument("--batch-size", type=int, default=64, help="frames per backbone batch")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
     args = p.parse_args(argv)
     if args.fps is not None and args.num_frames is not None:
@@ -169,12 +170,15 @@ def extract_features_cli(argv: list[str]) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.workers < 0:
         raise UserError(f"--workers must be at least 0, got {args.workers}")
+    parse_device(args.device)
     fps = args.fps if args.fps is not None or args.num_frames is not None else 1.0
     source = Path(args.videos)
     if source.suffix == ".txt":
         if not source.is_file():
             raise UserError(f"video list not found: {source}")
         videos = [Path(line.strip()) for line in source.read_text().splitlines() if line.strip()]
+    elif source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+        videos = [source]
     else:
         videos = find_videos(source)
     if not videos:

@@ -91,8 +91,9 @@ def prepare_moving_mnist(out: str | Path, videos: int = 300, seconds: float = 60
     out = Path(out)
     if canvas % 2 or canvas < MNIST_SIDE:
         raise UserError(f"--canvas must be even and at least {MNIST_SIDE}, got {canvas}")
-    if videos < 6 or not 0 < seconds < float("inf") or fps < 1:
-        raise UserError(f"need --videos >= 6, --seconds > 0 and --fps >= 1 (got {videos}, {seconds}, {fps})")
+    if videos < 6 or not 0 < seconds < float("inf") or fps < 1 or seed < 0:
+        raise UserError(f"need --videos >= 6, --seconds > 0, --fps >= 1 and --seed >= 0 "
+                        f"(got {videos}, {seconds}, {fps}, {seed})")
     settings = {"videos": videos, "seconds": seconds, "fps": fps, "canvas": canvas, "seed": seed}
     if already_prepared(out, "ssm vis4mer prepare moving-mnist", settings, force):
         return read_rows(out)

@@ -175,6 +175,9 @@ def preprocess(frames: Tensor, size: int, mean: Sequence[float], std: Sequence[f
 def find_videos(folder: str | Path) -> list[Path]:
     """Every video file under ``folder`` (recursively), sorted."""
     folder = Path(folder)
+    if folder.is_file():
+        raise UserError(f"--videos {folder} is neither a video ({', '.join(VIDEO_EXTENSIONS)}) nor a .txt list; give "
+                        "a folder of videos (searched recursively), a .txt list of video paths (one a line) or one video")
     if not folder.is_dir():
         raise UserError(f"video folder not found: {folder}")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())

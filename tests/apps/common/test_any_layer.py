@@ -1,11 +1,13 @@
-"""Any 1-D layer of the registry runs by name in every 1-D app's model: smoke, synthetic, sashimi
-(causal layers), speech, vis4mer and sssd, with finite outputs and gradients."""
+"""Any layer of the registry runs by name in every 1-D app's model: smoke, synthetic, sashimi
+(causal layers), speech, vis4mer and sssd, with finite outputs and gradients (S4ND over one axis, as the
+apps' :func:`apps.common.layers.layer_spec` sets it)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from apps.common.layers import layer_spec
 from apps.sashimi.model import SaShiMi
 from apps.smoke.module import RecallModel
 from apps.speech.model import SpeechNet
@@ -14,12 +16,12 @@ from apps.synthetic.module import TaskModel
 from apps.vis4mer.model import ViS4merStage
 from ssmcore.registry import causal_layer_names, layer_names
 
-#: layers over one sequence axis (S4ND mixes 2-D/3-D grids: the s4nd app's own tests cover it)
-ONE_D = [name for name in layer_names() if name != "s4nd"]
+#: every layer, S4ND included (its 2-D/3-D grids are the s4nd app's own tests)
+ONE_D = layer_names()
 
 
 def _spec(name: str) -> dict:
-    return {"name": name, "d_state": 8}
+    return layer_spec({"name": name, "d_state": 8})  # as the apps' modules check it: S4ND gets dim 1
 
 
 def _finite_backward(y: torch.Tensor, model: torch.nn.Module) -> None:

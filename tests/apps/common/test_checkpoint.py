@@ -140,3 +140,36 @@ def test_a_checkpoint_with_an_option_this_version_lacks_is_one_line(tmp_path, ca
     assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--out", str(tmp_path / "zs")]) == 2
     assert "its hyper-parameters do not build SpeechClassifier" in capsys.readouterr().err
     assert not (tmp_path / "zs").exists()
+
+
+def _foreign(tmp_path: Path, hparams: dict, data: dict | None = None) -> Path:
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": hparams, "datamodule_hyper_parameters": data or {}}, path)
+    return path
+
+
+def test_another_apps_checkpoint_is_named_as_such_by_every_verb(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
+    s4nd = _foreign(tmp_path, {"backbone": "isotropic", "num_classes": 10, "train_resolution": 14},
+                    {"dataset": "imagefolder", "resolution": 14})
+    recipe = str(ROOT / "recipes" / "smoke" / "tiny.yaml")
+    assert main(["smoke", "test", "-c", recipe, "--ckpt_path", str(s4nd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"checkpoint {s4nd} was written by `ssm s4nd`, not `ssm smoke`" in err
+    assert "pass a checkpoint of `ssm smoke fit`" in err
+    assert not (tmp_path / "runs").exists()  # refused before the run wrote anything
+    from apps.sashimi.module import WaveformGenerator
+
+    with pytest.raises(UserError, match=r"it was written by `ssm s4nd`; pass a checkpoint of `ssm sashimi fit`"):
+        load_module(s4nd, WaveformGenerator)
+
+
+def test_a_checkpoint_no_app_fits_says_which_options_are_foreign(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
+    ckpt = _foreign(tmp_path, {"d_model": 8, "warp_factor": 9})
+    recipe = str(ROOT / "recipes" / "smoke" / "tiny.yaml")
+    assert main(["smoke", "validate", "-c", recipe, "--ckpt_path", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {ckpt}: its hyper-parameters name 'warp_factor', which DelayedRecallModule" in err
+    assert "another app or another version of ssm-suite" in err

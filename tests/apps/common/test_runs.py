@@ -112,3 +112,13 @@ def test_a_folder_left_by_a_failed_fit_is_reused(runs_dir, capsys):
     (run / "config.yaml").write_text("# the failed run's config\n")
     assert main(["smoke", "fit", "-c", TINY, "--trainer.max_epochs", "1"]) == 0
     assert (run / "checkpoints" / "best.ckpt").is_file() and not (runs_dir / "smoke" / "tiny-v2").exists()
+
+
+def test_a_verbs_default_output_is_in_the_run_or_beside_a_checkpoint_kept_elsewhere(tmp_path):
+    from apps.common.runs import beside_checkpoint
+
+    run = tmp_path / "runs" / "app" / "recipe"
+    assert beside_checkpoint(run / "checkpoints" / "best.ckpt", "samples") == run / "samples"
+    assert beside_checkpoint(tmp_path / "downloads" / "model.ckpt", "samples") == tmp_path / "downloads" / "samples"
+    assert beside_checkpoint(tmp_path / "exports" / "piano", "zero-shot") == tmp_path / "exports" / "zero-shot"
+

@@ -61,6 +61,15 @@ def test_listops_subtrees_fit_runs(listops_root):
                  "listops_subtrees", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]) == 0
 
 
+def test_s4nd_is_swapped_in_by_name_and_runs_over_the_sequence(listops_root, runs_dir):
+    overrides = ["--data.root", str(listops_root), "--model.layer.name", "s4nd", "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    assert main(["lra", "fit", "-c", TINY_LISTOPS, *overrides]) == 0  # a 2-D shape error before
+    run = runs_dir / "lra" / "tiny_listops"
+    assert main(["lra", "validate", "-c", TINY_LISTOPS, *overrides, "--ckpt_path",
+                 str(run / "checkpoints" / "last.ckpt")]) == 0
+
+
 def test_pathfinder_prepare_and_fit_end_to_end(tmp_path, runs_dir, capsys):
     pytest.importorskip("apps.lra.pathfinder")
     root = tmp_path / "pf"
@@ -101,6 +110,8 @@ def test_prepare_is_deterministic_from_its_seed(tmp_path):
         (["prepare", "images"], ["unknown dataset 'images'"]),
         (["prepare", "listops", "--n-train", "0"], ["--n-train must be >= 1"]),
         (["prepare", "listops", "--min-len", "90", "--max-len", "50"], ["--min-len 90 is above --max-len 50"]),
+        (["prepare", "listops", "--seed", "-1"], ["--seed must be >= 0, got -1"]),
+        (["prepare", "pathfinder", "--seed", "-3"], ["--seed must be >= 0, got -3"]),
         (["frobnicate"], ["unknown verb 'frobnicate'"]),
     ],
 )

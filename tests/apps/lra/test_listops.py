@@ -167,6 +167,22 @@ def test_never_overwrites_and_refuses_impossible_settings(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_the_longest_tree_the_limits_allow_may_be_kept(tmp_path):
+    # depth 2, two arguments: every operator tree is `[OP d d ]`, 4 tokens, and 3 < 4 < 5 keeps it
+    folder = generate_listops(tmp_path, n_train=5, n_val=2, n_test=2, min_len=3, max_len=5, max_depth=2, max_args=2,
+                              progress=False)
+    lines = (folder / "basic_train.tsv").read_text().splitlines()[1:]
+    assert len(lines) == 5 and all(len(encode(line.split("\t")[0])) == 4 for line in lines)
+
+
+def test_fewer_distinct_trees_than_asked_for_is_refused_not_an_endless_loop(tmp_path):
+    # 4 operators x 10 x 10 digits: 400 distinct trees of 4 tokens, and 1010 asked for
+    with pytest.raises(UserError, match=r"only about 400 distinct trees, fewer than the 1010 examples.*ask for fewer"):
+        generate_listops(tmp_path, n_train=1000, n_val=5, n_test=5, min_len=2, max_len=5, max_depth=2, max_args=2,
+                         progress=False)
+    assert not any((tmp_path / "listops-1000").glob("*"))  # no partial files
+
+
 # ---- loader ---------------------------------------------------------------------------------------
 
 def test_loader_errors_name_the_file(tmp_path):

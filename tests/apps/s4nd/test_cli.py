@@ -47,6 +47,12 @@ def test_fit_logs_each_resolution_then_zero_shot_writes_table_and_plot(image_fol
     assert {"S4ND (best) acc", "Conv2D baseline acc", "gap"} <= set(rows[0])
     assert all(0 <= float(r["S4ND (best) acc"]) <= 100 for r in rows)
     assert "| 16 | 0.5 |" in (folder / "zero_shot.md").read_text()
+    # a checkpoint kept outside a run (here an exported folder): the outputs go beside it, not two levels up
+    exported = runs_dir / "exports" / "s4nd_tiny"
+    assert main(["s4nd", "export-weights", "--ckpt", str(best), "--out", str(exported)]) == 0
+    assert main(["s4nd", "zero-shot", "--ckpt", str(exported), "--resolutions", "8", "--batch-size", "8"]) == 0
+    assert (runs_dir / "exports" / "zero-shot" / "zero_shot.csv").is_file()
+    assert not (runs_dir / "zero-shot").exists()
 
 
 def test_progressive_resizing_follows_its_schedule(image_folder, runs_dir):
@@ -76,8 +82,11 @@ def test_progressive_schedule_must_start_at_epoch_0():
         (["--model.layer.name", "attention"], "model.layer.name: unknown mixer 'attention'"),
         (["--model.layer", "{name: conv2d, bandlimit: 0.5}"], "model.layer.bandlimit: conv2d has no option"),
         (["--model.layer.bandlimit", "wide"], "model.layer.bandlimit: expected a number"),
+        (["--data.resolution", "0"], "data.resolution (model.train_resolution) and data.eval_resolutions must be "
+                                     "positive, got 0"),
     ],
-    ids=["bad-channels", "class-count", "missing-root", "bad-mixer", "bad-conv-option", "bad-s4nd-value"],
+    ids=["bad-channels", "class-count", "missing-root", "bad-mixer", "bad-conv-option", "bad-s4nd-value",
+         "zero-resolution"],
 )
 def test_user_errors_are_one_line_with_exit_2(image_folder, args, expected, capsys):
     assert _fit(image_folder, *args) == 2

@@ -61,6 +61,30 @@ def test_generate_writes_n_wavs_of_the_right_length_and_rate(checkpoint, tmp_pat
     assert "samples/s" in capsys.readouterr().out
 
 
+def test_default_samples_folder_is_beside_a_checkpoint_kept_outside_a_run(tmp_path):
+    from apps.sashimi.generate import samples_folder
+
+    run = tmp_path / "runs" / "sashimi" / "piano"
+    assert samples_folder(None, str(run / "checkpoints" / "last.ckpt")) == run / "samples"
+    kept = tmp_path / "downloads" / "piano.ckpt"  # not two levels up, in tmp_path itself
+    assert samples_folder(None, str(kept)) == tmp_path / "downloads" / "samples"
+    (tmp_path / "downloads" / "samples").mkdir(parents=True)  # an empty folder is used
+    assert samples_folder(None, str(kept)) == tmp_path / "downloads" / "samples"
+
+
+def test_a_second_generate_never_writes_over_the_first_ones_samples(checkpoint, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(checkpoint.read_bytes())
+    args = ["sashimi", "generate", "--ckpt", str(ckpt), "--n", "1", "--seconds", "0.005", "--batch", "1"]
+    assert main([*args, "--seed", "1"]) == 0
+    first = (run / "samples" / "sample_000.wav").read_bytes()
+    assert main([*args, "--seed", "2"]) == 0
+    assert (run / "samples" / "sample_000.wav").read_bytes() == first
+    assert (run / "samples-v2" / "sample_000.wav").is_file() and str(run / "samples-v2") in capsys.readouterr().out
+
+
 def test_a_prefix_is_kept_and_continued(checkpoint, tmp_path):
     prompt = tmp_path / "prompt.wav"
     save_wav(prompt, _tone(0.004, 16000, 500), 16000)  # 64 samples
@@ -89,6 +113,16 @@ def test_bad_inputs_are_one_line_errors(checkpoint, tmp_path, capsys):
                  "--out", str(tmp_path / "y")]) == 2
     assert "longer than the 1600 requested" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # --compare is read before generating, so a wrong path costs no generation and writes nothing
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio")
+    for compare, needle in [(tmp_path / "missing.wav", "--compare: file not found"),
+                            (not_audio, "--compare: cannot read audio file")]:
+        assert main(["sashimi", "generate", "--ckpt", str(checkpoint), "--seconds", "0.01", "--compare", str(compare),
+                     "--out", str(tmp_path / "z")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and str(compare) in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "z").exists()
 
 
 def test_nucleus_sampling_keeps_the_top_mass():

@@ -89,3 +89,18 @@ def test_vit_tokens_are_the_197_encoder_outputs(tmp_path):
     vit.eval()
     # the class token after the encoder is what torchvision's own forward feeds its head
     torch.testing.assert_close(vit.heads(tokens[:, 0]), vit(x), atol=1e-4, rtol=1e-4)
+
+
+def test_videos_takes_one_video_file_and_names_any_other_file(moving_mnist, tmp_path, capsys):
+    from apps.common.cli import main
+
+    video = _videos(moving_mnist, 1)[0]
+    assert main(["vis4mer", "extract-features", "--videos", str(video), "--out", str(tmp_path / "one"),
+                 "--image-size", "16"]) == 0
+    assert (tmp_path / "one" / "features" / f"{video.stem}.pt").is_file()
+    table = tmp_path / "videos.csv"
+    table.write_text(f"{video}\n")
+    assert main(["vis4mer", "extract-features", "--videos", str(table), "--out", str(tmp_path / "two")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--videos {table} is neither a video" in err and ".txt list" in err
+    assert "folder not found" not in err and not (tmp_path / "two").exists()

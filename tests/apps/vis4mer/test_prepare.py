@@ -47,3 +47,26 @@ def test_bad_options(tmp_path):
 
     with pytest.raises(UserError, match="--canvas"):
         prepare_moving_mnist(tmp_path, videos=10, canvas=27)
+    with pytest.raises(UserError, match="--seed >= 0"):
+        prepare_moving_mnist(tmp_path, videos=10, seed=-1)
+
+
+@pytest.mark.parametrize("option,value", [("--canvas", "20"), ("--seed", "-2")])
+def test_digit_backbone_bad_options_are_one_line(option, value, tmp_path, capsys):
+    from apps.common.cli import main
+
+    assert main(["vis4mer", "prepare", "digit-backbone", "--out", str(tmp_path / "b.pth"), option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{option} >= " in err and value in err
+    assert not (tmp_path / "b.pth").exists()
+
+
+def test_prepare_help_and_errors_list_both_things_it_builds(capsys):
+    from apps.common.cli import main
+
+    assert main(["vis4mer", "prepare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "moving-mnist" in out and "digit-backbone" in out
+    assert main(["vis4mer", "prepare", "moving-minst"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown dataset 'moving-minst'" in err and "digit-backbone" in err
