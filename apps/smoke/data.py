@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
-from apps.common.prepared import already_prepared, building, parse_sizes
+from apps.common.prepared import MARKER, already_prepared, building, parse_sizes
 
 SPLITS = ("train", "val", "test")
 IGNORE = -100
@@ -30,6 +30,32 @@ def delayed_recall(n: int, length: int, vocab: int, delay: int, seed: int) -> tu
     x = torch.randint(0, vocab, (n, length), generator=g)
     y = torch.full_like(x, IGNORE)
     y[:, delay:] = x[:, :-delay]
+    return x, y
+
+
+def read_split(path: Path, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a split file written by ``ssm smoke prepare``, read without unpickling code, checked:
+    ``x`` and ``y`` long tensors of one shape (n, length), tokens in ``[0, vocab)``, targets tokens or ``IGNORE``.
+
+    Raises:
+        UserError: the file is unreadable or holds anything else; the message names it and the fix.
+    """
+    rebuild = f"rebuild the folder with `ssm smoke prepare --out {path.parent}`"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- torch raises several types for a text, truncated or foreign file
+        raise UserError(f"cannot read {path}: not a split written by `ssm smoke prepare` "
+                        f"({type(e).__name__}); {rebuild}") from None
+    x, y = (blob.get("x"), blob.get("y")) if isinstance(blob, dict) else (None, None)
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == y.dtype == torch.long
+            and x.ndim == 2 and x.shape == y.shape and x.numel() > 0):
+        raise UserError(f"{path} does not hold the {{'x', 'y'}} token tensors of one shape (n, length) that "
+                        f"`ssm smoke prepare` writes; {rebuild}")
+    tokens = torch.cat([x.flatten(), y[y != IGNORE]])
+    low, top = int(tokens.min()), int(tokens.max())
+    if low < 0 or top >= vocab:
+        raise UserError(f"{path} holds token values {low}..{top}, outside [0, data.vocab = {vocab}); set data.vocab to the "
+                        f"--vocab the folder was prepared with (its {MARKER} says), or rebuild it")
     return x, y
 
 
@@ -74,8 +100,7 @@ class DelayedRecallData(pl.LightningDataModule):
         h = self.hparams
         name = SPLITS[index]
         if h.data_dir is not None:
-            blob = torch.load(Path(h.data_dir) / f"{name}.pt")
-            return TensorDataset(blob["x"], blob["y"])
+            return TensorDataset(*read_split(Path(h.data_dir) / f"{name}.pt", h.vocab))
         size = (h.train_size, h.val_size, h.test_size)[index]
         return TensorDataset(*delayed_recall(size, h.length, h.vocab, h.delay, h.seed + index))
 

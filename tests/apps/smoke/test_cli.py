@@ -148,3 +148,22 @@ def test_model_layer_takes_a_bare_name(runs_dir):
     assert main(["smoke", "fit", "-c", TINY, "--model.layer", "dss", "--trainer.max_epochs", "1"]) == 0
     config = (runs_dir / "smoke" / "tiny" / "config.yaml").read_text()
     assert "layer: dss" in config
+
+
+def test_a_data_dir_that_does_not_fit_the_recipe_is_one_line(tmp_path, capsys):
+    """Splits prepared with a larger vocabulary than data.vocab, or files that are not splits, are refused with
+    one line naming the file (they reached the embedding as an IndexError traceback)."""
+    out = tmp_path / "smoke-data"
+    assert main(["smoke", "prepare", "--out", str(out), "--length", "32", "--delay", "4", "--sizes", "8,8,8",
+                 "--vocab", "8"]) == 0
+    capsys.readouterr()
+    assert main(["smoke", "fit", "-c", TINY, "--data.data_dir", str(out)]) == 2  # the recipe's vocab is 4
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after Lightning's INFO lines about the devices
+    assert err.startswith("ssm smoke fit: error:") and f"{out / 'train.pt'} holds token values 0..7" in err and "data.vocab" in err
+    (out / "val.pt").write_text("not a tensor file")
+    assert main(["smoke", "fit", "-c", TINY, "--data.data_dir", str(out), "--data.vocab", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ssm smoke fit: error:") and f"cannot read {out / 'val.pt'}" in err and "ssm smoke prepare" in err
+    torch.save({"tokens": torch.zeros(2, 3)}, out / "val.pt")
+    assert main(["smoke", "fit", "-c", TINY, "--data.data_dir", str(out), "--data.vocab", "8"]) == 2
+    assert f"{out / 'val.pt'} does not hold the" in capsys.readouterr().err
