@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.common.errors import UserError
-from apps.common.io import check_writable
+from apps.common.io import _umask, check_writable
 
 #: the manifest file a prepared folder carries
 MARKER = ".ssm-prepared.json"
@@ -107,6 +107,7 @@ def building(out: Path, command: str, args: dict[str, Any]) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the dataset gets the usual permissions
         yield tmp
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         marker = {"command": command, "args": _jsonable(args), "files": files}

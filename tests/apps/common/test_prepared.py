@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -64,6 +66,18 @@ def test_prepare_builds_keeps_and_rebuilds_only_its_own_folder(tmp_path, capsys)
     (out / "my_notes.txt").unlink()
     assert main(["sssd", "prepare", "eeg", "--out", str(out), "--force"]) == 2
     assert "made by `ssm smoke prepare`" in capsys.readouterr().err
+
+
+def test_a_prepared_folder_has_the_usual_permissions(tmp_path):
+    """The dataset folder is built in a temporary folder (mode 0700); the renamed folder follows the umask, so a
+    dataset prepared for a group is readable by it."""
+    out = tmp_path / "shared"
+    old = os.umask(0o022)
+    try:
+        assert main(["smoke", "prepare", "--out", str(out), "--sizes", "4,2,2"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
 
 
 def test_an_empty_folder_is_used(tmp_path):
