@@ -103,10 +103,22 @@ def read_split(root: Path, name: str) -> dict[str, np.ndarray]:
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"data.root: {path} is not a pendulum split ({e}); rebuild it with "
                         f"`ssm pendulum prepare --out {root} --force`") from None
-    n, length = split["times"].shape
-    if split["frames"].shape[:2] != (n, length) or split["targets"].shape != (n, length, 2):
-        raise UserError(f"data.root: {path} has inconsistent shapes {[split[k].shape for k in KEYS]}; rebuild it "
-                        f"with `ssm pendulum prepare --out {root} --force`")
+    rebuild = f"rebuild it with `ssm pendulum prepare --out {root} --force`"
+    times, frames, targets = split["times"], split["frames"], split["targets"]
+    n, length = times.shape if times.ndim == 2 else (-1, -1)
+    if (times.ndim != 2 or frames.ndim != 4 or frames.shape[:2] != (n, length) or frames.shape[2] != frames.shape[3]
+            or targets.shape != (n, length, 2)):
+        raise UserError(f"data.root: {path} has shapes {[split[k].shape for k in KEYS]}, not frames (N, L, size, size), "
+                        f"times (N, L) and targets (N, L, 2); {rebuild}")
+    for key in ("times", "targets"):
+        bad = ~np.isfinite(split[key])
+        if bad.any():
+            raise UserError(f"data.root: {path} holds {int(bad.sum())} non-finite {key} (first in sequence "
+                            f"{int(np.argwhere(bad)[0][0])}); {rebuild}")
+    back = np.diff(times, axis=1) < 0
+    if back.any():
+        raise UserError(f"data.root: {path} has times that go backwards (first in sequence "
+                        f"{int(np.argwhere(back)[0][0])}); the observation times must not decrease; {rebuild}")
     return split
 
 

@@ -80,3 +80,28 @@ def test_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(Exception, match="not a pendulum split"):
         read_split(tmp_path / "bad", "train")
     assert main(["pendulum", "prepare", "--out", str(tmp_path / "p"), "--sizes", "1,2"]) == 2
+
+
+def _small_data(folder: Path) -> Path:
+    assert main(["pendulum", "prepare", "--out", str(folder), "--sizes", "4,2,2", "--size", "8", "--observed", "6",
+                 "--grid", "12"]) == 0
+    return folder
+
+
+def test_bad_times_or_targets_are_one_line_naming_the_file(tmp_path, capsys):
+    """NaN or decreasing times, non-finite targets, frames that are not square: one line naming the file (they
+    were a message naming nothing once training had started)."""
+    data = _small_data(tmp_path / "small")
+    path, clean = data / "val.npz", read_split(data, "val")
+    for key, index, value, expected in [("times", (1, 3), np.nan, "1 non-finite times (first in sequence 1)"),
+                                        ("targets", (0, 2, 1), np.inf, "1 non-finite targets"),
+                                        ("times", (0, 3), 0.0, "times that go backwards (first in sequence 0)")]:
+        split = {k: v.copy() for k, v in clean.items()}
+        split[key][index] = value
+        np.savez(path, **split)
+        assert main(["pendulum", "fit", "-c", TINY, "--data.root", str(data), "--model.frame_size", "8"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"data.root: {path} " in err and expected in err, err
+    np.savez(path, **{**clean, "frames": clean["frames"][..., :5]})  # frames that are not square
+    with pytest.raises(Exception, match="not frames \\(N, L, size, size\\)"):
+        read_split(data, "val")
