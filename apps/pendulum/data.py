@@ -137,16 +137,24 @@ class PendulumData(pl.LightningDataModule):
         if not Path(root).is_dir():
             raise UserError(f"data.root: {root} not found; build it with `ssm pendulum prepare --out {root}`")
         self.splits: dict[str, TensorDataset] = {}
+        #: pixels per side of the frames, known once the splits are loaded
+        self.frame_size: int | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # loaded once (the CLI loads before the run writes anything)
             return
-        splits = {}
+        splits, sizes = {}, {}
         for name in SPLITS:
             s = read_split(Path(self.hparams.root), name)
+            sizes[name] = s["frames"].shape[-1]
             frames = torch.from_numpy(s["frames"]).flatten(2).float() / 255
             splits[name] = TensorDataset(frames, torch.from_numpy(s["times"]), torch.from_numpy(s["targets"]))
+        if len(set(sizes.values())) > 1:
+            found = ", ".join(f"{name} {size}x{size}" for name, size in sizes.items())
+            raise UserError(f"data.root: {self.hparams.root} mixes frame sizes ({found}); "
+                            f"rebuild it with `ssm pendulum prepare --out {self.hparams.root} --force`")
         self.splits = splits  # all or nothing: a split that fails to read leaves none loaded
+        self.frame_size = sizes["train"]
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[name], batch_size=self.hparams.batch_size, shuffle=shuffle,

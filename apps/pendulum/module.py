@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from apps.common.distributed import SampleResults
+from apps.common.errors import UserError
 from apps.common.layers import LayerError, LayerSpec, layer_spec
 from apps.common.optim import OptimConfig
 from apps.common.training import TaskModule
@@ -66,6 +67,15 @@ class PendulumModule(TaskModule):
         self.results = SampleResults()
         self.backbone = SequenceModel(d_model=d_model, n_layers=n_layers, layer=spec, d_output=2,
                                       ff_expand=ff_expand, norm=norm, dropout=dropout)
+
+    def setup(self, stage: str) -> None:
+        """Refuse, before any work, frames of another size than the encoder takes (one line, exit 2)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        size = getattr(datamodule, "frame_size", None)
+        if size is not None and size != self.hparams.frame_size:
+            raise UserError(f"model.frame_size is {self.hparams.frame_size} but data.root {datamodule.hparams.root} "
+                            f"holds {size}x{size} frames: set --model.frame_size {size} to train on them (a checkpoint "
+                            f"takes frames of the size it was trained on)")
 
     def forward(self, frames: Tensor, times: Tensor) -> Tensor:
         """``frames`` (B, L, size*size), ``times`` (B, L) seconds -> ``(sin, cos)`` (B, L, 2)."""

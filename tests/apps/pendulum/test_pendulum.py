@@ -88,6 +88,16 @@ def _small_data(folder: Path) -> Path:
     return folder
 
 
+def test_frames_of_another_size_than_the_model_takes_are_one_line(tmp_path, capsys):
+    """Frames of another size than model.frame_size: one line naming the key and the fix (it was a matmul
+    traceback in the first training step)."""
+    data = _small_data(tmp_path / "small")
+    capsys.readouterr()
+    assert main(["pendulum", "fit", "-c", TINY, "--data.root", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ssm pendulum fit: error: model.frame_size is 24") and "--model.frame_size 8" in err
+
+
 def test_bad_times_or_targets_are_one_line_naming_the_file(tmp_path, capsys):
     """NaN or decreasing times, non-finite targets, frames that are not square: one line naming the file (they
     were a message naming nothing once training had started)."""
