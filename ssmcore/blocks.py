@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ssmcore.layers.base import make_activation
 from ssmcore.pooling import DownPool, UpPool
-from ssmcore.registry import make_layer
+from ssmcore.registry import make_layer, sequence_defaults
 
 __all__ = ["FeatureNorm", "FeedForward", "ResidualBlock", "SequenceModel", "unet_step"]
 
@@ -210,7 +210,8 @@ class SequenceModel(nn.Module):
         d_model: width H of the outermost level.
         n_layers: SSM blocks per level.
         layer: the SSM layer as one value: its registry name (see :func:`ssmcore.make_layer`) or a spec
-            mapping ``{"name": "s4d", "d_state": 64, ...}`` of the name and the layer's own arguments.
+            mapping ``{"name": "s4d", "d_state": 64, ...}`` of the name and the layer's own arguments; a layer
+            over N-D grids (``s4nd``) runs over the sequence axis (``dim: 1``) unless the spec sets ``dim``.
         d_input: if given, an encoder ``Linear(d_input, H)``; input (B, L, d_input).
         d_output: if given, a decoder ``Linear(H, d_output)``; output (B, L, d_output).
         ff_expand: expansion of the feed-forward block after each SSM block (0: none).
@@ -252,7 +253,9 @@ class SequenceModel(nn.Module):
         spec = {"name": layer} if isinstance(layer, str) else dict(layer)
         if "name" not in spec:
             raise ValueError(f"a layer spec needs a name, e.g. {{'name': 's4d', 'd_state': 64}}; got {spec}")
-        layer_options = {"dropout": dropout, **layer_kwargs, **{k: v for k, v in spec.items() if k != "name"}}
+        # a layer over N-D grids (S4ND) runs over the one sequence axis unless the spec says otherwise
+        layer_options = {"dropout": dropout, **sequence_defaults(spec["name"]), **layer_kwargs,
+                         **{k: v for k, v in spec.items() if k != "name"}}
 
         def stage(width: int) -> nn.ModuleList:
             blocks = []

@@ -129,6 +129,13 @@ def layer_options(cls: type) -> dict[str, tuple[Any, Any]]:
     return options
 
 
+def sequence_defaults(name: str) -> dict[str, Any]:
+    """Options that make layer ``name`` run over one sequence axis (B, L, H): ``dim=1`` for a layer over N-D grids
+    (S4ND, 2-D by default), nothing for the others.  Backbones over sequences pass them as defaults, so a spec
+    that sets ``dim`` itself still wins."""
+    return {"dim": 1} if "dim" in layer_options(layer_class(str(name).lower())) else {}
+
+
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 

@@ -49,7 +49,7 @@ from apps.common.layers import LayerSpec, layer_spec
 from apps.sssd.evaluate import linear_fill, time_positions
 from ssmcore.layers.s4 import S4, conj_full
 from ssmcore.optim import ssm_parameters
-from ssmcore.registry import dt_layer_names, make_layer
+from ssmcore.registry import dt_layer_names, make_layer, sequence_defaults
 
 #: the paper's SSM: a bidirectional S4 with 64 states
 SSSD_LAYER: LayerSpec = {"name": "s4", "d_state": 64}
@@ -95,7 +95,8 @@ class SSMBlock(nn.Module):
 
     def __init__(self, d_model: int, layer: LayerSpec, dropout: float = 0.0) -> None:
         super().__init__()
-        self.ssm = make_layer(layer, d_model=d_model)
+        name = layer if isinstance(layer, str) else layer["name"]
+        self.ssm = make_layer(layer, d_model=d_model, **sequence_defaults(name))  # S4ND over the time axis
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.norm = nn.LayerNorm(d_model)
 

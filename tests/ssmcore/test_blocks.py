@@ -248,3 +248,14 @@ def test_the_layer_is_one_value_and_its_own_dropout_wins():
     assert same.center[0].layer.dropout.p == 0.1
     with pytest.raises(ValueError, match="needs a name"):
         SequenceModel(d_model=8, n_layers=1, layer={"d_state": 16})
+
+
+def test_a_grid_layer_runs_over_the_sequence_axis_unless_its_spec_says_otherwise():
+    """S4ND (2-D by default) by name in a sequence backbone runs over the one axis (dim 1); it failed at the
+    first forward with an error about 2-D grids."""
+    model = SequenceModel(d_model=8, n_layers=1, layer={"name": "s4nd", "d_state": 4}, d_input=2, d_output=3)
+    assert model.center[0].layer.dim == 1
+    y, _ = model(torch.randn(2, 16, 2))
+    assert y.shape == (2, 16, 3) and torch.isfinite(y).all()
+    assert SequenceModel(d_model=8, n_layers=1, layer="s4nd").center[0].layer.dim == 1
+    assert SequenceModel(d_model=8, n_layers=1, layer={"name": "s4nd", "dim": 2}).center[0].layer.dim == 2

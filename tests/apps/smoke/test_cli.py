@@ -143,11 +143,12 @@ def test_ddp_spawn_on_two_cpu_processes_trains(runs_dir):
     assert len(losses) >= 4 and min(losses[-2:]) < losses[0]
 
 
-def test_model_layer_takes_a_bare_name(runs_dir):
+@pytest.mark.parametrize("name", ["dss", "s4nd"])  # s4nd: the N-D layer runs over the sequence (dim 1)
+def test_model_layer_takes_a_bare_name(runs_dir, name):
     """``--model.layer NAME`` swaps the recipe's whole layer spec for that layer with its defaults."""
-    assert main(["smoke", "fit", "-c", TINY, "--model.layer", "dss", "--trainer.max_epochs", "1"]) == 0
+    assert main(["smoke", "fit", "-c", TINY, "--model.layer", name, "--trainer.max_epochs", "1"]) == 0
     config = (runs_dir / "smoke" / "tiny" / "config.yaml").read_text()
-    assert "layer: dss" in config
+    assert f"layer: {name}" in config
 
 
 def test_a_data_dir_that_does_not_fit_the_recipe_is_one_line(tmp_path, capsys):

@@ -21,7 +21,7 @@ def test_shapes_and_zero_output_at_initialisation():
     assert out.shape == (2, 30, 3) and torch.equal(out, torch.zeros_like(out))
 
 
-@pytest.mark.parametrize("layer", ["s4", "s4d", "dss"])
+@pytest.mark.parametrize("layer", ["s4", "s4d", "dss", "s4nd"])  # S4ND runs over the time axis (dim 1)
 @pytest.mark.parametrize("interp_cond", [False, True])
 def test_any_bidirectional_layer_and_the_output_sees_both_directions(layer, interp_cond):
     torch.manual_seed(0)
