@@ -221,8 +221,13 @@ def _read_series(path: Path, layout: str = "nlc", channels: int | None = None, *
     if path.suffix == ".npy":
         try:
             values = np.load(path, allow_pickle=False).astype(np.float32)
-        except ValueError as e:
-            raise UserError(f"{path}: not a numeric .npy array ({e})") from e
+        except EOFError:
+            raise UserError(f"{path}: empty file, not a .npy array; write the series with numpy.save") from None
+        except (ValueError, TypeError, OSError) as e:  # a text, truncated, pickled or structured file
+            reason = str(e).split("\n")[0]
+            if "pickle" in reason:  # numpy's hint is to load it unsafely: never for a user's file
+                reason = "it holds pickled objects or is not a .npy file at all; not loaded, as unpickling could run code"
+            raise UserError(f"{path}: not a numeric .npy array ({reason}); write the series with numpy.save") from None
         if values.ndim == 2:
             values = values[None]
         if values.ndim != 3:

@@ -114,3 +114,21 @@ def test_time_column_errors_name_the_column(tmp_path):
     np.save(npy, np.zeros((4, 8, 1), dtype=np.float32))
     with pytest.raises(UserError, match="need a CSV file"):
         SeriesData(path=str(npy), channels=1, time_column="date").setup()
+
+
+def test_a_npy_that_is_not_a_numeric_array_is_one_line_naming_the_file(tmp_path):
+    """An empty, text, pickled or structured .npy is one UserError naming the file (an empty one was an EOFError
+    traceback), and the message never suggests loading a pickle."""
+    empty, text, pickled, records = (tmp_path / f"{n}.npy" for n in ("empty", "text", "pickled", "records"))
+    empty.write_bytes(b"")
+    text.write_text("1,2,3\n")
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(records, np.zeros(3, dtype=[("a", "f4"), ("b", "f4")]))
+    with pytest.raises(UserError, match=f"{empty}: empty file, not a .npy array"):
+        read_series(empty)
+    for path in (text, pickled):
+        with pytest.raises(UserError, match=f"{path}: not a numeric .npy array") as e:
+            read_series(path)
+        assert "allow_pickle" not in str(e.value) and "could run code" in str(e.value)
+    with pytest.raises(UserError, match=f"{records}: not a numeric .npy array"):
+        read_series(records)
