@@ -185,9 +185,14 @@ def metrics_rows(results: dict[tuple[str, float], dict[str, dict[str, float]]]) 
 
 def write_metrics(results: dict[tuple[str, float], dict[str, dict[str, float]]], out_dir: str | Path,
                   stem: str = "test_metrics", title: str = "SSSD imputation") -> list[Path]:
-    """Write ``<stem>.md`` and ``<stem>.csv`` (one row per mask ratio) under ``out_dir``; return the paths."""
+    """Write ``<stem>.md`` and ``<stem>.csv`` (one row per mask ratio) under ``out_dir``; return the paths.
+
+    An earlier test's tables are kept: the next free ``<stem>-vN`` (N >= 2) is used instead."""
     header, rows = metrics_rows(results)
     out_dir = Path(out_dir)
+    base, n = stem, 2
+    while (out_dir / f"{stem}.md").exists() or (out_dir / f"{stem}.csv").exists():
+        stem, n = f"{base}-v{n}", n + 1
     lines = [f"# {title}", "", "Metrics on held-out entries in data units; SSSD's point estimate: the samples' mean shrunk toward "
              "linear interpolation (apps.sssd.point), SSSD median: the samples' median; NCRPS and CRPS-sum as CSDI.", ""]
     lines += markdown_table(header, rows, left=2)

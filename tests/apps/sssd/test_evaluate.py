@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from apps.sssd.evaluate import MetricSums, crps_from_samples, linear_fill, locf_fill, mean_fill
+from apps.sssd.evaluate import MetricSums, crps_from_samples, linear_fill, locf_fill, mean_fill, write_metrics
 from tests.apps.sssd.helpers import gaussian_crps
 
 
@@ -53,3 +53,17 @@ def test_metric_sums_give_mse_mae_mre_on_the_selected_entries():
     r = sums.result()
     assert r["entries"] == 3 and math.isclose(r["MSE"], 5 / 3) and math.isclose(r["MAE"], 1.0)
     assert math.isclose(r["MRE"], 3 / 7) and math.isclose(r["RMSE"], math.sqrt(5 / 3)) and r["CRPS"] == r["MAE"]
+
+
+def test_a_second_test_keeps_the_first_tests_tables(tmp_path):
+    """``ssm sssd test`` of last.ckpt then best.ckpt wrote both into test_metrics.md/.csv, the second over the
+    first; now the second goes to test_metrics-v2.md/.csv and the first is kept."""
+    sums = MetricSums()
+    sums.count = 4
+    first = write_metrics({("rm", 0.5): {"SSSD": sums.result()}}, tmp_path)
+    assert [p.name for p in first] == ["test_metrics.md", "test_metrics.csv"]
+    before = [p.read_text() for p in first]
+    sums.count = 8
+    second = write_metrics({("rm", 0.9): {"SSSD": sums.result()}}, tmp_path)
+    assert [p.name for p in second] == ["test_metrics-v2.md", "test_metrics-v2.csv"]
+    assert [p.read_text() for p in first] == before and "| rm | 0.9 |" in second[0].read_text()
