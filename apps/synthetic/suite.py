@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import textwrap
 import time
 from pathlib import Path
@@ -210,6 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_suite_numbers(args: argparse.Namespace) -> None:
+    """One line for a size or count below its minimum, or a learning rate that is not a finite positive number
+    (they surfaced as tensor errors, some after the training: --d-model -1, --val-size 0)."""
+    if args.steps < 1 or args.length < 8:
+        raise UserError(f"--steps must be >= 1 and --length >= 8, got {args.steps} and {args.length}")
+    minimum = {"evals": 1, "batch_size": 1, "val_size": 1, "d_model": 1, "n_layers": 1, "d_state": 1,
+               "ff_expand": 0, "n_select": 1, "mips_dim": 1}
+    for name, least in minimum.items():
+        value = getattr(args, name)
+        if value < least:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    for name in ("lr", "ssm_lr"):
+        value = getattr(args, name)
+        if not 0 < value < math.inf:
+            raise UserError(f"--{name.replace('_', '-')} must be a finite positive number, got {value}")
+
+
 def suite(argv: list[str]) -> None:
     """``ssm synthetic suite [--layers s4d,s5,dlr] [--tasks ...] [--length 512] [--steps 500] [--out DIR]``.
 
@@ -219,8 +237,7 @@ def suite(argv: list[str]) -> None:
     layers = parse_names(args.layers, sorted(LAYERS), "layer", "--layers")
     tasks = parse_names(args.tasks, list(TASKS), "task", "--tasks")
     check_layers(layers)
-    if args.steps < 1 or args.length < 8:
-        raise UserError(f"--steps must be >= 1 and --length >= 8, got {args.steps} and {args.length}")
+    check_suite_numbers(args)
     out = Path(args.out) if args.out else runs_root() / "synthetic" / "suite"
     title = (
         f"DLR synthetic suite, L={args.length}, {args.steps} steps, "

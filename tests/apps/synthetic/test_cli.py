@@ -99,8 +99,12 @@ def test_suite_writes_markdown_csv_and_heatmap(tmp_path, capsys):
     [
         (["--layers", "s4d,lstm"], "unknown layer lstm in --layers; choose from"),
         (["--tasks", "shift,juggle"], "unknown task juggle in --tasks; choose from shift, cumsum"),
+        (["--d-model", "-1"], "--d-model must be at least 1, got -1"),  # was a tensor-shape traceback
+        (["--val-size", "0"], "--val-size must be at least 1, got 0"),  # was "torch.cat(): expected a non-empty..."
+        (["--evals", "0"], "--evals must be at least 1, got 0"),
+        (["--ssm-lr", "nan"], "--ssm-lr must be a finite positive number, got nan"),
     ],
-    ids=["layer", "task"],
+    ids=["layer", "task", "negative-width", "no-validation", "no-evals", "nan-lr"],
 )
 def test_suite_unknown_names(args, expected, capsys):
     assert main(["synthetic", "suite", *args]) == 2
