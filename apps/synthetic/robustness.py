@@ -9,7 +9,8 @@ diagonal system it uses converges to HiPPO-LegS's transfer function while S4D-Le
 (S4D-LegS is only weakly close to LegS and amplifies some Fourier modes).
 
 Writes ``robustness.csv``, ``robustness.md`` and ``robustness.png`` (accuracy against omega)
-under ``--out``.
+under ``--out``; never over an earlier study's (an ``--out`` holding them is refused, the default folder
+becomes ``robustness-v2``, ...).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from apps.common.report import markdown_table, save_figure, write_csv, write_mar
 from apps.common.training import quick_trainer
 from apps.synthetic.classifier import SequenceClassifier
 from apps.synthetic.sequential_mnist import SequentialMNIST, fourier_noise
-from apps.synthetic.suite import check_layers, parse_names
+from apps.synthetic.suite import check_layers, parse_names, results_folder
 from ssmcore.registry import LAYERS
 
 DEFAULT_OMEGAS = "0.01,0.05,0.1,0.5,1.0,2.0,3.14"
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
     p.add_argument(
-        "--out", default=None, help="output folder (default $SSM_RUNS/synthetic/robustness, SSM_RUNS=runs)"
+        "--out", default=None, help="output folder, new or without results (default "
+        "$SSM_RUNS/synthetic/robustness, SSM_RUNS=runs, or robustness-v2, ... when it holds an earlier study's)"
     )
     return p
 
@@ -185,6 +187,7 @@ def robustness(argv: list[str]) -> None:
     layers = parse_names(args.layers, sorted(LAYERS), "layer", "--layers")
     omegas = parse_omegas(args.omegas)
     check_layers(layers)
+    out = results_folder(args.out, runs_root() / "synthetic" / "robustness", "robustness.csv")
     data = SequentialMNIST(
         downsample=args.downsample,
         train_size=args.train_size,
@@ -193,7 +196,6 @@ def robustness(argv: list[str]) -> None:
         seed=args.seed,
     )
     data.setup()
-    out = Path(args.out) if args.out else runs_root() / "synthetic" / "robustness"
     steps = 784 // args.downsample**2
     title = (
         f"sequential MNIST-5k ({steps} steps), {args.epochs} epochs, d_model={args.d_model}, "

@@ -2,7 +2,8 @@
 
 Writes ``results.csv``, ``results.md`` (tasks as rows, layers as columns, validation R^2) and
 ``heatmap.png`` under ``--out``; the tables are rewritten after every run, so a long suite can
-be inspected while it runs and an interrupted one keeps what it finished.
+be inspected while it runs and an interrupted one keeps what it finished.  An earlier suite's tables are never
+overwritten: an ``--out`` that holds them is refused, and the default folder becomes ``suite-v2``, ...
 """
 
 from __future__ import annotations
@@ -206,9 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
     p.add_argument(
-        "--out", default=None, help="output folder (default $SSM_RUNS/synthetic/suite, SSM_RUNS=runs)"
+        "--out", default=None, help="output folder, new or without results (default $SSM_RUNS/synthetic/suite, "
+        "SSM_RUNS=runs, or suite-v2, ... when it holds an earlier suite's)"
     )
     return p
+
+
+def results_folder(out: str | None, default: Path, table: str) -> Path:
+    """Where a study writes its tables: ``--out`` unless it already holds ``table`` from an earlier study
+    (refused: nothing is overwritten); by default ``default``, or the first ``default-vN`` (N >= 2) without one."""
+    if out:
+        folder = Path(out)
+        if (folder / table).exists():
+            raise UserError(f"--out {folder} already holds the results of an earlier study ({table}); choose a new "
+                            "folder (results are never overwritten)")
+        return folder
+    folder, n = default, 2
+    while (folder / table).exists():
+        folder, n = default.with_name(f"{default.name}-v{n}"), n + 1
+    if folder != default:
+        print(f"note: {default} holds an earlier study, kept as it is; this one writes under {folder}", flush=True)
+    return folder
 
 
 def check_suite_numbers(args: argparse.Namespace) -> None:
@@ -238,7 +257,7 @@ def suite(argv: list[str]) -> None:
     tasks = parse_names(args.tasks, list(TASKS), "task", "--tasks")
     check_layers(layers)
     check_suite_numbers(args)
-    out = Path(args.out) if args.out else runs_root() / "synthetic" / "suite"
+    out = results_folder(args.out, runs_root() / "synthetic" / "suite", "results.csv")
     title = (
         f"DLR synthetic suite, L={args.length}, {args.steps} steps, "
         f"d_model={args.d_model}, d_state={args.d_state}"

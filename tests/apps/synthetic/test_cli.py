@@ -155,3 +155,26 @@ def test_robustness_bad_input(capsys):
     assert "--omegas must be comma-separated numbers" in capsys.readouterr().err
     assert main(["synthetic", "robustness", "--layers", "s4d", "--downsample", "3"]) == 2
     assert "--downsample must divide 28" in capsys.readouterr().err
+
+
+def test_a_study_never_overwrites_an_earlier_ones_results(tmp_path, monkeypatch, capsys):
+    """A second ``ssm synthetic suite`` (or ``robustness``) wrote its tables over the first's in the default folder
+    or the given --out; now the default moves to ``suite-v2`` and a used --out is refused before any training."""
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "results.csv").write_text("task,layer,r2\nshift,s4d,0.5\n")
+    (earlier / "robustness.csv").write_text("layer,clean\ns4d,0.9\n")
+    for verb, table in (("suite", "results.csv"), ("robustness", "robustness.csv")):
+        assert main(["synthetic", verb, "--layers", "s4d", "--out", str(earlier)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--out {earlier} already holds the results" in err and table in err
+    assert (earlier / "results.csv").read_text() == "task,layer,r2\nshift,s4d,0.5\n"
+    monkeypatch.setenv("SSM_RUNS", str(tmp_path / "runs"))
+    default = tmp_path / "runs" / "synthetic" / "suite"
+    default.mkdir(parents=True)
+    (default / "results.csv").write_text("kept\n")
+    assert main(["synthetic", "suite", "--layers", "s4d", "--tasks", "shift", "--length", "16", "--steps", "1",
+                 "--evals", "1", "--val-size", "4", "--batch-size", "2", *SMALL_MODEL, "--accelerator", "cpu"]) == 0
+    assert f"this one writes under {default.with_name('suite-v2')}" in capsys.readouterr().out
+    assert (default / "results.csv").read_text() == "kept\n"
+    assert (default.with_name("suite-v2") / "results.csv").is_file()
