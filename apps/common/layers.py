@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from apps.common.errors import UserError
-from ssmcore.registry import LayerSpecError, causal_layer_names, layer_class, layer_names, layer_options
+from ssmcore.registry import LayerSpecError, causal_layer_names, layer_names, sequence_defaults
 from ssmcore.registry import layer_spec as _checked_spec
 
 #: a layer spec: the registry name and that layer's options
@@ -28,17 +28,15 @@ def layer_spec(spec: str | Mapping[str, Any] | None, key: str = "model.layer", d
 
     ``spec`` may be a bare name; None means ``default``.  ``defaults`` are options the app sets unless
     the spec does (``bidirectional=True`` for a bidirectional model).  ``sequence``: the app runs the layer
-    over one sequence axis (every app but s4nd's grids), so a layer with a ``dim`` option whose own default
-    is a 2-D grid (S4ND) gets ``dim: 1`` unless the spec sets it: any layer is interchangeable by name.
+    over one sequence axis (every app but s4nd's grids), so a layer over N-D grids (S4ND) gets ``dim: 1`` unless
+    the spec sets it (:func:`ssmcore.registry.sequence_defaults`): any layer is interchangeable by name.
     Raises:
         LayerError: an unknown layer or option, or a bad value, naming ``key`` (``model.layer.d_state: ...``).
     """
     spec = default if spec is None else spec
-    if sequence:
-        name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, Mapping) else None
-        options = layer_options(layer_class(name.lower())) if isinstance(name, str) and name.lower() in layer_names() else {}
-        if "dim" in options and options["dim"][1] != 1:
-            defaults = {"dim": 1, **defaults}
+    name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, Mapping) else None
+    if sequence and isinstance(name, str) and name.lower() in layer_names():
+        defaults = {**sequence_defaults(name), **defaults}
     try:
         return _checked_spec(spec, **defaults)
     except LayerSpecError as e:
