@@ -173,3 +173,18 @@ def test_a_checkpoint_no_app_fits_says_which_options_are_foreign(tmp_path, monke
     err = capsys.readouterr().err
     assert f"checkpoint {ckpt}: its hyper-parameters name 'warp_factor', which DelayedRecallModule" in err
     assert "another app or another version of ssm-suite" in err
+
+
+def test_a_checkpoint_of_another_app_is_named_by_a_ckpt_verb_too(tmp_path, capsys):
+    """``ssm pendulum export-weights --ckpt <a smoke checkpoint>`` said the checkpoint was "saved by another version of
+    ssm-suite" and to "remove the unknown option from the checkpoint's hyper_parameters"; it is another app's."""
+    smoke = {"vocab": 4, "d_model": 8, "n_layers": 1, "layer": {"name": "s4d", "d_state": 8}, "dropout": 0.0,
+             "optim": {"lr": 0.01}}
+    ckpt = tmp_path / "smoke.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": smoke}, ckpt)
+    assert main(["pendulum", "export-weights", "--ckpt", str(ckpt), "--out", str(tmp_path / "weights")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{ckpt} is not a PendulumModule" in err
+    assert "it was written by `ssm smoke`; pass a checkpoint of `ssm pendulum fit`" in err
+    assert "remove the unknown option" not in err
+    assert not (tmp_path / "weights").exists()
