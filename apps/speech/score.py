@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from apps.common.cli import positive_int
 from apps.common.errors import UserError
 from apps.common.report import markdown_table, write_csv, write_markdown
+from apps.common.runs import beside_checkpoint
 from apps.common.speech_commands import SAMPLE_RATE, WORD_SETS, readable, resolve_word_set
 from apps.speech.data import SpeechCommandsData, SpeechCommandsDataset
 from apps.speech.metrics import am_score, frechet_distance, inception_score, modified_inception_score
@@ -117,7 +118,8 @@ def score(argv: list[str]) -> None:
     p.add_argument("--samples", help="folder of generated .wav clips (omit to score only the real sets)")
     p.add_argument("--real", help="real dataset folder (default: the one the classifier was trained on)")
     p.add_argument("--batch-size", type=positive_int, default=50)
-    p.add_argument("--out", help="markdown file to write (default: scores.md in --samples, or beside the checkpoints)")
+    p.add_argument("--out", help="markdown file to write (default: scores.md in --samples, else "
+                   "scores/real_scores.md in the checkpoint's run, or beside a checkpoint kept elsewhere)")
     a = p.parse_args(argv)
     ckpt = Path(a.classifier)
     model, saved = load_speech_classifier(ckpt)
@@ -126,7 +128,7 @@ def score(argv: list[str]) -> None:
         options["root"] = a.real
     samples = Path(a.samples) if a.samples else None
     rows = score_sets(model, options, samples, a.batch_size)
-    default = (samples / "scores.md") if samples else ckpt.resolve().parent.parent / "scores" / "real_scores.md"
+    default = (samples / "scores.md") if samples else beside_checkpoint(ckpt, "scores") / "real_scores.md"
     out = Path(a.out) if a.out else default
     for path in write_scores(out, rows, ckpt, model.hparams.num_classes, caveats(rows, resolve_word_set(options.get("words", "sc09")))):
         print(f"wrote {path}")

@@ -44,9 +44,11 @@ import torch
 from rich.progress import Progress
 
 from apps.common.cli import positive_int
+from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.norms import batch_norms, reestimate_batchnorm
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
+from apps.common.runs import beside_checkpoint
 from apps.common.self_training import maximise_information
 from apps.common.speech_commands import SAMPLE_RATE
 from apps.speech.augment import DEFAULT_VIEWS, View, parse_views
@@ -334,8 +336,9 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--rates", default="16000,8000,4000", help="comma-separated sample rates (default 16000,8000,4000)")
     p.add_argument("--data-root", help="dataset folder (default: the one the checkpoint was trained on)")
     p.add_argument("--batch-size", type=positive_int, default=50)
-    p.add_argument("--out", help="output folder (default: zero-shot/ beside the checkpoints folder)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--out", help="output folder (default: zero-shot/ in the checkpoint's run, or "
+                   "beside a checkpoint kept elsewhere)")
+    p.add_argument("--device", default=default_device(),
                    help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     p.add_argument("--split", choices=["test", "all"], default="test",
                    help="the clips scored: the test split (default), or all of the folder's clips, e.g. a source the "
@@ -357,6 +360,7 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--adapt-seed", type=int, default=None, help="the seed of --adapt-epochs' clip order (default 0): "
                    "rerun with others to see how much the self-trained rows vary")
     a = p.parse_args(argv)
+    parse_device(a.device)
     rates = parse_rates(a.rates)
     views = parse_views(a.tta) if a.tta is not None else ()
     if a.adapt_norm is not None and a.adapt_norm < 1:
@@ -379,7 +383,7 @@ def zero_shot(argv: list[str]) -> None:
         options["root"] = a.data_root
     adapt = Adaptation(a.adapt_norm, a.adapt_epochs, a.adapt_lr, seed) if a.adapt_norm else None
     rows = zero_shot_table(model, options, rates, a.batch_size, adapt, a.split, views)
-    out = Path(a.out) if a.out else ckpt.resolve().parent.parent / "zero-shot"
+    out = Path(a.out) if a.out else beside_checkpoint(ckpt, "zero-shot")
     train_rate = int(model.train_sample_rate) or SAMPLE_RATE
     notes = ["Scored: every clip of the folder (train, validation and test splits)."] if a.split == "all" else []
     if a.adapt_norm:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 import torch
@@ -119,7 +120,8 @@ def test_adapt_norm_needs_clips(tmp_path_factory, capsys):
                        (["--adapt-norm", "--adapt-epochs", "1", "--adapt-lr", "0"], "--adapt-lr takes a learning "
                                                                                       "rate > 0, got 0.0"),
                        (["--adapt-norm", "--adapt-seed", "2"], "--adapt-seed 2 orders the clips of --adapt-epochs' "
-                                                               "self-training")):
+                                                               "self-training"),
+                       (["--device", "gpu7"], "--device 'gpu7' is not a device")):
         assert main(["speech", "zero-shot", "--ckpt", str(ckpt), *args]) == 2
         err = capsys.readouterr().err
         assert said in err and len(err.strip().splitlines()) == 1
@@ -204,3 +206,12 @@ def test_test_time_views(tmp_path_factory, tmp_path, capsys):
     assert main(["speech", "zero-shot", "--ckpt", str(ckpt), "--tta", "speed3", "--out", str(tmp_path / "x")]) == 2
     assert "--tta: 'speed3' is not a view" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_default_output_is_in_the_run_or_beside_a_checkpoint_kept_elsewhere(tmp_path_factory, tmp_path):
+    ckpt = tiny_checkpoint(tmp_path_factory)
+    kept = tmp_path / "downloaded" / "classifier.ckpt"  # outside any run: not two folders above it
+    kept.parent.mkdir()
+    shutil.copy(ckpt, kept)
+    assert main(["speech", "zero-shot", "--ckpt", str(kept), "--rates", "16000"]) == 0
+    assert (kept.parent / "zero-shot" / "zero_shot.csv").is_file() and not (tmp_path / "zero-shot").exists()
