@@ -32,18 +32,28 @@ def lazy_verb(module: str, name: str) -> Callable[[list[str]], None]:
     return run
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type`` of a count or size option (``--batch-size``, ...): an integer >= 1, else argparse's one line
-    naming the option, exit 2."""
+def _int_at_least(text: str, least: int) -> int:
     import argparse
 
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of a count or size option (``--batch-size``, ...): an integer >= 1, else argparse's one line
+    naming the option, exit 2."""
+    return _int_at_least(text, 1)
+
+
+def seed_int(text: str) -> int:
+    """argparse ``type`` of a ``--seed``: an integer >= 0 (numpy's generators take no negative seed), else
+    argparse's one line naming the option, exit 2."""
+    return _int_at_least(text, 0)
 
 
 def app_names() -> list[str]:

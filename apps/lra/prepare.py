@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.prepared import already_prepared, building
 
@@ -20,8 +21,6 @@ def _positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names: 
     for name in names:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.seed < 0:  # numpy's generators take none
-        raise UserError(f"--seed must be >= 0, got {args.seed}")
 
 
 def prepare_listops(argv: list[str]) -> None:
@@ -29,7 +28,7 @@ def prepare_listops(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="ssm lra prepare listops",
                                 description="Generate ListOps in the LRA layout listops-1000/basic_{train,val,test}.tsv.")
     p.add_argument("--out", default="data/lra", help="output folder (default data/lra)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--n-train", type=int, default=96_000)
     p.add_argument("--n-val", type=int, default=2_000)
     p.add_argument("--n-test", type=int, default=2_000)
@@ -64,7 +63,7 @@ def prepare_pathfinder(argv: list[str]) -> None:
     p.add_argument("--out", default="data/lra", help="output folder (default data/lra)")
     p.add_argument("--size", type=int, default=32, choices=(32, 64, 128, 256), help="image side (128 = Path-X)")
     p.add_argument("--n", type=int, default=20_000, help="images (LRA: 200,000, split 80/10/10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--contour-length", type=int, default=14, help="LRA's difficulty: 14")
     p.add_argument("--no-masks", action="store_true", help="skip the path masks (PathfinderSegmentation needs them)")
     p.add_argument("--force", action="store_true",

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.prepared import already_prepared, building, parse_sizes
 
@@ -182,7 +183,7 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--observed", type=int, default=50, help="observed steps per sequence (default 50)")
     p.add_argument("--step", type=float, default=0.05, help="grid step in seconds (default 0.05)")
     p.add_argument("--size", type=int, default=24, help="frame size in pixels (default 24)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from apps.common.cifar import load_cifar10
+from apps.common.cli import seed_int
 from apps.common.data import SplitDataModule
 from apps.common.errors import UserError
 from apps.common.mnist import load_mnist5k
@@ -199,7 +200,7 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("source", choices=["mnist"], help="the offline stand-in to build (MNIST-5k)")
     p.add_argument("--out", default="data/mnist5k", help="output folder (default data/mnist5k)")
     p.add_argument("--split", default="400,50,50", help="train,val,test digits per class (default 400,50,50)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="split seed (default 0)")
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)

@@ -16,6 +16,7 @@ import torch
 from rich.progress import Progress
 
 from apps.common.checkpoint import datamodule_options, load_module
+from apps.common.cli import positive_int
 from apps.common.errors import UserError
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
 from apps.common.runs import beside_checkpoint
@@ -116,7 +117,7 @@ def zero_shot(argv: list[str]) -> None:
     p.add_argument("--baseline", help="a Conv2D baseline's checkpoint, plotted alongside")
     p.add_argument("--root", help="data folder (default: the one the checkpoint was trained on)")
     p.add_argument("--split", choices=["val", "test"], default="test", help="split to evaluate (default test)")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--out", help="output folder (default: the run's zero-shot/ folder, beside its checkpoints/; "
                                   "zero-shot/ beside a checkpoint kept elsewhere)")
     a = p.parse_args(argv)

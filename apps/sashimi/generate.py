@@ -34,6 +34,7 @@ from torch import Tensor
 
 from apps.common.audio import load_audio, save_wav
 from apps.common.checkpoint import load_module
+from apps.common.cli import seed_int
 from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.io import _umask, check_writable  # the one umask helper
@@ -263,7 +264,7 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: plain sampling)")
     p.add_argument("--prefix", help="prompt WAV at the model's rate, continued by every clip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", help="output folder (default: <run>/samples beside the run's checkpoints/, "
                                  "samples/ beside a checkpoint kept elsewhere; then samples-v2, ...)")
     p.add_argument("--compare", help="a real clip: also write spectrogram.png (first sample next to it)")

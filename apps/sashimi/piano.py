@@ -24,6 +24,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from apps.common.audio import load_audio, save_wav
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.prepared import already_prepared, building
 from apps.common.report import write_csv
@@ -69,7 +70,7 @@ def prepare_piano(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="ssm sashimi prepare piano", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="data/piano", help="output folder (train/val/test WAVs)")
     p.add_argument("--minutes", type=float, default=10.0, help="total minutes of audio to render")
-    p.add_argument("--seed", type=int, default=0, help="order in which the chorales are drawn")
+    p.add_argument("--seed", type=seed_int, default=0, help="order in which the chorales are drawn")
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     args = p.parse_args(argv)

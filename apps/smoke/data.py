@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save
 from apps.common.prepared import MARKER, already_prepared, building, parse_sizes
@@ -129,7 +130,7 @@ def prepare(argv: list[str]) -> None:
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--delay", type=int, default=16)
     p.add_argument("--sizes", default="2048,256,256", help="train,val,test sizes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)

@@ -63,6 +63,7 @@ import soundfile
 from rich.progress import Progress
 from scipy.signal import lfilter, resample_poly
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.prepared import already_prepared, building
 from apps.common.speech_commands import SAMPLE_RATE, WORD_SETS
@@ -492,7 +493,7 @@ def prepare_speech_commands(argv: list[str]) -> None:
                         "(a test-only SC09 probe, from asterisk-core-sounds-en-wav)")
     p.add_argument("--source", default=ASTERISK_DIGITS,
                    help=f"--engine asterisk: the folder of 0.wav ... 9.wav (default {ASTERISK_DIGITS})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--noise", type=float, default=0.0, help="std of light white noise added to each clip (e.g. 0.005)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel synthesiser processes")
     p.add_argument("--force", action="store_true",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.io import atomic_npy_save, check_writable
 from apps.common.report import write_csv
@@ -41,7 +42,7 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--length", type=int, default=None, help="steps per series (default and at most: the training window)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="ddpm, ddim or dpm (default: the recipe's)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: all 200 for ddpm, 50 otherwise)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     a = p.parse_args(argv)
     out = Path(a.out)
     if a.n < 1 or (a.steps is not None and a.steps < 1) or (a.length is not None and a.length < 1):

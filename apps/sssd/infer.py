@@ -35,6 +35,7 @@ import torch
 from rich.progress import Progress
 
 from apps.common.checkpoint import datamodule_options, load_module
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.io import atomic_npy_save, check_writable
 from apps.common.report import save_figure, write_csv
@@ -273,7 +274,7 @@ def _parser(prog: str, description: str, point_help: str, calibrate_help: str) -
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="ddpm, ddim or dpm (default: the recipe's)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: all 200 for ddpm, 50 otherwise)")
     p.add_argument("--max-plots", type=int, default=20, help="PNG plots for the first N series (default 20)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--time-column", default=None,
                    help="the CSV's column of time stamps (default: the training's data.time_column); none: the rows "
                         "are evenly spaced")

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.io import atomic_npy_save, atomic_write_text
 from apps.common.prepared import already_prepared, building
@@ -308,7 +309,7 @@ def prepare(argv: list[str]) -> None:
                    help="mujoco: trajectories (10000); ett / electricity / irregular: rows (69680 / 8760 / 3000); "
                         "ptbxl: records (1000)")
     p.add_argument("--clients", type=int, default=370, help="electricity: clients (columns, default 370)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the generated sets")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed of the generated sets")
     p.add_argument("--force", action="store_true",
                    help="rebuild a folder that an earlier prepare made (only its own files are deleted)")
     a = p.parse_args(argv)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save, check_writable
 from apps.common.mnist import MNIST_SIDE, load_mnist5k
@@ -92,12 +93,12 @@ def prepare_digit_backbone(argv: list[str]) -> None:
     p.add_argument("--canvas", type=int, default=36, help="the videos' frame side")
     p.add_argument("--image-size", type=int, default=32, help="backbone input side (use the same at extraction)")
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.image_size < 8 or args.canvas < MNIST_SIDE or args.seed < 0:
-        raise UserError(f"need --epochs >= 1, --image-size >= 8, --canvas >= {MNIST_SIDE} (the digits' side) and "
-                        f"--seed >= 0 (got {args.epochs}, {args.image_size}, {args.canvas}, {args.seed})")
+    if args.epochs < 1 or args.image_size < 8 or args.canvas < MNIST_SIDE:
+        raise UserError(f"need --epochs >= 1, --image-size >= 8 and --canvas >= {MNIST_SIDE} (the digits' side) "
+                        f"(got {args.epochs}, {args.image_size}, {args.canvas})")
     out = Path(args.out)
     if out.exists() and not (args.force and out.is_file()):
         raise UserError(f"--out {out} already exists; pass --force to replace it, or choose another --out")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.io import atomic_write, atomic_write_text
 from apps.common.mnist import MNIST_SIDE, load_mnist5k
@@ -149,7 +150,7 @@ def prepare_moving_mnist_cli(argv: list[str]) -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--fps", type=int, default=4, help="frame rate of the written videos")
     p.add_argument("--canvas", type=int, default=36, help="frame side in pixels (even, >= 28)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--tiny", action="store_true", help=f"demo/CI size: {TINY['videos']} videos of "
                                                        f"{TINY['seconds']} s")
     p.add_argument("--force", action="store_true",
