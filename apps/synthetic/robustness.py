@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from apps.common.cli import positive_int, seed_int
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.lightning import runs_root
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (default: no limit)")
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--val-size", type=int, default=500)
-    p.add_argument("--batch-size", type=positive_int, default=50)
+    p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layers", type=int, default=2)
     p.add_argument(

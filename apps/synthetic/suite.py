@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from apps.common.cli import positive_int, seed_int
+from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.layers import LayerSpec, layer_spec
 from apps.common.lightning import runs_root
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=512, help="task length L (default 512)")
     p.add_argument("--steps", type=int, default=500, help="training steps per run (default 500)")
     p.add_argument("--evals", type=int, default=5, help="validations during a run (default 5)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--val-size", type=int, default=128)
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--n-layers", type=int, default=2)

@@ -25,7 +25,6 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
-from apps.common.cli import positive_int
 from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.io import atomic_torch_save, atomic_write_text
@@ -158,7 +157,7 @@ def extract_features_cli(argv: list[str]) -> None:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--patch", type=int, default=8, help="linear backbone patch side")
     p.add_argument("--grid", type=int, default=7, help="ResNet token grid side")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="frames per backbone batch")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per backbone batch")
     p.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
     args = p.parse_args(argv)
