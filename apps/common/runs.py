@@ -9,6 +9,7 @@ existing run: the run that holds the checkpoint.  A folder named with
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from apps.common.errors import UserError
@@ -45,12 +46,13 @@ def beside_checkpoint(ckpt: str | Path, name: str) -> Path:
     return (run_of_checkpoint(path) or path.parent) / name
 
 
-def next_free(folder: Path) -> Path:
-    """``folder`` if it holds no run yet, else the first ``folder-vN`` (N >= 2) that does not."""
-    if not holds_a_run(folder):
+def next_free(folder: Path, taken: Callable[[Path], bool] = holds_a_run) -> Path:
+    """``folder`` if it is not ``taken`` (by default: holds no run yet), else the first ``folder-vN`` (N >= 2) that
+    is not: a verb's default output never goes over an earlier one's (runs, samples, study tables)."""
+    if not taken(folder):
         return folder
     n = 2
-    while holds_a_run(folder.with_name(f"{folder.name}-v{n}")):
+    while taken(folder.with_name(f"{folder.name}-v{n}")):
         n += 1
     return folder.with_name(f"{folder.name}-v{n}")
 

@@ -39,7 +39,7 @@ from apps.common.devices import default_device, parse_device
 from apps.common.errors import UserError
 from apps.common.io import _umask, check_writable  # the one umask helper
 from apps.common.report import save_figure, write_csv
-from apps.common.runs import beside_checkpoint
+from apps.common.runs import beside_checkpoint, next_free
 from apps.sashimi.module import WaveformGenerator
 from apps.sashimi.sampling import sample
 from apps.sashimi.stepper import FastStepper
@@ -122,11 +122,7 @@ def samples_folder(requested: str | None, ckpt: str) -> Path:
             raise UserError(f"--out {out} already holds samples (or is a file); choose a new folder, "
                             "so that new and earlier clips do not mix")
     else:
-        first = out = beside_checkpoint(ckpt, "samples")
-        n = 2
-        while _taken(out):
-            out = first.with_name(f"{first.name}-v{n}")
-            n += 1
+        out = next_free(beside_checkpoint(ckpt, "samples"), _taken)
     check_writable(out, "--out")
     return out
 

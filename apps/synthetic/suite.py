@@ -21,8 +21,8 @@ import torch
 from apps.common.cli import seed_int
 from apps.common.errors import UserError
 from apps.common.layers import LayerSpec, layer_spec
-from apps.common.lightning import runs_root
 from apps.common.report import markdown_table, save_figure, write_csv, write_markdown
+from apps.common.runs import next_free, runs_root
 from apps.common.training import quick_trainer
 from apps.synthetic.data import SyntheticData
 from apps.synthetic.module import SyntheticModule
@@ -223,9 +223,7 @@ def results_folder(out: str | None, default: Path, table: str) -> Path:
             raise UserError(f"--out {folder} already holds the results of an earlier study ({table}); choose a new "
                             "folder (results are never overwritten)")
         return folder
-    folder, n = default, 2
-    while (folder / table).exists():
-        folder, n = default.with_name(f"{default.name}-v{n}"), n + 1
+    folder = next_free(default, lambda f: (f / table).exists())
     if folder != default:
         print(f"note: {default} holds an earlier study, kept as it is; this one writes under {folder}", flush=True)
     return folder
