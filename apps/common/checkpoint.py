@@ -149,6 +149,11 @@ def app_that_wrote(blob: dict[str, Any], other_than: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _pass_instead(app: str, writer: str) -> str:
+    """The fix for a checkpoint of app ``writer`` given to app ``app``."""
+    return f"pass a checkpoint of `ssm {app} fit`, or run `ssm {writer}` on this one"
+
+
 def foreign_checkpoint(path: str | os.PathLike, blob: dict[str, Any], cls: type) -> str | None:
     """One line for a checkpoint whose hyper-parameters name options ``cls`` does not take: which app wrote it
     when one app's model takes them all, else the options and the likely cause; None when ``cls`` takes them."""
@@ -162,8 +167,7 @@ def foreign_checkpoint(path: str | os.PathLike, blob: dict[str, Any], cls: type)
     writer = app_that_wrote(blob, app)
     if writer:
         return (f"checkpoint {path} was written by `ssm {writer}`, not `ssm {app}` (its model options "
-                f"{', '.join(map(repr, lacking[:3]))} are {writer}'s); pass a checkpoint of `ssm {app} fit`, or run "
-                f"`ssm {writer}` on this one")
+                f"{', '.join(map(repr, lacking[:3]))} are {writer}'s); {_pass_instead(app, writer)}")
     return (f"checkpoint {path}: its hyper-parameters name {', '.join(map(repr, lacking[:3]))}, which {cls.__name__} "
             f"(`ssm {app}`) does not take: it was saved by another app or another version of ssm-suite; pass a "
             f"checkpoint of `ssm {app} fit`")
@@ -213,8 +217,7 @@ def load_module(path: str | os.PathLike, cls: type, check: Callable[[dict[str, A
             raise UserError(f"{what}: its init_args do not build the model ({e}); {fix}") from None
         writer = app_that_wrote(blob, app) if options_it_lacks(klass, hparams) else None
         if writer:
-            raise UserError(f"{what}: it was written by `ssm {writer}`; pass a checkpoint of `ssm {app} fit`, or run "
-                            f"`ssm {writer}` on this one") from None
+            raise UserError(f"{what}: it was written by `ssm {writer}`; {_pass_instead(app, writer)}") from None
         # e.g. an option of a newer or locally changed ssm-suite that this version does not have
         raise UserError(f"{path}: its hyper-parameters do not build {klass.__name__} ({e}): it was saved by another "
                         f"version of ssm-suite; load it with that version, or remove the unknown option from the "

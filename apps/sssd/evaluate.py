@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from apps.common.report import markdown_table, write_csv, write_markdown
+from apps.common.runs import next_free
 from apps.sssd.metrics import channel_sums, quantile_crps_terms
 
 METRICS = ("MAE", "RMSE", "MSE", "MRE", "CRPS", "NCRPS", "CRPS-sum")
@@ -190,9 +191,7 @@ def write_metrics(results: dict[tuple[str, float], dict[str, dict[str, float]]],
     An earlier test's tables are kept: the next free ``<stem>-vN`` (N >= 2) is used instead."""
     header, rows = metrics_rows(results)
     out_dir = Path(out_dir)
-    base, n = stem, 2
-    while (out_dir / f"{stem}.md").exists() or (out_dir / f"{stem}.csv").exists():
-        stem, n = f"{base}-v{n}", n + 1
+    stem = next_free(out_dir / stem, lambda p: any(p.with_name(p.name + ext).exists() for ext in (".md", ".csv"))).name
     lines = [f"# {title}", "", "Metrics on held-out entries in data units; SSSD's point estimate: the samples' mean shrunk toward "
              "linear interpolation (apps.sssd.point), SSSD median: the samples' median; NCRPS and CRPS-sum as CSDI.", ""]
     lines += markdown_table(header, rows, left=2)
